@@ -1,0 +1,338 @@
+"""Frozen values stored and returned by the store.
+
+Instants are aware UTC datetimes (milliseconds), durations are timedeltas, timeperiods are stored
+in their SPEC section 2 string form next to their qualifier (so an hourly period at midnight is
+never mistaken for a daily one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from db.states import (
+    Blocking,
+    Catchup,
+    FireOutcome,
+    JobState,
+    ProcessKind,
+    ProcessSource,
+    Qualifier,
+    StateMachineName,
+    SupervisedState,
+    UowKind,
+    UowState,
+)
+
+T = TypeVar("T")
+
+#: Placeholders a ``command`` may use; the shell driver fills them in.
+COMMAND_PLACEHOLDERS = frozenset(
+    {"process", "timeperiod", "start_timeperiod", "end_timeperiod", "uow_id", "attempt"}
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProcessEntry:
+    """One registered process (SPEC section 4): every field with its default.
+
+    Validation of single fields and of field combinations lives in
+    :func:`db.registration.validate_entry`; cross-entry rules (cycles, trees) in
+    :func:`db.registration.validate_entries`. This class only holds values.
+    """
+
+    name: str
+    kind: ProcessKind
+    worker: str | None = None
+    #: argv tuple, or one string run by ``/bin/sh -c`` when ``shell`` is true.
+    command: tuple[str, ...] | str | None = None
+    shell: bool = False
+    time_qualifier: Qualifier | None = None
+    state_machine: StateMachineName = StateMachineName.DISCRETE
+    blocking: Blocking = Blocking.NORMAL
+    tree: str | None = None
+    depends_on: tuple[str, ...] = ()
+    #: First timeperiod of the grid (SPEC section 2 string); None: the current period at
+    #: registration time.
+    start_timeperiod: str | None = None
+    lag: timedelta = timedelta(seconds=300)
+    trigger: str | None = None
+    #: IANA zone for cron and ``at`` triggers; None: the ``timezone`` setting.
+    timezone: str | None = None
+    catchup: Catchup = Catchup.LATEST
+    max_active: int = 1
+    retries: int = 3
+    retry_delay: timedelta = timedelta(seconds=60)
+    timeout: timedelta = timedelta(seconds=3600)
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    boxes: tuple[str, ...] = (".*",)
+    workers: int = 1
+    enabled: bool = True
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file form: plain JSON types, durations in seconds, enums as their values."""
+        return {
+            "name": self.name,
+            "kind": self.kind.value,
+            "worker": self.worker,
+            "command": list(self.command) if isinstance(self.command, tuple) else self.command,
+            "shell": self.shell,
+            "time_qualifier": self.time_qualifier.value if self.time_qualifier else None,
+            "state_machine": self.state_machine.value,
+            "blocking": self.blocking.value,
+            "tree": self.tree,
+            "depends_on": list(self.depends_on),
+            "start_timeperiod": self.start_timeperiod,
+            "lag": _seconds(self.lag),
+            "trigger": self.trigger,
+            "timezone": self.timezone,
+            "catchup": self.catchup.value,
+            "max_active": self.max_active,
+            "retries": self.retries,
+            "retry_delay": _seconds(self.retry_delay),
+            "timeout": _seconds(self.timeout),
+            "arguments": dict(self.arguments),
+            "boxes": list(self.boxes),
+            "workers": self.workers,
+            "enabled": self.enabled,
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProcessEntry:
+        """Inverse of :meth:`to_dict` for trusted, already validated data (the store's)."""
+        command = data.get("command")
+        return cls(
+            name=data["name"],
+            kind=ProcessKind(data["kind"]),
+            worker=data.get("worker"),
+            command=tuple(command) if isinstance(command, list) else command,
+            shell=bool(data.get("shell", False)),
+            time_qualifier=Qualifier(data["time_qualifier"])
+            if data.get("time_qualifier")
+            else None,
+            state_machine=StateMachineName(data.get("state_machine", "discrete")),
+            blocking=Blocking(data.get("blocking", "normal")),
+            tree=data.get("tree"),
+            depends_on=tuple(data.get("depends_on", ())),
+            start_timeperiod=data.get("start_timeperiod"),
+            lag=timedelta(seconds=data.get("lag", 300)),
+            trigger=data.get("trigger"),
+            timezone=data.get("timezone"),
+            catchup=Catchup(data.get("catchup", "latest")),
+            max_active=int(data.get("max_active", 1)),
+            retries=int(data.get("retries", 3)),
+            retry_delay=timedelta(seconds=data.get("retry_delay", 60)),
+            timeout=timedelta(seconds=data.get("timeout", 3600)),
+            arguments=dict(data.get("arguments", {})),
+            boxes=tuple(data.get("boxes", (".*",))),
+            workers=int(data.get("workers", 1)),
+            enabled=bool(data.get("enabled", True)),
+            description=data.get("description", ""),
+        )
+
+
+def _seconds(delta: timedelta) -> int | float:
+    seconds = delta.total_seconds()
+    return int(seconds) if seconds == int(seconds) else seconds
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProcessRecord:
+    """A process as stored: the effective entry plus what the registration file last said.
+
+    ``registered`` keeps the file's values of the last registration (None for processes created
+    through the API), so a re-register overwrites only the fields the file changed and keeps
+    run-time edits of the others.
+    """
+
+    entry: ProcessEntry
+    source: ProcessSource
+    registered: Mapping[str, Any] | None = None
+    version: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Job:
+    """One (managed process, timeperiod) pair."""
+
+    id: str
+    process: str
+    qualifier: Qualifier
+    timeperiod: str
+    state: JobState = JobState.EMBRYO
+    #: The unit of work currently or last run for this job.
+    uow_id: str | None = None
+    #: How many times the job was (re)started; part of its units of work's run key.
+    run: int = 0
+    created_at: datetime
+    updated_at: datetime
+    version: int = 1
+
+    @property
+    def key(self) -> str:
+        return f"{self.process}/{self.timeperiod}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UnitOfWork:
+    """One dispatched piece of work over ``[start_timeperiod, end_timeperiod)``.
+
+    ``(process, start_timeperiod, end_timeperiod, run_key)`` is unique: a unit of work is never
+    created twice by accident.
+    """
+
+    id: str
+    process: str
+    kind: UowKind
+    start_timeperiod: str
+    end_timeperiod: str
+    run_key: str
+    state: UowState = UowState.REQUESTED
+    #: The job's timeperiod (managed units of work only).
+    timeperiod: str | None = None
+    #: 1 for the first attempt, incremented by each retry.
+    attempt: int = 1
+    #: Attempts allowed after the first (a snapshot of the process's ``retries``).
+    retries: int = 0
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    created_at: datetime
+    updated_at: datetime
+    #: When it is due (a freerun fire's instant, an ad-hoc task's ``--at``).
+    scheduled_at: datetime | None = None
+    #: Last time it was published to the broker.
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    #: When an invalid attempt becomes eligible to run again.
+    retry_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    worker_id: str | None = None
+    box_id: str | None = None
+    pid: int | None = None
+    exit_code: int | None = None
+    #: Tail of the output of the last attempt (bounded by the worker).
+    output: str | None = None
+    #: Why the last attempt failed (exception with traceback, timeout, worker lost ...).
+    error: str | None = None
+    version: int = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    """One entry of an entity's history: who changed what, when, from which state to which, why."""
+
+    entity: str
+    entity_id: str
+    at: datetime
+    trigger: str
+    from_state: str | None
+    to_state: str | None
+    actor: str
+    reason: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FireRecord:
+    """One scheduled fire of a freerun trigger; unique by (process, scheduled_at)."""
+
+    process: str
+    scheduled_at: datetime
+    outcome: FireOutcome
+    uow_id: str | None = None
+    recorded_at: datetime
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SupervisedProcess:
+    """Desired and actual state of one process on one box (the box configuration)."""
+
+    box_id: str
+    process: str
+    #: Whether the operator wants it running on this box.
+    desired: bool = True
+    state: SupervisedState = SupervisedState.STOPPED
+    pid: int | None = None
+    #: psutil create_time of ``pid``: pid plus create time identifies the OS process.
+    create_time: float | None = None
+    started_at: datetime | None = None
+    stopped_at: datetime | None = None
+    exit_code: int | None = None
+    #: Failed starts in a row (drives backoff and fatal).
+    start_attempts: int = 0
+    backoff_until: datetime | None = None
+    #: Last psutil facts (rss, cpu_percent ...), refreshed by the supervisor.
+    stats: Mapping[str, Any] = field(default_factory=dict)
+    updated_at: datetime
+    version: int = 1
+
+    @property
+    def key(self) -> str:
+        return f"{self.box_id}/{self.process}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerRecord:
+    """A worker OS process and its heartbeat."""
+
+    worker_id: str
+    process: str
+    box_id: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    #: ``alive``, ``stopped`` or ``lost``.
+    state: str = "alive"
+    current_uow: str | None = None
+    concurrency: int = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobQuery:
+    """Filter and order of :meth:`db.store.Store.find_jobs`."""
+
+    process: str | None = None
+    states: frozenset[JobState] | None = None
+    #: Inclusive lower and exclusive upper bound on the timeperiod string.
+    from_timeperiod: str | None = None
+    to_timeperiod: str | None = None
+    #: Newest timeperiod first (the UI); False: oldest first (the scheduler's window).
+    newest_first: bool = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UowQuery:
+    """Filter and order of :meth:`db.store.Store.find_uows`."""
+
+    process: str | None = None
+    states: frozenset[UowState] | None = None
+    kind: UowKind | None = None
+    #: Units of work of one job (managed): its timeperiod.
+    timeperiod: str | None = None
+    #: Only those with ``retry_at`` at or before this instant.
+    retry_due_before: datetime | None = None
+    #: Only those with ``submitted_at`` before this instant.
+    submitted_before: datetime | None = None
+    #: Only those with ``heartbeat_at`` before this instant (or never beaten).
+    heartbeat_before: datetime | None = None
+    #: Newest (highest id) first; False: oldest first.
+    newest_first: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list; pass ``next_cursor`` back to get the next page (None: last page)."""
+
+    items: list[T]
+    next_cursor: str | None = None

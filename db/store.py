@@ -1,0 +1,412 @@
+"""The store interface: the single source of truth of Tactus.
+
+Two families implement it: SQL through SQLAlchemy Core (``db.backends.sql``: SQLite, PostgreSQL,
+MariaDB/MySQL) and MongoDB through pymongo (``db.backends.mongo``). ``tests/contract/`` runs the
+same suite against every backend that can be reached.
+
+Rules every backend obeys:
+
+- Every state change is a compare-and-set on the stored state (and, when given, the version): of
+  two racing callers exactly one wins, the other gets :class:`~db.errors.StateConflict` and nothing
+  changes. A successful change increments ``version`` and sets ``updated_at``.
+- A state change and its history :class:`~db.models.Event` are written atomically: either both are
+  stored or neither is (SQL: one transaction; MongoDB: one single-document update).
+- Every "create once" is guarded by a unique key and raises :class:`~db.errors.DuplicateKey`.
+- Instants go in and come out as aware UTC datetimes with millisecond precision.
+- Driver exceptions never escape: connection failures become
+  :class:`~db.errors.StoreUnavailable`.
+- Lists are paginated by an opaque cursor; pages are stable under concurrent inserts.
+- The store never calls the state machines: callers (``db.state_change``) decide, the store
+  persists.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from db.models import (
+        Event,
+        FireRecord,
+        Job,
+        JobQuery,
+        Page,
+        ProcessRecord,
+        SupervisedProcess,
+        UnitOfWork,
+        UowQuery,
+        WorkerRecord,
+    )
+    from db.states import JobState, ProcessKind, SupervisedState, UowState
+
+#: Largest page a list call returns, whatever ``limit`` asks for.
+MAX_PAGE_SIZE = 1000
+
+
+class Store(ABC):
+    """Persistent state of processes, jobs, units of work, fires, boxes and workers."""
+
+    #: Short backend name shown by health checks and logs (``sqlite``, ``postgresql`` ...).
+    backend: str = "abstract"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def init_schema(self) -> None:
+        """Create every table/collection and index that is missing. Idempotent."""
+
+    @abstractmethod
+    def reset_schema(self) -> None:
+        """Drop everything Tactus stored and create the schema again (``launch.py db --reset``)."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Check the store answers.
+
+        Raises:
+            StoreUnavailable: it does not.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections this store opened (not those handed in by the caller)."""
+
+    def describe(self) -> str:
+        """The store's address with any password masked, for logs and the health route."""
+        return self.backend
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- processes ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def list_processes(self, kind: ProcessKind | None = None) -> list[ProcessRecord]:
+        """All registered processes (optionally of one kind), ordered by name."""
+
+    @abstractmethod
+    def get_process(self, name: str) -> ProcessRecord:
+        """One process.
+
+        Raises:
+            NotFound: no process has that name.
+        """
+
+    @abstractmethod
+    def insert_process(self, record: ProcessRecord) -> ProcessRecord:
+        """Store a new process with ``version`` 1.
+
+        Raises:
+            DuplicateKey: a process of that name exists.
+        """
+
+    @abstractmethod
+    def update_process(
+        self, record: ProcessRecord, *, expected_version: int, event: Event | None = None
+    ) -> ProcessRecord:
+        """Replace a process's entry and registered values if its version is ``expected_version``.
+
+        Compare-and-set on the version; increments it and sets ``updated_at`` from the record.
+        ``event``, when given, is appended to the process's history in the same atomic write.
+
+        Raises:
+            NotFound: no such process.
+            Conflict: the stored version differs (someone else changed it first).
+        """
+
+    @abstractmethod
+    def delete_process(self, name: str) -> None:
+        """Remove a process (its jobs and units of work stay as history).
+
+        Raises:
+            NotFound: no such process.
+        """
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def create_job(self, job: Job) -> Job:
+        """Insert one job.
+
+        Raises:
+            DuplicateKey: a job (process, timeperiod) exists.
+        """
+
+    @abstractmethod
+    def ensure_jobs(self, jobs: Iterable[Job]) -> int:
+        """Insert the jobs whose (process, timeperiod) does not exist yet; leave the others alone.
+
+        Idempotent and safe to race: concurrent callers never create a job twice and never fail
+        on each other's inserts. Efficient for thousands of jobs (one round trip per batch).
+
+        Returns:
+            How many jobs this call created.
+        """
+
+    @abstractmethod
+    def get_job(self, process: str, timeperiod: str) -> Job:
+        """One job.
+
+        Raises:
+            NotFound: no such job.
+        """
+
+    @abstractmethod
+    def find_jobs(
+        self, query: JobQuery, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[Job]:
+        """Jobs matching ``query``, ordered by (timeperiod, process): newest timeperiod first
+        unless ``query.newest_first`` is false.
+
+        Raises:
+            InvalidInput: ``cursor`` (field ``cursor``) is not one this store issued, or ``limit``
+                is not positive.
+        """
+
+    @abstractmethod
+    def transition_job(
+        self,
+        process: str,
+        timeperiod: str,
+        *,
+        expected_state: JobState,
+        new_state: JobState,
+        event: Event,
+        changes: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
+    ) -> Job:
+        """Compare-and-set the job's state, apply ``changes`` and append ``event``, atomically.
+
+        ``changes`` may set ``uow_id`` and ``run``. ``updated_at`` is taken from ``event.at``.
+
+        Raises:
+            NotFound: no such job.
+            StateConflict: the stored state is not ``expected_state`` (or the version is not
+                ``expected_version``); nothing was written.
+        """
+
+    @abstractmethod
+    def count_jobs(self, process: str | None = None) -> dict[tuple[str, JobState], int]:
+        """Number of jobs per (process, state), for one process or all."""
+
+    # -- units of work --------------------------------------------------------------------------
+
+    @abstractmethod
+    def create_uow(self, uow: UnitOfWork, *, event: Event | None = None) -> UnitOfWork:
+        """Insert a unit of work; ``event`` (its creation) goes to its history atomically.
+
+        Raises:
+            DuplicateKey: one with the same (process, start_timeperiod, end_timeperiod, run_key)
+                exists.
+        """
+
+    @abstractmethod
+    def get_uow(self, uow_id: str) -> UnitOfWork:
+        """One unit of work.
+
+        Raises:
+            NotFound: no such unit of work.
+        """
+
+    @abstractmethod
+    def find_uow_by_key(
+        self, process: str, start_timeperiod: str, end_timeperiod: str, run_key: str
+    ) -> UnitOfWork | None:
+        """The unit of work with that unique key, or None."""
+
+    @abstractmethod
+    def find_uows(
+        self, query: UowQuery, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[UnitOfWork]:
+        """Units of work matching ``query``, by id (newest first unless ``query.newest_first``
+        is false).
+
+        Raises:
+            InvalidInput: bad ``cursor`` or ``limit``.
+        """
+
+    @abstractmethod
+    def transition_uow(
+        self,
+        uow_id: str,
+        *,
+        expected_state: UowState,
+        new_state: UowState,
+        event: Event,
+        changes: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
+    ) -> UnitOfWork:
+        """Compare-and-set the unit of work's state, apply ``changes``, append ``event``.
+
+        ``changes`` may set any field of :class:`~db.models.UnitOfWork` but ``id``, ``process``,
+        the unique key, ``state``, ``version`` and ``created_at``. ``updated_at`` is taken from
+        ``event.at``.
+
+        Raises:
+            NotFound: no such unit of work.
+            StateConflict: the stored state (or version) is not the expected one.
+        """
+
+    @abstractmethod
+    def update_uow(
+        self,
+        uow_id: str,
+        *,
+        expected_state: UowState,
+        changes: Mapping[str, Any],
+        expected_version: int | None = None,
+    ) -> UnitOfWork:
+        """Apply ``changes`` without changing state (heartbeat, widening, re-posting) if the
+        stored state is still ``expected_state``. No history is written; the version increments;
+        ``updated_at`` is left as it was (it tracks state changes and edits, not heartbeats).
+
+        Raises:
+            NotFound: no such unit of work.
+            StateConflict: the stored state (or version) differs.
+        """
+
+    @abstractmethod
+    def count_uows(self, process: str | None = None) -> dict[tuple[str, UowState], int]:
+        """Number of units of work per (process, state)."""
+
+    # -- history --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def append_event(self, event: Event) -> None:
+        """Append an event to an entity's history outside a state change (enable, edit, ...).
+
+        Raises:
+            NotFound: the entity does not exist (history belongs to an entity).
+        """
+
+    @abstractmethod
+    def history(self, entity: str, entity_id: str, *, limit: int = 500) -> list[Event]:
+        """The latest ``limit`` events of one entity, oldest first.
+
+        ``entity`` is ``job`` (id ``process/timeperiod``), ``uow`` (its id), ``process`` (its
+        name) or ``supervised`` (``box_id/process``).
+        """
+
+    # -- freerun fires --------------------------------------------------------------------------
+
+    @abstractmethod
+    def record_fire(self, fire: FireRecord) -> bool:
+        """Record one fire of a freerun trigger, once.
+
+        Returns:
+            True if this call recorded it; False if (process, scheduled_at) was already recorded
+            (by an earlier run, a restart or another scheduler): the caller must not fire again.
+        """
+
+    @abstractmethod
+    def set_fire_uow(self, process: str, scheduled_at: datetime, uow_id: str) -> None:
+        """Link a recorded fire to the unit of work created for it (no-op if no such fire)."""
+
+    @abstractmethod
+    def last_fire(self, process: str) -> FireRecord | None:
+        """The fire of ``process`` with the latest ``scheduled_at``, or None."""
+
+    @abstractmethod
+    def list_fires(self, process: str, *, limit: int = 100) -> list[FireRecord]:
+        """The latest fires of ``process``, newest first."""
+
+    # -- boxes (supervisor) ---------------------------------------------------------------------
+
+    @abstractmethod
+    def list_supervised(self, box_id: str | None = None) -> list[SupervisedProcess]:
+        """Supervised processes of one box, or of every box, ordered by (box_id, process)."""
+
+    @abstractmethod
+    def get_supervised(self, box_id: str, process: str) -> SupervisedProcess:
+        """One supervised process.
+
+        Raises:
+            NotFound: none for that box and process.
+        """
+
+    @abstractmethod
+    def ensure_supervised(self, record: SupervisedProcess) -> SupervisedProcess:
+        """Insert the record if (box_id, process) is new; return the stored one either way."""
+
+    @abstractmethod
+    def set_desired(self, box_id: str, process: str, desired: bool, *, event: Event) -> None:
+        """Set whether the operator wants the process running on the box; appends ``event``.
+
+        Raises:
+            NotFound: none for that box and process.
+        """
+
+    @abstractmethod
+    def transition_supervised(
+        self,
+        box_id: str,
+        process: str,
+        *,
+        expected_state: SupervisedState,
+        new_state: SupervisedState,
+        event: Event,
+        changes: Mapping[str, Any] | None = None,
+    ) -> SupervisedProcess:
+        """Compare-and-set the supervised state, apply ``changes`` (pid, create_time, started_at,
+        stopped_at, exit_code, start_attempts, backoff_until, stats) and append ``event``.
+
+        Raises:
+            NotFound: none for that box and process.
+            StateConflict: the stored state differs.
+        """
+
+    @abstractmethod
+    def update_supervised_stats(
+        self, box_id: str, process: str, stats: Mapping[str, Any], at: datetime
+    ) -> None:
+        """Refresh the psutil facts shown by the page (no state change, no history, no version
+        change; no-op if no such record)."""
+
+    @abstractmethod
+    def delete_supervised(self, box_id: str, process: str) -> None:
+        """Forget a process on a box (no error if absent)."""
+
+    # -- workers --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def save_worker(self, worker: WorkerRecord) -> None:
+        """Insert or replace a worker's registration (keyed by ``worker_id``)."""
+
+    @abstractmethod
+    def beat_worker(self, worker_id: str, at: datetime, *, current_uow: str | None = None) -> None:
+        """Record a heartbeat (and what the worker is running now).
+
+        Raises:
+            NotFound: no such worker.
+        """
+
+    @abstractmethod
+    def set_worker_state(self, worker_id: str, state: str, *, expected_state: str) -> bool:
+        """Compare-and-set a worker's ``state`` (``alive``/``stopped``/``lost``).
+
+        Returns:
+            True if this call changed it.
+        """
+
+    @abstractmethod
+    def list_workers(
+        self, *, box_id: str | None = None, process: str | None = None
+    ) -> list[WorkerRecord]:
+        """Registered workers, ordered by (process, worker_id)."""
+
+    @abstractmethod
+    def delete_worker(self, worker_id: str) -> None:
+        """Forget a worker (no error if absent)."""

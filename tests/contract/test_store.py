@@ -1,0 +1,845 @@
+"""The store contract: the same tests on every backend (SQLite, PostgreSQL, MariaDB, mongomock,
+MongoDB-wire). Races run on the backends that are atomic across threads and OS processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from db import open_store
+from db.errors import Conflict, DuplicateKey, InvalidInput, NotFound, StateConflict
+from db.ids import new_id
+from db.models import (
+    Event,
+    FireRecord,
+    Job,
+    JobQuery,
+    ProcessEntry,
+    ProcessRecord,
+    SupervisedProcess,
+    UnitOfWork,
+    UowQuery,
+    WorkerRecord,
+)
+from db.states import (
+    FireOutcome,
+    JobState,
+    ProcessKind,
+    ProcessSource,
+    Qualifier,
+    SupervisedState,
+    UowKind,
+    UowState,
+)
+
+T0 = datetime(2026, 1, 5, 13, 0, 0, 123000, tzinfo=UTC)
+
+
+def make_record(name: str, kind: ProcessKind = ProcessKind.MANAGED, **fields) -> ProcessRecord:
+    extra = {"time_qualifier": Qualifier.HOURLY} if kind == ProcessKind.MANAGED else {}
+    if kind == ProcessKind.FREERUN:
+        extra = {"trigger": "every 60"}
+    entry = ProcessEntry(name=name, kind=kind, command=("true",), **{**extra, **fields})
+    return ProcessRecord(
+        entry=entry,
+        source=ProcessSource.FILE,
+        registered=entry.to_dict(),
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+def make_job(process: str = "site_hourly", timeperiod: str = "2026010513", **fields) -> Job:
+    return Job(
+        id=new_id(),
+        process=process,
+        qualifier=fields.pop("qualifier", Qualifier.HOURLY),
+        timeperiod=timeperiod,
+        created_at=T0,
+        updated_at=T0,
+        **fields,
+    )
+
+
+def make_uow(process: str = "site_hourly", start: str = "2026010513", **fields) -> UnitOfWork:
+    return UnitOfWork(
+        id=fields.pop("id", new_id()),
+        process=process,
+        kind=fields.pop("kind", UowKind.MANAGED),
+        start_timeperiod=start,
+        end_timeperiod=fields.pop("end", "2026010514"),
+        run_key=fields.pop("run_key", "0"),
+        timeperiod=fields.pop("timeperiod", start),
+        created_at=T0,
+        updated_at=T0,
+        **fields,
+    )
+
+
+def event(entity: str, entity_id: str, trigger: str, src, dst, at: datetime = T0, **kw) -> Event:
+    return Event(
+        entity=entity,
+        entity_id=entity_id,
+        at=at,
+        trigger=trigger,
+        from_state=None if src is None else str(src),
+        to_state=None if dst is None else str(dst),
+        actor=kw.pop("actor", "test"),
+        reason=kw.pop("reason", "because"),
+        details=kw.pop("details", {}),
+    )
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+def test_process_insert_get_list(store):
+    # given
+    store.insert_process(make_record("b_hourly"))
+    store.insert_process(make_record("a_cron", ProcessKind.FREERUN))
+    # when
+    names = [r.name for r in store.list_processes()]
+    freeruns = [r.name for r in store.list_processes(ProcessKind.FREERUN)]
+    got = store.get_process("b_hourly")
+    # then
+    assert names == ["a_cron", "b_hourly"]
+    assert freeruns == ["a_cron"]
+    assert got.entry == make_record("b_hourly").entry
+    assert got.registered == make_record("b_hourly").entry.to_dict()
+    assert got.version == 1
+    assert got.created_at == T0
+
+
+def test_process_duplicate_refused(store):
+    store.insert_process(make_record("p"))
+    with pytest.raises(DuplicateKey):
+        store.insert_process(make_record("p"))
+
+
+def test_process_get_missing(store):
+    with pytest.raises(NotFound, match="process nope not found"):
+        store.get_process("nope")
+
+
+def test_process_update_is_compare_and_set_on_version(store):
+    # given
+    rec = store.insert_process(make_record("p"))
+    changed = make_record("p", enabled=False)
+    # when
+    updated = store.update_process(changed, expected_version=rec.version)
+    # then
+    assert updated.version == rec.version + 1
+    assert store.get_process("p").entry.enabled is False
+    with pytest.raises(Conflict):
+        store.update_process(make_record("p", retries=9), expected_version=rec.version)
+    assert store.get_process("p").entry.retries == 3
+
+
+def test_process_update_appends_event(store):
+    rec = store.insert_process(make_record("p"))
+    ev = event("process", "p", "disable", None, None, actor="alice")
+    store.update_process(make_record("p", enabled=False), expected_version=rec.version, event=ev)
+    assert [e.trigger for e in store.history("process", "p")] == ["disable"]
+    assert store.history("process", "p")[0].actor == "alice"
+
+
+def test_process_delete(store):
+    store.insert_process(make_record("p"))
+    store.delete_process("p")
+    assert store.list_processes() == []
+    with pytest.raises(NotFound):
+        store.delete_process("p")
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+
+def test_job_round_trip_keeps_aware_utc_instants(store):
+    job = store.create_job(make_job())
+    got = store.get_job("site_hourly", "2026010513")
+    assert got == job
+    assert got.created_at == T0 and got.created_at.utcoffset() == timedelta(0)
+    assert got.qualifier is Qualifier.HOURLY and got.state is JobState.EMBRYO
+
+
+def test_job_unique_per_process_and_timeperiod(store):
+    store.create_job(make_job())
+    with pytest.raises(DuplicateKey):
+        store.create_job(make_job())
+    store.create_job(make_job(timeperiod="2026010514"))
+    store.create_job(make_job(process="other"))
+
+
+def test_job_get_missing(store):
+    with pytest.raises(NotFound):
+        store.get_job("site_hourly", "2026010513")
+
+
+def test_ensure_jobs_creates_only_missing(store):
+    # given
+    store.create_job(make_job(timeperiod="2026010500"))
+    jobs = [make_job(timeperiod=f"20260105{h:02d}") for h in range(24)]
+    # when
+    created = store.ensure_jobs(jobs)
+    again = store.ensure_jobs(jobs)
+    # then
+    assert created == 23
+    assert again == 0
+    page = store.find_jobs(JobQuery(process="site_hourly"), limit=100)
+    assert len(page.items) == 24
+
+
+def test_ensure_jobs_large_batch(store):
+    # several batches, from a one-shot iterator (mongomock checks unique keys by scanning, so
+    # the count stays modest)
+    jobs = [
+        make_job(timeperiod=(T0 + timedelta(hours=h)).strftime("%Y%m%d%H")) for h in range(1300)
+    ]
+    assert store.ensure_jobs(iter(jobs)) == 1300
+    assert store.count_jobs("site_hourly") == {("site_hourly", JobState.EMBRYO): 1300}
+
+
+def _all_pages(fetch, limit):
+    items, cursor, pages = [], None, 0
+    while True:
+        page = fetch(limit=limit, cursor=cursor)
+        items.extend(page.items)
+        pages += 1
+        assert pages < 100, "pagination does not end"
+        if page.next_cursor is None:
+            return items
+        cursor = page.next_cursor
+
+
+def test_find_jobs_paginates_newest_first_without_gaps(store):
+    # given 2 processes x 13 hours
+    for process in ("a_hourly", "b_hourly"):
+        store.ensure_jobs(make_job(process, f"20260105{h:02d}") for h in range(13))
+    # when
+    items = _all_pages(lambda **kw: store.find_jobs(JobQuery(), **kw), limit=5)
+    # then
+    keys = [(j.timeperiod, j.process) for j in items]
+    assert len(keys) == 26 and len(set(keys)) == 26
+    assert keys == sorted(keys, key=lambda k: (-int(k[0]), k[1]))
+
+
+def test_find_jobs_oldest_first_and_filters(store):
+    # given
+    store.ensure_jobs(make_job("a", f"20260105{h:02d}") for h in range(10))
+    store.ensure_jobs(make_job("b", f"20260105{h:02d}") for h in range(10))
+    store.transition_job(
+        "a",
+        "2026010503",
+        expected_state=JobState.EMBRYO,
+        new_state=JobState.IN_PROGRESS,
+        event=event("job", "a/2026010503", "start", "embryo", "in_progress"),
+    )
+    # when
+    window = _all_pages(
+        lambda **kw: store.find_jobs(
+            JobQuery(
+                process="a",
+                from_timeperiod="2026010502",
+                to_timeperiod="2026010508",
+                newest_first=False,
+            ),
+            **kw,
+        ),
+        limit=4,
+    )
+    active = store.find_jobs(JobQuery(states=frozenset({JobState.IN_PROGRESS}))).items
+    # then
+    assert [j.timeperiod for j in window] == [f"20260105{h:02d}" for h in range(2, 8)]
+    assert [(j.process, j.timeperiod) for j in active] == [("a", "2026010503")]
+
+
+def test_find_jobs_refuses_bad_cursor_and_limit(store):
+    with pytest.raises(InvalidInput) as err:
+        store.find_jobs(JobQuery(), cursor="garbage!")
+    assert err.value.field == "cursor"
+    with pytest.raises(InvalidInput) as err:
+        store.find_jobs(JobQuery(), limit=0)
+    assert err.value.field == "limit"
+
+
+def test_transition_job_sets_state_changes_and_history(store):
+    # given
+    job = store.create_job(make_job())
+    at = T0 + timedelta(minutes=5)
+    # when
+    moved = store.transition_job(
+        "site_hourly",
+        "2026010513",
+        expected_state=JobState.EMBRYO,
+        new_state=JobState.IN_PROGRESS,
+        changes={"uow_id": "u1", "run": 1},
+        event=event("job", job.key, "start", "embryo", "in_progress", at=at),
+    )
+    # then
+    assert moved.state is JobState.IN_PROGRESS
+    assert moved.uow_id == "u1" and moved.run == 1
+    assert moved.version == job.version + 1
+    assert moved.updated_at == at
+    assert store.get_job("site_hourly", "2026010513") == moved
+    (ev,) = store.history("job", job.key)
+    assert (ev.trigger, ev.from_state, ev.to_state, ev.actor, ev.reason) == (
+        "start",
+        "embryo",
+        "in_progress",
+        "test",
+        "because",
+    )
+    assert ev.at == at
+
+
+def test_transition_job_refused_when_state_differs(store):
+    # given
+    job = store.create_job(make_job(state=JobState.PROCESSED))
+    # when
+    with pytest.raises(StateConflict) as err:
+        store.transition_job(
+            "site_hourly",
+            "2026010513",
+            expected_state=JobState.EMBRYO,
+            new_state=JobState.IN_PROGRESS,
+            event=event("job", job.key, "start", "embryo", "in_progress"),
+        )
+    # then
+    assert err.value.actual == "processed" and err.value.expected == "embryo"
+    assert store.get_job("site_hourly", "2026010513") == job
+    assert store.history("job", job.key) == []
+
+
+def test_transition_job_refused_when_version_differs(store):
+    job = store.create_job(make_job())
+    with pytest.raises(StateConflict):
+        store.transition_job(
+            "site_hourly",
+            "2026010513",
+            expected_state=JobState.EMBRYO,
+            new_state=JobState.IN_PROGRESS,
+            expected_version=job.version + 1,
+            event=event("job", job.key, "start", "embryo", "in_progress"),
+        )
+    assert store.get_job("site_hourly", "2026010513").state is JobState.EMBRYO
+
+
+def test_transition_job_missing(store):
+    with pytest.raises(NotFound):
+        store.transition_job(
+            "nope",
+            "2026010513",
+            expected_state=JobState.EMBRYO,
+            new_state=JobState.IN_PROGRESS,
+            event=event("job", "nope/2026010513", "start", "embryo", "in_progress"),
+        )
+
+
+def test_count_jobs_by_process_and_state(store):
+    store.ensure_jobs(make_job("a", f"20260105{h:02d}") for h in range(3))
+    store.create_job(make_job("b", state=JobState.SKIPPED))
+    assert store.count_jobs() == {("a", JobState.EMBRYO): 3, ("b", JobState.SKIPPED): 1}
+    assert store.count_jobs("b") == {("b", JobState.SKIPPED): 1}
+
+
+# -- units of work ------------------------------------------------------------------------------
+
+
+def test_uow_round_trip(store):
+    # given
+    uow = make_uow(
+        arguments={"x": [1, 2], "y": {"z": "é"}},
+        retries=3,
+        scheduled_at=T0 + timedelta(seconds=1),
+        submitted_at=T0 + timedelta(seconds=2),
+    )
+    # when
+    created = store.create_uow(uow)
+    # then
+    assert created == uow
+    assert store.get_uow(uow.id) == uow
+    assert store.find_uow_by_key("site_hourly", "2026010513", "2026010514", "0") == uow
+    assert store.find_uow_by_key("site_hourly", "2026010513", "2026010514", "1") is None
+
+
+def test_uow_unique_key(store):
+    # given
+    store.create_uow(make_uow())
+    # when / then
+    with pytest.raises(DuplicateKey):
+        store.create_uow(make_uow())
+    store.create_uow(make_uow(run_key="1"))
+    store.create_uow(make_uow(end="2026010515"))
+    store.create_uow(make_uow(process="other"))
+
+
+def test_uow_get_missing(store):
+    with pytest.raises(NotFound):
+        store.get_uow("nope")
+
+
+def test_uow_creation_event(store):
+    uow = make_uow()
+    store.create_uow(uow, event=event("uow", uow.id, "create", None, "requested"))
+    assert [e.trigger for e in store.history("uow", uow.id)] == ["create"]
+
+
+def test_transition_uow_compare_and_set(store):
+    # given
+    uow = store.create_uow(make_uow())
+    at = T0 + timedelta(seconds=30)
+    # when
+    claimed = store.transition_uow(
+        uow.id,
+        expected_state=UowState.REQUESTED,
+        new_state=UowState.IN_PROGRESS,
+        changes={"worker_id": "w1", "box_id": "b1", "pid": 42, "started_at": at},
+        event=event("uow", uow.id, "claim", "requested", "in_progress", at=at),
+    )
+    # then
+    assert claimed.state is UowState.IN_PROGRESS
+    assert (claimed.worker_id, claimed.box_id, claimed.pid, claimed.started_at) == (
+        "w1",
+        "b1",
+        42,
+        at,
+    )
+    assert claimed.version == 2 and claimed.updated_at == at
+    with pytest.raises(StateConflict) as err:
+        store.transition_uow(
+            uow.id,
+            expected_state=UowState.REQUESTED,
+            new_state=UowState.IN_PROGRESS,
+            changes={"worker_id": "w2"},
+            event=event("uow", uow.id, "claim", "requested", "in_progress"),
+        )
+    assert err.value.actual == "in_progress"
+    assert store.get_uow(uow.id).worker_id == "w1"
+    assert len(store.history("uow", uow.id)) == 1
+
+
+def test_transition_uow_refuses_unchangeable_fields(store):
+    uow = store.create_uow(make_uow())
+    with pytest.raises(InvalidInput):
+        store.transition_uow(
+            uow.id,
+            expected_state=UowState.REQUESTED,
+            new_state=UowState.IN_PROGRESS,
+            changes={"process": "evil"},
+            event=event("uow", uow.id, "claim", "requested", "in_progress"),
+        )
+    assert store.get_uow(uow.id).state is UowState.REQUESTED
+
+
+def test_update_uow_without_state_change(store):
+    # given
+    uow = store.create_uow(make_uow())
+    beat = T0 + timedelta(seconds=5)
+    # when
+    updated = store.update_uow(
+        uow.id,
+        expected_state=UowState.REQUESTED,
+        changes={"end_timeperiod": "2026010515", "heartbeat_at": beat},
+    )
+    # then
+    assert updated.end_timeperiod == "2026010515" and updated.heartbeat_at == beat
+    assert updated.version == uow.version + 1
+    assert store.history("uow", uow.id) == []
+    with pytest.raises(StateConflict):
+        store.update_uow(uow.id, expected_state=UowState.IN_PROGRESS, changes={"pid": 1})
+
+
+def test_update_uow_output_and_error_keep_text(store):
+    uow = store.create_uow(make_uow())
+    text = "line\n" * 2000 + "ünïcode ✓"
+    store.update_uow(uow.id, expected_state=UowState.REQUESTED, changes={"output": text})
+    assert store.get_uow(uow.id).output == text
+
+
+def test_find_uows_filters_and_pagination(store):
+    # given 12 units of work on two processes, some failed with a retry time
+    ids = []
+    for i in range(12):
+        process = "a" if i % 2 else "b"
+        uow = store.create_uow(
+            make_uow(process=process, start=f"20260105{i:02d}", kind=UowKind.FREERUN)
+        )
+        ids.append(uow.id)
+    failing = store.get_uow(ids[3])
+    store.transition_uow(
+        failing.id,
+        expected_state=UowState.REQUESTED,
+        new_state=UowState.IN_PROGRESS,
+        event=event("uow", failing.id, "claim", "requested", "in_progress"),
+    )
+    store.transition_uow(
+        failing.id,
+        expected_state=UowState.IN_PROGRESS,
+        new_state=UowState.INVALID,
+        changes={"retry_at": T0 + timedelta(minutes=1)},
+        event=event("uow", failing.id, "fail", "in_progress", "invalid"),
+    )
+    # when
+    newest = _all_pages(lambda **kw: store.find_uows(UowQuery(), **kw), limit=5)
+    oldest = _all_pages(lambda **kw: store.find_uows(UowQuery(newest_first=False), **kw), limit=5)
+    only_a = store.find_uows(UowQuery(process="a"), limit=100).items
+    invalid_due = store.find_uows(
+        UowQuery(states=frozenset({UowState.INVALID}), retry_due_before=T0 + timedelta(minutes=2))
+    ).items
+    invalid_not_due = store.find_uows(
+        UowQuery(states=frozenset({UowState.INVALID}), retry_due_before=T0)
+    ).items
+    # then
+    assert [u.id for u in newest] == sorted(ids, reverse=True)
+    assert [u.id for u in oldest] == sorted(ids)
+    assert {u.process for u in only_a} == {"a"} and len(only_a) == 6
+    assert [u.id for u in invalid_due] == [failing.id]
+    assert invalid_not_due == []
+    assert store.find_uows(UowQuery(kind=UowKind.ADHOC)).items == []
+    by_tp = store.find_uows(UowQuery(process="a", timeperiod="2026010503")).items
+    assert [u.id for u in by_tp] == [failing.id]
+
+
+def test_find_uows_stale_queries(store):
+    # given: one submitted long ago, one recently; one beat long ago, one never
+    old = store.create_uow(make_uow(start="2026010501", submitted_at=T0 - timedelta(hours=2)))
+    store.create_uow(make_uow(start="2026010502", submitted_at=T0))
+    beat = store.create_uow(make_uow(start="2026010503", heartbeat_at=T0 - timedelta(minutes=5)))
+    never = store.create_uow(make_uow(start="2026010504"))
+    fresh = store.create_uow(make_uow(start="2026010505", heartbeat_at=T0))
+    # when
+    stale_submit = store.find_uows(UowQuery(submitted_before=T0 - timedelta(hours=1))).items
+    stale_beat = store.find_uows(UowQuery(heartbeat_before=T0 - timedelta(minutes=1))).items
+    # then
+    assert [u.id for u in stale_submit] == [old.id]
+    assert {u.id for u in stale_beat} >= {beat.id, never.id}
+    assert fresh.id not in {u.id for u in stale_beat}
+
+
+def test_count_uows(store):
+    store.create_uow(make_uow(process="a"))
+    store.create_uow(make_uow(process="a", run_key="1"))
+    store.create_uow(make_uow(process="b"))
+    assert store.count_uows() == {("a", UowState.REQUESTED): 2, ("b", UowState.REQUESTED): 1}
+    assert store.count_uows("b") == {("b", UowState.REQUESTED): 1}
+
+
+# -- history ------------------------------------------------------------------------------------
+
+
+def test_history_oldest_first_and_limited(store):
+    # given
+    store.insert_process(make_record("p"))
+    for i in range(7):
+        store.append_event(
+            event(
+                "process",
+                "p",
+                f"edit{i}",
+                None,
+                None,
+                at=T0 + timedelta(seconds=i),
+                details={"n": i},
+            )
+        )
+    # when
+    everything = store.history("process", "p")
+    latest = store.history("process", "p", limit=3)
+    # then
+    assert [e.trigger for e in everything] == [f"edit{i}" for i in range(7)]
+    assert [e.trigger for e in latest] == ["edit4", "edit5", "edit6"]
+    assert latest[-1].details == {"n": 6}
+    assert store.history("process", "other") == []
+
+
+def test_history_needs_an_existing_entity(store):
+    with pytest.raises(NotFound):
+        store.append_event(event("process", "ghost", "edit", None, None))
+    with pytest.raises(NotFound):
+        store.append_event(event("job", "ghost/2026010513", "edit", None, None))
+
+
+def test_update_uow_keeps_updated_at(store):
+    uow = store.create_uow(make_uow())
+    updated = store.update_uow(
+        uow.id, expected_state=UowState.REQUESTED, changes={"heartbeat_at": T0 + timedelta(1)}
+    )
+    assert updated.updated_at == uow.updated_at
+
+
+# -- fires --------------------------------------------------------------------------------------
+
+
+def test_fire_recorded_once(store):
+    # given
+    at = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+    fire = FireRecord(process="cron", scheduled_at=at, outcome=FireOutcome.FIRED, recorded_at=T0)
+    # when / then
+    assert store.record_fire(fire) is True
+    assert store.record_fire(fire) is False
+    assert (
+        store.record_fire(
+            FireRecord(
+                process="cron",
+                scheduled_at=at,
+                outcome=FireOutcome.SKIPPED,
+                recorded_at=T0,
+            )
+        )
+        is False
+    )
+    assert store.list_fires("cron")[0].outcome is FireOutcome.FIRED
+
+
+def test_fire_last_and_list_and_link(store):
+    # given
+    base = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+    for i in range(5):
+        store.record_fire(
+            FireRecord(
+                process="cron",
+                scheduled_at=base + timedelta(minutes=i),
+                outcome=FireOutcome.SKIPPED if i == 2 else FireOutcome.FIRED,
+                recorded_at=T0,
+                reason="max_active reached" if i == 2 else "",
+            )
+        )
+    # when
+    store.set_fire_uow("cron", base + timedelta(minutes=4), "u4")
+    # then
+    last = store.last_fire("cron")
+    assert last.scheduled_at == base + timedelta(minutes=4) and last.uow_id == "u4"
+    fires = store.list_fires("cron", limit=3)
+    assert [f.scheduled_at for f in fires] == [base + timedelta(minutes=i) for i in (4, 3, 2)]
+    assert fires[2].reason == "max_active reached"
+    assert store.last_fire("other") is None
+
+
+# -- supervised processes -----------------------------------------------------------------------
+
+
+def _supervised(box="b1", process="worker_a", **kw) -> SupervisedProcess:
+    return SupervisedProcess(box_id=box, process=process, updated_at=T0, **kw)
+
+
+def test_supervised_ensure_is_idempotent(store):
+    first = store.ensure_supervised(_supervised())
+    again = store.ensure_supervised(_supervised(desired=False))
+    assert again == first and again.desired is True
+    store.ensure_supervised(_supervised(box="b2"))
+    assert [s.box_id for s in store.list_supervised()] == ["b1", "b2"]
+    assert [s.box_id for s in store.list_supervised("b2")] == ["b2"]
+
+
+def test_supervised_transition_and_desired(store):
+    # given
+    store.ensure_supervised(_supervised())
+    at = T0 + timedelta(seconds=1)
+    # when
+    started = store.transition_supervised(
+        "b1",
+        "worker_a",
+        expected_state=SupervisedState.STOPPED,
+        new_state=SupervisedState.STARTING,
+        changes={"pid": 4242, "create_time": 1767618000.25, "started_at": at},
+        event=event("supervised", "b1/worker_a", "start", "stopped", "starting", at=at),
+    )
+    store.set_desired(
+        "b1", "worker_a", False, event=event("supervised", "b1/worker_a", "stop", None, None)
+    )
+    store.update_supervised_stats("b1", "worker_a", {"rss": 1024, "cpu_percent": 1.5}, at)
+    # then
+    got = store.get_supervised("b1", "worker_a")
+    assert started.state is SupervisedState.STARTING
+    assert (got.pid, got.create_time, got.started_at) == (4242, 1767618000.25, at)
+    assert got.desired is False and got.stats == {"rss": 1024, "cpu_percent": 1.5}
+    assert [e.trigger for e in store.history("supervised", "b1/worker_a")] == ["start", "stop"]
+    with pytest.raises(StateConflict):
+        store.transition_supervised(
+            "b1",
+            "worker_a",
+            expected_state=SupervisedState.STOPPED,
+            new_state=SupervisedState.STARTING,
+            event=event("supervised", "b1/worker_a", "start", "stopped", "starting"),
+        )
+    store.delete_supervised("b1", "worker_a")
+    with pytest.raises(NotFound):
+        store.get_supervised("b1", "worker_a")
+
+
+# -- workers ------------------------------------------------------------------------------------
+
+
+def test_workers_register_beat_and_state(store):
+    # given
+    worker = WorkerRecord(
+        worker_id="w1", process="a", box_id="b1", pid=10, started_at=T0, heartbeat_at=T0
+    )
+    store.save_worker(worker)
+    store.save_worker(
+        WorkerRecord(
+            worker_id="w2", process="b", box_id="b2", pid=11, started_at=T0, heartbeat_at=T0
+        )
+    )
+    # when
+    store.beat_worker("w1", T0 + timedelta(seconds=5), current_uow="u1")
+    # then
+    (w1,) = store.list_workers(box_id="b1")
+    assert w1.heartbeat_at == T0 + timedelta(seconds=5) and w1.current_uow == "u1"
+    assert [w.worker_id for w in store.list_workers()] == ["w1", "w2"]
+    assert [w.worker_id for w in store.list_workers(process="b")] == ["w2"]
+    assert store.set_worker_state("w1", "lost", expected_state="alive") is True
+    assert store.set_worker_state("w1", "lost", expected_state="alive") is False
+    store.delete_worker("w1")
+    assert [w.worker_id for w in store.list_workers()] == ["w2"]
+    with pytest.raises(NotFound):
+        store.beat_worker("w1", T0)
+
+
+# -- races ---------------------------------------------------------------------------------------
+
+
+def _race_threads(n: int, action) -> list[object]:
+    barrier = threading.Barrier(n)
+    results: list[object] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = action(i)
+        except Exception as exc:  # noqa: BLE001 - the test inspects what each racer got
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_race_threads_transition_job_exactly_one_wins(concurrent_store_uri):
+    # given
+    setup = open_store(concurrent_store_uri)
+    job = setup.create_job(make_job())
+    stores = [open_store(concurrent_store_uri) for _ in range(6)]
+
+    # when six threads claim the same job at once
+    def claim(i):
+        return stores[i].transition_job(
+            job.process,
+            job.timeperiod,
+            expected_state=JobState.EMBRYO,
+            new_state=JobState.IN_PROGRESS,
+            changes={"uow_id": f"u{i}"},
+            event=event("job", job.key, "start", "embryo", "in_progress", actor=f"t{i}"),
+        )
+
+    results = _race_threads(6, claim)
+    # then
+    winners = [r for r in results if isinstance(r, Job)]
+    losers = [r for r in results if isinstance(r, StateConflict)]
+    assert len(winners) == 1 and len(losers) == 5, results
+    stored = setup.get_job(job.process, job.timeperiod)
+    assert stored.uow_id == winners[0].uow_id
+    assert len(setup.history("job", job.key)) == 1
+    for s in [setup, *stores]:
+        s.close()
+
+
+def test_race_threads_create_once(concurrent_store_uri):
+    # given
+    stores = [open_store(concurrent_store_uri) for _ in range(6)]
+    at = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+
+    # when six threads create the same job, the same unit of work and the same fire
+    def create(i):
+        outcome = []
+        for action in (
+            lambda: stores[i].create_job(make_job()),
+            lambda: stores[i].create_uow(make_uow()),
+            lambda: stores[i].record_fire(
+                FireRecord(
+                    process="cron", scheduled_at=at, outcome=FireOutcome.FIRED, recorded_at=T0
+                )
+            ),
+        ):
+            try:
+                outcome.append(action())
+            except DuplicateKey as exc:
+                outcome.append(exc)
+        return outcome
+
+    results = _race_threads(6, create)
+    # then
+    assert sum(isinstance(r[0], Job) for r in results) == 1, results
+    assert sum(isinstance(r[1], UnitOfWork) for r in results) == 1, results
+    assert sum(r[2] is True for r in results) == 1, results
+    for s in stores:
+        s.close()
+
+
+def test_race_threads_ensure_jobs_never_duplicates(concurrent_store_uri):
+    stores = [open_store(concurrent_store_uri) for _ in range(4)]
+    jobs = [make_job(timeperiod=f"202601{d:02d}{h:02d}") for d in (5, 6) for h in range(24)]
+    created = _race_threads(4, lambda i: stores[i].ensure_jobs(jobs))
+    assert all(isinstance(c, int) for c in created), created
+    assert sum(created) == 48
+    assert stores[0].count_jobs() == {("site_hourly", JobState.EMBRYO): 48}
+    for s in stores:
+        s.close()
+
+
+def _process_racer(uri: str, job_key: tuple[str, str], barrier, results, index: int) -> None:
+    store = open_store(uri)
+    try:
+        barrier.wait(30)
+        store.transition_job(
+            job_key[0],
+            job_key[1],
+            expected_state=JobState.EMBRYO,
+            new_state=JobState.IN_PROGRESS,
+            changes={"uow_id": f"p{index}"},
+            event=event("job", "/".join(job_key), "start", "embryo", "in_progress"),
+        )
+        results[index] = "won"
+    except StateConflict:
+        results[index] = "lost"
+    except Exception as exc:  # noqa: BLE001 - reported back to the parent test
+        results[index] = f"error: {exc!r}"
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_race_processes_transition_job_exactly_one_wins(concurrent_store_uri):
+    # given
+    setup = open_store(concurrent_store_uri)
+    job = setup.create_job(make_job())
+    ctx = multiprocessing.get_context("spawn")
+    n = 4
+    barrier = ctx.Barrier(n)
+    manager = ctx.Manager()
+    results = manager.list([None] * n)
+    # when four OS processes try the same transition at once
+    procs = [
+        ctx.Process(
+            target=_process_racer,
+            args=(concurrent_store_uri, (job.process, job.timeperiod), barrier, results, i),
+        )
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(90)
+    # then
+    outcome = list(results)
+    manager.shutdown()
+    assert sorted(outcome) == ["lost"] * (n - 1) + ["won"], outcome
+    assert len(setup.history("job", job.key)) == 1
+    assert setup.get_job(job.process, job.timeperiod).state is JobState.IN_PROGRESS
+    setup.close()
