@@ -1,0 +1,162 @@
+"""Jobs in the SQL store: create once, ensure in batches, keyset pages, compare-and-set."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from db.backends.base import (
+    JOB_CHANGEABLE_FIELDS,
+    check_changes,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+)
+from db.backends.sql import rows
+from db.backends.sql.core import SqlCore
+from db.backends.sql.schema import jobs as job_table
+from db.errors import InvalidInput, NotFound
+from db.models import Page
+from db.states import JobState
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from db.models import Event, Job, JobQuery
+
+#: Jobs per batch of ``ensure_jobs``: one transaction and one executemany each.
+ENSURE_BATCH = 500
+
+_INSERT_JOB = sa.insert(job_table)
+
+
+class JobsMixin(SqlCore):
+    """The job half of :class:`~db.store.Store` on SQL."""
+
+    def create_job(self, job: Job) -> Job:
+        """Insert one job; DuplicateKey if (process, timeperiod) exists."""
+        row = rows.job_row(job)
+        self._write(lambda conn: conn.execute(_INSERT_JOB, row), entity="job", key=job.key)
+        return rows.job_from(row)
+
+    def ensure_jobs(self, jobs: Iterable[Job]) -> int:
+        """Insert the jobs that do not exist yet, in batches; return how many this call made.
+
+        Each batch is one transaction running ``INSERT ... ON CONFLICT DO NOTHING`` (``INSERT
+        IGNORE`` on MySQL) over its rows, so racing callers skip each other's rows instead of
+        failing, and the row count is exactly the rows this call inserted. The batch goes as one
+        executemany of a statement compiled once (psycopg pipelines it, PyMySQL folds it into one
+        multi-row INSERT); a literal multi-row VALUES would be compiled again for every batch. Rows go in key order so that concurrent batches lock index
+        entries in the same order and cannot deadlock on each other.
+        """
+        stmt = self._insert_ignore(job_table)
+        created = 0
+        pending = iter(jobs)
+        while batch := list(itertools.islice(pending, ENSURE_BATCH)):
+            values = sorted(
+                (rows.job_row(job) for job in batch), key=lambda r: (r["process"], r["timeperiod"])
+            )
+            created += self._write(
+                lambda conn, values=values: conn.execute(stmt, values).rowcount,
+                entity="job",
+                key="(batch)",
+            )
+        return created
+
+    def get_job(self, process: str, timeperiod: str) -> Job:
+        """One job; NotFound if missing."""
+        keys = {"process": process, "timeperiod": timeperiod}
+        row = self._read(lambda conn: self._get_row(conn, job_table, keys))
+        if row is None:
+            raise NotFound("job", f"{process}/{timeperiod}")
+        return rows.job_from(row)
+
+    def find_jobs(
+        self, query: JobQuery, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[Job]:
+        """A page of jobs ordered by (timeperiod DESC or ASC, process ASC), keyset paginated."""
+        limit = check_limit(limit)
+        timeperiod, process = job_table.c.timeperiod, job_table.c.process
+        stmt = sa.select(job_table)
+        if query.process is not None:
+            stmt = stmt.where(process == query.process)
+        if query.states is not None:
+            stmt = stmt.where(job_table.c.state.in_(sorted(str(s) for s in query.states)))
+        if query.from_timeperiod is not None:
+            stmt = stmt.where(timeperiod >= query.from_timeperiod)
+        if query.to_timeperiod is not None:
+            stmt = stmt.where(timeperiod < query.to_timeperiod)
+        newest = query.newest_first
+        if cursor is not None:
+            last_timeperiod, last_process = _decode_job_cursor(cursor)
+            after = timeperiod < last_timeperiod if newest else timeperiod > last_timeperiod
+            if query.process is None:
+                # The leading bound lets the index seek straight to the cursor; the OR keeps
+                # the rest of the cursor's own timeperiod (the processes after its process).
+                bound = timeperiod <= last_timeperiod if newest else timeperiod >= last_timeperiod
+                after = sa.and_(bound, sa.or_(after, process > last_process))
+            stmt = stmt.where(after)
+        stmt = stmt.order_by(timeperiod.desc() if newest else timeperiod.asc())
+        if query.process is None:
+            # With one process the second key is constant; leaving it out lets MySQL read the
+            # (process, timeperiod) index in order instead of sorting.
+            stmt = stmt.order_by(process.asc())
+        stmt = stmt.limit(limit + 1)
+        found = self._read(lambda conn: conn.execute(stmt).all())
+        items = [rows.job_from(row._mapping) for row in found[:limit]]
+        next_cursor = None
+        if len(found) > limit:
+            next_cursor = encode_cursor(items[-1].timeperiod, items[-1].process)
+        return Page(items, next_cursor)
+
+    def transition_job(
+        self,
+        process: str,
+        timeperiod: str,
+        *,
+        expected_state: JobState,
+        new_state: JobState,
+        event: Event,
+        changes: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
+    ) -> Job:
+        """Compare-and-set the job's state with ``changes``; the event commits with it."""
+        values = rows.normalise(check_changes("job", changes, JOB_CHANGEABLE_FIELDS))
+        values["state"] = JobState(new_state).value
+        values["updated_at"] = rows.instant(event.at, "at")
+        key = f"{process}/{timeperiod}"
+
+        def work(conn: sa.Connection) -> Job:
+            row = self._cas(
+                conn,
+                job_table,
+                {"process": process, "timeperiod": timeperiod},
+                entity="job",
+                key=key,
+                expected_state=expected_state,
+                expected_version=expected_version,
+                values=values,
+            )
+            self._add_event(conn, event)
+            return rows.job_from(row)
+
+        return self._write(work, entity="job", key=key)
+
+    def count_jobs(self, process: str | None = None) -> dict[tuple[str, JobState], int]:
+        """Jobs per (process, state)."""
+        stmt = sa.select(job_table.c.process, job_table.c.state, sa.func.count()).group_by(
+            job_table.c.process, job_table.c.state
+        )
+        if process is not None:
+            stmt = stmt.where(job_table.c.process == process)
+        found = self._read(lambda conn: conn.execute(stmt).all())
+        return {(name, JobState(state)): count for name, state, count in found}
+
+
+def _decode_job_cursor(cursor: str) -> tuple[str, str]:
+    values = decode_cursor(cursor, 2)
+    if not all(isinstance(v, str) for v in values):
+        raise InvalidInput("cursor", "is not a cursor this server issued")
+    return values[0], values[1]

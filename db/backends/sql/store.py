@@ -1,0 +1,253 @@
+"""The SQL store: lifecycle, processes, history and freerun fires; jobs, units of work and boxes
+come from their mixins."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from db.backends.sql import rows
+from db.backends.sql.boxes import BoxesMixin
+from db.backends.sql.engine import WRITE_OPTION, create_engine, prepare_sqlite, public_url
+from db.backends.sql.jobs import JobsMixin
+from db.backends.sql.schema import events, fires, jobs, metadata, processes, supervised, uows
+from db.backends.sql.uows import UowsMixin
+from db.errors import Conflict, InvalidInput, NotFound, TactusError
+from db.store import Store
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from db.models import Event, FireRecord, ProcessRecord
+    from db.states import ProcessKind
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+#: SQLAlchemy dialect name -> the ``backend`` name Tactus reports.
+_BACKENDS = {"sqlite": "sqlite", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+
+_INSERT_PROCESS = sa.insert(processes)
+
+
+class SqlStore(JobsMixin, UowsMixin, BoxesMixin, Store):
+    """:class:`~db.store.Store` on SQLite, PostgreSQL or MariaDB/MySQL through SQLAlchemy Core.
+
+    Args:
+        uri: ``sqlite:///path``, ``postgresql://...``, ``mysql://...`` / ``mariadb://...``, or
+            any of them with an explicit ``+driver``. The default drivers are pysqlite,
+            psycopg 3 and PyMySQL.
+        engine: a ready engine instead of ``uri``; the store then never disposes it.
+
+    Raises:
+        InvalidInput: neither or both of ``uri`` and ``engine``, or a bad URI (``store_uri``).
+        StoreUnavailable: the driver is not installed.
+    """
+
+    def __init__(self, uri: str | None = None, *, engine: sa.Engine | None = None) -> None:
+        if (uri is None) == (engine is None):
+            raise InvalidInput("store_uri", "give either a URI or an engine")
+        self._owns_engine = engine is None
+        self.engine = engine if engine is not None else create_engine(public_url(uri or ""))
+        dialect = self.engine.dialect
+        self.backend = _BACKENDS.get(dialect.name, dialect.name)
+        if self.backend == "sqlite":
+            prepare_sqlite(self.engine)
+        self._writer = self.engine.execution_options(**{WRITE_OPTION: True})
+        self._returning = bool(dialect.update_returning)
+        log.debug("opened %s store %s", self.backend, self.describe())
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def init_schema(self) -> None:
+        """Create the missing tables and indexes (idempotent)."""
+        try:
+            self._write(lambda conn: metadata.create_all(conn, checkfirst=True))
+        except TactusError as exc:
+            # Two first starts racing: the loser's CREATE fails on the winner's table, and a
+            # second look finds everything in place.
+            log.warning("%s store: creating the schema failed (%s); once more", self.backend, exc)
+            self._write(lambda conn: metadata.create_all(conn, checkfirst=True))
+
+    def reset_schema(self) -> None:
+        """Drop every table of the store and create them again."""
+
+        def work(conn: sa.Connection) -> None:
+            metadata.drop_all(conn, checkfirst=True)
+            metadata.create_all(conn, checkfirst=False)
+
+        self._write(work)
+        log.info("%s store %s: schema reset", self.backend, self.describe())
+
+    def ping(self) -> None:
+        """Check the store answers; StoreUnavailable if not."""
+        self._read(lambda conn: conn.execute(sa.select(1)).scalar_one())
+
+    def close(self) -> None:
+        """Dispose of the engine's pool if this store created the engine."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    # -- processes --------------------------------------------------------------------------------
+
+    def list_processes(self, kind: ProcessKind | None = None) -> list[ProcessRecord]:
+        """Registered processes, optionally of one kind, ordered by name."""
+        stmt = sa.select(processes).order_by(processes.c.name)
+        if kind is not None:
+            stmt = stmt.where(processes.c.kind == str(kind))
+        found = self._read(lambda conn: conn.execute(stmt).all())
+        return [rows.process_from(row._mapping) for row in found]
+
+    def get_process(self, name: str) -> ProcessRecord:
+        """One process; NotFound if missing."""
+        row = self._read(lambda conn: self._get_row(conn, processes, {"name": name}))
+        if row is None:
+            raise NotFound("process", name)
+        return rows.process_from(row)
+
+    def insert_process(self, record: ProcessRecord) -> ProcessRecord:
+        """Store a new process with version 1; DuplicateKey if the name is taken."""
+        row = rows.process_row(record, version=1)
+        self._write(
+            lambda conn: conn.execute(_INSERT_PROCESS, row), entity="process", key=record.name
+        )
+        return rows.process_from(row)
+
+    def update_process(
+        self, record: ProcessRecord, *, expected_version: int, event: Event | None = None
+    ) -> ProcessRecord:
+        """Compare-and-set on the version: replace entry and registered values, add ``event``."""
+        row = rows.process_row(record, version=expected_version + 1)
+        c = processes.c
+        stmt = (
+            sa.update(processes)
+            .where(c.name == record.name, c.version == expected_version)
+            .values(
+                kind=row["kind"],
+                entry=row["entry"],
+                registered=row["registered"],
+                source=row["source"],
+                version=c.version + 1,
+                updated_at=row["updated_at"],
+            )
+        )
+
+        def work(conn: sa.Connection) -> ProcessRecord:
+            if conn.execute(stmt).rowcount == 0:
+                current = self._get_row(conn, processes, {"name": record.name})
+                if current is None:
+                    raise NotFound("process", record.name)
+                raise Conflict(
+                    "process",
+                    record.name,
+                    f"expected version {expected_version} but it is {current['version']}"
+                    " (changed concurrently)",
+                )
+            self._add_event(conn, event)
+            return rows.process_from(self._get_row(conn, processes, {"name": record.name}))
+
+        return self._write(work, entity="process", key=record.name)
+
+    def delete_process(self, name: str) -> None:
+        """Remove a process; its jobs and units of work stay. NotFound if missing."""
+        stmt = sa.delete(processes).where(processes.c.name == name)
+
+        def work(conn: sa.Connection) -> None:
+            if conn.execute(stmt).rowcount == 0:
+                raise NotFound("process", name)
+
+        self._write(work)
+
+    # -- history ----------------------------------------------------------------------------------
+
+    def append_event(self, event: Event) -> None:
+        """Append an event outside a state change; the entity must exist."""
+        exists = _entity_exists(event.entity, event.entity_id)
+
+        def write(conn: sa.Connection) -> None:
+            if conn.execute(exists).first() is None:
+                raise NotFound(event.entity, event.entity_id)
+            self._add_event(conn, event)
+
+        self._write(write)
+
+    def history(self, entity: str, entity_id: str, *, limit: int = 500) -> list[Event]:
+        """The latest ``limit`` events of one entity, oldest first."""
+        _check_positive(limit)
+        c = events.c
+        stmt = (
+            sa.select(events)
+            .where(c.entity == entity, c.entity_id == entity_id)
+            .order_by(c.id.desc())
+            .limit(limit)
+        )
+        found = self._read(lambda conn: conn.execute(stmt).all())
+        return [rows.event_from(row._mapping) for row in reversed(found)]
+
+    # -- freerun fires ----------------------------------------------------------------------------
+
+    def record_fire(self, fire: FireRecord) -> bool:
+        """Record a fire once; False if (process, scheduled_at) was recorded before."""
+        stmt = self._insert_ignore(fires)
+        row = rows.fire_row(fire)
+        return self._write(lambda conn: conn.execute(stmt, row).rowcount == 1)
+
+    def set_fire_uow(self, process: str, scheduled_at: datetime, uow_id: str) -> None:
+        """Link a recorded fire to its unit of work (nothing happens for an unknown fire)."""
+        c = fires.c
+        stmt = (
+            sa.update(fires)
+            .where(
+                c.process == process,
+                c.scheduled_at == rows.instant(scheduled_at, "scheduled_at"),
+            )
+            .values(uow_id=uow_id)
+        )
+        self._write(lambda conn: conn.execute(stmt))
+
+    def last_fire(self, process: str) -> FireRecord | None:
+        """The fire of ``process`` with the latest ``scheduled_at``, or None."""
+        found = self.list_fires(process, limit=1)
+        return found[0] if found else None
+
+    def list_fires(self, process: str, *, limit: int = 100) -> list[FireRecord]:
+        """The latest fires of ``process``, newest first."""
+        _check_positive(limit)
+        c = fires.c
+        stmt = (
+            sa.select(fires)
+            .where(c.process == process)
+            .order_by(c.scheduled_at.desc())
+            .limit(limit)
+        )
+        found = self._read(lambda conn: conn.execute(stmt).all())
+        return [rows.fire_from(row._mapping) for row in found]
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self.describe()!r})"
+
+
+def _check_positive(limit: int) -> None:
+    """Refuse a non-positive ``limit`` (lists that are not paginated are not capped either)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidInput("limit", f"must be a positive integer (got {limit!r})")
+
+
+def _entity_exists(entity: str, entity_id: str) -> sa.Select:
+    """A select that finds the entity an event belongs to (``job`` ids are ``process/tp``)."""
+    if entity == "job":
+        process, _, timeperiod = entity_id.partition("/")
+        where = [jobs.c.process == process, jobs.c.timeperiod == timeperiod]
+        table = jobs
+    elif entity == "uow":
+        table, where = uows, [uows.c.id == entity_id]
+    elif entity == "process":
+        table, where = processes, [processes.c.name == entity_id]
+    elif entity == "supervised":
+        box_id, _, process = entity_id.partition("/")
+        table = supervised
+        where = [supervised.c.box_id == box_id, supervised.c.process == process]
+    else:
+        raise InvalidInput("entity", f"unknown entity {entity!r}")
+    return sa.select(sa.literal(1)).select_from(table).where(*where)

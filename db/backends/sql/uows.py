@@ -1,0 +1,171 @@
+"""Units of work in the SQL store: create once, lookups, keyset pages by id, compare-and-set."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from db.backends.base import (
+    UOW_CHANGEABLE_FIELDS,
+    check_changes,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+)
+from db.backends.sql import rows
+from db.backends.sql.core import SqlCore
+from db.backends.sql.schema import uows
+from db.errors import InvalidInput, NotFound
+from db.models import Page
+from db.states import UowState
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from db.models import Event, UnitOfWork, UowQuery
+
+_INSERT_UOW = sa.insert(uows)
+
+
+class UowsMixin(SqlCore):
+    """The unit-of-work half of :class:`~db.store.Store` on SQL."""
+
+    def create_uow(self, uow: UnitOfWork, *, event: Event | None = None) -> UnitOfWork:
+        """Insert a unit of work and its creation event in one transaction."""
+        row = rows.uow_row(uow)
+        key = f"{uow.process}/{uow.start_timeperiod}-{uow.end_timeperiod}/{uow.run_key}"
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(_INSERT_UOW, row)
+            self._add_event(conn, event)
+
+        self._write(work, entity="uow", key=key)
+        return rows.uow_from(row)
+
+    def get_uow(self, uow_id: str) -> UnitOfWork:
+        """One unit of work; NotFound if missing."""
+        row = self._read(lambda conn: self._get_row(conn, uows, {"id": uow_id}))
+        if row is None:
+            raise NotFound("uow", uow_id)
+        return rows.uow_from(row)
+
+    def find_uow_by_key(
+        self, process: str, start_timeperiod: str, end_timeperiod: str, run_key: str
+    ) -> UnitOfWork | None:
+        """The unit of work with that unique key, or None."""
+        keys = {
+            "process": process,
+            "start_timeperiod": start_timeperiod,
+            "end_timeperiod": end_timeperiod,
+            "run_key": run_key,
+        }
+        row = self._read(lambda conn: self._get_row(conn, uows, keys))
+        return None if row is None else rows.uow_from(row)
+
+    def find_uows(
+        self, query: UowQuery, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[UnitOfWork]:
+        """A page of units of work ordered by id (time order), keyset paginated."""
+        limit = check_limit(limit)
+        c = uows.c
+        stmt = sa.select(uows)
+        if query.process is not None:
+            stmt = stmt.where(c.process == query.process)
+        if query.states is not None:
+            stmt = stmt.where(c.state.in_(sorted(str(s) for s in query.states)))
+        if query.kind is not None:
+            stmt = stmt.where(c.kind == str(query.kind))
+        if query.timeperiod is not None:
+            stmt = stmt.where(c.timeperiod == query.timeperiod)
+        if query.retry_due_before is not None:
+            stmt = stmt.where(
+                c.retry_at <= rows.instant(query.retry_due_before, "retry_due_before")
+            )
+        if query.submitted_before is not None:
+            before = rows.instant(query.submitted_before, "submitted_before")
+            stmt = stmt.where(c.submitted_at < before)
+        if query.heartbeat_before is not None:
+            before = rows.instant(query.heartbeat_before, "heartbeat_before")
+            stmt = stmt.where(sa.or_(c.heartbeat_at < before, c.heartbeat_at.is_(None)))
+        if cursor is not None:
+            last_id = _decode_uow_cursor(cursor)
+            stmt = stmt.where(c.id < last_id if query.newest_first else c.id > last_id)
+        stmt = stmt.order_by(c.id.desc() if query.newest_first else c.id.asc()).limit(limit + 1)
+        found = self._read(lambda conn: conn.execute(stmt).all())
+        items = [rows.uow_from(row._mapping) for row in found[:limit]]
+        next_cursor = encode_cursor(items[-1].id) if len(found) > limit else None
+        return Page(items, next_cursor)
+
+    def transition_uow(
+        self,
+        uow_id: str,
+        *,
+        expected_state: UowState,
+        new_state: UowState,
+        event: Event,
+        changes: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
+    ) -> UnitOfWork:
+        """Compare-and-set the state with ``changes``; the event commits with it."""
+        values = rows.normalise(check_changes("uow", changes, UOW_CHANGEABLE_FIELDS))
+        values["state"] = UowState(new_state).value
+        values["updated_at"] = rows.instant(event.at, "at")
+
+        def work(conn: sa.Connection) -> UnitOfWork:
+            row = self._cas(
+                conn,
+                uows,
+                {"id": uow_id},
+                entity="uow",
+                key=uow_id,
+                expected_state=expected_state,
+                expected_version=expected_version,
+                values=values,
+            )
+            self._add_event(conn, event)
+            return rows.uow_from(row)
+
+        return self._write(work, entity="uow", key=uow_id)
+
+    def update_uow(
+        self,
+        uow_id: str,
+        *,
+        expected_state: UowState,
+        changes: Mapping[str, Any],
+        expected_version: int | None = None,
+    ) -> UnitOfWork:
+        """Apply ``changes`` if the state (and version) still match; no history."""
+        values = rows.normalise(check_changes("uow", changes, UOW_CHANGEABLE_FIELDS))
+
+        def work(conn: sa.Connection) -> UnitOfWork:
+            row = self._cas(
+                conn,
+                uows,
+                {"id": uow_id},
+                entity="uow",
+                key=uow_id,
+                expected_state=expected_state,
+                expected_version=expected_version,
+                values=values,
+            )
+            return rows.uow_from(row)
+
+        return self._write(work, entity="uow", key=uow_id)
+
+    def count_uows(self, process: str | None = None) -> dict[tuple[str, UowState], int]:
+        """Units of work per (process, state)."""
+        c = uows.c
+        stmt = sa.select(c.process, c.state, sa.func.count()).group_by(c.process, c.state)
+        if process is not None:
+            stmt = stmt.where(c.process == process)
+        found = self._read(lambda conn: conn.execute(stmt).all())
+        return {(name, UowState(state)): count for name, state, count in found}
+
+
+def _decode_uow_cursor(cursor: str) -> str:
+    (value,) = decode_cursor(cursor, 1)
+    if not isinstance(value, str):
+        raise InvalidInput("cursor", "is not a cursor this server issued")
+    return value
