@@ -1,0 +1,232 @@
+"""The one funnel for every state change of a job, a unit of work or a supervised process.
+
+Each change runs in a fixed order:
+
+1. the entity's machine decides (or refuses with :class:`~db.errors.TransitionRefused`);
+2. the store compare-and-sets the stored state and appends the history event atomically (a lost
+   race raises :class:`~db.errors.StateConflict`; nothing changed);
+3. one log line is written;
+4. only after the commit, ``after_commit`` runs (publishing ids, waking the scheduler), so no
+   message ever announces a change that was not stored.
+
+No other code sets a state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from db.machines.job import job_machine
+from db.machines.supervised import SUPERVISED_MACHINE
+from db.machines.uow import UOW_MACHINE
+from db.models import Event, Job, SupervisedProcess, UnitOfWork
+
+if TYPE_CHECKING:
+    from db.clock import Clock
+    from db.machines.base import TableMachine
+    from db.states import StateMachineName
+    from db.store import Store
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+E = TypeVar("E")
+
+
+def _change(
+    machine: TableMachine,
+    entity: str,
+    key: str,
+    state: str,
+    trigger: str,
+    *,
+    clock: Clock,
+    actor: str,
+    reason: str,
+    facts: Mapping[str, Any],
+    details: Mapping[str, Any] | None,
+    persist: Callable[[str, Event], E],
+    after_commit: Callable[[E], None] | None,
+) -> E:
+    """Steps 1-4 of the module docstring; ``persist(dest, event)`` is the store's CAS write."""
+    dest = machine.decide(state, trigger, key, **facts)
+    event = Event(
+        entity=entity,
+        entity_id=key,
+        at=clock.now(),
+        trigger=trigger,
+        from_state=str(state),
+        to_state=str(dest),
+        actor=actor,
+        reason=reason,
+        details=dict(details or {}),
+    )
+    stored = persist(dest, event)
+    log.info(
+        "%s %s: %s -> %s (%s by %s%s)",
+        entity,
+        key,
+        event.from_state,
+        event.to_state,
+        trigger,
+        actor,
+        f": {reason}" if reason else "",
+    )
+    if after_commit is not None:
+        try:
+            after_commit(stored)
+        except Exception:
+            # The change is committed; a failing notification must not undo or hide it. The
+            # store stays the truth and the scheduler's next pass catches up.
+            log.exception("%s %s: after-commit hook failed", entity, key)
+    return stored
+
+
+def change_job(
+    store: Store,
+    job: Job,
+    trigger: str,
+    *,
+    state_machine: StateMachineName,
+    clock: Clock,
+    actor: str,
+    reason: str = "",
+    facts: Mapping[str, Any] | None = None,
+    changes: Mapping[str, Any] | None = None,
+    details: Mapping[str, Any] | None = None,
+    check_version: bool = False,
+    after_commit: Callable[[Job], None] | None = None,
+) -> Job:
+    """Move ``job`` by ``trigger`` through its process's machine and persist it.
+
+    Args:
+        store: where the job lives.
+        job: the job as the caller last read it; its state is the expected state.
+        trigger: a trigger of the machine's table (``start``, ``complete``, ``skip`` ...).
+        state_machine: the process's ``state_machine`` (selects the table).
+        clock: source of the event's instant.
+        actor: who asks (``scheduler``, ``worker w1``, ``user alice``).
+        reason: why, in words, for the history.
+        facts: conditions established by the caller (``closed``, ``finalizable``).
+        changes: other job fields to set in the same write (``uow_id``, ``run``).
+        details: extra data for the history event.
+        check_version: also require the stored version to equal ``job.version``.
+        after_commit: called with the new job once stored.
+
+    Returns:
+        The job as stored after the change.
+
+    Raises:
+        TransitionRefused: the machine does not allow it; nothing was written.
+        StateConflict: another actor changed the job first; nothing was written.
+    """
+    return _change(
+        job_machine(state_machine),
+        "job",
+        job.key,
+        job.state,
+        trigger,
+        clock=clock,
+        actor=actor,
+        reason=reason,
+        facts=dict(facts or {}),
+        details=details,
+        persist=lambda dest, event: store.transition_job(
+            job.process,
+            job.timeperiod,
+            expected_state=job.state,
+            new_state=dest,
+            changes=changes,
+            event=event,
+            expected_version=job.version if check_version else None,
+        ),
+        after_commit=after_commit,
+    )
+
+
+def change_uow(
+    store: Store,
+    uow: UnitOfWork,
+    trigger: str,
+    *,
+    clock: Clock,
+    actor: str,
+    reason: str = "",
+    facts: Mapping[str, Any] | None = None,
+    changes: Mapping[str, Any] | None = None,
+    details: Mapping[str, Any] | None = None,
+    check_version: bool = False,
+    after_commit: Callable[[UnitOfWork], None] | None = None,
+) -> UnitOfWork:
+    """Move a unit of work by ``trigger`` and persist it; see :func:`change_job` for the
+    arguments. ``facts`` may hold ``attempts_remain``; when absent it is computed from the
+    unit of work's ``attempt`` and ``retries``.
+
+    Raises:
+        TransitionRefused: the machine does not allow it; nothing was written.
+        StateConflict: another actor changed it first; nothing was written.
+    """
+    return _change(
+        UOW_MACHINE,
+        "uow",
+        uow.id,
+        uow.state,
+        trigger,
+        clock=clock,
+        actor=actor,
+        reason=reason,
+        facts={"attempts_remain": uow.attempt <= uow.retries, **dict(facts or {})},
+        details=details,
+        persist=lambda dest, event: store.transition_uow(
+            uow.id,
+            expected_state=uow.state,
+            new_state=dest,
+            changes=changes,
+            event=event,
+            expected_version=uow.version if check_version else None,
+        ),
+        after_commit=after_commit,
+    )
+
+
+def change_supervised(
+    store: Store,
+    record: SupervisedProcess,
+    trigger: str,
+    *,
+    clock: Clock,
+    actor: str,
+    reason: str = "",
+    facts: Mapping[str, Any] | None = None,
+    changes: Mapping[str, Any] | None = None,
+    details: Mapping[str, Any] | None = None,
+    after_commit: Callable[[SupervisedProcess], None] | None = None,
+) -> SupervisedProcess:
+    """Move a supervised process by ``trigger`` and persist it; see :func:`change_job`.
+
+    Raises:
+        TransitionRefused: the machine does not allow it; nothing was written.
+        StateConflict: another actor changed it first; nothing was written.
+    """
+    return _change(
+        SUPERVISED_MACHINE,
+        "supervised",
+        record.key,
+        record.state,
+        trigger,
+        clock=clock,
+        actor=actor,
+        reason=reason,
+        facts=dict(facts or {}),
+        details=details,
+        persist=lambda dest, event: store.transition_supervised(
+            record.box_id,
+            record.process,
+            expected_state=record.state,
+            new_state=dest,
+            changes=changes,
+            event=event,
+        ),
+        after_commit=after_commit,
+    )
