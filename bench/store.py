@@ -183,7 +183,7 @@ def render(store_rows: dict[str, dict[str, float]], trig: dict[str, float], n: i
         MARK_BEGIN,
         f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.node()} "
         f"({platform.python_implementation()} {platform.python_version()}), N = {n}, "
-        "one client, operations per second:",
+        "one client, operations per second (nx-27017 rows: N = 500):",
         "",
         "| backend | " + " | ".join(cols) + " |",
         "|---|" + "---:|" * len(cols),
