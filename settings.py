@@ -55,6 +55,31 @@ class Settings:
     mx_port: int = 5000
     #: Written on first start when no credentials exist, mode 0600.
     admin_token_file: str
+    #: Prefix of every queue name (``<prefix>.<process>``); lets installations share a broker.
+    queue_prefix: str = "tactus"
+    #: Seconds between heartbeats of a worker (and of the unit of work it runs).
+    heartbeat_interval: float = 5.0
+    #: Missed heartbeats after which a worker is declared lost and its units of work retried.
+    heartbeat_misses: int = 3
+    #: Seconds a claimed message of the embedded queue stays invisible before redelivery
+    #: (a running worker extends it with each heartbeat).
+    visibility_timeout: float = 60.0
+    #: Seconds a worker waits for its running unit of work on SIGTERM before releasing it.
+    worker_stop_grace: float = 30.0
+    #: Supervisor: seconds a process must stay up to count as started (``starting -> running``).
+    startsecs: float = 1.0
+    #: Supervisor: failed starts in a row allowed before a process becomes ``fatal``.
+    startretries: int = 3
+    #: Supervisor and ``launch.py --stop``: seconds between SIGTERM and SIGKILL of a group.
+    stopwaitsecs: float = 10.0
+    #: Supervisor: delay after the first failed start; it doubles with each further failure.
+    backoff_base: float = 1.0
+    #: Supervisor: the longest delay between two failed starts.
+    backoff_cap: float = 60.0
+    #: Supervisor: seconds between two reads of the desired state (box configuration) in the store.
+    supervisor_poll: float = 1.0
+    #: Supervisor: seconds between two refreshes of the psutil facts (memory, CPU) in the store.
+    stats_interval: float = 5.0
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some keys changed (validated like loaded values)."""
@@ -145,6 +170,11 @@ def _build(values: dict[str, Any]) -> Settings:
         if key in checked and (not isinstance(checked[key], str) or not checked[key].strip()):
             raise InvalidInput(key, "must be a non-empty string")
     checked["mx_port"] = _port(checked.get("mx_port", 5000))
+    for key, (kind, minimum) in _NUMBERS.items():
+        if key in checked:
+            checked[key] = _number(key, checked[key], kind, minimum)
+    if not re.match(r"^[A-Za-z0-9_.\-]{1,64}$", str(checked.get("queue_prefix", "tactus"))):
+        raise InvalidInput("queue_prefix", "use letters, digits, '_', '.', '-' (at most 64)")
     _check_store_uri(checked["store_uri"])
     _check_broker_uri(checked.get("broker_uri", "store"))
     try:
@@ -156,6 +186,34 @@ def _build(values: dict[str, Any]) -> Settings:
     if not str(checked.get("mx_host", "127.0.0.1")).strip():
         raise InvalidInput("mx_host", "must not be empty")
     return Settings(**checked)
+
+
+#: Numeric keys: (type, smallest allowed value).
+_NUMBERS: dict[str, tuple[type, float]] = {
+    "heartbeat_interval": (float, 0.1),
+    "heartbeat_misses": (int, 1),
+    "visibility_timeout": (float, 1.0),
+    "worker_stop_grace": (float, 0.0),
+    "startsecs": (float, 0.0),
+    "startretries": (int, 0),
+    "stopwaitsecs": (float, 0.0),
+    "backoff_base": (float, 0.0),
+    "backoff_cap": (float, 0.0),
+    "supervisor_poll": (float, 0.05),
+    "stats_interval": (float, 0.1),
+}
+
+
+def _number(key: str, value: Any, kind: type, minimum: float) -> int | float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = kind(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(key, f"must be a number, got {value!r}") from exc
+    if number < minimum:
+        raise InvalidInput(key, f"must be at least {minimum}, got {value!r}")
+    return number
 
 
 def _port(value: Any) -> int:

@@ -71,6 +71,9 @@ class ProcessEntry:
     workers: int = 1
     enabled: bool = True
     description: str = ""
+    #: Exit code of a ``command`` that means "nothing to do" (the unit of work becomes noop);
+    #: None: only 0 succeeds.
+    noop_exit_code: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The file form: plain JSON types, durations in seconds, enums as their values."""
@@ -99,6 +102,7 @@ class ProcessEntry:
             "workers": self.workers,
             "enabled": self.enabled,
             "description": self.description,
+            "noop_exit_code": self.noop_exit_code,
         }
 
     @classmethod
@@ -132,6 +136,7 @@ class ProcessEntry:
             workers=int(data.get("workers", 1)),
             enabled=bool(data.get("enabled", True)),
             description=data.get("description", ""),
+            noop_exit_code=data.get("noop_exit_code"),
         )
 
 
@@ -296,6 +301,23 @@ class WorkerRecord:
     state: str = "alive"
     current_uow: str | None = None
     concurrency: int = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueuedMessage:
+    """A message of the embedded queue kept in the store."""
+
+    id: str
+    queue: str
+    body: bytes
+    #: Not delivered before this instant (delayed delivery).
+    available_at: datetime
+    #: How many times it was claimed.
+    deliveries: int = 0
+    claimed_by: str | None = None
+    #: The claim expires then and the message is delivered again (visibility timeout).
+    claimed_until: datetime | None = None
+    created_at: datetime
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -66,6 +66,7 @@ FIELD_KINDS: Mapping[str, frozenset[ProcessKind]] = {
     "workers": _SCHEDULED,
     "enabled": _ALL,
     "description": _ALL,
+    "noop_exit_code": _SCHEDULED,
 }
 
 #: An entry holding every default, to tell a field set to its default from one really set.
@@ -235,6 +236,14 @@ def _command(value: Any) -> tuple[str, ...] | str:
     return tuple(argv)
 
 
+def _exit_code(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 255:
+        raise _Problem(
+            f"must be an exit code from 1 to 255 (0 always means processed), got {_got(value)}"
+        )
+    return value
+
+
 def _start_timeperiod(value: Any) -> str:
     # YAML reads an unquoted 2026010500 as an int; the digits are what the user meant.
     if isinstance(value, int) and not isinstance(value, bool):
@@ -268,6 +277,7 @@ CONVERTERS: Mapping[str, Callable[[Any], Any]] = {
     "workers": _count(0),
     "enabled": _flag,
     "description": _text,
+    "noop_exit_code": _exit_code,
 }
 
 

@@ -23,8 +23,8 @@ Rules every backend obeys:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         JobQuery,
         Page,
         ProcessRecord,
+        QueuedMessage,
         SupervisedProcess,
         UnitOfWork,
         UowQuery,
@@ -410,3 +411,64 @@ class Store(ABC):
     @abstractmethod
     def delete_worker(self, worker_id: str) -> None:
         """Forget a worker (no error if absent)."""
+
+    # -- the embedded queue (mq.store_queue) ------------------------------------------------------
+
+    @abstractmethod
+    def queue_put(
+        self, queue: str, bodies: Sequence[bytes], *, available_at: datetime
+    ) -> list[str]:
+        """Append messages to ``queue``, deliverable from ``available_at``, in one write (atomic
+        on SQL; on MongoDB an ordered insert, which a crash can cut short).
+
+        Returns:
+            Their ids, in order (ids sort in publish order).
+        """
+
+    @abstractmethod
+    def queue_claim(
+        self,
+        queue: str,
+        consumer: str,
+        *,
+        now: datetime,
+        visibility: timedelta,
+        limit: int = 1,
+    ) -> list[QueuedMessage]:
+        """Atomically claim up to ``limit`` deliverable messages (available, and unclaimed or
+        with an expired claim), oldest id first, for ``consumer`` until ``now + visibility``.
+
+        Of racing consumers (threads or OS processes) each message goes to exactly one;
+        ``deliveries`` increments on each claim.
+        """
+
+    @abstractmethod
+    def queue_ack(self, message_id: str, consumer: str) -> bool:
+        """Delete a message if ``consumer`` still holds its claim.
+
+        Returns:
+            False if the claim was lost (expired and taken by another consumer, or gone).
+        """
+
+    @abstractmethod
+    def queue_release(
+        self, message_id: str, consumer: str, *, available_at: datetime, to_queue: str | None = None
+    ) -> bool:
+        """Give a claimed message back: unclaimed, deliverable from ``available_at``, moved to
+        ``to_queue`` when given (dead-lettering).
+
+        Returns:
+            False if ``consumer`` no longer holds the claim.
+        """
+
+    @abstractmethod
+    def queue_extend(self, message_id: str, consumer: str, *, until: datetime) -> bool:
+        """Extend a claim (a long-running handler). False if the claim was lost."""
+
+    @abstractmethod
+    def queue_depth(self, queue: str, *, now: datetime) -> dict[str, int]:
+        """``{"ready": n, "delayed": n, "claimed": n}`` for ``queue``."""
+
+    @abstractmethod
+    def queue_purge(self, queue: str) -> int:
+        """Delete every message of ``queue`` (claimed or not); returns how many."""

@@ -1,0 +1,46 @@
+"""Brokers: how work travels between the scheduler and the workers."""
+
+from __future__ import annotations
+
+import importlib
+from datetime import timedelta
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from db.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from db.store import Store
+    from mq.broker import Broker
+
+#: URI scheme -> "module:Class"; modules load lazily so the embedded default never imports pika.
+BROKER_BACKENDS = {
+    "store": "mq.store_queue:StoreBroker",
+    "amqp": "mq.rabbitmq:RabbitBroker",
+    "amqps": "mq.rabbitmq:RabbitBroker",
+}
+
+
+def open_broker(uri: str, store: Store, *, visibility: timedelta | None = None) -> Broker:
+    """Open the broker named by ``uri``: ``store`` (the embedded queue in ``store``) or
+    ``amqp://user:pass@host:5672/vhost``.
+
+    Args:
+        uri: the ``broker_uri`` setting.
+        store: the store (holds the embedded queue; RabbitMQ ignores it).
+        visibility: how long the embedded queue hides a claimed message (the
+            ``visibility_timeout`` setting); RabbitMQ tracks its consumers' connections instead.
+
+    Raises:
+        InvalidInput: unknown scheme (field ``broker_uri``).
+    """
+    scheme = "store" if uri == "store" else urlsplit(uri).scheme.lower()
+    target = BROKER_BACKENDS.get(scheme)
+    if target is None:
+        raise InvalidInput("broker_uri", f"unknown scheme {scheme!r} (use store or amqp)")
+    module_name, class_name = target.split(":")
+    module = importlib.import_module(module_name)
+    broker_class = getattr(module, class_name)
+    if scheme == "store" and visibility is not None:
+        return broker_class(uri, store=store, visibility=visibility)
+    return broker_class(uri, store=store)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import pytest
 
 from db.clock import FakeClock
 from tests import servers
+
+if TYPE_CHECKING:
+    from mq.broker import Broker
 
 #: Backends of the store contract suite, in the order they are reported.
 STORE_BACKENDS = ["sqlite", "postgresql", "mariadb", "mongomock", "mongodb"]
@@ -105,3 +112,127 @@ def concurrent_store_uri(request, tmp_path, nx_server):
         s.init_schema()
         s.close()
         yield uri
+
+
+# -- brokers: the broker contract suite --------------------------------------------------------
+
+#: Backends of the broker contract suite, in the order they are reported.
+BROKER_BACKENDS = ["store_queue", "rabbitmq"]
+#: Where the test suite finds RabbitMQ; override for a machine with other credentials.
+RABBITMQ_URI = os.environ.get("TACTUS_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def rabbitmq_problem() -> str | None:
+    """None if the test RabbitMQ accepts connections, else why not."""
+    parts = urlsplit(RABBITMQ_URI)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5672
+    if not servers.port_open(host, port):
+        return f"RabbitMQ not reachable on {host}:{port} (scripts/test-services starts it)"
+    return None
+
+
+@dataclass(frozen=True)
+class BrokerSpec:
+    """How to open the broker under test again, in another thread or OS process (picklable)."""
+
+    backend: str
+    #: Unique prefix of this test's queue names (``<prefix>.<name>``).
+    prefix: str
+    #: The embedded queue's store (``store_queue``); None for RabbitMQ.
+    store_uri: str | None = None
+    #: Queue names handed out by :meth:`queue`, deleted after the test.
+    names: set[str] = field(default_factory=set, compare=False)
+
+    def queue(self, name: str = "q") -> str:
+        """This test's queue ``name`` (unique to the test run)."""
+        queue = f"{self.prefix}.{name}"
+        self.names.add(queue)
+        return queue
+
+    @contextlib.contextmanager
+    def open(self, *, visibility: timedelta | None = None) -> Iterator[Broker]:
+        """A new broker instance, closed afterwards.
+
+        Args:
+            visibility: the store queue's visibility timeout (RabbitMQ has none: it redelivers
+                when the consumer's connection drops).
+        """
+        if self.backend == "rabbitmq":
+            from mq.rabbitmq import RabbitBroker
+
+            broker = RabbitBroker(RABBITMQ_URI)
+            try:
+                yield broker
+            finally:
+                broker.close()
+            return
+        from db import open_store
+        from mq.store_queue import StoreBroker
+
+        store = open_store(self.store_uri)
+        try:
+            options = {} if visibility is None else {"visibility": visibility}
+            broker = StoreBroker("store", store=store, **options)
+            try:
+                yield broker
+            finally:
+                broker.close()
+            engine = getattr(store, "engine", None)
+            if engine is not None:
+                assert engine.pool.checkedout() == 0, "a store connection was not returned"
+        finally:
+            store.close()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("store_queue", id="store_queue"),
+        pytest.param("rabbitmq", id="rabbitmq", marks=pytest.mark.needs_server),
+    ]
+)
+def broker_spec(request, tmp_path) -> BrokerSpec:
+    """Which broker the contract test runs on, with a unique queue prefix; reachable or skipped
+    (a failure when CI=true)."""
+    prefix = servers.unique_name()
+    if request.param == "rabbitmq":
+        problem = rabbitmq_problem()
+        if problem:
+            servers.unavailable(problem)
+        return BrokerSpec("rabbitmq", prefix)
+    from db import open_store
+
+    store_uri = f"sqlite:///{tmp_path / 'tactus.db'}"
+    store = open_store(store_uri)
+    store.init_schema()
+    store.close()
+    return BrokerSpec("store_queue", prefix, store_uri)
+
+
+@pytest.fixture
+def broker(broker_spec: BrokerSpec) -> Iterator[Broker]:
+    """The broker under test. Queues named through ``broker_spec.queue`` (or the ``queue``
+    fixture) are deleted afterwards (with their dead-letter and delay queues), and consumers the
+    test left open (a failing test) are closed."""
+    with broker_spec.open() as b:
+        opened = []
+        open_consumer = b.consumer
+
+        def consumer(queue: str, **options):
+            c = open_consumer(queue, **options)
+            opened.append(c)
+            return c
+
+        b.consumer = consumer  # record, to close what a failing test left open
+        try:
+            yield b
+        finally:
+            for c in opened:
+                c.close()
+            for name in sorted(broker_spec.names):
+                b.delete(name)
+
+
+@pytest.fixture
+def queue(broker_spec: BrokerSpec) -> str:
+    """A fresh queue name for this test (deleted by the ``broker`` fixture)."""
+    return broker_spec.queue("q")

@@ -82,3 +82,36 @@ def test_settings_are_immutable_and_replace_validates(tmp_path):
     assert s.replace(mx_port=5050).mx_port == 5050
     with pytest.raises(InvalidInput):
         s.replace(mx_port=0)
+
+
+def test_settings_supervisor_keys_defaults_and_overrides(tmp_path):
+    # given the defaults, then environment overrides as strings
+    s = load_settings({}, cwd=tmp_path)
+    assert (s.startsecs, s.startretries, s.stopwaitsecs) == (1.0, 3, 10.0)
+    assert (s.backoff_base, s.backoff_cap, s.supervisor_poll, s.stats_interval) == (
+        1.0,
+        60.0,
+        1.0,
+        5.0,
+    )
+    # when
+    env = {"TACTUS_STARTSECS": "0.5", "TACTUS_STARTRETRIES": "5", "TACTUS_BACKOFF_CAP": "300"}
+    s = load_settings(env, cwd=tmp_path)
+    # then
+    assert (s.startsecs, s.startretries, s.backoff_cap) == (0.5, 5, 300.0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("TACTUS_STARTRETRIES", "many", "must be a number"),
+        ("TACTUS_STARTRETRIES", "-1", "at least 0"),
+        ("TACTUS_STOPWAITSECS", "-2", "at least 0"),
+        ("TACTUS_SUPERVISOR_POLL", "0", "at least 0.05"),
+    ],
+)
+def test_settings_supervisor_bad_value_names_the_key(tmp_path, key, value, message):
+    with pytest.raises(InvalidInput) as err:
+        load_settings({key: value}, cwd=tmp_path)
+    assert err.value.field == key.removeprefix("TACTUS_").lower()
+    assert message in str(err.value)

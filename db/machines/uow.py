@@ -1,6 +1,9 @@
 """The unit-of-work state machine (SPEC section 3).
 
 Facts: ``attempts_remain`` (the attempt counter is below 1 + retries).
+
+Beyond SPEC's table, ``release`` (in_progress -> requested) is how a worker stopping gracefully
+hands back a unit of work it had to interrupt: it is not a failed attempt, so it costs no retry.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ UOW_TRANSITIONS = [
     Row("finish_noop", IN_PROGRESS,  NOOP),
     Row("fail",        IN_PROGRESS,  INVALID),
     Row("cancel",      IN_PROGRESS,  CANCELED),
+    Row("release",     IN_PROGRESS,  REQUESTED),
     Row("retry",       INVALID,      REQUESTED,    ("attempts_remain",)),
     Row("give_up",     INVALID,      CANCELED),
     Row("cancel",      INVALID,      CANCELED),

@@ -843,3 +843,249 @@ def test_race_processes_transition_job_exactly_one_wins(concurrent_store_uri):
     assert len(setup.history("job", job.key)) == 1
     assert setup.get_job(job.process, job.timeperiod).state is JobState.IN_PROGRESS
     setup.close()
+
+
+# -- the embedded queue --------------------------------------------------------------------------
+
+VISIBILITY = timedelta(seconds=30)
+
+
+def _claim(store, consumer: str = "c1", *, at: datetime = T0, queue: str = "q", **kw):
+    return store.queue_claim(
+        queue, consumer, now=at, visibility=kw.pop("visibility", VISIBILITY), **kw
+    )
+
+
+def test_queue_put_returns_ids_in_publish_order(store):
+    # given one batch and then single messages published right after each other
+    batch = store.queue_put("q", [b"a", b"b", b"c"], available_at=T0)
+    singles = [store.queue_put("q", [bytes([i])], available_at=T0)[0] for i in range(20)]
+    # then ids sort in publish order, even within one millisecond
+    ids = batch + singles
+    assert len(set(ids)) == 23 and ids == sorted(ids)
+    assert store.queue_put("q", [], available_at=T0) == []
+
+
+def test_queue_claim_takes_oldest_first_for_one_consumer(store):
+    # given
+    ids = store.queue_put("q", [b"m0", b"m1", b"m2", b"m3", b"m4"], available_at=T0)
+    store.queue_put("other", [b"x"], available_at=T0)
+    # when
+    first = _claim(store, limit=3)
+    second = _claim(store, "c2", limit=3)
+    # then
+    assert [m.id for m in first] == ids[:3] and [m.body for m in first] == [b"m0", b"m1", b"m2"]
+    assert [m.id for m in second] == ids[3:]
+    message = first[0]
+    assert message.queue == "q" and message.deliveries == 1 and message.claimed_by == "c1"
+    assert message.available_at == T0 and message.claimed_until == T0 + VISIBILITY
+    assert message.created_at.tzinfo is not None
+    assert _claim(store) == []
+
+
+def test_queue_body_keeps_any_bytes(store):
+    body = bytes(range(256)) * 400  # 100 KiB, more than a MySQL BLOB holds
+    store.queue_put("q", [body, b""], available_at=T0)
+    assert [m.body for m in _claim(store, limit=2)] == [body, b""]
+
+
+def test_queue_delayed_message_invisible_until_due(store):
+    # given
+    store.queue_put("q", [b"later"], available_at=T0 + timedelta(seconds=10))
+    # when / then (boundaries a second apart: nx-27017 compares instants to the second)
+    assert _claim(store, at=T0 + timedelta(seconds=9)) == []
+    assert [m.body for m in _claim(store, at=T0 + timedelta(seconds=10))] == [b"later"]
+
+
+def test_queue_expired_claim_is_delivered_again(store):
+    # given c1 claimed the message and went quiet
+    [message] = store.queue_put("q", [b"m"], available_at=T0)
+    _claim(store, "c1")
+    # when the visibility timeout passes
+    assert _claim(store, "c2", at=T0 + VISIBILITY - timedelta(seconds=1)) == []
+    [again] = _claim(store, "c2", at=T0 + VISIBILITY)
+    # then c2 holds it, counted as a second delivery, and c1's claim is lost
+    assert again.id == message and again.deliveries == 2 and again.claimed_by == "c2"
+    assert store.queue_ack(message, "c1") is False
+    assert store.queue_ack(message, "c2") is True
+
+
+def test_queue_ack_only_by_the_claim_holder(store):
+    # given
+    [message] = store.queue_put("q", [b"m"], available_at=T0)
+    _claim(store, "c1")
+    # when / then
+    assert store.queue_ack(message, "c2") is False
+    assert store.queue_depth("q", now=T0) == {"ready": 0, "delayed": 0, "claimed": 1}
+    assert store.queue_ack(message, "c1") is True
+    assert store.queue_ack(message, "c1") is False
+    assert store.queue_ack("nosuchmessage", "c1") is False
+    assert store.queue_depth("q", now=T0) == {"ready": 0, "delayed": 0, "claimed": 0}
+
+
+def test_queue_ack_after_expiry_while_nobody_took_it(store):
+    # given c1's claim expired, and no other consumer claimed the message since
+    [message] = store.queue_put("q", [b"m"], available_at=T0)
+    _claim(store, "c1")
+    assert store.queue_depth("q", now=T0 + VISIBILITY)["ready"] == 1
+    # when / then c1 still holds it: the late ack counts
+    assert store.queue_ack(message, "c1") is True
+    assert _claim(store, "c2", at=T0 + VISIBILITY) == []
+
+
+def test_queue_release_with_delay(store):
+    # given
+    [message] = store.queue_put("q", [b"m"], available_at=T0)
+    _claim(store, "c1")
+    # when
+    later = T0 + timedelta(seconds=10)
+    assert store.queue_release(message, "c2", available_at=T0) is False
+    assert store.queue_release(message, "c1", available_at=later) is True
+    # then
+    assert store.queue_depth("q", now=T0) == {"ready": 0, "delayed": 1, "claimed": 0}
+    assert _claim(store, "c2") == []
+    [again] = _claim(store, "c2", at=later)
+    assert again.id == message and again.deliveries == 2 and again.available_at == later
+    assert store.queue_release(message, "c1", available_at=T0) is False
+
+
+def test_queue_release_to_another_queue(store):
+    # given
+    [message] = store.queue_put("q", [b"bad"], available_at=T0)
+    _claim(store, "c1")
+    # when the consumer dead-letters it
+    assert store.queue_release(message, "c1", available_at=T0, to_queue="q.dead") is True
+    # then
+    assert _claim(store, "c2") == []
+    [dead] = _claim(store, "c2", queue="q.dead")
+    assert (dead.id, dead.queue, dead.body) == (message, "q.dead", b"bad")
+    assert store.queue_depth("q", now=T0)["ready"] == 0
+
+
+def test_queue_extend_keeps_the_claim(store):
+    # given
+    [message] = store.queue_put("q", [b"m"], available_at=T0)
+    _claim(store, "c1", visibility=timedelta(seconds=10))
+    # when
+    assert store.queue_extend(message, "c2", until=T0 + timedelta(seconds=60)) is False
+    assert store.queue_extend(message, "c1", until=T0 + timedelta(seconds=60)) is True
+    # then nobody else gets it until the new expiry
+    assert _claim(store, "c2", at=T0 + timedelta(seconds=59)) == []
+    assert [m.id for m in _claim(store, "c2", at=T0 + timedelta(seconds=60))] == [message]
+    assert store.queue_extend(message, "c1", until=T0 + timedelta(seconds=90)) is False
+
+
+def test_queue_depth_counts_ready_delayed_and_claimed(store):
+    # given 3 ready, 2 delayed; then one claimed, one claimed and expired
+    store.queue_put("q", [b"r1", b"r2", b"r3"], available_at=T0)
+    store.queue_put("q", [b"d1", b"d2"], available_at=T0 + timedelta(minutes=5))
+    store.queue_put("other", [b"x"], available_at=T0)
+    _claim(store, "c1", visibility=timedelta(seconds=5))
+    _claim(store, "c2", visibility=timedelta(minutes=1))
+    # when / then
+    assert store.queue_depth("q", now=T0) == {"ready": 1, "delayed": 2, "claimed": 2}
+    at = T0 + timedelta(seconds=5)
+    assert store.queue_depth("q", now=at) == {"ready": 2, "delayed": 2, "claimed": 1}
+    at = T0 + timedelta(minutes=5)
+    assert store.queue_depth("q", now=at) == {"ready": 5, "delayed": 0, "claimed": 0}
+    assert store.queue_depth("empty", now=T0) == {"ready": 0, "delayed": 0, "claimed": 0}
+
+
+def test_queue_purge_drops_claimed_and_unclaimed(store):
+    # given
+    store.queue_put("q", [b"1", b"2", b"3"], available_at=T0)
+    store.queue_put("q", [b"later"], available_at=T0 + timedelta(hours=1))
+    [claimed] = _claim(store)
+    store.queue_put("other", [b"x"], available_at=T0)
+    # when / then
+    assert store.queue_purge("q") == 4
+    assert store.queue_purge("q") == 0
+    assert store.queue_ack(claimed.id, "c1") is False
+    assert store.queue_depth("other", now=T0)["ready"] == 1
+
+
+def test_queue_refuses_bad_arguments(store):
+    store.queue_put("q", [b"m"], available_at=T0)
+    naive = datetime(2026, 1, 5, 13, 0)
+    with pytest.raises(InvalidInput) as err:
+        store.queue_put("q", [b"m"], available_at=naive)
+    assert err.value.field == "available_at"
+    with pytest.raises(InvalidInput) as err:
+        _claim(store, at=naive)
+    assert err.value.field == "now"
+    with pytest.raises(InvalidInput) as err:
+        _claim(store, limit=0)
+    assert err.value.field == "limit"
+    with pytest.raises(InvalidInput) as err:
+        _claim(store, visibility=timedelta(0))
+    assert err.value.field == "visibility"
+    assert store.queue_depth("q", now=T0)["ready"] == 1
+
+
+#: Messages the queue races hand out; every one must be delivered exactly once.
+RACE_MESSAGES = 200
+
+
+def _drain(store, consumer: str, limit: int) -> list[str]:
+    """Claim until the queue is empty; the ids this consumer got."""
+    got: list[str] = []
+    while batch := store.queue_claim(
+        "q", consumer, now=T0, visibility=timedelta(minutes=10), limit=limit
+    ):
+        got.extend(m.id for m in batch)
+    return got
+
+
+def test_race_threads_queue_claim_delivers_each_message_once(concurrent_store_uri):
+    # given
+    setup = open_store(concurrent_store_uri)
+    ids = setup.queue_put("q", [str(i).encode() for i in range(RACE_MESSAGES)], available_at=T0)
+    stores = [open_store(concurrent_store_uri) for _ in range(6)]
+    # when six threads drain the queue at once, some a message at a time, some in batches
+    results = _race_threads(6, lambda i: _drain(stores[i], f"t{i}", 1 + i % 3))
+    # then
+    assert all(isinstance(r, list) for r in results), results
+    got = [message_id for r in results for message_id in r]
+    assert len(got) == RACE_MESSAGES and sorted(got) == sorted(ids)
+    assert setup.queue_depth("q", now=T0) == {"ready": 0, "delayed": 0, "claimed": RACE_MESSAGES}
+    for s in [setup, *stores]:
+        s.close()
+
+
+def _queue_racer(uri: str, barrier, results, index: int) -> None:
+    store = open_store(uri)
+    try:
+        barrier.wait(30)
+        results[index] = _drain(store, f"p{index}", 1 + index % 2)
+    except Exception as exc:  # noqa: BLE001 - reported back to the parent test
+        results[index] = f"error: {exc!r}"
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_race_processes_queue_claim_delivers_each_message_once(concurrent_store_uri):
+    # given
+    setup = open_store(concurrent_store_uri)
+    ids = setup.queue_put("q", [str(i).encode() for i in range(RACE_MESSAGES)], available_at=T0)
+    ctx = multiprocessing.get_context("spawn")
+    n = 4
+    barrier = ctx.Barrier(n)
+    manager = ctx.Manager()
+    results = manager.list([None] * n)
+    # when four OS processes drain the queue at once
+    procs = [
+        ctx.Process(target=_queue_racer, args=(concurrent_store_uri, barrier, results, i))
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(90)
+    # then
+    outcome = list(results)
+    manager.shutdown()
+    assert all(isinstance(r, list) for r in outcome), outcome
+    got = [message_id for r in outcome for message_id in r]
+    assert len(got) == RACE_MESSAGES and sorted(got) == sorted(ids)
+    setup.close()

@@ -18,9 +18,11 @@ UOWS = "uows"
 FIRES = "fires"
 SUPERVISED = "supervised"
 WORKERS = "workers"
+#: The embedded queue: one document per message, ``_id`` the time-ordered message id.
+QUEUE_MESSAGES = "queue_messages"
 
 #: Every collection Tactus owns, in creation order.
-COLLECTIONS = (PROCESSES, JOBS, UOWS, FIRES, SUPERVISED, WORKERS)
+COLLECTIONS = (PROCESSES, JOBS, UOWS, FIRES, SUPERVISED, WORKERS, QUEUE_MESSAGES)
 
 #: (collection, keys, unique) of every index; ``_id`` is indexed by MongoDB itself. Jobs and units
 #: of work keep their string id as ``_id``, workers their ``worker_id``.
@@ -45,6 +47,9 @@ INDEXES: tuple[tuple[str, list[tuple[str, int]], bool], ...] = (
     (SUPERVISED, [("box_id", 1), ("process", 1)], True),
     (WORKERS, [("box_id", 1)], False),
     (WORKERS, [("process", 1)], False),
+    # The claim: a queue's deliverable messages in _id order; depth and purge: by queue.
+    (QUEUE_MESSAGES, [("queue", 1), ("_id", 1)], False),
+    (QUEUE_MESSAGES, [("queue", 1), ("available_at", 1)], False),
 )
 
 

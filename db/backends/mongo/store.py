@@ -20,6 +20,7 @@ from db.backends.mongo.fires import FiresMixin
 from db.backends.mongo.history import HistoryMixin
 from db.backends.mongo.jobs import JobsMixin
 from db.backends.mongo.processes import ProcessesMixin
+from db.backends.mongo.queue import QueueMixin
 from db.backends.mongo.schema import create_indexes, drop_collections
 from db.backends.mongo.uows import UowsMixin
 from db.errors import InvalidInput
@@ -42,6 +43,7 @@ class MongoStore(
     FiresMixin,
     SupervisedMixin,
     WorkersMixin,
+    QueueMixin,
     Store,
 ):
     """The store on MongoDB (or any server speaking its wire protocol).

@@ -45,6 +45,11 @@ def _long_text() -> sa.types.TypeEngine[str]:
     return sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 
+def _long_binary() -> sa.types.TypeEngine[bytes]:
+    """Bytes; MEDIUMBLOB on MySQL, whose BLOB stops at 64 KiB (BYTEA, SQLite's BLOB)."""
+    return sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
+
+
 class UtcDateTime(sa.types.TypeDecorator[datetime]):
     """A real datetime column holding UTC instants with millisecond precision.
 
@@ -229,3 +234,28 @@ workers = sa.Table(
 )
 sa.Index("ix_workers_box_id", workers.c.box_id)
 sa.Index("ix_workers_process", workers.c.process)
+
+# The embedded queue (``broker_uri = store``). A message is deliverable when it is available and
+# unclaimed or its claim expired; claims take the oldest ids first.
+queue_messages = sa.Table(
+    "queue_messages",
+    metadata,
+    sa.Column("id", _key(ID_LENGTH), primary_key=True),
+    sa.Column("queue", _key(NAME_LENGTH), nullable=False),
+    sa.Column("body", _long_binary(), nullable=False),
+    sa.Column("available_at", UtcDateTime(), nullable=False),
+    sa.Column("deliveries", sa.Integer(), nullable=False),
+    sa.Column("claimed_by", _key(NAME_LENGTH), nullable=True),
+    sa.Column("claimed_until", UtcDateTime(), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    **_MYSQL_TABLE,
+)
+# The claim walks a queue in id order and stops after ``limit`` deliverable rows (claimed ones
+# are few: prefetch times consumers); depth and purge select by queue.
+sa.Index("ix_queue_messages_queue_id", queue_messages.c.queue, queue_messages.c.id)
+# A queue holding many delayed messages: the planner can start from the due ones instead.
+sa.Index(
+    "ix_queue_messages_queue_available_at",
+    queue_messages.c.queue,
+    queue_messages.c.available_at,
+)

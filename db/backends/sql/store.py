@@ -1,5 +1,5 @@
-"""The SQL store: lifecycle, processes, history and freerun fires; jobs, units of work and boxes
-come from their mixins."""
+"""The SQL store: lifecycle, processes, history and freerun fires; jobs, units of work, boxes and
+the embedded queue come from their mixins."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from db.backends.sql import rows
 from db.backends.sql.boxes import BoxesMixin
 from db.backends.sql.engine import WRITE_OPTION, create_engine, prepare_sqlite, public_url
 from db.backends.sql.jobs import JobsMixin
+from db.backends.sql.queue import QueueMixin
 from db.backends.sql.schema import events, fires, jobs, metadata, processes, supervised, uows
 from db.backends.sql.uows import UowsMixin
 from db.errors import Conflict, InvalidInput, NotFound, TactusError
@@ -31,7 +32,7 @@ _BACKENDS = {"sqlite": "sqlite", "postgresql": "postgresql", "mysql": "mysql", "
 _INSERT_PROCESS = sa.insert(processes)
 
 
-class SqlStore(JobsMixin, UowsMixin, BoxesMixin, Store):
+class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, Store):
     """:class:`~db.store.Store` on SQLite, PostgreSQL or MariaDB/MySQL through SQLAlchemy Core.
 
     Args:

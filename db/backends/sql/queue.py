@@ -1,0 +1,253 @@
+"""The embedded queue in the SQL store (``broker_uri = store``): one row per message.
+
+A message is deliverable when ``available_at`` has come and it is unclaimed or its claim
+(``claimed_until``) has expired. Claiming is the one operation that must be race-free, across
+threads and OS processes:
+
+- SQLite: write transactions begin ``IMMEDIATE`` (``engine.prepare_sqlite``), so the claim holds
+  the database's write lock from its first statement; selecting the oldest deliverable rows and
+  marking them claimed cannot interleave with another writer. An empty poll looks first in a
+  plain read transaction, so idle consumers never queue up for the write lock.
+- PostgreSQL and MariaDB/MySQL: ``SELECT ... ORDER BY id LIMIT n FOR UPDATE SKIP LOCKED`` locks
+  the rows it returns and passes over rows another claim holds locked, so concurrent consumers
+  take disjoint rows without waiting for each other; the ``UPDATE`` in the same transaction marks
+  them. A row claimed and committed meanwhile is re-read before it is returned (PostgreSQL
+  re-checks the WHERE clause on the newest version; InnoDB locking reads see the latest commit)
+  and no longer qualifies.
+
+Ack, release and extend are compare-and-set on ``claimed_by``: only the claim holder's call
+matches, and a claim that expired but was not yet taken by anyone else still counts as held.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from db.backends.base import check_limit
+from db.backends.sql import rows
+from db.backends.sql.core import SqlCore
+from db.backends.sql.schema import queue_messages
+from db.errors import InvalidInput
+from db.ids import new_ids
+from db.models import QueuedMessage
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+_c = queue_messages.c
+_FIELDS = tuple(field.name for field in dataclasses.fields(QueuedMessage))
+
+_INSERT = sa.insert(queue_messages)
+_ACK = sa.delete(queue_messages).where(
+    _c.id == sa.bindparam("k_id", type_=_c.id.type),
+    _c.claimed_by == sa.bindparam("k_consumer", type_=_c.claimed_by.type),
+)
+_EXTEND = (
+    sa.update(queue_messages)
+    .where(
+        _c.id == sa.bindparam("k_id", type_=_c.id.type),
+        _c.claimed_by == sa.bindparam("k_consumer", type_=_c.claimed_by.type),
+    )
+    .values(claimed_until=sa.bindparam("v_until", type_=_c.claimed_until.type))
+)
+_MARK_CLAIMED = (
+    sa.update(queue_messages)
+    .where(_c.id.in_(sa.bindparam("k_ids", expanding=True)))
+    .values(
+        claimed_by=sa.bindparam("v_consumer", type_=_c.claimed_by.type),
+        claimed_until=sa.bindparam("v_until", type_=_c.claimed_until.type),
+        deliveries=_c.deliveries + 1,
+    )
+)
+_PURGE = sa.delete(queue_messages).where(_c.queue == sa.bindparam("k_queue", type_=_c.queue.type))
+
+
+class QueueMixin(SqlCore):
+    """The embedded-queue part of :class:`~db.store.Store` on SQL."""
+
+    def queue_put(
+        self, queue: str, bodies: Sequence[bytes], *, available_at: datetime
+    ) -> list[str]:
+        """Insert the messages in one transaction; their ids sort in publish order."""
+        at = rows.instant(available_at, "available_at")
+        if not bodies:
+            return []
+        ids = new_ids(len(bodies))
+        created = rows.instant(datetime.now(UTC), "created_at")
+        batch = [
+            {
+                "id": message_id,
+                "queue": queue,
+                "body": _as_bytes(body),
+                "available_at": at,
+                "deliveries": 0,
+                "claimed_by": None,
+                "claimed_until": None,
+                "created_at": created,
+            }
+            for message_id, body in zip(ids, bodies, strict=True)
+        ]
+        self._write(lambda conn: conn.execute(_INSERT, batch), entity="queue message", key=queue)
+        return ids
+
+    def queue_claim(
+        self,
+        queue: str,
+        consumer: str,
+        *,
+        now: datetime,
+        visibility: timedelta,
+        limit: int = 1,
+    ) -> list[QueuedMessage]:
+        """Claim up to ``limit`` deliverable messages, oldest id first (see the module doc)."""
+        limit = check_limit(limit)
+        if not isinstance(visibility, timedelta) or visibility <= timedelta(0):
+            raise InvalidInput("visibility", f"must be a positive timedelta (got {visibility!r})")
+        params = {"k_queue": queue, "k_now": rows.instant(now, "now"), "limit": limit}
+        until = rows.instant(now + visibility, "visibility")
+        if self.backend == "sqlite":
+            peek = _deliverable_ids(False)
+            if self._read(lambda conn: conn.execute(peek, {**params, "limit": 1}).first()) is None:
+                return []
+        select = _deliverable_ids(self.backend != "sqlite")
+
+        def work(conn: sa.Connection) -> list[QueuedMessage]:
+            found = conn.execute(select, params).all()
+            if not found:
+                return []
+            conn.execute(
+                _MARK_CLAIMED,
+                {"k_ids": [row.id for row in found], "v_consumer": consumer, "v_until": until},
+            )
+            # The rows are ours (write lock or row locks): the values we set are the stored ones.
+            return [
+                _message(
+                    row._mapping,
+                    deliveries=row.deliveries + 1,
+                    claimed_by=consumer,
+                    claimed_until=until,
+                )
+                for row in found
+            ]
+
+        return self._write(work)
+
+    def queue_ack(self, message_id: str, consumer: str) -> bool:
+        """Delete the message if ``consumer`` holds its claim."""
+        params = {"k_id": message_id, "k_consumer": consumer}
+        return self._write(lambda conn: conn.execute(_ACK, params).rowcount == 1)
+
+    def queue_release(
+        self, message_id: str, consumer: str, *, available_at: datetime, to_queue: str | None = None
+    ) -> bool:
+        """Unclaim the message (into ``to_queue`` if given) if ``consumer`` holds its claim."""
+        params = {
+            "k_id": message_id,
+            "k_consumer": consumer,
+            "v_available_at": rows.instant(available_at, "available_at"),
+        }
+        if to_queue is not None:
+            params["v_queue"] = to_queue
+        stmt = _release(to_queue is not None)
+        # MySQL counts matched rows (CLIENT_FOUND_ROWS), like the other backends.
+        return self._write(lambda conn: conn.execute(stmt, params).rowcount == 1)
+
+    def queue_extend(self, message_id: str, consumer: str, *, until: datetime) -> bool:
+        """Move the claim's expiry to ``until`` if ``consumer`` holds it."""
+        params = {
+            "k_id": message_id,
+            "k_consumer": consumer,
+            "v_until": rows.instant(until, "until"),
+        }
+        return self._write(lambda conn: conn.execute(_EXTEND, params).rowcount == 1)
+
+    def queue_depth(self, queue: str, *, now: datetime) -> dict[str, int]:
+        """Ready, delayed and claimed messages of ``queue`` at ``now``, in one read."""
+        params = {"k_queue": queue, "k_now": rows.instant(now, "now")}
+        row = self._read(lambda conn: conn.execute(_depth(), params).one())
+        return {name: int(value or 0) for name, value in row._mapping.items()}
+
+    def queue_purge(self, queue: str) -> int:
+        """Delete every message of ``queue``; how many there were."""
+        return self._write(lambda conn: conn.execute(_PURGE, {"k_queue": queue}).rowcount)
+
+
+# -- statement builders, one per shape ---------------------------------------------------------------
+
+
+def _now() -> sa.BindParameter[Any]:
+    return sa.bindparam("k_now", type_=_c.available_at.type)
+
+
+def _unclaimed() -> sa.ColumnElement[bool]:
+    """Never claimed, released, or the claim expired."""
+    return sa.or_(_c.claimed_until.is_(None), _c.claimed_until <= _now())
+
+
+@functools.cache
+def _deliverable_ids(lock: bool) -> sa.Select:
+    """The oldest deliverable messages of a queue; ``lock``: FOR UPDATE SKIP LOCKED."""
+    stmt = (
+        sa.select(queue_messages)
+        .where(
+            _c.queue == sa.bindparam("k_queue", type_=_c.queue.type),
+            _c.available_at <= _now(),
+            _unclaimed(),
+        )
+        .order_by(_c.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
+    )
+    return stmt.with_for_update(skip_locked=True) if lock else stmt
+
+
+@functools.cache
+def _release(move: bool) -> sa.Update:
+    values: dict[str, Any] = {
+        "claimed_by": None,
+        "claimed_until": None,
+        "available_at": sa.bindparam("v_available_at", type_=_c.available_at.type),
+    }
+    if move:
+        values["queue"] = sa.bindparam("v_queue", type_=_c.queue.type)
+    return (
+        sa.update(queue_messages)
+        .where(
+            _c.id == sa.bindparam("k_id", type_=_c.id.type),
+            _c.claimed_by == sa.bindparam("k_consumer", type_=_c.claimed_by.type),
+        )
+        .values(values)
+    )
+
+
+@functools.cache
+def _depth() -> sa.Select:
+    def count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+        return sa.func.sum(sa.case((condition, 1), else_=0))
+
+    due = _c.available_at <= _now()
+    return sa.select(
+        count(sa.and_(_unclaimed(), due)).label("ready"),
+        count(sa.and_(_unclaimed(), sa.not_(due))).label("delayed"),
+        count(_c.claimed_until > _now()).label("claimed"),
+    ).where(_c.queue == sa.bindparam("k_queue", type_=_c.queue.type))
+
+
+# -- values ------------------------------------------------------------------------------------------
+
+
+def _message(row: Mapping[str, Any], **changes: Any) -> QueuedMessage:
+    values = {name: row[name] for name in _FIELDS}
+    values.update(changes)
+    values["body"] = bytes(values["body"])
+    return QueuedMessage(**values)
+
+
+def _as_bytes(body: object) -> bytes:
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body)
+    raise InvalidInput("body", f"must be bytes (got {type(body).__name__})")

@@ -1,0 +1,151 @@
+"""The broker interface: how work travels. Two backends: RabbitMQ (``mq.rabbitmq``, pika) and the
+embedded queue kept in the store (``mq.store_queue``). ``tests/contract/test_broker.py`` runs the
+same suite against both.
+
+Rules every backend obeys:
+
+- Queues are durable and declared before the first publish (``publish`` declares on first use), so
+  a message published before its consumer ever ran is kept, never dropped.
+- ``publish``/``publish_many`` return only once the broker has durably accepted the messages
+  (publisher confirms for RabbitMQ, a committed write for the store queue).
+- Delivery is at-least-once: a delivery that is neither acked nor rejected (the consumer died, its
+  connection dropped, the visibility timeout passed) is delivered again. Each delivery goes to
+  exactly one consumer at a time. Handlers are idempotent.
+- Within one queue, messages ready at the same time are delivered in publish order to a single
+  consumer (no ordering promise across redeliveries or delays).
+- ``reject`` moves a message to the queue's dead-letter queue (``mq.message.dead_letter_queue``).
+- Connection failures are retried with backoff; what cannot be done raises
+  :class:`~db.errors.BrokerUnavailable`.
+
+A :class:`Consumer` belongs to the thread that opened it (pika connections are not thread-safe):
+a worker with concurrency N opens N consumers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivered message; hand it back to the consumer that got it to ack, reject or requeue."""
+
+    queue: str
+    body: bytes
+    #: Backend handle (delivery tag, message id); meaningless to callers.
+    tag: object
+    #: True when the message was delivered before and not acked.
+    redelivered: bool = False
+
+
+class Consumer(ABC):
+    """Receives the messages of one queue, with manual acknowledgement."""
+
+    @abstractmethod
+    def get(self, timeout: float) -> Delivery | None:
+        """The next message, waiting up to ``timeout`` seconds; None if none came.
+
+        Raises:
+            BrokerUnavailable: the broker stayed unreachable through the reconnect attempts.
+        """
+
+    @abstractmethod
+    def ack(self, delivery: Delivery) -> None:
+        """The message is handled: remove it for good (call only after the durable write)."""
+
+    @abstractmethod
+    def reject(self, delivery: Delivery, reason: str) -> None:
+        """The message cannot be handled (malformed, names nothing): dead-letter it."""
+
+    @abstractmethod
+    def requeue(self, delivery: Delivery, delay: timedelta | None = None) -> None:
+        """Give the message back, to be delivered again now or after ``delay``."""
+
+    @abstractmethod
+    def extend(self, delivery: Delivery, visibility: timedelta) -> None:
+        """Keep holding a long-running delivery (no-op where the broker tracks the consumer's
+        connection instead of a visibility timeout)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop consuming; unacked deliveries go back to the queue."""
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Broker(ABC):
+    """Publishes to and opens consumers on durable queues."""
+
+    #: ``rabbitmq`` or ``store``, for health checks and logs.
+    backend: str = "abstract"
+
+    @abstractmethod
+    def declare(self, queue: str) -> None:
+        """Create ``queue`` and its dead-letter queue if missing. Idempotent."""
+
+    @abstractmethod
+    def publish(self, queue: str, body: bytes, *, delay: timedelta | None = None) -> None:
+        """Publish one durable message, delivered after ``delay`` if given.
+
+        Raises:
+            BrokerUnavailable: it could not be durably accepted after retries.
+        """
+
+    @abstractmethod
+    def publish_many(self, messages: Iterable[tuple[str, bytes]]) -> None:
+        """Publish (queue, body) pairs, confirmed as a batch (one round trip, not one each).
+
+        Raises:
+            BrokerUnavailable: they could not be durably accepted after retries.
+        """
+
+    @abstractmethod
+    def consumer(self, queue: str, *, prefetch: int = 1) -> Consumer:
+        """Open a consumer on ``queue`` (declared if missing) for the calling thread."""
+
+    @abstractmethod
+    def depth(self, queue: str) -> int:
+        """Messages waiting in ``queue`` (ready or delayed, not counting those being handled)."""
+
+    @abstractmethod
+    def purge(self, queue: str) -> int:
+        """Drop every message of ``queue``; returns how many."""
+
+    @abstractmethod
+    def delete(self, queue: str) -> None:
+        """Remove ``queue`` and its dead-letter (and delay) queues (tests clean up with it)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections this broker opened."""
+
+    def describe(self) -> str:
+        """The broker's address with any password masked."""
+        return self.backend
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,85 @@
+"""Messages: versioned JSON carrying ids only (SPEC section 9). The store holds all state."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from db.errors import MalformedMessage
+
+#: Version written into every message and checked on read.
+MESSAGE_VERSION = 1
+#: What a message announces: a unit of work to run, a unit of work whose state changed, or a
+#: process whose jobs an action changed (``wake``: the scheduler looks at it at once).
+KINDS = frozenset({"uow", "uow_status", "wake"})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Message:
+    """A notification about one unit of work; the receiver reads the unit of work from the store."""
+
+    kind: str
+    uow_id: str
+    process: str
+    version: int = MESSAGE_VERSION
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"v": self.version, "kind": self.kind, "uow_id": self.uow_id, "process": self.process},
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Message:
+        """Parse and validate a message body.
+
+        Raises:
+            MalformedMessage: not JSON, wrong version, unknown kind or missing ids (``raw`` kept).
+        """
+        try:
+            data: Any = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedMessage(raw, "not JSON") from exc
+        if not isinstance(data, dict):
+            raise MalformedMessage(raw, "not a JSON object")
+        if data.get("v") != MESSAGE_VERSION:
+            raise MalformedMessage(raw, f"unsupported version {data.get('v')!r}")
+        kind, uow_id, process = data.get("kind"), data.get("uow_id"), data.get("process")
+        if kind not in KINDS:
+            raise MalformedMessage(raw, f"unknown kind {kind!r}")
+        for name, value in (("uow_id", uow_id), ("process", process)):
+            optional = name == "uow_id" and kind == "wake"
+            if not isinstance(value, str) or (not value and not optional) or len(value) > 200:
+                raise MalformedMessage(raw, f"missing or bad {name}")
+        return cls(kind=kind, uow_id=uow_id, process=process)
+
+
+def uow_message(uow_id: str, process: str) -> Message:
+    """The message that asks a worker to run a unit of work."""
+    return Message(kind="uow", uow_id=uow_id, process=process)
+
+
+def status_message(uow_id: str, process: str) -> Message:
+    """The message that tells the scheduler a unit of work changed state."""
+    return Message(kind="uow_status", uow_id=uow_id, process=process)
+
+
+def wake_message(process: str) -> Message:
+    """The message that asks the scheduler to look at a process now (sent by actions)."""
+    return Message(kind="wake", uow_id="", process=process)
+
+
+def process_queue(prefix: str, process: str) -> str:
+    """The queue a process's workers consume."""
+    return f"{prefix}.{process}"
+
+
+def status_queue(prefix: str) -> str:
+    """The queue the scheduler consumes unit-of-work status changes from."""
+    return f"{prefix}.uow_status"
+
+
+def dead_letter_queue(queue: str) -> str:
+    """Where messages of ``queue`` that cannot be parsed or name nothing go."""
+    return f"{queue}.dead"

@@ -1,0 +1,210 @@
+"""A RabbitMQ consumer: one connection and channel for the thread that owns it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from db.errors import BrokerUnavailable, InvalidInput
+from mq.broker import Consumer, Delivery
+from mq.rabbitmq._link import BROKER_ERRORS, Link, RetryPolicy, explain
+from mq.rabbitmq._publisher import (
+    DELAY_QUEUE_GRACE,
+    Outgoing,
+    TxPublisher,
+    declare_queue,
+    delay_millis,
+)
+
+if TYPE_CHECKING:
+    from pika.adapters.blocking_connection import BlockingChannel
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+
+class RabbitConsumer(Consumer):
+    """Consumes one queue with manual acks and ``prefetch`` unacked messages in flight.
+
+    After a lost connection the next :meth:`get` reconnects (with the broker's retry policy) and
+    consumes again; deliveries received on the lost connection can no longer be acked, and the
+    broker delivers them again (``redelivered=True``). ``ack``, ``reject`` and ``requeue`` of such
+    a stale delivery do nothing.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        queue: str,
+        *,
+        prefetch: int = 1,
+        retry: RetryPolicy | None = None,
+        delay_queue_grace: timedelta = DELAY_QUEUE_GRACE,
+        on_delay_queue: Callable[[str, str], None] | None = None,
+    ) -> None:
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+            raise InvalidInput("prefetch", f"must be a positive integer (got {prefetch!r})")
+        self.queue = queue
+        self.prefetch = prefetch
+        self._retry = retry or RetryPolicy()
+        self._link = Link(uri, f"consumer {queue}")
+        # requeue(delay) publishes its copy on a second channel of this consumer's connection.
+        self._publisher = TxPublisher(
+            self._link, grace=delay_queue_grace, on_delay_queue=on_delay_queue
+        )
+        self._buffer: deque[Delivery] = deque()
+        self._channel: BlockingChannel | None = None
+        #: Counts the channels consumed on; a delivery's tag is (epoch, delivery tag), so a tag
+        #: from a lost channel is recognised and never sent on its successor.
+        self._epoch = 0
+        self._closed = False
+        self._retry.run(self._link.where, f"consume {queue}", self._open, self._drop)
+
+    def get(self, timeout: float) -> Delivery | None:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        losses = 0
+        while True:
+            if self._buffer:
+                return self._buffer.popleft()
+            remaining = deadline - time.monotonic()
+            channel = self._ensure_open()
+            try:
+                self._link.connection.process_data_events(time_limit=max(remaining, 0.0))
+            except BROKER_ERRORS as exc:
+                losses += 1
+                if losses > self._retry.attempts:
+                    self._drop()
+                    raise BrokerUnavailable(
+                        f"RabbitMQ at {self._link.where}: consuming {self.queue} keeps failing: "
+                        f"{explain(exc)}"
+                    ) from exc
+                self._lost("consuming", exc)
+                continue
+            if not channel.is_open:
+                # The broker closed only this channel (consumer timeout, for one): the
+                # connection's event loop does not raise for that, so look; the next pass
+                # opens a new channel.
+                log.warning("queue %s: the broker closed the consumer's channel", self.queue)
+                self._drop()
+            if not self._buffer and remaining <= 0:
+                return None
+
+    def ack(self, delivery: Delivery) -> None:
+        self._settle(delivery, "ack", lambda channel, tag: channel.basic_ack(tag))
+
+    def reject(self, delivery: Delivery, reason: str) -> None:
+        log.warning(
+            "queue %s: dead-lettering a message (%s): %r", self.queue, reason, delivery.body[:80]
+        )
+        self._settle(
+            delivery, "reject", lambda channel, tag: channel.basic_reject(tag, requeue=False)
+        )
+
+    def requeue(self, delivery: Delivery, delay: timedelta | None = None) -> None:
+        millis = delay_millis(delay)
+        if not millis:
+            self._settle(
+                delivery, "requeue", lambda channel, tag: channel.basic_reject(tag, requeue=True)
+            )
+            return
+
+        def send_copy_then_ack(channel: BlockingChannel, tag: int) -> None:
+            # The copy is committed before the original is acked: a failure in between leaves
+            # both (a duplicate, which handlers tolerate), never neither.
+            self._publisher.publish([Outgoing(self.queue, delivery.body, millis)])
+            channel.basic_ack(tag)
+
+        self._settle(delivery, "requeue", send_copy_then_ack)
+
+    def extend(self, delivery: Delivery, visibility: timedelta) -> None:
+        # RabbitMQ holds an unacked delivery for as long as the connection lives, so there is no
+        # claim to extend. A BlockingConnection answers heartbeats only while pika runs, though:
+        # let it run, so a long handler that calls extend() keeps its connection (and delivery).
+        if self._link.is_open:
+            try:
+                self._link.connection.process_data_events(time_limit=0)
+            except BROKER_ERRORS as exc:
+                self._lost("keeping the connection alive", exc)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.clear()
+        self._channel = None
+        # Closing the connection hands every unacked delivery back to the queue.
+        self._link.reset()
+
+    def _open(self) -> BlockingChannel:
+        channel = self._link.channel("consume")
+        declare_queue(channel, self.queue)
+        channel.basic_qos(prefetch_count=self.prefetch)
+        channel.add_on_cancel_callback(self._on_cancelled)
+        channel.basic_consume(self.queue, self._on_message, auto_ack=False)
+        self._epoch += 1
+        self._channel = channel
+        return channel
+
+    def _ensure_open(self) -> BlockingChannel:
+        if self._closed:
+            raise BrokerUnavailable(f"consumer of {self.queue} is closed")
+        channel = self._channel
+        if channel is None or not self._link.is_open or not channel.is_open:
+            self._drop()
+            channel = self._retry.run(
+                self._link.where, f"consume {self.queue}", self._open, self._drop
+            )
+        return channel
+
+    def _on_message(self, _channel: Any, method: Any, _properties: Any, body: bytes) -> None:
+        self._buffer.append(
+            Delivery(
+                queue=self.queue,
+                body=body,
+                tag=(self._epoch, method.delivery_tag),
+                redelivered=bool(method.redelivered),
+            )
+        )
+
+    def _on_cancelled(self, _frame: Any) -> None:
+        # The broker cancelled the consumer (its queue was deleted): consume afresh, which
+        # declares the queue again.
+        log.warning("queue %s: consumer cancelled by the broker; consuming again", self.queue)
+        self._channel = None
+
+    def _settle(
+        self, delivery: Delivery, what: str, action: Callable[[BlockingChannel, int], None]
+    ) -> None:
+        epoch, tag = delivery.tag
+        channel = self._channel
+        if epoch != self._epoch or channel is None or not channel.is_open:
+            log.info(
+                "queue %s: %s of delivery %s skipped: its connection was lost, so the broker "
+                "delivers it again",
+                self.queue,
+                what,
+                tag,
+            )
+            return
+        try:
+            action(channel, tag)
+        except BROKER_ERRORS as exc:
+            self._lost(f"{what} of delivery {tag}", exc)
+
+    def _lost(self, what: str, exc: BaseException) -> None:
+        log.warning(
+            "rabbitmq %s: queue %s: connection lost while %s (%s); unacked deliveries come back",
+            self._link.where,
+            self.queue,
+            what,
+            explain(exc),
+        )
+        self._drop()
+
+    def _drop(self) -> None:
+        self._buffer.clear()
+        self._channel = None
+        self._link.reset()

@@ -1,0 +1,398 @@
+"""The embedded broker (``broker_uri = store``, the default): queues kept in the store.
+
+Messages are rows (documents) of the store's queue (the ``Store.queue_*`` methods), so the broker
+needs no server of its own and a publish is durable once its write commits. A delivery is a
+claim that expires after the visibility timeout: a consumer that dies, or hangs longer than that
+without calling :meth:`StoreConsumer.extend`, loses its messages to the next claim, which counts
+them as redelivered. The store makes each claim atomic across threads and OS processes (see
+``db/backends/*/queue.py``), so each delivery goes to exactly one consumer at a time.
+
+There is nothing to push messages to a consumer, so consumers poll, adaptively: while messages
+flow a consumer claims again at once; when the queue is empty it pauses 2 ms, doubling up to
+100 ms. A publish through the same broker object also wakes that queue's waiting consumers at
+once (a :class:`threading.Condition`), so dispatch within one process takes milliseconds; other
+processes see a message within one pause.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
+
+from db.backoff import backoff
+from db.clock import SystemClock
+from db.errors import BrokerUnavailable, InvalidInput, StoreUnavailable
+from mq.broker import Broker, Consumer, Delivery
+from mq.message import dead_letter_queue
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from db.clock import Clock
+    from db.models import QueuedMessage
+    from db.store import Store
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+T = TypeVar("T")
+
+#: How long a delivery stays claimed before it is delivered again (unless extended).
+DEFAULT_VISIBILITY = timedelta(seconds=60)
+#: An idle consumer's first pause between empty polls (seconds); doubled after each one.
+POLL_START = 0.002
+#: An idle consumer's longest pause between polls (seconds): the latency across processes.
+POLL_CAP = 0.1
+#: Longest queue name: the store keys queues in 191 characters, and ``.dead`` is appended.
+MAX_QUEUE_NAME = 180
+#: Store calls are tried this often (pauses from ``db.backoff``) before BrokerUnavailable.
+STORE_ATTEMPTS = 4
+#: First pause before trying a failed store call again; doubles, with jitter.
+STORE_RETRY_BASE = timedelta(milliseconds=250)
+
+
+def check_queue_name(queue: object) -> str:
+    """Refuse what cannot name a queue.
+
+    Raises:
+        InvalidInput: not a string of 1 to ``MAX_QUEUE_NAME`` printable characters without
+            spaces (field ``queue``).
+    """
+    if not isinstance(queue, str) or not queue:
+        raise InvalidInput("queue", f"must be a non-empty string (got {queue!r})")
+    if len(queue) > MAX_QUEUE_NAME:
+        raise InvalidInput("queue", f"is longer than {MAX_QUEUE_NAME} characters")
+    if not queue.isprintable() or any(ch.isspace() for ch in queue):
+        raise InvalidInput("queue", f"must be printable and without spaces (got {queue!r})")
+    return queue
+
+
+def _check_visibility(visibility: timedelta) -> timedelta:
+    if not isinstance(visibility, timedelta) or visibility <= timedelta(0):
+        raise InvalidInput("visibility", f"must be a positive timedelta (got {visibility!r})")
+    return visibility
+
+
+def _check_delay(delay: timedelta | None) -> timedelta:
+    if delay is None:
+        return timedelta(0)
+    if not isinstance(delay, timedelta) or delay < timedelta(0):
+        raise InvalidInput("delay", f"must be a timedelta of zero or more (got {delay!r})")
+    return delay
+
+
+class _Wakeup:
+    """Publishes through one broker wake the consumers of that queue waiting on it."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        #: Queue -> publishes seen so far; a waiter sleeps until its queue's count moves.
+        self._published: Counter[str] = Counter()
+
+    def mark(self, queue: str) -> int:
+        """The queue's publish count, read before polling so no later publish is missed."""
+        with self._condition:
+            return self._published[queue]
+
+    def notify(self, queues: Iterable[str]) -> None:
+        with self._condition:
+            for queue in queues:
+                self._published[queue] += 1
+            self._condition.notify_all()
+
+    def wait(self, queue: str, mark: int, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds; True if a publish to ``queue`` came after ``mark``."""
+        with self._condition:
+            return self._condition.wait_for(lambda: self._published[queue] != mark, timeout)
+
+
+class StoreBroker(Broker):
+    """The broker on the store's embedded queue; see the module docstring.
+
+    Any thread may publish; each consumer belongs to the thread that opened it. Share one broker
+    per process so publishes wake that process's consumers.
+
+    Args:
+        uri: ``store`` (the ``broker_uri`` setting).
+        store: holds the queues; the caller owns and closes it.
+        visibility: how long a delivery stays claimed without an ack or an extend.
+        clock: time source for delays and claims (tests use a fake one).
+
+    Raises:
+        InvalidInput: ``uri`` is not ``store`` (``broker_uri``), or ``visibility`` not positive.
+    """
+
+    backend = "store"
+
+    def __init__(
+        self,
+        uri: str = "store",
+        *,
+        store: Store,
+        visibility: timedelta = DEFAULT_VISIBILITY,
+        clock: Clock | None = None,
+    ) -> None:
+        if uri != "store" and urlsplit(uri).scheme.lower() != "store":
+            raise InvalidInput("broker_uri", f"{uri!r} is not the store queue (use store)")
+        self.store = store
+        self.visibility = _check_visibility(visibility)
+        self.clock: Clock = clock or SystemClock()
+        self.wakeup = _Wakeup()
+
+    def describe(self) -> str:
+        return f"store queue in {self.store.describe()}"
+
+    def declare(self, queue: str) -> None:
+        """Nothing to create (a queue exists while it holds messages); checks the name."""
+        check_queue_name(queue)
+
+    def publish(self, queue: str, body: bytes, *, delay: timedelta | None = None) -> None:
+        check_queue_name(queue)
+        at = self.clock.now() + _check_delay(delay)
+        self.call(
+            f"publish to {queue}", lambda: self.store.queue_put(queue, [body], available_at=at)
+        )
+        self.wakeup.notify([queue])
+
+    def publish_many(self, messages: Iterable[tuple[str, bytes]]) -> None:
+        """One write per queue, in publish order (a failure leaves earlier queues' writes)."""
+        by_queue: dict[str, list[bytes]] = {}
+        for queue, body in messages:
+            by_queue.setdefault(check_queue_name(queue), []).append(body)
+        now = self.clock.now()
+        for queue, bodies in by_queue.items():
+            self.call(
+                f"publish {len(bodies)} message(s) to {queue}",
+                lambda q=queue, b=bodies: self.store.queue_put(q, b, available_at=now),
+            )
+        self.wakeup.notify(by_queue)
+
+    def consumer(self, queue: str, *, prefetch: int = 1) -> StoreConsumer:
+        return StoreConsumer(self, check_queue_name(queue), prefetch=prefetch)
+
+    def depth(self, queue: str) -> int:
+        now = self.clock.now()
+        counts = self.call(f"depth of {queue}", lambda: self.store.queue_depth(queue, now=now))
+        return counts["ready"] + counts["delayed"]
+
+    def purge(self, queue: str) -> int:
+        purged = self.call(f"purge {queue}", lambda: self.store.queue_purge(queue))
+        log.info("%s: purged %d message(s) of %s", self.describe(), purged, queue)
+        return purged
+
+    def delete(self, queue: str) -> None:
+        """Drop the messages of ``queue`` and of its dead-letter queue (nothing else exists)."""
+        for name in (queue, dead_letter_queue(queue)):
+            self.call(f"delete {name}", lambda n=name: self.store.queue_purge(n))
+
+    def close(self) -> None:
+        """Nothing to release: the store belongs to the caller; consumers close themselves."""
+
+    def call(self, what: str, action: Callable[[], T]) -> T:
+        """Run a store call, trying again while the store is unavailable.
+
+        Raises:
+            BrokerUnavailable: the store stayed unavailable through ``STORE_ATTEMPTS`` tries.
+        """
+        attempt = 1
+        while True:
+            try:
+                return action()
+            except StoreUnavailable as exc:
+                if attempt >= STORE_ATTEMPTS:
+                    raise BrokerUnavailable(f"{self.describe()}: {what} failed: {exc}") from exc
+                pause = backoff(STORE_RETRY_BASE, attempt, jitter=0.2)
+                log.warning(
+                    "%s: %s failed (%s); trying again in %.2f s (attempt %d of %d)",
+                    self.describe(),
+                    what,
+                    exc,
+                    pause.total_seconds(),
+                    attempt + 1,
+                    STORE_ATTEMPTS,
+                )
+                time.sleep(pause.total_seconds())
+                attempt += 1
+
+
+class StoreConsumer(Consumer):
+    """Claims messages of one queue for one thread, up to ``prefetch`` unsettled at a time.
+
+    A delivery's tag is its message id; ack, reject, requeue and extend are compare-and-set on
+    this consumer's claim, so settling a delivery whose claim was lost (it expired and another
+    consumer took the message) changes nothing and is logged.
+    """
+
+    def __init__(self, broker: StoreBroker, queue: str, *, prefetch: int = 1) -> None:
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+            raise InvalidInput("prefetch", f"must be a positive integer (got {prefetch!r})")
+        self.queue = queue
+        self.prefetch = prefetch
+        #: Names this consumer's claims: unique per consumer, readable in the store.
+        self.consumer_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
+        self._broker = broker
+        self._store = broker.store
+        #: Claimed and not yet handed out, oldest first.
+        self._buffer: deque[QueuedMessage] = deque()
+        #: Handed out and not yet settled, by id.
+        self._held: dict[str, QueuedMessage] = {}
+        self._pause = POLL_START
+        self._closed = False
+
+    def get(self, timeout: float) -> Delivery | None:
+        if self._closed:
+            raise BrokerUnavailable(f"consumer of {self.queue} is closed")
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            message = self._next_buffered()
+            if message is not None:
+                self._held[message.id] = message
+                return Delivery(
+                    queue=self.queue,
+                    body=message.body,
+                    tag=message.id,
+                    redelivered=message.deliveries > 1,
+                )
+            mark = self._broker.wakeup.mark(self.queue)
+            if self._claim():
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if self._broker.wakeup.wait(self.queue, mark, min(self._pause, remaining)):
+                self._pause = POLL_START
+            else:
+                self._pause = min(self._pause * 2, POLL_CAP)
+
+    def ack(self, delivery: Delivery) -> None:
+        message_id = self._settle(delivery)
+        self._on_claim(
+            "ack", message_id, lambda: self._store.queue_ack(message_id, self.consumer_id)
+        )
+
+    def reject(self, delivery: Delivery, reason: str) -> None:
+        message_id = self._settle(delivery)
+        dead = dead_letter_queue(self.queue)
+        log.warning(
+            "queue %s: dead-lettering message %s to %s (%s): %r",
+            self.queue,
+            message_id,
+            dead,
+            reason,
+            delivery.body[:80],
+        )
+        self._release(message_id, "reject", timedelta(0), to_queue=dead)
+
+    def requeue(self, delivery: Delivery, delay: timedelta | None = None) -> None:
+        message_id = self._settle(delivery)
+        self._release(message_id, "requeue", _check_delay(delay))
+
+    def extend(self, delivery: Delivery, visibility: timedelta) -> None:
+        until = self._broker.clock.now() + _check_visibility(visibility)
+        self._renew(str(delivery.tag), until)
+
+    def close(self) -> None:
+        """Give back every claim not acked: buffered ones and deliveries still held."""
+        if self._closed:
+            return
+        self._closed = True
+        unsettled = [m.id for m in self._buffer] + list(self._held)
+        self._buffer, self._held = deque(), {}
+        now = self._broker.clock.now()
+        try:
+            for message_id in unsettled:
+                self._store.queue_release(message_id, self.consumer_id, available_at=now)
+        except StoreUnavailable as exc:
+            log.warning(
+                "queue %s: %s kept %d claim(s) on close (%s); they expire after the visibility",
+                self.queue,
+                self.consumer_id,
+                len(unsettled),
+                exc,
+            )
+        if unsettled:
+            self._broker.wakeup.notify([self.queue])
+
+    def _claim(self) -> bool:
+        """Claim as many messages as prefetch allows into the buffer; whether any came."""
+        room = self.prefetch - len(self._held) - len(self._buffer)
+        if room <= 0:
+            return False
+        now = self._broker.clock.now()
+        claimed = self._call(
+            f"claim from {self.queue}",
+            lambda: self._store.queue_claim(
+                self.queue,
+                self.consumer_id,
+                now=now,
+                visibility=self._broker.visibility,
+                limit=room,
+            ),
+        )
+        if claimed:
+            self._buffer.extend(claimed)
+            self._pause = POLL_START
+        return bool(claimed)
+
+    def _next_buffered(self) -> QueuedMessage | None:
+        """The oldest buffered message still ours; a claim less than half left is renewed."""
+        while self._buffer:
+            message = self._buffer.popleft()
+            now = self._broker.clock.now()
+            if message.claimed_until is None or (
+                message.claimed_until - now >= self._broker.visibility / 2
+            ):
+                return message
+            if self._renew(message.id, now + self._broker.visibility):
+                return message
+        return None
+
+    def _settle(self, delivery: Delivery) -> str:
+        self._held.pop(str(delivery.tag), None)
+        return str(delivery.tag)
+
+    def _renew(self, message_id: str, until: datetime) -> bool:
+        return self._on_claim(
+            "extend",
+            message_id,
+            lambda: self._store.queue_extend(message_id, self.consumer_id, until=until),
+        )
+
+    def _release(
+        self, message_id: str, what: str, delay: timedelta, *, to_queue: str | None = None
+    ) -> None:
+        at = self._broker.clock.now() + delay
+        released = self._on_claim(
+            what,
+            message_id,
+            lambda: self._store.queue_release(
+                message_id, self.consumer_id, available_at=at, to_queue=to_queue
+            ),
+        )
+        if released and not delay:
+            self._broker.wakeup.notify([to_queue or self.queue])
+
+    def _on_claim(self, what: str, message_id: str, action: Callable[[], bool]) -> bool:
+        """Run a compare-and-set on this consumer's claim; log when the claim was lost."""
+        if self._call(f"{what} {message_id}", action):
+            return True
+        log.warning(
+            "queue %s: %s of message %s by %s did nothing: the claim was lost (the visibility "
+            "timeout passed and another consumer has it, or it was purged)",
+            self.queue,
+            what,
+            message_id,
+            self.consumer_id,
+        )
+        return False
+
+    def _call(self, what: str, action: Callable[[], T]) -> T:
+        return self._broker.call(f"queue {self.queue}: {what}", action)

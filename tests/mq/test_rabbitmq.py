@@ -1,0 +1,344 @@
+"""Behaviour only the RabbitMQ broker has: reconnects across a real broker restart, transactional
+publish confirmation, delay queues that expire, failures translated to BrokerUnavailable. The
+rules every broker obeys are in tests/contract/test_broker.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pika
+import pytest
+from pika import exceptions as pika_errors
+from pika.adapters.blocking_connection import BlockingChannel
+
+from db.errors import BrokerUnavailable
+from mq import open_broker
+from mq.rabbitmq import RabbitBroker, RetryPolicy
+from tests import servers
+from tests.conftest import RABBITMQ_URI, rabbitmq_problem
+from tests.polling import wait_until
+
+#: Longest wait for a message that should come.
+DEADLINE = 20.0
+#: A policy for tests that expect to give up: two quick tries.
+QUICK = RetryPolicy(attempts=2, base=timedelta(milliseconds=10), cap=timedelta(milliseconds=10))
+
+
+@pytest.fixture
+def rabbit_uri() -> str:
+    problem = rabbitmq_problem()
+    if problem:
+        servers.unavailable(problem)
+    return RABBITMQ_URI
+
+
+@pytest.fixture
+def names() -> Iterator[list[str]]:
+    """Queue names for this test, deleted afterwards."""
+    yield [servers.unique_name() + ".q"]
+
+
+@pytest.fixture
+def rabbit(rabbit_uri: str, names: list[str]) -> Iterator[RabbitBroker]:
+    broker = RabbitBroker(rabbit_uri)
+    try:
+        yield broker
+    finally:
+        for name in names:
+            broker.delete(name)
+        broker.close()
+
+
+@pytest.fixture
+def raw_channel(rabbit_uri: str) -> Iterator[BlockingChannel]:
+    """A plain pika channel, to look at the broker without going through RabbitBroker."""
+    connection = pika.BlockingConnection(pika.URLParameters(rabbit_uri))
+    try:
+        yield connection.channel()
+    finally:
+        connection.close()
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+def _start_app() -> None:
+    _rabbitmqctl("start_app")
+    _rabbitmqctl("await_startup")
+    wait_until(lambda: rabbitmq_problem() is None, deadline=60, what="RabbitMQ's port")
+
+
+@pytest.fixture
+def broker_restart(rabbit_uri: str) -> Iterator[Callable[[Callable[[], None] | None], None]]:
+    """``restart(during)``: stop the RabbitMQ application, run ``during`` while it is down, start
+    it again (``rabbitmqctl stop_app`` / ``start_app``: queues on disk survive, connections die).
+    """
+    if shutil.which("rabbitmqctl") is None:
+        servers.unavailable("rabbitmqctl is not installed: cannot restart RabbitMQ")
+    if os.geteuid() != 0:
+        servers.unavailable("restarting RabbitMQ with rabbitmqctl needs root")
+    stopped = False
+
+    def restart(during: Callable[[], None] | None = None) -> None:
+        nonlocal stopped
+        _rabbitmqctl("stop_app")
+        stopped = True
+        if during is not None:
+            during()
+        _start_app()
+        stopped = False
+
+    yield restart
+    if stopped:  # a failed test must not leave the broker down for everyone else
+        _start_app()
+
+
+def message_count(channel: BlockingChannel, queue: str) -> int:
+    return channel.queue_declare(queue, passive=True).method.message_count
+
+
+# -- confirms ----------------------------------------------------------------------------------
+
+
+@pytest.mark.needs_server
+def test_publish_returns_only_once_the_broker_holds_the_message(rabbit, names, raw_channel):
+    queue = names[0]
+    # when
+    rabbit.publish(queue, b"one")
+    # then another connection sees it at once: the commit was the confirmation
+    assert message_count(raw_channel, queue) == 1
+    rabbit.publish_many((queue, b"%d" % i) for i in range(500))
+    assert message_count(raw_channel, queue) == 501
+
+
+@pytest.mark.needs_server
+def test_publish_many_waits_for_one_commit_per_batch(rabbit, names, monkeypatch):
+    queue = names[0]
+    calls = Counter()
+    real_commit, real_publish = BlockingChannel.tx_commit, BlockingChannel.basic_publish
+
+    def tx_commit(self):
+        calls["commit"] += 1
+        return real_commit(self)
+
+    def basic_publish(self, *args, **kwargs):
+        calls["publish"] += 1
+        return real_publish(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlockingChannel, "tx_commit", tx_commit)
+    monkeypatch.setattr(BlockingChannel, "basic_publish", basic_publish)
+    # when
+    rabbit.publish_many((queue, b"%d" % i) for i in range(1000))
+    # then one round trip confirmed them all
+    assert calls == {"publish": 1000, "commit": 1}
+    # and a single publish is confirmed too
+    rabbit.publish(queue, b"single")
+    assert calls == {"publish": 1001, "commit": 2}
+
+
+@pytest.mark.needs_server
+@pytest.mark.slow
+def test_confirmed_messages_survive_a_broker_restart(rabbit, names, broker_restart):
+    # given messages confirmed in a batch and singly, one of them delivered but never acked
+    queue = names[0]
+    bodies = [b"batch-%02d" % i for i in range(20)] + [b"single"]
+    rabbit.publish_many((queue, body) for body in bodies[:-1])
+    rabbit.publish(queue, bodies[-1])
+    with rabbit.consumer(queue) as consumer:
+        held = consumer.get(DEADLINE)
+        assert held is not None and held.body == bodies[0]
+        # when the broker restarts
+        broker_restart(None)
+        # then acking the delivery of the lost connection is a harmless no-op
+        consumer.ack(held)
+        # and the same consumer reconnects and gets everything, the held one again first
+        got = []
+        while len(got) < len(bodies):
+            delivery = consumer.get(DEADLINE)
+            assert delivery is not None, f"got {len(got)} of {len(bodies)}"
+            got.append(delivery)
+            consumer.ack(delivery)
+        assert consumer.get(0.5) is None
+    assert [d.body for d in got] == bodies
+    assert got[0].redelivered
+
+
+@pytest.mark.needs_server
+@pytest.mark.slow
+def test_publisher_and_consumer_ride_out_a_broker_restart(rabbit, names, broker_restart):
+    # given a consumer thread consuming continuously
+    queue = names[0]
+    received: list[tuple[bytes, bool]] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+    rabbit.declare(queue)
+
+    def consume() -> None:
+        try:
+            with rabbit.consumer(queue, prefetch=10) as consumer:
+                while not done.is_set():
+                    delivery = consumer.get(0.2)
+                    if delivery is not None:
+                        received.append((delivery.body, delivery.redelivered))
+                        consumer.ack(delivery)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    def bodies() -> set[bytes]:
+        return {body for body, _ in received}
+
+    consumer_thread = threading.Thread(target=consume)
+    consumer_thread.start()
+    before = [b"before-%02d" % i for i in range(30)]
+    during = [b"during-%02d" % i for i in range(20)]
+    after = [b"after-%02d" % i for i in range(10)]
+    publish_errors: list[BaseException] = []
+
+    def publish_during() -> None:
+        try:
+            rabbit.publish_many((queue, body) for body in during[:10])
+            for body in during[10:]:
+                rabbit.publish(queue, body)
+        except BaseException as exc:  # reported by the test thread
+            publish_errors.append(exc)
+
+    publisher_thread = threading.Thread(target=publish_during)
+    try:
+        rabbit.publish_many((queue, body) for body in before)
+        wait_until(lambda: len(received) >= 10, deadline=DEADLINE, what="first deliveries")
+
+        # when the broker goes down while both publish and consume, and comes back
+        def while_down() -> None:
+            publisher_thread.start()
+            time.sleep(1.0)
+
+        broker_restart(while_down)
+        publisher_thread.join(60)
+        rabbit.publish_many((queue, body) for body in after)
+        # then nothing was lost; a message arrives twice only if it was redelivered
+        expected = set(before + during + after)
+        wait_until(lambda: errors or expected <= bodies(), deadline=60, what="every message")
+    finally:
+        done.set()
+        consumer_thread.join(DEADLINE)
+    assert not errors and not publish_errors, (errors, publish_errors)
+    assert bodies() == expected
+    seen: set[bytes] = set()
+    for body, redelivered in received:
+        assert body not in seen or redelivered, f"{body!r} delivered twice, not as a redelivery"
+        seen.add(body)
+    assert [body for body, _ in received if body.startswith(b"after")] == after
+
+
+# -- delay queues ------------------------------------------------------------------------------
+
+
+@pytest.mark.needs_server
+def test_an_idle_delay_queue_expires(rabbit_uri, names, raw_channel):
+    # given a broker whose delay queues outlive their delay by 0.5 s
+    queue = names[0]
+    broker = RabbitBroker(rabbit_uri, delay_queue_grace=timedelta(milliseconds=500))
+    try:
+        broker.publish(queue, b"later", delay=timedelta(milliseconds=200))
+        assert message_count(raw_channel, f"{queue}.delay.200") == 1
+        with broker.consumer(queue) as consumer:
+            delivery = consumer.get(DEADLINE)
+            assert delivery is not None and delivery.body == b"later"
+            consumer.ack(delivery)
+
+        # then the holding queue disappears by itself
+        def gone() -> bool:
+            channel = raw_channel.connection.channel()
+            try:
+                channel.queue_declare(f"{queue}.delay.200", passive=True)
+            except pika_errors.ChannelClosedByBroker as exc:
+                return exc.reply_code == 404
+            channel.close()
+            return False
+
+        # (a passive declare renews the lease too, so look less often than it expires)
+        wait_until(gone, deadline=DEADLINE, interval=1.5, what="the delay queue to expire")
+    finally:
+        broker.delete(queue)
+        broker.close()
+
+
+@pytest.mark.needs_server
+def test_a_consumer_carries_on_after_its_queue_is_deleted(rabbit, names):
+    queue = names[0]
+    with rabbit.consumer(queue) as consumer:
+        # when the queue is deleted under the consumer and published to again
+        rabbit.delete(queue)
+        rabbit.publish(queue, b"after delete")
+        # then the consumer, cancelled by the broker, consumes the new queue
+        delivery = consumer.get(DEADLINE)
+        assert delivery is not None and delivery.body == b"after delete"
+        consumer.ack(delivery)
+
+
+@pytest.mark.needs_server
+@pytest.mark.slow
+def test_extend_keeps_a_long_handlers_connection_alive(rabbit_uri, rabbit, names):
+    # given a 1 s heartbeat, which a BlockingConnection answers only while pika runs
+    queue = names[0]
+    rabbit.publish(queue, b"long job")
+    broker = RabbitBroker(f"{rabbit_uri}?heartbeat=1")
+    try:
+        with broker.consumer(queue) as consumer:
+            delivery = consumer.get(DEADLINE)
+            assert delivery is not None
+            # when the handler runs for several heartbeat intervals, extending as it goes
+            for _ in range(8):
+                time.sleep(0.4)
+                consumer.extend(delivery, timedelta(seconds=60))
+            consumer.ack(delivery)
+            # then the ack landed on the live connection: nothing comes back
+            assert consumer.get(0.5) is None
+    finally:
+        broker.close()
+    assert rabbit.depth(queue) == 0
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+def test_unreachable_broker_raises_broker_unavailable_without_the_password(caplog):
+    broker = RabbitBroker("amqp://tactus:s3cret@127.0.0.1:1/%2F", retry=QUICK)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(BrokerUnavailable) as info:
+        broker.publish("tactus_test.q", b"x")
+    with pytest.raises(BrokerUnavailable):
+        broker.consumer("tactus_test.q")
+    broker.close()
+    assert "tactus:***@127.0.0.1:1" in str(info.value)
+    assert "failed after 2 attempts" in str(info.value)
+    assert "s3cret" not in str(info.value) and "s3cret" not in caplog.text
+    assert "s3cret" not in broker.describe()
+
+
+@pytest.mark.needs_server
+def test_a_refused_login_fails_at_once(rabbit_uri):
+    slow = RetryPolicy(attempts=5, base=timedelta(seconds=2))
+    uri = rabbit_uri.replace("guest:guest@", "guest:wrong-password@", 1)
+    broker = RabbitBroker(uri, retry=slow)
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match="refused"):
+        broker.publish("tactus_test.q", b"x")
+    assert time.monotonic() - started < 2, "a permanent refusal must not be retried"
+    broker.close()
+
+
+def test_open_broker_builds_a_rabbit_broker_for_amqp_uris():
+    broker = open_broker("amqp://guest:pw@127.0.0.1:5672/%2F", None)
+    assert isinstance(broker, RabbitBroker) and broker.backend == "rabbitmq"
+    assert broker.describe() == "rabbitmq amqp://guest:***@127.0.0.1:5672/%2F"
+    broker.close()

@@ -1,0 +1,180 @@
+"""Behaviour only the store broker has: wake-ups within a process, claims given back on close,
+visibility timeouts. The rules every broker obeys are in tests/contract/test_broker.py."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from db import open_store
+from db.errors import BrokerUnavailable, InvalidInput
+from mq import open_broker
+from mq.store_queue import POLL_CAP, StoreBroker
+from tests.polling import wait_until
+
+VISIBILITY = timedelta(seconds=60)
+
+
+@pytest.fixture
+def store(concurrent_store_uri):
+    s = open_store(concurrent_store_uri)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def store_broker(store, clock):
+    with StoreBroker("store", store=store, visibility=VISIBILITY, clock=clock) as broker:
+        yield broker
+
+
+def test_open_broker_store_builds_the_store_broker(store):
+    broker = open_broker("store", store)
+    assert isinstance(broker, StoreBroker) and broker.backend == "store"
+    assert broker.describe().startswith("store queue in ")
+    with pytest.raises(InvalidInput) as err:
+        StoreBroker("amqp://localhost", store=store)
+    assert err.value.field == "broker_uri"
+
+
+@pytest.mark.parametrize("name", ["", "a b", "tab\there", "x" * 181, None])
+def test_store_broker_refuses_bad_queue_names(store_broker, name):
+    with pytest.raises(InvalidInput) as err:
+        store_broker.publish(name, b"m")
+    assert err.value.field == "queue"
+
+
+def test_store_broker_publish_wakes_a_waiting_consumer_at_once(store, clock):
+    # given a consumer idle long enough to poll at its slowest pace (POLL_CAP)
+    broker = StoreBroker("store", store=store, clock=clock)
+    consumer = broker.consumer("q")
+    received: list[float] = []
+    done = threading.Event()
+
+    def consume() -> None:
+        while not done.is_set():
+            delivery = consumer.get(timeout=0.5)
+            if delivery is not None:
+                received.append(time.monotonic())
+                consumer.ack(delivery)
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    latencies = []
+    try:
+        for i in range(5):
+            wait_until(lambda: consumer._pause >= POLL_CAP, what="the consumer to idle")
+            # when
+            sent = time.monotonic()
+            broker.publish("q", f"m{i}".encode())
+            wait_until(lambda i=i: len(received) > i, deadline=5, interval=0.001)
+            latencies.append(received[i] - sent)
+    finally:
+        done.set()
+        thread.join(5)
+        consumer.close()
+    # then the consumer did not sleep out its pause (up to 100 ms)
+    assert statistics.median(latencies) < 0.03, latencies
+    assert max(latencies) < POLL_CAP, latencies
+
+
+def test_store_consumer_close_gives_back_buffered_and_unacked_claims(store_broker):
+    # given a consumer that claimed five messages and handed out one
+    for i in range(5):
+        store_broker.publish("q", f"m{i}".encode())
+    consumer = store_broker.consumer("q", prefetch=5)
+    first = consumer.get(timeout=1)
+    assert first.body == b"m0"
+    assert store_broker.depth("q") == 0  # all five are claimed
+    # when it closes without acking
+    consumer.close()
+    # then all five are deliverable again, in order, to the next consumer
+    assert store_broker.depth("q") == 5
+    with store_broker.consumer("q", prefetch=5) as other:
+        again = [other.get(timeout=1) for _ in range(5)]
+    assert [d.body for d in again] == [f"m{i}".encode() for i in range(5)]
+    assert again[0].redelivered
+    with pytest.raises(BrokerUnavailable):
+        consumer.get(timeout=0)
+
+
+def test_store_consumer_that_dies_loses_its_delivery_after_the_visibility_timeout(
+    concurrent_store_uri, clock
+):
+    # given a consumer in a store connection that goes away without acking or closing
+    dying_store = open_store(concurrent_store_uri)
+    dying = StoreBroker("store", store=dying_store, visibility=VISIBILITY, clock=clock)
+    dying.publish("q", b"work")
+    assert dying.consumer("q").get(timeout=1).body == b"work"
+    dying_store.close()
+    survivor_store = open_store(concurrent_store_uri)
+    survivor = StoreBroker("store", store=survivor_store, visibility=VISIBILITY, clock=clock)
+    try:
+        with survivor.consumer("q") as consumer:
+            # when / then: nobody gets it while the claim runs
+            assert consumer.get(timeout=0.05) is None
+            clock.advance(VISIBILITY - timedelta(seconds=1))
+            assert consumer.get(timeout=0.05) is None
+            # and once the claim expires it is delivered again
+            clock.advance(timedelta(seconds=1))
+            delivery = consumer.get(timeout=1)
+            assert delivery.body == b"work" and delivery.redelivered
+            consumer.ack(delivery)
+        assert survivor.depth("q") == 0
+    finally:
+        survivor_store.close()
+
+
+def test_store_consumer_settling_a_lost_claim_changes_nothing(store_broker, clock, caplog):
+    # given a slow consumer whose claim expired and went to another consumer
+    store_broker.publish("q", b"m")
+    slow = store_broker.consumer("q")
+    late = slow.get(timeout=1)
+    clock.advance(VISIBILITY)
+    fast = store_broker.consumer("q")
+    taken = fast.get(timeout=1)
+    assert taken.body == b"m" and taken.redelivered
+    # when the slow consumer acks, extends or rejects
+    with caplog.at_level(logging.WARNING, logger="tactus.mq.store_queue"):
+        slow.extend(late, timedelta(minutes=5))
+        slow.ack(late)
+        slow.reject(late, "too late")
+    # then the message stays with the fast consumer, and each attempt was logged
+    assert sum("the claim was lost" in r.getMessage() for r in caplog.records) == 3
+    assert store_broker.depth("q") == 0 and store_broker.depth("q.dead") == 0
+    fast.ack(taken)
+    for c in (slow, fast):
+        c.close()
+
+
+def test_store_consumer_extend_keeps_a_long_delivery(store_broker, clock):
+    store_broker.publish("q", b"long")
+    with store_broker.consumer("q") as worker, store_broker.consumer("q") as other:
+        delivery = worker.get(timeout=1)
+        clock.advance(VISIBILITY - timedelta(seconds=5))
+        worker.extend(delivery, VISIBILITY)
+        clock.advance(timedelta(seconds=30))
+        assert other.get(timeout=0.05) is None
+        worker.ack(delivery)
+    assert store_broker.depth("q") == 0
+
+
+def test_store_consumer_renews_buffered_claims_before_handing_them_out(store_broker, clock):
+    # given two messages claimed together; the second waits in the buffer
+    store_broker.publish_many([("q", b"a"), ("q", b"b")])
+    with store_broker.consumer("q", prefetch=2) as worker, store_broker.consumer("q") as other:
+        first = worker.get(timeout=1)
+        # when the first takes most of the visibility timeout
+        clock.advance(VISIBILITY - timedelta(seconds=5))
+        worker.ack(first)
+        second = worker.get(timeout=1)
+        # then the second's claim was renewed: it is not delivered twice meanwhile
+        clock.advance(timedelta(seconds=30))
+        assert other.get(timeout=0.05) is None
+        assert second.body == b"b" and not second.redelivered
+        worker.ack(second)
