@@ -1,0 +1,160 @@
+"""The base class of Python workers: subclass :class:`UowWorker` and name it in the registration
+file as ``worker: "package.module:ClassName"``.
+
+A worker process (``python -m workers PROCESS``, normally started by the supervisor) consumes the
+units of work of one process. For each one it claims the unit of work in the store, calls
+:meth:`UowWorker.process_uow`, records the outcome through the state-change funnel, tells the
+scheduler, and only then acknowledges the message. A minimal worker::
+
+    import logging
+
+    from workers.base import Outcome, UowWorker
+
+    log = logging.getLogger("tactus.myproject.visits")
+
+
+    class VisitsAggregator(UowWorker):
+        def setup(self) -> None:
+            self.db = connect_to_warehouse()  # once per worker thread
+
+        def process_uow(self, uow):
+            rows = self.db.aggregate(uow.start_timeperiod, uow.end_timeperiod)
+            if rows == 0:
+                return Outcome.NOOP  # nothing to do: the unit of work becomes noop
+            log.info("uow %s: aggregated %d rows", uow.id, rows)
+            # returning None (or Outcome.PROCESSED) means processed
+
+        def teardown(self) -> None:
+            self.db.close()
+
+The rules a worker relies on:
+
+- **Outcome.** Return None or :attr:`Outcome.PROCESSED` → ``processed``; :attr:`Outcome.NOOP` →
+  ``noop``; raise any exception → ``invalid``, with the traceback kept in the unit of work's
+  ``error``. While attempts remain, the scheduler retries an invalid unit of work after the
+  process's ``retry_delay``.
+- **Idempotence.** Delivery is at-least-once and an attempt can be retried after a crash, so
+  ``process_uow`` must be safe to run again for the same window (upsert, or replace the
+  window's results, rather than append).
+- **Threads.** A worker process with ``--concurrency N`` builds N instances, one per worker
+  thread. Each instance's :meth:`setup`, :meth:`process_uow` calls and :meth:`teardown` all run
+  in one thread of their own, so thread-local resources (database connections) made in
+  :meth:`setup` are safe to use in :meth:`process_uow`. Instances share nothing unless you
+  make them.
+- **Timeout.** A Python thread cannot be killed. When ``process_uow`` runs past the process's
+  ``timeout``, the unit of work is made invalid ("timed out after N s"), the scheduler is told,
+  and the whole worker process exits so the supervisor starts a clean one: the stuck call is
+  abandoned, not interrupted. Keep calls to external systems under their own, shorter
+  timeouts.
+- **Stopping.** On SIGTERM the worker takes no new messages and waits ``worker_stop_grace``
+  seconds for running calls; a call still running then is abandoned in the same way, and its
+  unit of work goes back to ``requested`` without using up an attempt.
+- **Logging.** Use a logger under ``tactus.`` (or your own); the unit of work's id in each line
+  makes the log searchable. Printed output is not captured for Python workers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+from db.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from db.models import ProcessEntry, UnitOfWork
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+
+class Outcome(StrEnum):
+    """What a worker reports for a unit of work it handled without an exception.
+
+    - ``processed``: the work was done.
+    - ``noop``: there was nothing to do (no input for the window, already up to date).
+    """
+
+    PROCESSED = "processed"
+    NOOP = "noop"
+
+
+class WorkerSettings(Protocol):
+    """The settings a worker uses (a subset of ``settings.Settings``, which satisfies it)."""
+
+    store_uri: str
+    broker_uri: str
+    box_id: str
+    queue_prefix: str
+    heartbeat_interval: float
+    visibility_timeout: float
+    worker_stop_grace: float
+
+
+class UowWorker:
+    """Base class of Python workers: override :meth:`process_uow`, optionally :meth:`setup` and
+    :meth:`teardown`.
+
+    Attributes:
+        entry: the registered process (name, ``arguments``, ``timeout`` ...) as it was when the
+            worker thread started.
+        settings: the installation's settings.
+        log: a logger named after the process (``tactus.workers.<process>``).
+    """
+
+    def __init__(self, entry: ProcessEntry, settings: WorkerSettings) -> None:
+        self.entry = entry
+        self.settings = settings
+        self.log = logging.getLogger(f"tactus.workers.{entry.name}")
+
+    def setup(self) -> None:
+        """Called once in the worker thread before its first unit of work (open connections).
+
+        An exception here stops the worker process with exit code 1, so the supervisor backs
+        off and retries the start.
+        """
+
+    def process_uow(self, uow: UnitOfWork) -> Outcome | None:
+        """Do the work of one unit of work.
+
+        Args:
+            uow: the unit of work, already claimed for this worker (state ``in_progress``).
+                Its window is ``[uow.start_timeperiod, uow.end_timeperiod)``; ``uow.timeperiod``
+                is the job's timeperiod (managed processes); ``uow.arguments`` holds the
+                process's ``arguments`` at the time the unit of work was created;
+                ``uow.attempt`` is 1 for the first attempt.
+
+        Returns:
+            None or :attr:`Outcome.PROCESSED` when the work was done; :attr:`Outcome.NOOP`
+            when there was nothing to do.
+
+        Raises:
+            Exception: any exception makes this attempt invalid; its traceback is stored.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement process_uow()")
+
+    def teardown(self) -> None:
+        """Called once in the worker thread when the worker stops normally (close connections).
+
+        Not called when the worker process exits to get rid of a timed-out call.
+        """
+
+
+def load_worker_class(path: str) -> type[UowWorker]:
+    """Import the :class:`UowWorker` subclass named by ``"package.module:ClassName"``.
+
+    Raises:
+        InvalidInput: (field ``worker``) the path is malformed, the module or class cannot be
+            imported, or the class is not a :class:`UowWorker` subclass.
+    """
+    module_name, sep, class_name = path.partition(":")
+    if not sep or not module_name or not class_name:
+        raise InvalidInput("worker", f"{path!r} is not of the form 'package.module:ClassName'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise InvalidInput("worker", f"cannot import module {module_name!r}: {exc}") from exc
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type) or not issubclass(cls, UowWorker):
+        raise InvalidInput("worker", f"{path!r} is not a subclass of workers.base.UowWorker")
+    return cls

@@ -1,0 +1,345 @@
+"""The worker process: consumes the units of work of one process and runs them.
+
+:func:`run_worker` is the entry point (``process_starter.py`` and ``python -m workers`` call
+it). The flow reads like rq's ``work()``:
+
+1. load the process's entry and, for ``worker: "module:Class"``, its class;
+2. register the worker (a :class:`~db.models.WorkerRecord`) and start its
+   :class:`~workers.heartbeat.Heartbeat`;
+3. start N slots (``concurrency``, :class:`~workers.slot.Slot`), each a thread with its own
+   consumer (prefetch 1) and, for a Python worker, its own :class:`~workers.base.UowWorker`
+   instance. Per delivery a slot runs decode → load → claim → execute → finish → publish status
+   → ack;
+4. on SIGTERM or SIGINT (or ``stop_event``): take no new messages, give running units of work
+   ``worker_stop_grace`` seconds (a second signal cuts it short), then interrupt the rest: kill
+   a command's process group, ``release`` the unit of work (back to ``requested``, no attempt
+   used) and requeue its message. Mark the worker ``stopped`` and exit 0.
+
+Unlike Synergy's workers, a worker process runs unit after unit of work (Synergy's exited after
+one and waited for a respawn), and every unit of work it holds carries a heartbeat.
+
+A Python call that runs past the process's ``timeout`` cannot be killed (threads cannot be):
+its unit of work is made invalid ("timed out after N s"), the scheduler is told, the message is
+acked, and the process then stops its other slots as on SIGTERM and leaves through
+``os._exit(EXIT_RESTART)`` so the supervisor starts a clean one. The same ``os._exit`` ends a
+stop during which a Python call had to be abandoned (with the stop's exit code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from db import open_store
+from db.clock import SystemClock
+from db.errors import InvalidInput, NotFound, TactusError
+from db.models import WorkerRecord
+from db.states import ProcessKind
+from mq import open_broker
+from mq.message import process_queue, status_message, status_queue
+from workers.base import load_worker_class
+from workers.heartbeat import Heartbeat
+from workers.shell import DRAIN_GRACE, KILL_GRACE
+from workers.slot import RunningUow, Slot
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import FrameType
+
+    from db.clock import Clock
+    from db.models import ProcessEntry, UnitOfWork
+    from db.store import Store
+    from mq.broker import Broker
+    from workers.base import UowWorker, WorkerSettings
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+#: Exit code of a worker that stopped as asked.
+EXIT_OK = 0
+#: Exit code of a worker that failed (store or broker unreachable, ``setup()`` raised ...).
+EXIT_FAILURE = 1
+#: Exit code when the process cannot be run by a worker (unknown, a daemon, a bad class).
+EXIT_USAGE = 2
+#: Exit code after a Python call timed out: the process left to shed the stuck thread.
+EXIT_RESTART = 3
+#: Seconds interrupted slots get to hand back their units of work after the grace.
+INTERRUPT_WAIT = KILL_GRACE + DRAIN_GRACE + 3.0
+#: Seconds between the main thread's checks while it waits.
+_TICK = 0.1
+
+
+def run_worker(
+    settings: WorkerSettings,
+    process_name: str,
+    *,
+    concurrency: int | None = None,
+    store: Store | None = None,
+    broker: Broker | None = None,
+    clock: Clock | None = None,
+    stop_event: threading.Event | None = None,
+) -> int:
+    """Run a worker for ``process_name`` until asked to stop; returns the exit code.
+
+    Called from the main thread, it stops on SIGTERM and SIGINT; from another thread, set
+    ``stop_event``. May end the OS process with ``os._exit`` instead of returning (see the
+    module docstring): call it in a process of its own.
+
+    Args:
+        settings: ``store_uri``, ``broker_uri``, ``box_id``, ``queue_prefix``,
+            ``heartbeat_interval``, ``visibility_timeout``, ``worker_stop_grace``.
+        process_name: the registered process whose units of work to run.
+        concurrency: units of work run at once (threads, each with its own consumer); 1 if
+            None.
+        store: an open store (default: opened from ``store_uri`` and closed at the end).
+        broker: an open broker (default: opened from ``broker_uri`` and closed at the end).
+        clock: source of recorded instants (default: the system clock).
+        stop_event: set it to stop the worker gracefully.
+
+    Returns:
+        :data:`EXIT_OK`, :data:`EXIT_FAILURE`, :data:`EXIT_USAGE` or :data:`EXIT_RESTART`.
+
+    Raises:
+        InvalidInput: ``concurrency`` is below 1.
+    """
+    if concurrency is None:
+        concurrency = 1
+    if concurrency < 1:
+        raise InvalidInput("concurrency", f"must be at least 1, got {concurrency}")
+    worker: Worker | None = None
+    code = EXIT_FAILURE
+    try:
+        with contextlib.ExitStack() as resources:
+            if store is None:
+                store = open_store(settings.store_uri)
+                resources.callback(store.close)
+            entry, worker_class = _load_process(store, process_name)
+            if entry is None:
+                return EXIT_USAGE
+            if broker is None:
+                broker = open_broker(
+                    settings.broker_uri,
+                    store,
+                    visibility=timedelta(seconds=settings.visibility_timeout),
+                )
+                resources.callback(broker.close)
+            worker = Worker(
+                settings,
+                entry,
+                worker_class,
+                store=store,
+                broker=broker,
+                clock=clock or SystemClock(),
+                concurrency=concurrency,
+                stop_event=stop_event or threading.Event(),
+            )
+            with _stop_on_signals(worker):
+                code = worker.run()
+    except TactusError as exc:
+        log.error("worker for %s: %s", process_name, exc)
+        code = EXIT_FAILURE
+    if worker is not None and worker.abandoned:
+        # A thread still runs a Python call nobody can stop; a normal interpreter exit would
+        # wait for it forever.
+        log.warning("worker %s: abandoning a stuck call; exiting now", worker.worker_id)
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
+def _load_process(
+    store: Store, process_name: str
+) -> tuple[ProcessEntry | None, type[UowWorker] | None]:
+    """The entry and (Python workers) the class to run; (None, None) after logging why not."""
+    try:
+        entry = store.get_process(process_name).entry
+    except NotFound:
+        log.error("worker for %s: no such registered process", process_name)
+        return None, None
+    if entry.kind is ProcessKind.DAEMON:
+        log.error("worker for %s: a daemon is run by the supervisor, not a worker", entry.name)
+        return None, None
+    if entry.command is not None:
+        return entry, None
+    if entry.worker is None:
+        log.error("worker for %s: the process has neither worker nor command", entry.name)
+        return None, None
+    try:
+        return entry, load_worker_class(entry.worker)
+    except InvalidInput as exc:
+        log.error("worker for %s: %s", entry.name, exc)
+        return None, None
+
+
+@contextlib.contextmanager
+def _stop_on_signals(worker: Worker) -> Iterator[None]:
+    """SIGTERM and SIGINT stop ``worker`` while in the block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {
+        sig: signal.signal(sig, worker.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class Worker:
+    """One worker process's registration, heartbeat and slots; :meth:`run` until stopped."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        entry: ProcessEntry,
+        worker_class: type[UowWorker] | None,
+        *,
+        store: Store,
+        broker: Broker,
+        clock: Clock,
+        concurrency: int,
+        stop_event: threading.Event,
+    ) -> None:
+        self.settings = settings
+        self.entry = entry
+        self.worker_class = worker_class
+        self.store = store
+        self.broker = broker
+        self.clock = clock
+        self.concurrency = concurrency
+        self.stop_event = stop_event
+        self.worker_id = f"{entry.name}@{settings.box_id}:{os.getpid()}-{secrets.token_hex(2)}"
+        self.actor = f"worker {self.worker_id}"
+        self.queue = process_queue(settings.queue_prefix, entry.name)
+        self.status_queue = status_queue(settings.queue_prefix)
+        #: Set by a second signal: interrupt running units of work without waiting the grace.
+        self.hurry = threading.Event()
+        #: True when a Python call had to be left running (the caller must ``os._exit``).
+        self.abandoned = False
+        self.exit_code = EXIT_OK
+        self._lock = threading.Lock()
+        self.slots = [Slot(self, index) for index in range(concurrency)]
+        self.heartbeat = Heartbeat(
+            store,
+            self.worker_id,
+            interval=timedelta(seconds=settings.heartbeat_interval),
+            visibility=timedelta(seconds=settings.visibility_timeout),
+            clock=clock,
+            running=self.running,
+        )
+
+    def run(self) -> int:
+        """Register, beat and consume until stopped; returns the exit code."""
+        self._register()
+        self.heartbeat.start()
+        for slot in self.slots:
+            slot.start()
+        log.info(
+            "worker %s: consuming %s with concurrency %d (pid %d)",
+            self.worker_id,
+            self.queue,
+            self.concurrency,
+            os.getpid(),
+        )
+        while not self.stop_event.wait(_TICK):
+            if not any(slot.is_alive() for slot in self.slots):
+                break
+        self._shutdown()
+        return self.exit_code
+
+    def stop(self, exit_code: int = EXIT_OK) -> None:
+        """Ask the worker to stop gracefully, exiting with ``exit_code`` (the first non-zero
+        code asked for wins)."""
+        with self._lock:
+            if self.exit_code == EXIT_OK:
+                self.exit_code = exit_code
+        self.stop_event.set()
+
+    def slot_failed(self) -> None:
+        """A slot crashed (broker or store gone, ``setup()`` raised): stop with a failure."""
+        self.stop(EXIT_FAILURE)
+
+    def call_abandoned(self) -> None:
+        """A Python call timed out: stop, then exit for the supervisor to restart us."""
+        self.stop(EXIT_RESTART)
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: stop gracefully; a second one: do not wait the grace."""
+        if self.stop_event.is_set():
+            self.hurry.set()
+        log.info("worker %s: %s received, stopping", self.worker_id, signal.Signals(signum).name)
+        self.stop_event.set()
+
+    def running(self) -> list[RunningUow]:
+        """The units of work running right now (for the heartbeat)."""
+        tasks = [slot.task for slot in self.slots]
+        return [task for task in tasks if task is not None and not task.finishing]
+
+    def current_entry(self) -> ProcessEntry:
+        """The process's entry as stored now (``timeout`` or ``command`` edited at run time),
+        or the one the worker started with if it is gone or changed how it runs."""
+        try:
+            entry = self.store.get_process(self.entry.name).entry
+        except TactusError as exc:
+            log.warning("worker %s: using the entry it started with: %s", self.worker_id, exc)
+            return self.entry
+        if (entry.command is None) != (self.entry.command is None):
+            return self.entry
+        return entry
+
+    def publish_status(self, uow: UnitOfWork) -> None:
+        """Tell the scheduler a unit of work changed state (after the change is stored)."""
+        self.broker.publish(self.status_queue, status_message(uow.id, uow.process).encode())
+
+    def _register(self) -> None:
+        now = self.clock.now()
+        self.store.save_worker(
+            WorkerRecord(
+                worker_id=self.worker_id,
+                process=self.entry.name,
+                box_id=self.settings.box_id,
+                pid=os.getpid(),
+                started_at=now,
+                heartbeat_at=now,
+                concurrency=self.concurrency,
+            )
+        )
+
+    def _shutdown(self) -> None:
+        self.stop_event.set()
+        grace = self.settings.worker_stop_grace
+        deadline = time.monotonic() + grace
+        if any(slot.task is not None for slot in self.slots):
+            log.info(
+                "worker %s: waiting up to %g s for running units of work", self.worker_id, grace
+            )
+        while (
+            any(slot.task is not None for slot in self.slots)
+            and time.monotonic() < deadline
+            and not self.hurry.is_set()
+        ):
+            self.hurry.wait(_TICK)
+        # Interrupt on every tick, not once: a slot that claimed a unit of work just now has
+        # its task set only after this loop started.
+        end = time.monotonic() + INTERRUPT_WAIT
+        while any(slot.is_alive() for slot in self.slots) and time.monotonic() < end:
+            for slot in self.slots:
+                slot.interrupt()
+            time.sleep(_TICK)
+        self.abandoned = any(slot.abandoned or slot.is_alive() for slot in self.slots)
+        self.heartbeat.stop(timeout=5.0)
+        try:
+            self.store.beat_worker(self.worker_id, self.clock.now(), current_uow=None)
+            if not self.store.set_worker_state(self.worker_id, "stopped", expected_state="alive"):
+                self.store.set_worker_state(self.worker_id, "stopped", expected_state="lost")
+        except TactusError as exc:
+            log.warning("worker %s: cannot record that it stopped: %s", self.worker_id, exc)
+        log.info("worker %s: stopped (exit code %d)", self.worker_id, self.exit_code)

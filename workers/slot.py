@@ -1,0 +1,439 @@
+"""One slot of a worker process: a thread, its consumer and the flow of each delivery.
+
+A worker with concurrency N runs N slots (:mod:`workers.runner`). Each owns a consumer (prefetch
+1; consumers are not shared between threads) and, for a Python worker, one
+:class:`~workers.base.UowWorker` instance whose calls all run in one executor thread of the
+slot's. Per delivery, :meth:`Slot.handle` runs the steps in this order:
+
+1. decode the message; a malformed one, or one naming no unit of work of this process, is
+   rejected (dead-lettered) and the slot goes on;
+2. load the unit of work; one that is not ``requested`` (finished, or claimed by another worker)
+   is a duplicate or late delivery: ack it and do nothing (idempotent redelivery);
+3. claim it (``requested → in_progress``, compare-and-set through the funnel, with worker, box,
+   pid, ``started_at`` and ``heartbeat_at``); a lost race is acked and ignored;
+4. run it: the shell driver for ``command``, the Python worker otherwise, within ``timeout``;
+5. record the outcome through the funnel (``succeed``, ``finish_noop`` or ``fail``, with the exit
+   code, output tail, error and ``finished_at``); the status message is published only after
+   that write commits;
+6. ack. A crash before the ack redelivers a message that step 2 then ignores.
+
+A run the worker must interrupt because it is stopping is handed back instead: ``release``
+(back to requested, no attempt used), then its message is requeued.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from db.errors import (
+    MalformedMessage,
+    NotFound,
+    StateConflict,
+    TactusError,
+    TransitionRefused,
+)
+from db.state_change import change_uow
+from db.states import UowKind, UowState
+from mq.message import Message
+from workers.base import Outcome
+from workers.shell import POLL_INTERVAL, run_command
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from db.clock import Clock
+    from db.models import ProcessEntry, UnitOfWork
+    from db.store import Store
+    from mq.broker import Broker, Consumer, Delivery
+    from workers.base import UowWorker, WorkerSettings
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+#: Seconds a slot waits for a message before it checks for a stop request.
+GET_TIMEOUT = 0.5
+
+
+class SlotOwner(Protocol):
+    """What a slot needs from its worker process (:class:`workers.runner.Worker`)."""
+
+    settings: WorkerSettings
+    entry: ProcessEntry
+    worker_class: type[UowWorker] | None
+    store: Store
+    broker: Broker
+    clock: Clock
+    worker_id: str
+    actor: str
+    queue: str
+    stop_event: threading.Event
+
+    def current_entry(self) -> ProcessEntry:
+        """The process's entry to run the next unit of work with."""
+
+    def publish_status(self, uow: UnitOfWork) -> None:
+        """Tell the scheduler the unit of work changed state."""
+
+    def slot_failed(self) -> None:
+        """A slot cannot go on: stop the worker with a failure."""
+
+    def call_abandoned(self) -> None:
+        """A Python call timed out and was left running: stop the worker for a restart."""
+
+
+class RunningUow:
+    """A claimed unit of work while its slot runs it."""
+
+    def __init__(self, uow: UnitOfWork, consumer: Consumer, delivery: Delivery) -> None:
+        self.uow = uow
+        self.consumer = consumer
+        self.delivery = delivery
+        #: Set to stop the run: the worker is stopping, or the unit of work was taken away.
+        self.cancel = threading.Event()
+        #: True when ``cancel`` means "hand it back" (stop) rather than "it is not ours".
+        self.stop_requested = False
+        #: True once the slot records the outcome (the heartbeat leaves it alone then).
+        self.finishing = False
+        #: Extension of the delivery asked for by the heartbeat, not yet done.
+        self._extend: timedelta | None = None
+
+    @property
+    def uow_id(self) -> str:
+        return self.uow.id
+
+    def request_extend(self, visibility: timedelta) -> None:
+        """Called by the heartbeat thread; :meth:`service` does it in the slot's thread."""
+        self._extend = visibility
+
+    def service(self) -> None:
+        """Extend the delivery if the heartbeat asked to (the consumer is this thread's)."""
+        visibility, self._extend = self._extend, None
+        if visibility is None:
+            return
+        try:
+            self.consumer.extend(self.delivery, visibility)
+        except TactusError as exc:
+            log.warning("uow %s: cannot extend its delivery: %s", self.uow.id, exc)
+
+    def taken_away(self, reason: str) -> None:
+        """Canceled or declared lost meanwhile: stop the run; its outcome will not be stored."""
+        if self.finishing or self.cancel.is_set():
+            return
+        log.warning("uow %s: %s; stopping its run", self.uow.id, reason)
+        self.cancel.set()
+
+    def interrupt(self) -> None:
+        """The worker stops: end the run and hand the unit of work back."""
+        self.stop_requested = True
+        self.cancel.set()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Verdict:
+    """What to record for a run: a trigger of the unit-of-work machine, or a release."""
+
+    #: ``succeed``, ``finish_noop``, ``fail``; None: release it (the worker is stopping).
+    trigger: str | None
+    exit_code: int | None = None
+    output: str | None = None
+    error: str | None = None
+    #: One line for the history event.
+    reason: str = ""
+    seconds: float = 0.0
+
+
+_TRIGGERS = {Outcome.PROCESSED: "succeed", Outcome.NOOP: "finish_noop"}
+
+
+class Slot:
+    """One worker thread: its consumer, its Python worker instance, one unit of work at a time."""
+
+    def __init__(self, worker: SlotOwner, index: int) -> None:
+        self.worker = worker
+        self.name = f"{worker.entry.name}-{index}"
+        #: The unit of work being run, if any.
+        self.task: RunningUow | None = None
+        #: True when this slot left a Python call running that could not be stopped.
+        self.abandoned = False
+        self._instance: UowWorker | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._thread = threading.Thread(target=self._main, name=f"slot-{self.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def interrupt(self) -> None:
+        task = self.task
+        if task is not None:
+            task.interrupt()
+
+    def _main(self) -> None:
+        worker = self.worker
+        try:
+            with worker.broker.consumer(worker.queue, prefetch=1) as consumer:
+                self._setup()
+                try:
+                    while not worker.stop_event.is_set() and not self.abandoned:
+                        delivery = consumer.get(GET_TIMEOUT)
+                        if delivery is not None:
+                            self.handle(consumer, delivery)
+                finally:
+                    self._teardown()
+        except Exception:
+            log.exception("worker %s: slot %s failed; stopping", worker.worker_id, self.name)
+            worker.slot_failed()
+
+    def _setup(self) -> None:
+        """Build the Python worker instance and run its ``setup()``, both in the one thread that
+        will run all its calls."""
+        worker_class = self.worker.worker_class
+        if worker_class is None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"uow-{self.name}")
+        self._instance = self._executor.submit(
+            worker_class, self.worker.entry, self.worker.settings
+        ).result()
+        self._executor.submit(self._instance.setup).result()
+
+    def _teardown(self) -> None:
+        if self._executor is None:
+            return
+        if self.abandoned:
+            # The executor's thread is stuck in a call; teardown() would queue behind it.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            return
+        try:
+            if self._instance is not None:
+                self._executor.submit(self._instance.teardown).result()
+        except Exception:
+            log.exception("worker %s: teardown() failed", self.worker.worker_id)
+        finally:
+            self._executor.shutdown(wait=True)
+
+    def handle(self, consumer: Consumer, delivery: Delivery) -> None:
+        """One delivery: decode, load, claim, run, record, tell, ack."""
+        uow = self._load(consumer, delivery)
+        if uow is None:
+            return
+        entry = self.worker.current_entry()
+        if self.worker.stop_event.is_set():
+            consumer.requeue(delivery)  # stopping: leave it to the next worker
+            return
+        claimed = self._claim(consumer, delivery, uow)
+        if claimed is None:
+            return
+        task = RunningUow(claimed, consumer, delivery)
+        self.task = task
+        try:
+            verdict = self._execute(entry, task)
+            task.finishing = True
+            if verdict.trigger is None:
+                self._release(task)
+            else:
+                self._finish(task, verdict)
+        finally:
+            self.task = None
+        if self.abandoned and not task.stop_requested:
+            self.worker.call_abandoned()
+
+    def _load(self, consumer: Consumer, delivery: Delivery) -> UnitOfWork | None:
+        """The requested unit of work a delivery names; None once the delivery is dealt with."""
+        worker = self.worker
+        try:
+            message = Message.decode(delivery.body)
+        except MalformedMessage as exc:
+            log.warning("worker %s: dead-lettering a message: %s", worker.worker_id, exc)
+            consumer.reject(delivery, exc.problem)
+            return None
+        if message.kind != "uow" or message.process != worker.entry.name:
+            log.warning("worker %s: dead-lettering %s", worker.worker_id, message)
+            consumer.reject(delivery, f"not a unit of work of {worker.entry.name}")
+            return None
+        try:
+            uow = worker.store.get_uow(message.uow_id)
+        except NotFound:
+            log.warning("uow %s: unknown; dead-lettering its message", message.uow_id)
+            consumer.reject(delivery, "unknown unit of work")
+            return None
+        if uow.process != worker.entry.name:
+            log.warning("uow %s: belongs to %s; dead-lettering its message", uow.id, uow.process)
+            consumer.reject(delivery, f"unit of work of {uow.process}")
+            return None
+        if uow.state != UowState.REQUESTED:
+            # A duplicate or late delivery: finished already, or claimed by another worker.
+            log.info("uow %s: %s, not requested; ignoring the delivery", uow.id, uow.state)
+            consumer.ack(delivery)
+            return None
+        return uow
+
+    def _claim(self, consumer: Consumer, delivery: Delivery, uow: UnitOfWork) -> UnitOfWork | None:
+        worker = self.worker
+        now = worker.clock.now()
+        try:
+            return change_uow(
+                worker.store,
+                uow,
+                "claim",
+                clock=worker.clock,
+                actor=worker.actor,
+                changes={
+                    "worker_id": worker.worker_id,
+                    "box_id": worker.settings.box_id,
+                    "pid": os.getpid(),
+                    "started_at": now,
+                    "heartbeat_at": now,
+                    "finished_at": None,
+                    "exit_code": None,
+                    "output": None,
+                    "error": None,
+                },
+                details={"attempt": uow.attempt, "redelivered": delivery.redelivered},
+            )
+        except (StateConflict, TransitionRefused) as exc:
+            log.info("uow %s: claimed elsewhere first (%s); ignoring the delivery", uow.id, exc)
+            consumer.ack(delivery)
+            return None
+
+    def _execute(self, entry: ProcessEntry, task: RunningUow) -> _Verdict:
+        if task.uow.kind is UowKind.ADHOC:
+            # an ad-hoc task carries its own shell command, run literally: braces are escaped
+            # so placeholder formatting leaves them alone
+            command = str(task.uow.arguments.get("command", ""))
+            literal = command.replace("{", "{{").replace("}", "}}")
+            return self._run_command(replace(entry, command=literal, shell=True), task)
+        if self._instance is None:
+            return self._run_command(entry, task)
+        return self._run_python(entry, task)
+
+    def _run_command(self, entry: ProcessEntry, task: RunningUow) -> _Verdict:
+        result = run_command(entry, task.uow, cancel=task.cancel, tick=task.service)
+        if result.interrupted and task.stop_requested:
+            return _Verdict(trigger=None, reason="worker stopping")
+        trigger = "fail" if result.outcome is None else _TRIGGERS[result.outcome]
+        return _Verdict(
+            trigger=trigger,
+            exit_code=result.exit_code,
+            output=result.output,
+            error=result.error,
+            reason=result.error or f"exit code {result.exit_code}",
+            seconds=result.seconds,
+        )
+
+    def _run_python(self, entry: ProcessEntry, task: RunningUow) -> _Verdict:
+        assert self._executor is not None and self._instance is not None
+        started = time.monotonic()
+        timeout = entry.timeout.total_seconds()
+        future = self._executor.submit(self._instance.process_uow, task.uow)
+        while True:
+            try:
+                value: Any = future.result(timeout=POLL_INTERVAL)
+                break
+            except FutureTimeout:
+                task.service()
+                if task.stop_requested:
+                    self.abandoned = True
+                    return _Verdict(trigger=None, reason="worker stopping")
+                if time.monotonic() - started >= timeout:
+                    self.abandoned = True
+                    error = (
+                        f"timed out after {timeout:g} s; a Python call cannot be killed, so "
+                        f"worker {self.worker.worker_id} exits for a clean restart"
+                    )
+                    return _Verdict(
+                        trigger="fail", error=error, reason=f"timed out after {timeout:g} s"
+                    )
+            except BaseException as exc:  # SystemExit in a worker is a failed attempt too
+                return _Verdict(
+                    trigger="fail",
+                    error="".join(traceback.format_exception(exc)),
+                    reason=f"{type(exc).__name__}: {exc}"[:500],
+                    seconds=time.monotonic() - started,
+                )
+        seconds = time.monotonic() - started
+        if value is None or value == Outcome.PROCESSED:
+            return _Verdict(trigger="succeed", seconds=seconds)
+        if value == Outcome.NOOP:
+            return _Verdict(trigger="finish_noop", seconds=seconds)
+        error = f"process_uow returned {value!r}; expected None, Outcome.PROCESSED or Outcome.NOOP"
+        return _Verdict(trigger="fail", error=error, reason=error, seconds=seconds)
+
+    def _finish(self, task: RunningUow, verdict: _Verdict) -> None:
+        """Record the outcome through the funnel, publish the status after the commit, then
+        ack: a crash in between redelivers a message that the next worker ignores."""
+        worker = self.worker
+        assert verdict.trigger is not None
+        try:
+            change_uow(
+                worker.store,
+                task.uow,
+                verdict.trigger,
+                clock=worker.clock,
+                actor=worker.actor,
+                reason=verdict.reason if verdict.trigger == "fail" else "",
+                changes={
+                    "finished_at": worker.clock.now(),
+                    "exit_code": verdict.exit_code,
+                    "output": verdict.output,
+                    "error": verdict.error,
+                },
+                details={
+                    "attempt": task.uow.attempt,
+                    "exit_code": verdict.exit_code,
+                    "seconds": round(verdict.seconds, 3),
+                },
+                after_commit=worker.publish_status,
+            )
+        except (StateConflict, TransitionRefused) as exc:
+            # Canceled by hand, or declared lost and retried, while it ran: that decision
+            # stands and this outcome is dropped.
+            log.warning("uow %s: outcome %s not recorded: %s", task.uow.id, verdict.trigger, exc)
+        self._ack(task)
+
+    def _release(self, task: RunningUow) -> None:
+        """Hand an interrupted unit of work back (no attempt used) and requeue its message."""
+        worker = self.worker
+        try:
+            change_uow(
+                worker.store,
+                task.uow,
+                "release",
+                clock=worker.clock,
+                actor=worker.actor,
+                reason="worker stopping",
+                changes={
+                    "worker_id": None,
+                    "box_id": None,
+                    "pid": None,
+                    "started_at": None,
+                    "heartbeat_at": None,
+                },
+                after_commit=worker.publish_status,
+            )
+        except (StateConflict, TransitionRefused) as exc:
+            log.warning("uow %s: not released: %s", task.uow.id, exc)
+            self._ack(task)
+            return
+        try:
+            task.consumer.requeue(task.delivery)
+        except TactusError as exc:
+            log.warning("uow %s: requeue failed (%s); the broker redelivers it", task.uow.id, exc)
+
+    def _ack(self, task: RunningUow) -> None:
+        try:
+            task.consumer.ack(task.delivery)
+        except TactusError as exc:
+            # The outcome is stored; a redelivery finds the unit of work finished and is acked.
+            log.warning("uow %s: ack failed: %s", task.uow.id, exc)
