@@ -12,12 +12,14 @@ PACKAGES = ["db", "mq", "scheduler", "supervisor", "workers", "mx"]
 TOP_MODULES = ["launch", "process_starter", "settings"]
 
 #: What each package may import from the project (besides itself).
+#: ``settings`` is a leaf over ``db`` whose frozen Settings is passed explicitly, so every layer
+#: above ``db`` may name it.
 ALLOWED = {
     "db": set(),
     "mq": {"db"},
-    "scheduler": {"db", "mq"},
-    "supervisor": {"db", "mq"},
-    "workers": {"db", "mq"},
+    "scheduler": {"db", "mq", "settings"},
+    "supervisor": {"db", "mq", "settings"},
+    "workers": {"db", "mq", "settings"},
     "mx": {"db", "mq", "settings"},
     "settings": {"db"},
 }

@@ -1,0 +1,142 @@
+"""The actions of the page, the API and the command line: one implementation each.
+
+Every verb takes a :class:`~mx.services.context.ServiceContext`, changes state only through the
+funnel (compare-and-set, history), and notifies the scheduler after the change is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from db import cascade
+from db.errors import Conflict, InvalidInput
+from db.ids import new_id
+from db.models import Event, UowQuery
+from db.state_change import change_uow
+from db.states import ACTIVE_UOW_STATES, ProcessKind, UowKind
+from db.uow_factory import create_once
+from mx.services.serialize import job_json, process_json, uow_json
+
+if TYPE_CHECKING:
+    from mx.services.context import ServiceContext
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+
+def _stamp(ctx: ServiceContext) -> str:
+    return ctx.clock.now().strftime("%Y%m%d%H%M%S")
+
+
+def trigger(ctx: ServiceContext, name: str) -> dict[str, Any]:
+    """Fire a process now. A freerun gets a unit of work at once (its ``max_active`` holds);
+    a managed process is looked at by the scheduler at once.
+
+    Returns:
+        ``{"process", "uow"}``: the new unit of work (None for a managed process).
+
+    Raises:
+        NotFound: no such process.
+        Conflict: a freerun already has ``max_active`` units of work in flight.
+        InvalidInput: a daemon has nothing to trigger.
+    """
+    record = ctx.store.get_process(name)
+    entry = record.entry
+    if entry.kind is ProcessKind.DAEMON:
+        raise InvalidInput("name", f"{name} is a daemon: there is nothing to trigger")
+    if entry.kind is ProcessKind.MANAGED:
+        ctx.wake(name)
+        return {"process": name, "uow": None}
+    in_flight = ctx.store.find_uows(
+        UowQuery(process=name, states=ACTIVE_UOW_STATES), limit=entry.max_active
+    ).items
+    if len(in_flight) >= entry.max_active:
+        raise Conflict("process", name, f"max_active {entry.max_active} units of work in flight")
+    stamp = _stamp(ctx)
+    uow, _ = create_once(
+        ctx.store,
+        entry,
+        clock=ctx.clock,
+        actor=ctx.actor,
+        reason="triggered by hand",
+        kind=UowKind.FREERUN,
+        start=stamp,
+        end=stamp,
+        run_key=f"manual-{new_id()}",
+        scheduled_at=ctx.clock.now(),
+    )
+    ctx.announce(uow)
+    return {"process": name, "uow": uow_json(uow)}
+
+
+def set_enabled(ctx: ServiceContext, name: str, enabled: bool) -> dict[str, Any]:
+    """Turn a process on or off (a run-time edit that survives re-registering).
+
+    Raises:
+        NotFound: no such process.
+        Conflict: it changed concurrently (try again).
+    """
+    record = ctx.store.get_process(name)
+    if record.entry.enabled == enabled:
+        return process_json(record)
+    now = ctx.clock.now()
+    updated = ctx.store.update_process(
+        replace(record, entry=replace(record.entry, enabled=enabled), updated_at=now),
+        expected_version=record.version,
+        event=Event(
+            entity="process",
+            entity_id=name,
+            at=now,
+            trigger="enable" if enabled else "disable",
+            from_state=None,
+            to_state=None,
+            actor=ctx.actor,
+            reason="enabled by hand" if enabled else "disabled by hand",
+        ),
+    )
+    ctx.wake(name)
+    return process_json(updated)
+
+
+def reprocess(ctx: ServiceContext, process: str, timeperiod: str) -> list[dict[str, Any]]:
+    """Reprocess (P, t) with its cascade; returns the jobs that changed.
+
+    Raises:
+        NotFound: no such job.
+        TransitionRefused: the job cannot be reprocessed from its state.
+    """
+    changed = cascade.reprocess(
+        ctx.store, ctx.registry(), process, timeperiod, clock=ctx.clock, actor=ctx.actor
+    )
+    ctx.wake(*(j.process for j in changed))
+    return [job_json(j) for j in changed]
+
+
+def skip(ctx: ServiceContext, process: str, timeperiod: str) -> list[dict[str, Any]]:
+    """Skip (P, t) with its cascade; returns the jobs that changed.
+
+    Raises:
+        NotFound: no such job.
+        TransitionRefused: the job is already finished.
+    """
+    changed = cascade.skip(
+        ctx.store, ctx.registry(), process, timeperiod, clock=ctx.clock, actor=ctx.actor
+    )
+    ctx.wake(*(j.process for j in changed))
+    return [job_json(j) for j in changed]
+
+
+def cancel(ctx: ServiceContext, uow_id: str) -> dict[str, Any]:
+    """Cancel a unit of work for good (its job then becomes skipped).
+
+    Raises:
+        NotFound: no such unit of work.
+        TransitionRefused: it is already finished.
+    """
+    uow = ctx.store.get_uow(uow_id)
+    canceled = change_uow(
+        ctx.store, uow, "cancel", clock=ctx.clock, actor=ctx.actor, reason="canceled by hand"
+    )
+    ctx.wake(canceled.process)
+    return uow_json(canceled)

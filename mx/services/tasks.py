@@ -1,0 +1,116 @@
+"""Ad-hoc tasks: one-off shell commands, run once at a given time by the built-in process."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from db.builtin import ADHOC, ensure_builtin_processes
+from db.clock import require_aware
+from db.errors import InvalidInput
+from db.ids import new_id
+from db.states import UowKind, UowState
+from db.uow_factory import create_once
+from mx.services.serialize import instant
+
+if TYPE_CHECKING:
+    from db.models import UnitOfWork
+    from mx.services.context import ServiceContext
+
+#: Longest command accepted (a task is a command line, not a script upload).
+MAX_COMMAND = 10_000
+
+
+def submit(
+    ctx: ServiceContext,
+    command: Any,
+    *,
+    scheduled_at: Any = None,
+    arguments: Any = None,
+    retries: Any = 0,
+) -> dict[str, Any]:
+    """Create a one-off task: ``command`` runs through ``/bin/sh -c`` at ``scheduled_at``
+    (now when None), retried ``retries`` times on failure.
+
+    Returns:
+        The task in the API's shape (``task_id`` ...).
+
+    Raises:
+        InvalidInput: a bad command, instant, retries or arguments (the field is named).
+    """
+    if not isinstance(command, str) or not command.strip():
+        raise InvalidInput("command", "must be a non-empty string")
+    if len(command) > MAX_COMMAND:
+        raise InvalidInput("command", f"is longer than {MAX_COMMAND} characters")
+    if scheduled_at is None:
+        when = ctx.clock.now()
+    elif isinstance(scheduled_at, datetime):
+        when = require_aware(scheduled_at, "scheduled_at")
+    else:
+        when = _parse_instant(scheduled_at)
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
+        raise InvalidInput("retries", "must be an integer from 0 to 100")
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict) or "command" in arguments:
+        raise InvalidInput("arguments", "must be a JSON object (without a 'command' key)")
+    ensure_builtin_processes(ctx.store, ctx.clock)
+    stamp = when.strftime("%Y%m%d%H%M%S")
+    uow, _ = create_once(
+        ctx.store,
+        ctx.entry(ADHOC),
+        clock=ctx.clock,
+        actor=ctx.actor,
+        reason="ad-hoc task submitted",
+        kind=UowKind.ADHOC,
+        start=stamp,
+        end=stamp,
+        run_key=new_id(),
+        scheduled_at=when,
+        arguments={**arguments, "command": command},
+        retries=retries,
+    )
+    ctx.announce(uow)
+    return task_json(uow)
+
+
+def _parse_instant(text: Any) -> datetime:
+    if not isinstance(text, str):
+        raise InvalidInput("scheduled_at", "must be an ISO 8601 instant")
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput("scheduled_at", f"not an ISO 8601 instant: {text!r}") from exc
+    if value.tzinfo is None:
+        raise InvalidInput("scheduled_at", "needs an offset or Z (e.g. 2026-12-24T18:00:00Z)")
+    return require_aware(value, "scheduled_at")
+
+
+def task_json(uow: UnitOfWork) -> dict[str, Any]:
+    """The task shape of SPEC section 6 (null timestamps included)."""
+    succeeded = uow.state in (UowState.PROCESSED, UowState.NOOP)
+    failed = uow.state in (UowState.INVALID, UowState.CANCELED)
+    return {
+        "task_id": uow.id,
+        "command": uow.arguments.get("command"),
+        "state": uow.state.value,
+        "attempt": uow.attempt,
+        "retries": uow.retries,
+        "scheduled_at": instant(uow.scheduled_at),
+        "picked_at": instant(uow.started_at),
+        "started_at": instant(uow.started_at),
+        "completed_at": instant(uow.finished_at) if succeeded else None,
+        "failed_at": instant(uow.finished_at) if failed else None,
+        "exit_code": uow.exit_code,
+        "output": uow.output,
+        "error": uow.error,
+    }
+
+
+def status_of(ctx: ServiceContext, task_id: str) -> dict[str, Any]:
+    """A task's state and timestamps (any unit of work id works too).
+
+    Raises:
+        NotFound: no such task.
+    """
+    return task_json(ctx.store.get_uow(task_id))

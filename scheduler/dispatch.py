@@ -1,0 +1,55 @@
+"""Creating units of work and announcing them, idempotently.
+
+Order matters: the unit of work is inserted under its unique key first (a retry after a crash
+finds the same key and recovers the existing one instead of creating a twin), the job is linked
+by compare-and-set, and only then the id is published. A lost publish only delays: the recovery
+pass re-posts units of work nobody claimed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from db.uow_factory import create_once
+from mq.message import process_queue, uow_message
+
+if TYPE_CHECKING:
+    from db.clock import Clock
+    from db.models import ProcessEntry, UnitOfWork
+    from db.store import Store
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+#: Publishes (queue, body, delay): the scheduler's only contact with the broker's write side.
+Publish = Callable[[str, bytes, timedelta | None], None]
+
+
+class Dispatcher:
+    """Creates units of work and publishes their ids to the process's queue."""
+
+    def __init__(self, store: Store, publish: Publish, clock: Clock, prefix: str) -> None:
+        self.store = store
+        self._publish = publish
+        self.clock = clock
+        self.prefix = prefix
+
+    def create(self, entry: ProcessEntry, **fields: Any) -> tuple[UnitOfWork, bool]:
+        """Insert a unit of work or recover the stored twin (:func:`db.uow_factory.create_once`).
+
+        Returns:
+            (the unit of work, True if this call created it).
+        """
+        return create_once(self.store, entry, clock=self.clock, actor="scheduler", **fields)
+
+    def publish(self, uow: UnitOfWork) -> None:
+        """Announce a unit of work to its process's workers (delayed until ``scheduled_at``)."""
+        delay = None
+        if uow.scheduled_at is not None:
+            ahead = uow.scheduled_at - self.clock.now()
+            if ahead > timedelta(0):
+                delay = ahead
+        body = uow_message(uow.id, uow.process).encode()
+        self._publish(process_queue(self.prefix, uow.process), body, delay)

@@ -1,0 +1,73 @@
+"""The scheduler as an OS process: open the store and broker, run until SIGTERM, reload on SIGHUP."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from db import open_store
+from db.clock import SystemClock
+from mq import open_broker
+from mq.message import status_queue
+from scheduler.config import SchedulerConfig
+from scheduler.service import Scheduler
+
+if TYPE_CHECKING:
+    from db.clock import Clock
+    from settings import Settings
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+
+def run_scheduler(
+    settings: Settings,
+    *,
+    stop_event: threading.Event | None = None,
+    clock: Clock | None = None,
+    install_signals: bool = True,
+) -> int:
+    """Run the scheduler until ``stop_event`` is set or SIGTERM/SIGINT arrives.
+
+    SIGHUP re-reads the registry at once. The store is the only state: killing this process at
+    any instant loses nothing, and a new one carries on.
+
+    Returns:
+        The process exit code (0 after a graceful stop).
+    """
+    stop_event = stop_event or threading.Event()
+    store = open_store(settings.store_uri)
+    store.init_schema()
+    broker = open_broker(
+        settings.broker_uri, store, visibility=timedelta(seconds=settings.visibility_timeout)
+    )
+    broker.declare(status_queue(settings.queue_prefix))
+    scheduler = Scheduler(
+        store, broker, clock or SystemClock(), SchedulerConfig.from_settings(settings)
+    )
+    if install_signals and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: stop_event.set())
+        signal.signal(signal.SIGHUP, lambda *_: _reload(scheduler))
+    log.info(
+        "scheduler starting: store %s, broker %s, box %s",
+        store.describe(),
+        broker.describe(),
+        settings.box_id,
+    )
+    scheduler.start()
+    try:
+        stop_event.wait()
+    finally:
+        log.info("scheduler stopping")
+        scheduler.stop()
+        broker.close()
+        store.close()
+    return 0
+
+
+def _reload(scheduler: Scheduler) -> None:
+    log.info("SIGHUP: reloading the registry")
+    scheduler.request_reload()

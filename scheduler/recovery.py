@@ -1,0 +1,177 @@
+"""Retries, re-posts and lost workers: explicit rules in place of Synergy's garbage collector.
+
+- An invalid unit of work returns to requested after ``retry_delay`` doubling per attempt
+  (capped at an hour); past ``retries`` it is canceled (and its job skipped by the driver).
+- A unit of work whose worker stopped beating becomes invalid (``db.liveness``) and is retried.
+- A unit of work requested but never claimed is published again after ``unclaimed_timeout``.
+- Nothing that is still running (claimed, with a fresh heartbeat) is ever re-posted or canceled
+  under its worker.
+
+Everything is read from the store on each pass, so all of it survives a scheduler restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from db.backoff import backoff
+from db.errors import NotFound, StateConflict, TransitionRefused
+from db.liveness import reap_lost_workers
+from db.models import UowQuery
+from db.state_change import change_uow
+from db.states import UowKind, UowState
+
+if TYPE_CHECKING:
+    from db.clock import Clock
+    from db.models import ProcessEntry, UnitOfWork
+    from db.store import Store
+    from scheduler.config import SchedulerConfig
+    from scheduler.dispatch import Dispatcher
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+ACTOR = "scheduler"
+
+
+@dataclass(slots=True)
+class RecoveryReport:
+    """What one recovery pass did; ``processes`` are the ones to look at again."""
+
+    lost: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
+    canceled: list[str] = field(default_factory=list)
+    reposted: list[str] = field(default_factory=list)
+    processes: set[str] = field(default_factory=set)
+
+
+class Recovery:
+    """One pass of the recovery rules."""
+
+    def __init__(
+        self, store: Store, dispatcher: Dispatcher, clock: Clock, config: SchedulerConfig
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.config = config
+
+    def run(self, entries: Callable[[str], ProcessEntry | None], now: datetime) -> RecoveryReport:
+        """Apply every rule once.
+
+        Args:
+            entries: the process entry of a name (None if unknown).
+            now: the current instant.
+        """
+        report = RecoveryReport()
+        report.lost = reap_lost_workers(
+            self.store,
+            now=now,
+            interval=self.config.heartbeat_interval,
+            misses=self.config.heartbeat_misses,
+            clock=self.clock,
+        )
+        for uow in self._all(UowQuery(states=frozenset({UowState.INVALID}), newest_first=False)):
+            self._invalid(uow, entries(uow.process), now, report)
+        stale = now - self.config.unclaimed_timeout
+        query = UowQuery(
+            states=frozenset({UowState.REQUESTED}), submitted_before=stale, newest_first=False
+        )
+        for uow in self._all(query):
+            if uow.scheduled_at is not None and uow.scheduled_at > stale:
+                continue  # a delayed task whose message is still on its way
+            self._unclaimed(uow, report)
+        return report
+
+    def _all(self, query: UowQuery) -> Iterator[UnitOfWork]:
+        cursor = None
+        while True:
+            page = self.store.find_uows(query, limit=200, cursor=cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def _invalid(
+        self, uow: UnitOfWork, entry: ProcessEntry | None, now: datetime, report: RecoveryReport
+    ) -> None:
+        try:
+            if uow.retry_at is None:
+                delay = backoff(entry.retry_delay, uow.attempt) if entry else None
+                failed_at = uow.finished_at or uow.updated_at
+                retry_at = failed_at + delay if delay is not None else now
+                self.store.update_uow(
+                    uow.id, expected_state=UowState.INVALID, changes={"retry_at": retry_at}
+                )
+                if retry_at > now:
+                    return
+            elif uow.retry_at > now:
+                return
+            if entry is not None and uow.attempt <= uow.retries:
+                retried = change_uow(
+                    self.store,
+                    uow,
+                    "retry",
+                    clock=self.clock,
+                    actor=ACTOR,
+                    reason=f"attempt {uow.attempt + 1} of {uow.retries + 1}",
+                    changes={
+                        "attempt": uow.attempt + 1,
+                        "retry_at": None,
+                        "submitted_at": now,
+                        "worker_id": None,
+                        "pid": None,
+                        "heartbeat_at": None,
+                    },
+                )
+                self.dispatcher.publish(retried)
+                report.retried.append(uow.id)
+            else:
+                why = "retries exhausted" if entry else f"process {uow.process} is not registered"
+                change_uow(self.store, uow, "give_up", clock=self.clock, actor=ACTOR, reason=why)
+                report.canceled.append(uow.id)
+            report.processes.add(uow.process)
+        except (StateConflict, TransitionRefused):
+            pass  # changed under us (canceled by hand, claimed ...): the next pass sees it
+
+    def _unclaimed(self, uow: UnitOfWork, report: RecoveryReport) -> None:
+        try:
+            if uow.kind is UowKind.MANAGED and not self._linked(uow):
+                change_uow(
+                    self.store,
+                    uow,
+                    "cancel",
+                    clock=self.clock,
+                    actor=ACTOR,
+                    reason="orphan: its job is linked to another unit of work",
+                )
+                report.canceled.append(uow.id)
+                return
+            reposted = change_uow(
+                self.store,
+                uow,
+                "repost",
+                clock=self.clock,
+                actor=ACTOR,
+                reason=f"not claimed for {self.config.unclaimed_timeout}",
+                changes={"submitted_at": self.clock.now()},
+            )
+            self.dispatcher.publish(reposted)
+            report.reposted.append(uow.id)
+        except (StateConflict, TransitionRefused):
+            pass
+
+    def _linked(self, uow: UnitOfWork) -> bool:
+        try:
+            job = self.store.get_job(uow.process, uow.timeperiod or "")
+        except NotFound:
+            return False
+        return job.uow_id == uow.id
+
+
+def entry_lookup(entries: Mapping[str, ProcessEntry]) -> Callable[[str], ProcessEntry | None]:
+    """``entries.get`` as the callable :meth:`Recovery.run` takes."""
+    return entries.get

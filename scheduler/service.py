@@ -1,0 +1,258 @@
+"""The scheduler component: one pass over what is due, run in a loop, woken by status messages.
+
+A pass (:meth:`Scheduler.run_pass`) reads the registry, materializes and drives each managed
+process whose trigger is due or that a status change woke, fires due freeruns, and now and then
+runs the recovery rules. It holds nothing that the store does not: a restarted scheduler rebuilds
+everything from the store (caches here are derived and rebuilt on demand).
+
+The clock is injected: tests call :meth:`run_pass` with a :class:`~db.clock.FakeClock` instead
+of sleeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from db.errors import MalformedMessage, NotFound, TactusError
+from db.relations import Registry
+from db.states import ProcessKind
+from db.triggers import parse_trigger
+from mq.message import Message, status_queue
+from scheduler.dispatch import Dispatcher
+from scheduler.freerun import FreerunFirer
+from scheduler.ledger import materialize
+from scheduler.managed import ManagedDriver
+from scheduler.recovery import Recovery
+
+if TYPE_CHECKING:
+    from db.clock import Clock
+    from db.models import ProcessRecord
+    from db.store import Store
+    from mq.broker import Broker
+    from scheduler.config import SchedulerConfig
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+#: How often the registry is re-read even without SIGHUP (picks up API edits).
+REGISTRY_REFRESH = timedelta(seconds=10)
+#: Follow-up looks within one pass when finishing jobs wake parents and dependents.
+MAX_CASCADE_ROUNDS = 8
+
+
+@dataclass(slots=True)
+class PassReport:
+    """What one pass did (for tests, logs and the benchmark)."""
+
+    looked: list[str] = field(default_factory=list)
+    started: int = 0
+    finished: int = 0
+    fires: int = 0
+    materialized: int = 0
+    recovery: object | None = None
+
+
+class Scheduler:
+    """Drives managed jobs and freerun fires; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        broker: Broker,
+        clock: Clock,
+        config: SchedulerConfig,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.clock = clock
+        self.config = config
+        self.dispatcher = Dispatcher(store, self._publish, clock, config.queue_prefix)
+        self.driver = ManagedDriver(store, self.dispatcher, clock, config.window)
+        self.firer = FreerunFirer(store, self.dispatcher, clock, config)
+        self.recovery = Recovery(store, self.dispatcher, clock, config)
+        self._records: dict[str, ProcessRecord] = {}
+        self._registry = Registry({})
+        self._loaded_at: datetime | None = None
+        self._next_look: dict[str, datetime] = {}
+        self._last_recovery: datetime | None = None
+        self._wake: set[str] = set()
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- the pass -------------------------------------------------------------------------------
+
+    def _publish(self, queue: str, body: bytes, delay: timedelta | None) -> None:
+        self.broker.publish(queue, body, delay=delay)
+
+    def reload(self) -> None:
+        """Re-read the registry from the store (also on SIGHUP)."""
+        records = {r.name: r for r in self.store.list_processes()}
+        for name in set(self._records) - set(records):
+            self.firer.forget(name)
+            self._next_look.pop(name, None)
+        self._records = records
+        self._registry = Registry.from_entries(
+            r.entry for r in records.values() if r.entry.kind is ProcessKind.MANAGED
+        )
+        self._loaded_at = self.clock.now()
+
+    def request_reload(self) -> None:
+        """Re-read the registry before the next pass (SIGHUP); safe from a signal handler."""
+        self._loaded_at = None
+        self._event.set()
+
+    def wake(self, *processes: str) -> None:
+        """Look at these processes at once (a status change concerns them)."""
+        with self._lock:
+            self._wake.update(processes)
+        self._event.set()
+
+    def run_pass(self) -> PassReport:
+        """Do everything that is due now; returns what was done."""
+        now = self.clock.now()
+        if self._loaded_at is None or now - self._loaded_at >= REGISTRY_REFRESH:
+            self.reload()
+        report = PassReport()
+        with self._lock:
+            woken, self._wake = self._wake, set()
+        self._managed(now, woken, report)
+        self._freeruns(now, report)
+        due = (
+            self._last_recovery is None
+            or now - self._last_recovery >= self.config.recovery_interval
+        )
+        # a status change may be a failure: set its retry time now, not a recovery period later
+        if due or woken:
+            self._last_recovery = now
+            recovered = self.recovery.run(self._entry, now)
+            report.recovery = recovered
+            if recovered.processes:
+                self._managed(now, recovered.processes, report, scheduled_only=False)
+        return report
+
+    def _entry(self, name: str):
+        record = self._records.get(name)
+        return record.entry if record else None
+
+    def _managed(
+        self, now: datetime, woken: set[str], report: PassReport, *, scheduled_only: bool = True
+    ) -> None:
+        managed = [
+            r
+            for r in self._records.values()
+            if r.entry.kind is ProcessKind.MANAGED and r.entry.enabled
+        ]
+        pending = set(woken)
+        for rounds in range(MAX_CASCADE_ROUNDS):
+            wake_next: set[str] = set()
+            for record in managed:
+                name = record.name
+                scheduled = rounds == 0 and scheduled_only and now >= self._next_look.get(name, now)
+                if not scheduled and name not in pending:
+                    continue
+                entry = record.entry
+                if scheduled:
+                    report.materialized += materialize(self.store, entry, now)
+                    self._next_look[name] = self._next(entry, now)
+                result = self.driver.look(entry, self._registry, scheduled=scheduled)
+                report.looked.append(name)
+                report.started += result.started
+                report.finished += result.finished
+                if result.changed_finished:
+                    wake_next.update(self._neighbours(name))
+            if not wake_next:
+                return
+            pending = wake_next
+
+    def _neighbours(self, name: str) -> set[str]:
+        parent = self._registry.parent(name)
+        names = {d.name for d in self._registry.dependents(name)}
+        if parent is not None:
+            names.add(parent.name)
+        return names
+
+    def _next(self, entry, now: datetime) -> datetime:
+        trigger = parse_trigger(entry.trigger or "every 60", entry.timezone or self.config.timezone)
+        return trigger.next_fire(now) or now + timedelta(days=365)
+
+    def _freeruns(self, now: datetime, report: PassReport) -> None:
+        for record in self._records.values():
+            entry = record.entry
+            if entry.kind is not ProcessKind.FREERUN or not entry.enabled:
+                continue
+            due = self.firer.next_due(record)
+            if due is not None and due <= now:
+                report.fires += len(self.firer.fire_due(record, now))
+
+    def next_wakeup(self) -> datetime:
+        """When the next pass is due (the loop also wakes on status messages)."""
+        now = self.clock.now()
+        candidates = [now + self.config.tick]
+        candidates += list(self._next_look.values())
+        for record in self._records.values():
+            if record.entry.kind is ProcessKind.FREERUN and record.entry.enabled:
+                due = self.firer.next_due(record)
+                if due is not None:
+                    candidates.append(due)
+        return max(now, min(candidates))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the loop and the status listener in background threads."""
+        self._stopping.clear()
+        self._threads = [
+            threading.Thread(target=self._loop, name="scheduler-loop", daemon=True),
+            threading.Thread(target=self._listen, name="scheduler-status", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self._event.set()
+        self.join(timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.run_pass()
+            except TactusError as exc:
+                log.error("scheduler pass failed: %s", exc)
+            except Exception:
+                log.exception("scheduler pass failed")
+            wait = (self.next_wakeup() - self.clock.now()).total_seconds()
+            self._event.wait(max(0.0, min(wait, self.config.tick.total_seconds())))
+            self._event.clear()
+
+    def _listen(self) -> None:
+        queue = status_queue(self.config.queue_prefix)
+        while not self._stopping.is_set():
+            try:
+                with self.broker.consumer(queue, prefetch=50) as consumer:
+                    while not self._stopping.is_set():
+                        delivery = consumer.get(timeout=0.5)
+                        if delivery is None:
+                            continue
+                        try:
+                            message = Message.decode(delivery.body)
+                            if message.kind == "uow_status":
+                                self.store.get_uow(message.uow_id)
+                        except (MalformedMessage, NotFound) as exc:
+                            consumer.reject(delivery, str(exc))
+                            continue
+                        self.wake(message.process)
+                        # the store is the truth: a lost status message only delays a look
+                        consumer.ack(delivery)
+            except TactusError as exc:
+                log.error("status listener: %s; reconnecting", exc)
+                self._stopping.wait(1.0)

@@ -1,0 +1,144 @@
+"""Freerun processes: fire identity, max_active, catch-up, and DST with an injected clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from db.states import FireOutcome, UowKind
+
+
+def freerun(kit, name="cron", **fields):
+    return kit.register(
+        name=name,
+        kind="freerun",
+        command=["true"],
+        trigger=fields.pop("trigger", "every 60"),
+        **fields,
+    )
+
+
+def fired(kit, name="cron"):
+    return [f for f in kit.store.list_fires(name, limit=1000) if f.outcome is FireOutcome.FIRED]
+
+
+def test_freerun_fires_on_time_once_per_instant(kit):
+    # given a trigger every minute (registered at 13:00)
+    freerun(kit, max_active=10)
+    # when three minutes pass, a pass per 20 s
+    for _ in range(9):
+        kit.run(seconds=20)
+    # then three fires, each with one unit of work, each published once
+    fires = sorted(f.scheduled_at for f in fired(kit))
+    assert fires == [datetime(2026, 1, 5, 13, m, tzinfo=UTC) for m in (1, 2, 3)]
+    uows = kit.uows("cron")
+    assert len(uows) == 3 and {u.kind for u in uows} == {UowKind.FREERUN}
+    assert sorted(kit.broker.uow_ids()) == sorted(u.id for u in uows)
+
+
+def test_freerun_restart_never_fires_twice(kit):
+    # given a fire done
+    freerun(kit)
+    kit.run(seconds=60)
+    assert len(fired(kit)) == 1
+    # when the scheduler restarts at the same instant and runs again
+    kit.restart()
+    kit.run()
+    # then nothing fires again
+    assert len(fired(kit)) == 1 and len(kit.uows("cron")) == 1
+
+
+def test_freerun_max_active_records_skipped_fire(kit):
+    # given max_active 1 and a unit of work still in flight
+    freerun(kit, max_active=1)
+    kit.run(seconds=60)
+    # when the next fire comes
+    kit.run(seconds=60)
+    # then it is recorded as skipped, visibly, with the reason
+    fires = kit.store.list_fires("cron")
+    assert [f.outcome for f in fires] == [FireOutcome.SKIPPED, FireOutcome.FIRED]
+    assert "max_active" in fires[0].reason
+    assert len(kit.uows("cron")) == 1
+
+
+def test_freerun_catchup_latest_fires_only_the_newest_missed(kit):
+    freerun(kit, catchup="latest", max_active=100)
+    kit.run(seconds=3600)  # an hour of downtime: 60 missed fires
+    assert [f.scheduled_at for f in fired(kit)] == [datetime(2026, 1, 5, 14, 0, tzinfo=UTC)]
+
+
+def test_freerun_catchup_all_fires_every_missed(kit):
+    freerun(kit, catchup="all", max_active=100)
+    kit.run(seconds=3600)
+    assert len(fired(kit)) == 60 and len(kit.uows("cron")) == 60
+
+
+def test_freerun_catchup_none_records_the_miss(kit):
+    # given downtime until 50 s after the 14:00 fire (more than ON_TIME late)
+    freerun(kit, catchup="none")
+    kit.run(seconds=3650)
+    # then that fire is recorded as missed, and nothing runs
+    fires = kit.store.list_fires("cron")
+    assert [f.outcome for f in fires] == [FireOutcome.MISSED]
+    assert kit.uows("cron") == []
+    # and the next fire, on time, runs
+    kit.run(seconds=15)
+    assert [f.outcome for f in kit.store.list_fires("cron")][0] is FireOutcome.FIRED
+
+
+def test_freerun_disabled_fires_nothing(kit):
+    freerun(kit, enabled=False)
+    kit.run(seconds=600)
+    assert kit.store.list_fires("cron") == []
+
+
+def _run_through(kit, start, end, step=timedelta(minutes=5)):
+    kit.clock.set(start)
+    while kit.clock.now() < end:
+        kit.run(seconds=step.total_seconds())
+        kit.work_all("fixed")
+        kit.work_all("paced")
+
+
+def test_freerun_across_new_york_fall_back_fires_as_spec_says(kit):
+    # given two freeruns in America/New_York registered before the 2026-11-01 fall-back
+    kit.clock.set(datetime(2026, 10, 31, 12, 0, tzinfo=UTC))
+    freerun(kit, name="fixed", trigger="30 1 * * *", timezone="America/New_York")
+    freerun(kit, name="paced", trigger="*/30 * * * *", timezone="America/New_York", max_active=5)
+    # when the scheduler runs every 5 minutes through the repeated hour (01:00-02:00 twice)
+    _run_through(
+        kit, datetime(2026, 10, 31, 12, 0, tzinfo=UTC), datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+    )
+    # then the fixed time fires once, at its first occurrence (01:30 EDT = 05:30Z)
+    fixed = [f.scheduled_at for f in fired(kit, "fixed")]
+    assert fixed == [datetime(2026, 11, 1, 5, 30, tzinfo=UTC)]
+    # and the paced expression keeps real-time pace through both passes of the hour
+    paced = sorted(f.scheduled_at for f in fired(kit, "paced"))
+    night = [p for p in paced if datetime(2026, 11, 1, 4, 50, tzinfo=UTC) <= p]
+    assert night[:6] == [
+        datetime(2026, 11, 1, 5, 0, tzinfo=UTC),  # 01:00 EDT
+        datetime(2026, 11, 1, 5, 30, tzinfo=UTC),  # 01:30 EDT
+        datetime(2026, 11, 1, 6, 0, tzinfo=UTC),  # 01:00 EST
+        datetime(2026, 11, 1, 6, 30, tzinfo=UTC),  # 01:30 EST
+        datetime(2026, 11, 1, 7, 0, tzinfo=UTC),  # 02:00 EST
+        datetime(2026, 11, 1, 7, 30, tzinfo=UTC),
+    ]
+    assert len(paced) == len(set(paced))
+
+
+def test_freerun_across_new_york_spring_forward(kit):
+    # given a fixed 02:30 that does not exist on 2026-03-08
+    kit.clock.set(datetime(2026, 3, 7, 12, 0, tzinfo=UTC))
+    freerun(kit, name="fixed", trigger="30 2 * * *", timezone="America/New_York")
+    freerun(kit, name="paced", trigger="*/30 * * * *", timezone="America/New_York", max_active=5)
+    _run_through(
+        kit, datetime(2026, 3, 7, 12, 0, tzinfo=UTC), datetime(2026, 3, 8, 9, 0, tzinfo=UTC)
+    )
+    # then it fires right after the gap (03:00 EDT = 07:00Z), once
+    assert [f.scheduled_at for f in fired(kit, "fixed")] == [datetime(2026, 3, 8, 7, 0, tzinfo=UTC)]
+    # and the paced one does not fire in the skipped hour: 01:30 EST (06:30Z), then 03:00 EDT
+    paced = sorted(f.scheduled_at for f in fired(kit, "paced"))
+    assert datetime(2026, 3, 8, 6, 30, tzinfo=UTC) in paced
+    assert datetime(2026, 3, 8, 7, 0, tzinfo=UTC) in paced
+    assert len([p for p in paced if p.date() == datetime(2026, 3, 8).date()]) == len(
+        {p for p in paced if p.date() == datetime(2026, 3, 8).date()}
+    )
