@@ -8,25 +8,42 @@ usage or bad input (one line on standard error saying why).
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import process_starter
 from db import open_store
 from db.clock import SystemClock
 from db.errors import InvalidInput, TactusError
 from db.triggers import format_preview_line, parse_trigger, preview
+from mx.cli import commands as cli_commands
 from mx.services import boxes, jobs, processes, uows
 from mx.services.processes import register_file
+from process_starter import run_standalone
 from settings import Settings, load_settings
+from supervisor import daemon as plumbing
 
 log = logging.getLogger("tactus.launch")
 
 LIST_TARGETS = ("processes", "jobs", "uows", "boxes", "workers")
+#: Daemons ``--status`` lists even when they never ran here.
+KNOWN_DAEMONS = ("scheduler", "supervisor", "mx")
+#: Seconds ``--start`` waits for a daemon's pid file to name a live process.
+START_TIMEOUT = 15.0
+#: ``--stop`` waits ``stopwaitsecs`` plus this before SIGKILL: the supervisor itself first stops
+#: its processes, each within ``stopwaitsecs``.
+STOP_MARGIN = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tactus: job scheduler and process supervisor.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    daemons = parser.add_mutually_exclusive_group()
+    daemons.add_argument(
+        "--start", metavar="NAME", help="start scheduler, supervisor, mx or a process"
+    )
+    daemons.add_argument(
+        "--stop", metavar="NAME", help="SIGTERM its group, SIGKILL after a timeout"
+    )
+    daemons.add_argument("--restart", metavar="NAME", help="--stop, then --start")
+    daemons.add_argument(
+        "--status", metavar="NAME", nargs="?", const="", help="running or not, pid, uptime, memory"
+    )
+    parser.add_argument("--console", action="store_true", help="--start in the foreground")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     reg = sub.add_parser("register", help="validate a registration file and upsert it")
@@ -58,6 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--cursor", help="continue after a previous page")
     lst.add_argument("--box", help="boxes: only this box")
     lst.add_argument("--json", action="store_true", help="print the REST API's JSON")
+
+    sup = sub.add_parser("super", help="the supervisor's desired state on a box")
+    action = sup.add_mutually_exclusive_group()
+    # Own dests: the subparser shares the namespace with the top-level --start/--stop.
+    action.add_argument(
+        "--start", dest="super_start", metavar="P", help="run process P (or instance P.N) here"
+    )
+    action.add_argument(
+        "--stop", dest="super_stop", metavar="P", help="stop process P (or instance P.N) here"
+    )
+    action.add_argument("--query", action="store_true", help="show the box's processes (default)")
+    sup.add_argument("--boxid", metavar="ID", help="the box to act on (default: box_id setting)")
+    sup.add_argument("--json", action="store_true", help="print the REST API's JSON")
+
+    sta = sub.add_parser("standalone", help="scheduler + supervisor + workers in the foreground")
+    sta.add_argument(
+        "--context", help="registration file (default: context_file, else the example)"
+    )
+    cli_commands.add_parsers(sub)
 
     nxt = sub.add_parser("next-runs", help="preview the next fires of a trigger")
     nxt.add_argument("trigger", help="e.g. '*/15 * * * *', 'every 1h30m', 'at Mon-Fri 09:30'")
@@ -188,11 +236,156 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def cmd_super(args: argparse.Namespace, settings: Settings, out: Callable[[str], None]) -> int:
+    box_id = settings.replace(box_id=args.boxid).box_id if args.boxid else settings.box_id
+    clock = SystemClock()
+    with open_store(settings.store_uri) as store:
+        if args.super_start:
+            rows = boxes.start_process(store, box_id, args.super_start, clock=clock, actor="cli")
+        elif args.super_stop:
+            rows = boxes.stop_process(store, box_id, args.super_stop, clock=clock, actor="cli")
+        else:
+            rows = boxes.list_boxes(store, box_id=box_id)
+    if args.json:
+        out(json.dumps(rows, indent=2))
+        return 0
+    now = clock.now()
+    for row in rows:
+        running = row["state"] in ("starting", "running", "stopping") and row["started_at"]
+        row["uptime"] = (
+            _duration(now - _iso_instant(row["started_at"], "started_at")) if running else None
+        )
+        row["memory"] = _bytes(row["stats"].get("rss")) if running else None
+    columns = ["process", "desired", "state", "pid", "uptime", "memory", "start_attempts"]
+    out(f"box {box_id}")
+    out(render_table(rows, columns))
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace, settings: Settings, out: Callable[[str], None]) -> int:
+    """``--start``, ``--stop``, ``--restart`` and ``--status``."""
+    if args.start:
+        return _start(args.start, settings, out, console=args.console)
+    if args.stop:
+        return _stop(args.stop, settings, out)
+    if args.restart:
+        _stop(args.restart, settings, out)
+        return _start(args.restart, settings, out, console=False)
+    return _status(args.status or None, settings, out)
+
+
+def _start(name: str, settings: Settings, out: Callable[[str], None], *, console: bool) -> int:
+    pid_path = plumbing.pid_file(settings.pid_dir, name)
+    plumbing.refuse_if_running(pid_path, name)
+    process_starter.resolve(name, settings)  # an unknown name is bad input: exit 2 here
+    if console:
+        return process_starter.start(name, settings, mode="console")
+    # python-daemon's launcher exits 0 whether or not the daemon then takes its pid file, so
+    # success is a pid file that names a live process.
+    launched = subprocess.run(
+        [sys.executable, process_starter.STARTER, name],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+    )
+    if launched.returncode != 0:
+        sys.stderr.write(launched.stderr)
+        return launched.returncode
+    end = time.monotonic() + START_TIMEOUT
+    while (proc := plumbing.running_process(pid_path)) is None and time.monotonic() < end:
+        time.sleep(0.05)
+    log_path = plumbing.log_file(settings.log_dir, name)
+    if proc is None:
+        out_path = plumbing.out_file(settings.log_dir, name)
+        sys.stderr.write(
+            f"launch.py --start: {name} did not start; see {log_path} and {out_path}\n"
+        )
+        return 1
+    out(f"{name} started (pid {proc.pid}), log {log_path}")
+    return 0
+
+
+def _stop(name: str, settings: Settings, out: Callable[[str], None]) -> int:
+    outcome = plumbing.stop_process(
+        plumbing.pid_file(settings.pid_dir, name),
+        name,
+        timeout=settings.stopwaitsecs + STOP_MARGIN,
+    )
+    out(f"{name}: {outcome}")
+    return 0
+
+
+def _status(name: str | None, settings: Settings, out: Callable[[str], None]) -> int:
+    if name is not None:
+        names = [name]
+    else:
+        found = glob.glob(os.path.join(glob.escape(settings.pid_dir), "*.pid"))
+        names = sorted(set(KNOWN_DAEMONS) | {os.path.basename(p)[: -len(".pid")] for p in found})
+    now = datetime.now(UTC)
+    rows = []
+    for each in names:
+        st = plumbing.status(plumbing.pid_file(settings.pid_dir, each), each)
+        rows.append(
+            {
+                "name": st.name,
+                "state": "running" if st.running else "stopped",
+                "pid": st.pid,
+                "uptime": _duration(now - st.started_at) if st.started_at else None,
+                "memory": _bytes(st.rss),
+            }
+        )
+    out(render_table(rows, ["name", "state", "pid", "uptime", "memory"]))
+    if name is not None and rows[0]["state"] != "running":
+        return 1
+    return 0
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = max(int(delta.total_seconds()), 0)
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    text = f"{hours:d}:{minutes:02d}:{seconds:02d}"
+    return f"{days}d {text}" if days else text
+
+
+def _bytes(value: int | None) -> str | None:
+    if value is None:
+        return None
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return None
+
+
+def cmd_standalone(args: argparse.Namespace, settings: Settings, out: Callable[[str], None]) -> int:
+    """Scheduler + supervisor (+ its workers) in the foreground, after registering the context."""
+    context = args.context
+    if context is None:
+        default = Path(settings.context_file)
+        context = str(
+            default
+            if default.exists()
+            else Path(__file__).parent / "examples" / "process_context.py"
+        )
+    out(f"Tactus standalone: store {settings.store_uri}, broker {settings.broker_uri}")
+    out(f"registering {context}; logs in {settings.log_dir}; Ctrl-C stops everything")
+    shutdown = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: shutdown.set())
+    signal.signal(signal.SIGINT, lambda *_: shutdown.set())
+    return run_standalone(settings, shutdown, context)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Callable[[str], None]], int]] = {
     "register": cmd_register,
     "db": cmd_db,
     "list": cmd_list,
     "next-runs": cmd_next_runs,
+    "super": cmd_super,
+    "standalone": cmd_standalone,
+    **cli_commands.COMMANDS,
 }
 
 
@@ -214,9 +407,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.command is None:
+    daemon_op = args.start or args.stop or args.restart or args.status is not None
+    if args.command is None and not daemon_op:
         parser.print_help(sys.stderr)
         return 2
+    if args.command is not None and daemon_op:
+        parser.error("--start/--stop/--restart/--status do not combine with a command")
+    if args.console and not args.start:
+        parser.error("--console goes with --start")
+    command = args.command or "--" + next(
+        op for op in ("start", "stop", "restart", "status") if getattr(args, op) is not None
+    )
 
     def out(line: str) -> None:
         sys.stdout.write(line + "\n")
@@ -224,9 +425,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         ensure_dirs(settings)
+        if args.command is None:
+            return cmd_daemon(args, settings, out)
         return COMMANDS[args.command](args, settings, out)
     except TactusError as exc:
-        sys.stderr.write(f"launch.py {args.command}: {exc.message}\n")
+        sys.stderr.write(f"launch.py {command}: {exc.message}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
