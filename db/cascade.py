@@ -84,6 +84,55 @@ def _change_with_retry(
     raise AssertionError("unreachable")
 
 
+def _walk(
+    store: Store,
+    registry: Registry,
+    process: str,
+    timeperiod: str,
+    *,
+    trigger: str,
+    upward: bool,
+    leave: frozenset[JobState],
+    clock: Clock,
+    actor: str,
+    reason: str,
+    changes: Callable[[Job], dict] | None = None,
+) -> list[Job]:
+    """Apply ``trigger`` to (P, t) and spread it: to the tree parent (``upward``) or the tree
+    children, and across to dependents. Cascade members in ``leave`` states stay as they are;
+    the named job always gets the trigger (and its refusal, if any)."""
+    changed: list[Job] = []
+    seen: set[tuple[str, str]] = set()
+    pending = [(store.get_job(process, timeperiod), True)]
+    while pending:
+        job, root = pending.pop(0)
+        if (job.process, job.timeperiod) in seen:
+            continue
+        seen.add((job.process, job.timeperiod))
+        if root or job.state not in leave:
+            cancel_active_uow(store, job, clock=clock, actor=actor, reason=reason)
+            changed.append(
+                _change_with_retry(
+                    store,
+                    registry,
+                    job,
+                    trigger,
+                    clock=clock,
+                    actor=actor,
+                    reason=reason if root else f"{reason} (cascade from {process} {timeperiod})",
+                    changes=changes,
+                )
+            )
+        period = timeperiod_of(job)
+        tree = registry.parent(job.process) if upward else registry.child(job.process)
+        related = [tree] if tree else []
+        related += registry.dependents(job.process)
+        for other in related:
+            pending.extend((target, False) for target in related_jobs(store, period, other)[0])
+    log.info("%s %s %s: %d jobs changed", trigger, process, timeperiod, len(changed))
+    return changed
+
+
 def reprocess(
     store: Store,
     registry: Registry,
@@ -103,37 +152,19 @@ def reprocess(
         NotFound: no such job.
         TransitionRefused: the named job cannot be reprocessed (embryo or noop).
     """
-    changed: list[Job] = []
-    seen: set[tuple[str, str]] = set()
-
-    def visit(job: Job, root: bool) -> None:
-        if (job.process, job.timeperiod) in seen:
-            return
-        seen.add((job.process, job.timeperiod))
-        if root or job.state not in (JobState.EMBRYO, JobState.NOOP):
-            cancel_active_uow(store, job, clock=clock, actor=actor, reason=reason)
-            moved = _change_with_retry(
-                store,
-                registry,
-                job,
-                "reprocess",
-                clock=clock,
-                actor=actor,
-                reason=reason if root else f"{reason} (cascade from {process} {timeperiod})",
-                changes=lambda j: {"run": j.run + 1, "uow_id": None},
-            )
-            changed.append(moved)
-        period = timeperiod_of(job)
-        parent = registry.parent(job.process)
-        targets = [related_jobs(store, period, parent)[0]] if parent else []
-        targets += [related_jobs(store, period, q)[0] for q in registry.dependents(job.process)]
-        for group in targets:
-            for target in group:
-                visit(target, root=False)
-
-    visit(store.get_job(process, timeperiod), root=True)
-    log.info("reprocess %s %s: %d jobs changed", process, timeperiod, len(changed))
-    return changed
+    return _walk(
+        store,
+        registry,
+        process,
+        timeperiod,
+        trigger="reprocess",
+        upward=True,
+        leave=frozenset({JobState.EMBRYO, JobState.NOOP}),
+        clock=clock,
+        actor=actor,
+        reason=reason,
+        changes=lambda j: {"run": j.run + 1, "uow_id": None},
+    )
 
 
 def skip(
@@ -155,33 +186,15 @@ def skip(
         NotFound: no such job.
         TransitionRefused: the named job is already finished.
     """
-    changed: list[Job] = []
-    seen: set[tuple[str, str]] = set()
-
-    def visit(job: Job, root: bool) -> None:
-        if (job.process, job.timeperiod) in seen:
-            return
-        seen.add((job.process, job.timeperiod))
-        if root or job.state not in FINISHED_JOB_STATES:
-            cancel_active_uow(store, job, clock=clock, actor=actor, reason=reason)
-            moved = _change_with_retry(
-                store,
-                registry,
-                job,
-                "skip",
-                clock=clock,
-                actor=actor,
-                reason=reason if root else f"{reason} (cascade from {process} {timeperiod})",
-            )
-            changed.append(moved)
-        period = timeperiod_of(job)
-        child = registry.child(job.process)
-        targets = [related_jobs(store, period, child)[0]] if child else []
-        targets += [related_jobs(store, period, q)[0] for q in registry.dependents(job.process)]
-        for group in targets:
-            for target in group:
-                visit(target, root=False)
-
-    visit(store.get_job(process, timeperiod), root=True)
-    log.info("skip %s %s: %d jobs changed", process, timeperiod, len(changed))
-    return changed
+    return _walk(
+        store,
+        registry,
+        process,
+        timeperiod,
+        trigger="skip",
+        upward=False,
+        leave=FINISHED_JOB_STATES,
+        clock=clock,
+        actor=actor,
+        reason=reason,
+    )
