@@ -99,10 +99,16 @@ class Recovery:
         self, uow: UnitOfWork, entry: ProcessEntry | None, now: datetime, report: RecoveryReport
     ) -> None:
         try:
+            if entry is None or uow.attempt > uow.retries:
+                # no attempt left: give up at once, no retry delay to wait out
+                why = "retries exhausted" if entry else f"process {uow.process} is not registered"
+                change_uow(self.store, uow, "give_up", clock=self.clock, actor=ACTOR, reason=why)
+                report.canceled.append(uow.id)
+                report.processes.add(uow.process)
+                return
             if uow.retry_at is None:
-                delay = backoff(entry.retry_delay, uow.attempt) if entry else None
                 failed_at = uow.finished_at or uow.updated_at
-                retry_at = failed_at + delay if delay is not None else now
+                retry_at = failed_at + backoff(entry.retry_delay, uow.attempt)
                 self.store.update_uow(
                     uow.id, expected_state=UowState.INVALID, changes={"retry_at": retry_at}
                 )
@@ -110,29 +116,24 @@ class Recovery:
                     return
             elif uow.retry_at > now:
                 return
-            if entry is not None and uow.attempt <= uow.retries:
-                retried = change_uow(
-                    self.store,
-                    uow,
-                    "retry",
-                    clock=self.clock,
-                    actor=ACTOR,
-                    reason=f"attempt {uow.attempt + 1} of {uow.retries + 1}",
-                    changes={
-                        "attempt": uow.attempt + 1,
-                        "retry_at": None,
-                        "submitted_at": now,
-                        "worker_id": None,
-                        "pid": None,
-                        "heartbeat_at": None,
-                    },
-                )
-                self.dispatcher.publish(retried)
-                report.retried.append(uow.id)
-            else:
-                why = "retries exhausted" if entry else f"process {uow.process} is not registered"
-                change_uow(self.store, uow, "give_up", clock=self.clock, actor=ACTOR, reason=why)
-                report.canceled.append(uow.id)
+            retried = change_uow(
+                self.store,
+                uow,
+                "retry",
+                clock=self.clock,
+                actor=ACTOR,
+                reason=f"attempt {uow.attempt + 1} of {uow.retries + 1}",
+                changes={
+                    "attempt": uow.attempt + 1,
+                    "retry_at": None,
+                    "submitted_at": now,
+                    "worker_id": None,
+                    "pid": None,
+                    "heartbeat_at": None,
+                },
+            )
+            self.dispatcher.publish(retried)
+            report.retried.append(uow.id)
             report.processes.add(uow.process)
         except (StateConflict, TransitionRefused):
             pass  # changed under us (canceled by hand, claimed ...): the next pass sees it

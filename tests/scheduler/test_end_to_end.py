@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -222,3 +222,95 @@ def test_scheduler_shuts_down_gracefully_on_sigterm(tmp_path):
         assert "scheduler stopping" in (tmp_path / "scheduler-0.log").read_text()
     finally:
         inst.close()
+
+
+def _scheduler(inst: Installation, clock, **config) -> Scheduler:
+    return Scheduler(
+        inst.store,
+        inst.broker,
+        clock,
+        SchedulerConfig(queue_prefix=inst.env["TACTUS_QUEUE_PREFIX"], **config),
+    )
+
+
+def test_retries_to_success_with_a_real_worker(tmp_path):
+    # given a command that fails twice, then succeeds, with 2 retries 1 s apart (doubling)
+    inst = Installation(tmp_path, "store")
+    clock = SystemClock()
+    period = Timeperiod.containing("hourly", clock.now()).previous()
+    counter = tmp_path / "attempts"
+    script = (
+        f"n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; [ $n -ge 3 ]"
+    )
+    inst.register(
+        clock,
+        name="flaky",
+        kind="managed",
+        time_qualifier="hourly",
+        lag=0,
+        start_timeperiod=str(period),
+        retries=2,
+        retry_delay=1,
+        command=["sh", "-c", script],
+    )
+    inst.spawn("-m", "workers", "flaky")
+    scheduler = _scheduler(inst, clock, recovery_interval=timedelta(milliseconds=300))
+    # when the scheduler runs
+    scheduler.start()
+    try:
+        wait_until(
+            lambda: inst.state("flaky", str(period)) is JobState.PROCESSED,
+            deadline=60,
+            what="the flaky job to succeed on its third attempt",
+        )
+    finally:
+        scheduler.stop()
+    # then one unit of work took three attempts, two of them failed with exit code 1
+    (uow,) = inst.store.find_uows(UowQuery(process="flaky"), limit=10).items
+    assert uow.attempt == 3 and uow.exit_code == 0
+    failures = [e for e in inst.store.history("uow", uow.id) if e.trigger == "fail"]
+    assert len(failures) == 2
+    assert counter.read_text().strip() == "3"
+    inst.close()
+
+
+def test_dependency_skipped_skips_the_dependent_with_real_workers(tmp_path):
+    # given site_daily failing for good and client_daily depending on it
+    inst = Installation(tmp_path, "store")
+    clock = FakeClock(datetime(2026, 1, 5, 1, 0, tzinfo=UTC))
+    inst.register(
+        clock,
+        name="site_daily",
+        kind="managed",
+        time_qualifier="daily",
+        lag=0,
+        start_timeperiod="2026010400",
+        retries=0,
+        command=["false"],
+    )
+    inst.register(
+        clock,
+        name="client_daily",
+        kind="managed",
+        time_qualifier="daily",
+        lag=0,
+        start_timeperiod="2026010400",
+        depends_on=["site_daily"],
+        blocking="dependencies",
+    )
+    inst.spawn("-m", "workers", "site_daily")
+    inst.spawn("-m", "workers", "client_daily")
+    scheduler = _scheduler(inst, clock)
+    scheduler.start()
+    try:
+        wait_until(
+            lambda: inst.state("client_daily", "2026010400") is JobState.SKIPPED,
+            deadline=60,
+            what="the dependent job to be skipped",
+        )
+    finally:
+        scheduler.stop()
+    # then the dependency was skipped after its one attempt, and the dependent never ran
+    assert inst.state("site_daily", "2026010400") is JobState.SKIPPED
+    assert inst.store.find_uows(UowQuery(process="client_daily"), limit=10).items == []
+    inst.close()
