@@ -115,6 +115,12 @@ def _flag(value: Any) -> bool:
     return value
 
 
+#: Largest count (max_active, retries, workers) and duration (lag, retry_delay, timeout) a
+#: process may ask for: far beyond any sane value, and small enough for every datetime sum.
+MAX_COUNT = 1_000_000
+MAX_SECONDS = 366 * 24 * 3600 * 10
+
+
 def _count(minimum: int) -> Callable[[Any], int]:
     def convert(value: Any) -> int:
         # bool is a subclass of int; `retries: yes` is a mistake, not 1.
@@ -122,6 +128,8 @@ def _count(minimum: int) -> Callable[[Any], int]:
             raise _Problem(f"must be an integer >= {minimum} ({_got(value)})")
         if value < minimum:
             raise _Problem(f"must be >= {minimum} ({_got(value)})")
+        if value > MAX_COUNT:
+            raise _Problem(f"must be <= {MAX_COUNT} ({_got(value)})")
         return value
 
     return convert
@@ -137,9 +145,13 @@ def _seconds(positive: bool) -> Callable[[Any], timedelta]:
         elif isinstance(value, int | float) and not isinstance(value, bool):
             if not math.isfinite(value):
                 raise _Problem(f"must be a finite number of seconds ({_got(value)})")
+            if abs(value) > MAX_SECONDS:
+                raise _Problem(f"must be a number of seconds up to {MAX_SECONDS} ({_got(value)})")
             delta = timedelta(seconds=value)
         else:
             raise _Problem(f"must be a number of seconds {bound} ({_got(value)})")
+        if delta > timedelta(seconds=MAX_SECONDS):
+            raise _Problem(f"must be at most {MAX_SECONDS} seconds ({_got(value)})")
         if delta < timedelta(0) or (positive and delta == timedelta(0)):
             raise _Problem(f"must be {bound} seconds ({_got(value)})")
         return delta

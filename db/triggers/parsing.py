@@ -259,6 +259,13 @@ def _parse_once(rest: str, zone: ZoneInfo) -> datetime:
             f"{rest!r} is not an ISO 8601 date and time: expected e.g. once 2026-12-24T18:00:00Z",
         ) from None
     value = value.replace(microsecond=0)
+    try:
+        return _once_instant(value, zone)
+    except OverflowError:
+        raise InvalidInput("trigger", f"{rest!r} is out of the representable range") from None
+
+
+def _once_instant(value: datetime, zone: ZoneInfo) -> datetime:
     if value.tzinfo is not None:
         return value.astimezone(UTC)
     first = zone.utcoffset(value)

@@ -930,3 +930,25 @@ def test_plan_registration_of_the_examples_twice_changes_nothing() -> None:
 
     # then
     assert plan == RegistrationPlan(unchanged=tuple(EXAMPLE_NAMES))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("lag", -8.6e13, "must be a number of seconds up to"),
+        ("retry_delay", 1e300, "must be a number of seconds up to"),
+        ("max_active", 10**30, "must be <= 1000000"),
+    ],
+)
+def test_registration_refuses_absurd_sizes_instead_of_overflowing(field, value, message):
+    with pytest.raises(InvalidInputs) as err:
+        entry_from_mapping(
+            {
+                "name": "x",
+                "kind": "managed",
+                "time_qualifier": "hourly",
+                "command": ["true"],
+                field: value,
+            }
+        )
+    assert f"field '{field}'" in str(err.value) and message in str(err.value)
