@@ -83,7 +83,10 @@ def _parse_instant(text: Any) -> datetime:
         raise InvalidInput("scheduled_at", f"not an ISO 8601 instant: {text!r}") from exc
     if value.tzinfo is None:
         raise InvalidInput("scheduled_at", "needs an offset or Z (e.g. 2026-12-24T18:00:00Z)")
-    return require_aware(value, "scheduled_at")
+    try:
+        return require_aware(value, "scheduled_at")
+    except OverflowError as exc:
+        raise InvalidInput("scheduled_at", f"{text!r} is out of the representable range") from exc
 
 
 def task_json(uow: UnitOfWork) -> dict[str, Any]:

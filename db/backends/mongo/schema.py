@@ -20,9 +20,23 @@ SUPERVISED = "supervised"
 WORKERS = "workers"
 #: The embedded queue: one document per message, ``_id`` the time-ordered message id.
 QUEUE_MESSAGES = "queue_messages"
+#: Tokens and users of mx (hashed secrets); ``_id`` the credential id.
+CREDENTIALS = "credentials"
+#: The audit trail of mx; ``_id`` the time-ordered entry id.
+AUDIT = "audit"
 
 #: Every collection Tactus owns, in creation order.
-COLLECTIONS = (PROCESSES, JOBS, UOWS, FIRES, SUPERVISED, WORKERS, QUEUE_MESSAGES)
+COLLECTIONS = (
+    PROCESSES,
+    JOBS,
+    UOWS,
+    FIRES,
+    SUPERVISED,
+    WORKERS,
+    QUEUE_MESSAGES,
+    CREDENTIALS,
+    AUDIT,
+)
 
 #: (collection, keys, unique) of every index; ``_id`` is indexed by MongoDB itself. Jobs and units
 #: of work keep their string id as ``_id``, workers their ``worker_id``.
@@ -50,6 +64,8 @@ INDEXES: tuple[tuple[str, list[tuple[str, int]], bool], ...] = (
     # The claim: a queue's deliverable messages in _id order; depth and purge: by queue.
     (QUEUE_MESSAGES, [("queue", 1), ("_id", 1)], False),
     (QUEUE_MESSAGES, [("queue", 1), ("available_at", 1)], False),
+    (CREDENTIALS, [("kind", 1), ("name", 1)], True),
+    (CREDENTIALS, [("secret_hash", 1)], True),
 )
 
 

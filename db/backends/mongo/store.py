@@ -15,6 +15,7 @@ from pymongo.errors import ConfigurationError
 
 from db.backends.base import mask_uri
 from db.backends.mongo.boxes import SupervisedMixin, WorkersMixin
+from db.backends.mongo.credentials import CredentialsMixin
 from db.backends.mongo.errors import translated
 from db.backends.mongo.fires import FiresMixin
 from db.backends.mongo.history import HistoryMixin
@@ -44,6 +45,7 @@ class MongoStore(
     SupervisedMixin,
     WorkersMixin,
     QueueMixin,
+    CredentialsMixin,
     Store,
 ):
     """The store on MongoDB (or any server speaking its wire protocol).

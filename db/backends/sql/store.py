@@ -1,5 +1,5 @@
-"""The SQL store: lifecycle, processes, history and freerun fires; jobs, units of work, boxes and
-the embedded queue come from their mixins."""
+"""The SQL store: lifecycle, processes, history and freerun fires; jobs, units of work, boxes,
+the embedded queue and the credentials come from their mixins."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from db.backends.sql import rows
 from db.backends.sql.boxes import BoxesMixin
+from db.backends.sql.credentials import CredentialsMixin
 from db.backends.sql.engine import WRITE_OPTION, create_engine, prepare_sqlite, public_url
 from db.backends.sql.jobs import JobsMixin
 from db.backends.sql.queue import QueueMixin
@@ -32,7 +33,7 @@ _BACKENDS = {"sqlite": "sqlite", "postgresql": "postgresql", "mysql": "mysql", "
 _INSERT_PROCESS = sa.insert(processes)
 
 
-class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, Store):
+class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, Store):
     """:class:`~db.store.Store` on SQLite, PostgreSQL or MariaDB/MySQL through SQLAlchemy Core.
 
     Args:

@@ -1,0 +1,11 @@
+"""The REST API (SPEC section 6): one blueprint, ``api``, under ``/api/v1``.
+
+Importing the route modules registers their routes on the blueprint.
+"""
+
+from __future__ import annotations
+
+from mx.api import boxes, jobs, meta, processes, tasks, uows
+from mx.api.common import bp
+
+__all__ = ["boxes", "bp", "jobs", "meta", "processes", "tasks", "uows"]

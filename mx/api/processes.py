@@ -1,0 +1,88 @@
+"""``/api/v1/processes``: registered processes, freerun entries and firing by hand."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flask import jsonify
+
+from db.credentials import Role
+from db.errors import InvalidInput
+from db.states import ProcessKind
+from mx.api.common import audit_target, bp, ctx, json_body, page, query
+from mx.auth import require_role
+from mx.runtime import runtime
+from mx.services import actions, entries
+from mx.services.processes import list_processes
+
+if TYPE_CHECKING:
+    from flask.typing import ResponseReturnValue
+
+
+@bp.get("/processes")
+def processes_list() -> ResponseReturnValue:
+    """Registered processes by name, with ``enabled``, ``next_fire`` and counts by state."""
+    params = query({"kind"})
+    kind = None
+    if "kind" in params:
+        try:
+            kind = ProcessKind(params["kind"])
+        except ValueError:
+            known = ", ".join(k.value for k in ProcessKind)
+            raise InvalidInput("kind", f"must be one of {known}") from None
+    rt = runtime()
+    items = list_processes(
+        rt.store, now=rt.clock.now(), default_timezone=rt.settings.timezone, kind=kind
+    )
+    return jsonify(page(items, lambda p: p["name"], params))
+
+
+@bp.get("/processes/<name>")
+def processes_get(name: str) -> ResponseReturnValue:
+    """One process."""
+    query()
+    rt = runtime()
+    return jsonify(
+        entries.show_process(
+            rt.store, name, now=rt.clock.now(), default_timezone=rt.settings.timezone
+        )
+    )
+
+
+@bp.post("/processes")
+def processes_create() -> ResponseReturnValue:
+    """Create a freerun entry (fields of SPEC section 4) -> 201. A ``command`` needs admin."""
+    query()
+    body = json_body()
+    if isinstance(body.get("name"), str):
+        audit_target(f"process {body['name']}")
+    if entries.touches_program(body):
+        require_role(Role.ADMIN)
+    return jsonify(entries.create_freerun(ctx(), body)), 201
+
+
+@bp.patch("/processes/<name>")
+def processes_edit(name: str) -> ResponseReturnValue:
+    """Change fields of an entry; null resets a field to its default. ``command`` or ``shell``
+    needs admin."""
+    query()
+    body = json_body()
+    if entries.touches_program(body):
+        require_role(Role.ADMIN)
+    return jsonify(entries.edit_process(ctx(), name, body))
+
+
+@bp.delete("/processes/<name>")
+def processes_delete(name: str) -> ResponseReturnValue:
+    """Remove a freerun entry; answers with the removed entry."""
+    query()
+    return jsonify(entries.delete_freerun(ctx(), name))
+
+
+@bp.post("/processes/<name>/trigger")
+def processes_trigger(name: str) -> ResponseReturnValue:
+    """Fire now: 201 with the new unit of work (202 for a managed process, which the scheduler
+    looks at at once)."""
+    query()
+    result = actions.trigger(ctx(), name)
+    return jsonify(result), 201 if result["uow"] is not None else 202

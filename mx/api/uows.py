@@ -1,0 +1,44 @@
+"""``/api/v1/uows``: units of work newest first, one with its history, and cancel."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flask import jsonify
+
+from mx.api.common import bp, ctx, cursor_of, limit_of, query
+from mx.runtime import runtime
+from mx.services import actions
+from mx.services.uows import get_uow, list_uows
+
+if TYPE_CHECKING:
+    from flask.typing import ResponseReturnValue
+
+
+@bp.get("/uows")
+def uows_list() -> ResponseReturnValue:
+    """Units of work, newest first; ``state`` may list several states separated by commas."""
+    params = query({"process", "state"})
+    return jsonify(
+        list_uows(
+            runtime().store,
+            process=params.get("process") or None,
+            state=params.get("state"),
+            limit=limit_of(params),
+            cursor=cursor_of(params),
+        )
+    )
+
+
+@bp.get("/uows/<uow_id>")
+def uows_get(uow_id: str) -> ResponseReturnValue:
+    """One unit of work: attempts, exit code, the tail of its output and its history."""
+    query()
+    return jsonify(get_uow(runtime().store, uow_id))
+
+
+@bp.post("/uows/<uow_id>/cancel")
+def uows_cancel(uow_id: str) -> ResponseReturnValue:
+    """Cancel for good; its job then becomes skipped."""
+    query()
+    return jsonify(actions.cancel(ctx(), uow_id))

@@ -1,0 +1,182 @@
+"""The mx application factory (flaskr's ``create_app``): the REST API, the page, metrics and
+security, wired to one store, broker and clock.
+
+``mx/__init__.py`` stays empty so that ``launch.py`` can import ``mx.services`` without Flask.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flask import Flask, jsonify, redirect, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from db import open_store
+from db.clock import SystemClock
+from db.errors import InvalidInput, InvalidInputs, TactusError
+from mq import open_broker
+from mx import api, auth, metrics
+from mx.runtime import EXTENSION, MxRuntime
+from mx.views import register_views
+
+if TYPE_CHECKING:
+    from flask.typing import ResponseReturnValue
+
+    from db.clock import Clock
+    from db.store import Store
+    from mq.broker import Broker
+    from settings import Settings
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+#: Largest request body accepted (an entry or a task, never an upload).
+MAX_BODY = 1024 * 1024
+#: File under ``var_dir`` keeping the key that signs session cookies across restarts.
+SECRET_FILE = "mx.secret"
+#: Name of the session cookie (the OpenAPI document names it too).
+SESSION_COOKIE = "tactus_session"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    broker: Broker | None = None,
+    clock: Clock | None = None,
+    testing: bool = False,
+) -> Flask:
+    """Build the mx application.
+
+    Args:
+        settings: the installation's settings.
+        store: a ready store; default: open ``settings.store_uri`` (closed by
+            ``app.extensions["tactus"].close()``).
+        broker: a ready broker; default: open ``settings.broker_uri`` on the store.
+        clock: default: the system clock.
+        testing: Flask's testing mode, a throw-away session key, and no first-start token file.
+
+    Returns:
+        The application. On first start (no credential in the store, not ``testing``) an admin
+        token is written to ``settings.admin_token_file`` and its path logged.
+    """
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=testing,
+        SECRET_KEY=secrets.token_bytes(32) if testing else _secret_key(settings),
+        MAX_CONTENT_LENGTH=MAX_BODY,
+        SESSION_COOKIE_NAME=SESSION_COOKIE,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+    )
+    owned: list[Store | Broker] = []
+    try:
+        if store is None:
+            # The embedded SQLite store lives under var_dir, which a fresh installation lacks.
+            Path(settings.var_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+            store = open_store(settings.store_uri)
+            owned.append(store)
+        # Idempotent: adds what an older schema lacks (the credential and audit tables).
+        store.init_schema()
+        if broker is None:
+            broker = open_broker(
+                settings.broker_uri,
+                store,
+                visibility=timedelta(seconds=settings.visibility_timeout),
+            )
+            owned.append(broker)
+    except BaseException:
+        for resource in reversed(owned):
+            resource.close()
+        raise
+    rt = MxRuntime(
+        settings=settings, store=store, broker=broker, clock=clock or SystemClock(), owned=owned
+    )
+    app.extensions[EXTENSION] = rt
+    auth.init_app(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(metrics.bp)
+    _register_errors(app)
+    register_views(app)
+    if not testing:
+        auth.ensure_admin_token(rt.store, settings)
+    return app
+
+
+def _secret_key(settings: Settings) -> bytes:
+    """The session-signing key kept in ``<var_dir>/mx.secret`` (mode 0600), made on first use,
+    so logins survive a restart and every mx of the installation accepts the same cookies."""
+    path = Path(settings.var_dir) / SECRET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key
+
+
+# -- errors: one shape everywhere ----------------------------------------------------------------
+
+
+def _wants_page() -> bool:
+    """A browser asking for a page (not the API or metrics): it gets redirects and HTML."""
+    path = request.path
+    if path.startswith("/api/") or path == "/metrics":
+        return False
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "text/html"
+
+
+def error_response(
+    status: int, code: str, message: str, **extra: object
+) -> tuple[ResponseReturnValue, int]:
+    """``{"error": {"code", "message", ...}}`` with ``status``."""
+    return jsonify(error={"code": code, "message": message, **extra}), status
+
+
+def _tactus_error(exc: TactusError) -> ResponseReturnValue:
+    if isinstance(exc, auth.Unauthenticated) and _wants_page():
+        return redirect(url_for("auth.login", next=request.full_path))
+    extra: dict[str, object] = {}
+    if isinstance(exc, InvalidInput):
+        extra["field"] = exc.field
+    if isinstance(exc, InvalidInputs):
+        extra["errors"] = [{"field": e.field, "message": e.message} for e in exc.errors]
+    response, status = error_response(exc.http_status, exc.code, exc.message, **extra)
+    if status == 401:
+        return response, status, {"WWW-Authenticate": 'Bearer realm="tactus"'}
+    if status >= 500:
+        log.error("%s %s: %s", request.method, request.path, exc)
+    return response, status
+
+
+def _http_error(exc: HTTPException) -> ResponseReturnValue:
+    if _wants_page():
+        return exc
+    code = (exc.name or "error").lower().replace(" ", "_")
+    response, status = error_response(exc.code or 500, code, exc.description or exc.name)
+    headers = {}
+    if exc.code == 405:
+        headers["Allow"] = exc.get_response().headers.get("Allow", "")
+    return response, status, headers
+
+
+def _unexpected(exc: Exception) -> ResponseReturnValue:
+    # A bug, not the client's input: logged with its traceback, answered in the same shape.
+    log.exception("%s %s: unexpected error", request.method, request.path)
+    return error_response(500, "internal", "internal error (logged on the server)")
+
+
+def _register_errors(app: Flask) -> None:
+    """One handler per family: Tactus errors, HTTP errors (404, 405, 413 ...), and bugs."""
+    app.register_error_handler(TactusError, _tactus_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

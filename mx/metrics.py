@@ -1,0 +1,198 @@
+"""``/metrics``: Prometheus text read from the store on each scrape.
+
+A custom collector (no counters kept in mx's memory, so every mx instance answers the same):
+jobs and units of work by state, fire lateness from the recent fire records, dispatch latency of
+recent units of work, queue depth per process queue, worker liveness and supervised-process
+states. Needs a viewer (Prometheus sends the token with ``authorization.credentials``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from flask import Blueprint, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from db.errors import TactusError
+from db.models import UowQuery
+from db.states import FireOutcome, ProcessKind, SupervisedState
+from mq.message import process_queue, status_queue
+from mx.runtime import MxRuntime, runtime
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+#: Fires per freerun process looked at for lateness.
+RECENT_FIRES = 10
+#: Newest units of work looked at for dispatch latency.
+RECENT_UOWS = 500
+
+bp = Blueprint("metrics", __name__)
+
+
+class StoreCollector(Collector):
+    """Reads the store (and the broker's queue depths) each time Prometheus scrapes."""
+
+    def __init__(self, rt: MxRuntime) -> None:
+        self.rt = rt
+
+    def collect(self) -> Iterator[Metric]:
+        """Every metric family; ``tactus_store_up`` 0 and nothing else when the store fails."""
+        up = GaugeMetricFamily("tactus_store_up", "1 when the store answered this scrape.")
+        try:
+            families = list(self._store_families())
+        except TactusError as exc:
+            log.warning("metrics: store %s: %s", self.rt.store.describe(), exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+        yield from self._queue_families()
+
+    def _store_families(self) -> Iterator[Metric]:
+        store, now = self.rt.store, self.rt.clock.now()
+        jobs = GaugeMetricFamily(
+            "tactus_jobs", "Jobs by process and state.", labels=["process", "state"]
+        )
+        for (process, state), n in sorted(store.count_jobs().items()):
+            jobs.add_metric([process, str(state)], n)
+        yield jobs
+        uows = GaugeMetricFamily(
+            "tactus_uows", "Units of work by process and state.", labels=["process", "state"]
+        )
+        for (process, state), n in sorted(store.count_uows().items()):
+            uows.add_metric([process, str(state)], n)
+        yield uows
+        yield from self._lateness()
+        yield from self._dispatch_latency()
+        workers = GaugeMetricFamily(
+            "tactus_worker_up",
+            "1 when the worker is alive and beat recently.",
+            labels=["worker_id", "process", "box_id"],
+        )
+        age = GaugeMetricFamily(
+            "tactus_worker_heartbeat_age_seconds",
+            "Seconds since the worker's last heartbeat.",
+            labels=["worker_id", "process", "box_id"],
+        )
+        for w in store.list_workers():
+            labels = [w.worker_id, w.process, w.box_id]
+            silent = now - w.heartbeat_at
+            workers.add_metric(labels, int(w.state == "alive" and silent <= self.rt.liveness))
+            age.add_metric(labels, max(0.0, silent.total_seconds()))
+        yield workers
+        yield age
+        supervised = GaugeMetricFamily(
+            "tactus_supervised_state",
+            "1 for the current state of each supervised process on each box.",
+            labels=["box_id", "process", "state"],
+        )
+        desired = GaugeMetricFamily(
+            "tactus_supervised_desired_running",
+            "1 when the operator wants the process running on the box.",
+            labels=["box_id", "process"],
+        )
+        for record in store.list_supervised():
+            for state in SupervisedState:
+                value = int(record.state == state)
+                supervised.add_metric([record.box_id, record.process, state.value], value)
+            desired.add_metric([record.box_id, record.process], int(record.desired))
+        yield supervised
+        yield desired
+
+    def _lateness(self) -> Iterator[Metric]:
+        last = GaugeMetricFamily(
+            "tactus_fire_lateness_seconds",
+            "Seconds between the scheduled instant of the latest fire and its recording.",
+            labels=["process"],
+        )
+        worst = GaugeMetricFamily(
+            "tactus_fire_lateness_max_seconds",
+            f"Largest lateness among the latest {RECENT_FIRES} fires.",
+            labels=["process"],
+        )
+        for record in self.rt.store.list_processes(ProcessKind.FREERUN):
+            fires = [
+                f
+                for f in self.rt.store.list_fires(record.name, limit=RECENT_FIRES)
+                if f.outcome is FireOutcome.FIRED
+            ]
+            if not fires:
+                continue
+            late = [max(0.0, (f.recorded_at - f.scheduled_at).total_seconds()) for f in fires]
+            last.add_metric([record.name], late[0])
+            worst.add_metric([record.name], max(late))
+        yield last
+        yield worst
+
+    def _dispatch_latency(self) -> Iterator[Metric]:
+        samples: dict[str, list[float]] = defaultdict(list)
+        for uow in self.rt.store.find_uows(UowQuery(), limit=RECENT_UOWS).items:
+            if uow.started_at is None:
+                continue
+            due = max(uow.created_at, uow.scheduled_at or uow.created_at)
+            samples[uow.process].append(max(0.0, (uow.started_at - due).total_seconds()))
+        mean = GaugeMetricFamily(
+            "tactus_dispatch_latency_seconds",
+            f"Mean seconds from due to started among the newest {RECENT_UOWS} units of work.",
+            labels=["process"],
+        )
+        worst = GaugeMetricFamily(
+            "tactus_dispatch_latency_max_seconds",
+            f"Largest seconds from due to started among the newest {RECENT_UOWS} units of work.",
+            labels=["process"],
+        )
+        for process, values in sorted(samples.items()):
+            mean.add_metric([process], sum(values) / len(values))
+            worst.add_metric([process], max(values))
+        yield mean
+        yield worst
+
+    def _queue_families(self) -> Iterator[Metric]:
+        prefix = self.rt.settings.queue_prefix
+        depth = GaugeMetricFamily(
+            "tactus_queue_depth",
+            "Messages waiting in a queue (ready or delayed).",
+            labels=["queue"],
+        )
+        up = GaugeMetricFamily("tactus_broker_up", "1 when the broker answered this scrape.")
+        names = [status_queue(prefix)]
+        try:
+            names += [
+                process_queue(prefix, r.name)
+                for r in self.rt.store.list_processes()
+                if r.entry.kind is not ProcessKind.DAEMON
+            ]
+            for name in names:
+                depth.add_metric([name], self.rt.broker.depth(name))
+        except TactusError as exc:
+            log.warning("metrics: broker %s: %s", self.rt.broker.describe(), exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield depth
+
+
+def registry_for(rt: MxRuntime) -> CollectorRegistry:
+    """A registry of its own per application (never the global default one)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(rt))
+    return registry
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """The Prometheus text exposition of the current state."""
+    body = generate_latest(registry_for(runtime()))
+    return Response(body, mimetype="text/plain; version=0.0.4")

@@ -1,0 +1,208 @@
+"""Run-time edits of registered entries (the API and the page): show one process, create a freerun
+entry, edit any entry, delete a freerun entry.
+
+Every value goes through the registration rules (:func:`db.registration.entry_from_mapping` for
+one entry, :func:`db.registration.validate_entries` between entries), so an entry made here obeys
+exactly what a registration file must. Edits are compare-and-set on the process's version, with a
+history event; a run-time edit survives re-registering until the file changes that field
+(:func:`db.registration.merge_registration`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from db.builtin import ADHOC
+from db.errors import Conflict, DuplicateKey, InvalidInput
+from db.models import Event, ProcessRecord
+from db.registration import entry_from_mapping, validate_entries
+from db.states import ProcessKind, ProcessSource
+from mx.services import actions
+from mx.services.processes import next_fire
+from mx.services.serialize import process_json
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from db.models import ProcessEntry
+    from db.store import Store
+    from mx.services.context import ServiceContext
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+#: Fields that make the entry run a shell command of the caller's choosing (admin only). A
+#: ``worker`` can only name an installed :class:`workers.base.UowWorker` subclass.
+PROGRAM_FIELDS = frozenset({"command", "shell"})
+#: Fields an edit may not change (a process is renamed or re-kinded by its file).
+FIXED_FIELDS = ("name", "kind")
+#: Numeric fields of an entry (seconds or counts).
+NUMERIC_FIELDS = ("lag", "retry_delay", "timeout", "max_active", "retries", "workers")
+#: Largest magnitude a numeric field may have at run time (about 31 years in seconds): beyond
+#: it ``timedelta`` and the stores' 64-bit integers overflow, which the registration rules do
+#: not catch yet, so the API answers 400 here instead of 500.
+MAX_NUMBER = 10**9
+
+
+def show_process(store: Store, name: str, *, now: datetime, default_timezone: str) -> dict:
+    """One process in its API shape, with its counts by state and its next fire.
+
+    Raises:
+        NotFound: no such process.
+    """
+    record = store.get_process(name)
+    if record.entry.kind is ProcessKind.MANAGED:
+        counts_source: Mapping[tuple[str, Any], int] = store.count_jobs(name)
+    else:
+        counts_source = store.count_uows(name)
+    counts = {str(state): n for (process, state), n in counts_source.items() if process == name}
+    return process_json(record, counts=counts, next_fire=next_fire(record, now, default_timezone))
+
+
+def create_freerun(ctx: ServiceContext, data: Any) -> dict[str, Any]:
+    """Create a freerun entry from the fields of SPEC section 4 (``kind`` may be left out).
+
+    Returns:
+        The new process in its API shape.
+
+    Raises:
+        InvalidInput: a bad field (named), or a kind other than freerun.
+        Conflict: a process of that name exists.
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidInput("body", "must be a JSON object with the fields of the entry")
+    fields = dict(data)
+    fields.setdefault("kind", ProcessKind.FREERUN.value)
+    if fields["kind"] != ProcessKind.FREERUN.value:
+        raise InvalidInput("kind", "only freerun entries are created at run time")
+    entry = _validated(fields, fields)
+    stored = {r.name: r.entry for r in ctx.store.list_processes()}
+    if entry.name in stored:
+        raise DuplicateKey("process", entry.name)
+    validate_entries([*stored.values(), entry])
+    now = ctx.clock.now()
+    record = ctx.store.insert_process(
+        ProcessRecord(
+            entry=entry,
+            source=ProcessSource.API,
+            registered=None,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    ctx.store.append_event(_event(entry.name, "create", now, ctx.actor, "created at run time"))
+    log.info("process %s: created at run time by %s", entry.name, ctx.actor)
+    ctx.wake(entry.name)
+    return process_json(record, next_fire=next_fire(record, now, ctx.timezone))
+
+
+def edit_process(ctx: ServiceContext, name: str, changes: Any) -> dict[str, Any]:
+    """Change fields of a registered entry (``enabled``, ``trigger``, ``arguments``, ...).
+
+    A field set to null goes back to its default. Turning ``enabled`` alone is
+    :func:`mx.services.actions.set_enabled`.
+
+    Returns:
+        The process in its API shape after the edit.
+
+    Raises:
+        NotFound: no such process.
+        InvalidInput: a bad field (named), or ``name`` or ``kind`` changed.
+        Conflict: it changed concurrently (read it again and retry).
+    """
+    if not isinstance(changes, Mapping) or not changes:
+        raise InvalidInput("body", "must be a JSON object with at least one field to change")
+    record = ctx.store.get_process(name)
+    current = record.entry.to_dict()
+    for field in FIXED_FIELDS:
+        if field in changes and changes[field] != current[field]:
+            raise InvalidInput(field, "cannot be changed at run time")
+    entry = _validated({**current, **changes}, changes)
+    changed = sorted(f for f, v in entry.to_dict().items() if current.get(f) != v)
+    now = ctx.clock.now()
+    if not changed:
+        return show_process(ctx.store, name, now=now, default_timezone=ctx.timezone)
+    if changed == ["enabled"]:
+        actions.set_enabled(ctx, name, entry.enabled)
+        return show_process(ctx.store, name, now=now, default_timezone=ctx.timezone)
+    others = [r.entry for r in ctx.store.list_processes() if r.name != name]
+    validate_entries([*others, entry])
+    ctx.store.update_process(
+        replace(record, entry=entry, updated_at=now),
+        expected_version=record.version,
+        event=_event(
+            name, "edit", now, ctx.actor, "edited: " + ", ".join(changed), {"fields": changed}
+        ),
+    )
+    log.info("process %s: %s edited by %s", name, ", ".join(changed), ctx.actor)
+    ctx.wake(name)
+    return show_process(ctx.store, name, now=now, default_timezone=ctx.timezone)
+
+
+def delete_freerun(ctx: ServiceContext, name: str) -> dict[str, Any]:
+    """Remove a freerun entry (its units of work stay as history).
+
+    Returns:
+        The removed entry in its API shape.
+
+    Raises:
+        NotFound: no such process.
+        Conflict: it is not a freerun entry, or it is the built-in ad-hoc process.
+    """
+    record = ctx.store.get_process(name)
+    if record.entry.kind is not ProcessKind.FREERUN:
+        raise Conflict(
+            "process",
+            name,
+            f"is a {record.entry.kind.value} process: only freerun entries "
+            "are deleted at run time (remove it from the file and register with --prune)",
+        )
+    if name == ADHOC:
+        raise Conflict("process", name, "is built in (it runs the ad-hoc tasks)")
+    ctx.store.delete_process(name)
+    log.info("process %s: deleted by %s", name, ctx.actor)
+    ctx.wake(name)
+    return process_json(record)
+
+
+def _validated(fields: Mapping[str, Any], given: Mapping[str, Any]) -> ProcessEntry:
+    """The entry by the registration rules, with numbers kept in range first."""
+    for field in NUMERIC_FIELDS:
+        value = fields.get(field)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not -MAX_NUMBER <= value <= MAX_NUMBER:
+                raise InvalidInput(field, f"must be between -{MAX_NUMBER} and {MAX_NUMBER}")
+    try:
+        return entry_from_mapping(fields)
+    except OverflowError as exc:
+        # A date at the edge of the calendar (``once 9999-12-31T23:59:59-01:00``).
+        field = next((f for f in ("trigger", "start_timeperiod") if f in given), "body")
+        raise InvalidInput(field, f"out of range ({exc})") from exc
+
+
+def touches_program(data: Any) -> bool:
+    """Whether a create or edit body sets ``command`` or ``shell`` (admin only)."""
+    return isinstance(data, Mapping) and bool(PROGRAM_FIELDS & set(data))
+
+
+def _event(
+    name: str,
+    trigger: str,
+    at: datetime,
+    actor: str,
+    reason: str,
+    details: Mapping[str, Any] | None = None,
+) -> Event:
+    return Event(
+        entity="process",
+        entity_id=name,
+        at=at,
+        trigger=trigger,
+        from_state=None,
+        to_state=None,
+        actor=actor,
+        reason=reason,
+        details=dict(details or {}),
+    )
