@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     sup.add_argument("--boxid", metavar="ID", help="the box to act on (default: box_id setting)")
     sup.add_argument("--json", action="store_true", help="print the REST API's JSON")
 
-    sta = sub.add_parser("standalone", help="scheduler + supervisor + workers in the foreground")
+    sta = sub.add_parser("standalone", help="scheduler + supervisor + mx in the foreground")
     sta.add_argument(
         "--context", help="registration file (default: context_file, else the example)"
     )
@@ -372,6 +372,10 @@ def cmd_standalone(args: argparse.Namespace, settings: Settings, out: Callable[[
         )
     out(f"Tactus standalone: store {settings.store_uri}, broker {settings.broker_uri}")
     out(f"registering {context}; logs in {settings.log_dir}; Ctrl-C stops everything")
+    out(
+        f"mx (API): http://{settings.mx_host}:{settings.mx_port}/api/v1 - on first start the admin"
+        f" token is written to {settings.admin_token_file}"
+    )
     shutdown = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: shutdown.set())
     signal.signal(signal.SIGINT, lambda *_: shutdown.set())

@@ -40,6 +40,7 @@ from db.errors import InvalidInput, NotFound, TactusError
 from db.models import ProcessEntry
 from db.placement import Placement, process_of
 from db.states import ProcessKind
+from mx.server import run_mx
 from mx.services.processes import register_file
 from scheduler.main import run_scheduler
 from settings import Settings, load_settings
@@ -124,8 +125,8 @@ def run_supervisor(settings: Settings, shutdown: threading.Event) -> int:
 
 
 def run_standalone(settings: Settings, shutdown: threading.Event, context_file: str) -> int:
-    """The quick start: register ``context_file``, then run the scheduler (a thread) and this
-    box's supervisor (which starts every worker and daemon) in this one foreground process,
+    """The quick start: register ``context_file``, then run the scheduler and mx (threads) and
+    this box's supervisor (which starts every worker and daemon) in this one foreground process,
     until SIGTERM or Ctrl-C."""
     clock = SystemClock()
     with open_store(settings.store_uri) as store:
@@ -141,11 +142,14 @@ def run_standalone(settings: Settings, shutdown: threading.Event, context_file: 
         daemon=True,
     )
     scheduler.start()
+    mx = threading.Thread(target=run_mx, args=(settings, shutdown), name="mx", daemon=True)
+    mx.start()
     try:
         return run_supervisor(settings, shutdown)
     finally:
         shutdown.set()
         scheduler.join(30)
+        mx.join(15)
 
 
 #: Built-in processes by name. mx adds ``"mx": Program(...)`` here with its wiring function,
@@ -155,6 +159,7 @@ BUILTINS: dict[str, Program] = {
     "supervisor": Program(name="supervisor", run=run_supervisor),
     # run_scheduler handles SIGTERM and SIGINT (stop) and SIGHUP (reload the registry) itself.
     "scheduler": Program(name="scheduler", run=lambda s, _: run_scheduler(s), own_signals=True),
+    "mx": Program(name="mx", run=run_mx),
 }
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -137,12 +140,15 @@ def test_skip_and_reprocess_refusals_and_changes(registered):
 
 @pytest.mark.slow
 def test_standalone_runs_the_examples_until_jobs_go_green(tmp_path):
-    # given a fresh directory: the quick start with the example context
+    # given a fresh directory: the quick start with the example context, mx on a free port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     log = open(tmp_path / "standalone.out", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "launch.py"), "standalone"],
         cwd=tmp_path,
-        env=env_for(tmp_path),
+        env={**env_for(tmp_path), "TACTUS_MX_PORT": str(port)},
         stdout=log,
         stderr=log,
     )
@@ -157,6 +163,22 @@ def test_standalone_runs_the_examples_until_jobs_go_green(tmp_path):
                 return jobs.items and uows.items
 
         wait_until(processed, deadline=120, interval=1.0, what="processed jobs in standalone")
+        # and mx answers; the first-start admin token (mode 0600) opens the API
+        token_file = tmp_path / "var" / "admin.token"
+        wait_until(token_file.exists, deadline=30, what="the admin token file")
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        base = f"http://127.0.0.1:{port}/api/v1"
+        health = json.load(urllib.request.urlopen(f"{base}/health", timeout=10))
+        assert health["status"] == "ok"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/processes", timeout=10)
+        assert refused.value.code == 401
+        request = urllib.request.Request(
+            f"{base}/processes",
+            headers={"Authorization": f"Bearer {token_file.read_text().strip()}"},
+        )
+        names = {p["name"] for p in json.load(urllib.request.urlopen(request, timeout=10))["items"]}
+        assert {"site_hourly", "nightly_export", "adhoc"} <= names
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
