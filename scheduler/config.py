@@ -28,8 +28,9 @@ class SchedulerConfig:
     #: Worker heartbeat period and the misses after which a worker counts as lost.
     heartbeat_interval: timedelta = timedelta(seconds=5)
     heartbeat_misses: int = 3
-    #: Jobs of one process looked at per pass beyond ``max_active`` (the active window).
-    window: int = 500
+    #: Jobs of one process looked at per pass beyond ``max_active`` (the active window): the
+    #: embryos that may start; more wait for the next look.
+    window: int = 50
     #: A freerun with ``catchup: all`` fires at most this many missed fires after downtime;
     #: older ones are recorded as missed.
     catchup_limit: int = 1000

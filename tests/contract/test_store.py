@@ -365,6 +365,15 @@ def test_uow_round_trip(store):
     assert store.find_uow_by_key("site_hourly", "2026010513", "2026010514", "1") is None
 
 
+def test_uow_window_holds_a_freerun_fire_stamp(store):
+    # a freerun's window bounds are its fire instant to the second (14 characters)
+    uow = make_uow(
+        start="20261101053000", end="20261101053000", kind=UowKind.FREERUN, timeperiod=None
+    )
+    store.create_uow(uow)
+    assert store.find_uow_by_key("site_hourly", "20261101053000", "20261101053000", "0") == uow
+
+
 def test_uow_unique_key(store):
     # given
     store.create_uow(make_uow())

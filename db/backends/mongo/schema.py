@@ -52,6 +52,7 @@ INDEXES: tuple[tuple[str, list[tuple[str, int]], bool], ...] = (
         True,
     ),
     (UOWS, [("process", 1), ("_id", 1)], False),
+    (UOWS, [("process", 1), ("state", 1), ("_id", 1)], False),
     (UOWS, [("state", 1), ("_id", 1)], False),
     (UOWS, [("state", 1), ("retry_at", 1)], False),
     (UOWS, [("state", 1), ("submitted_at", 1)], False),

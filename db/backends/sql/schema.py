@@ -21,6 +21,8 @@ NAME_LENGTH = 191
 ID_LENGTH = 32
 #: SPEC section 2 timeperiod strings (``2026010513``).
 TIMEPERIOD_LENGTH = 10
+#: A unit of work's window bounds: timeperiods, or a freerun fire's ``%Y%m%d%H%M%S`` stamp.
+WINDOW_LENGTH = 20
 #: Run keys of units of work.
 RUN_KEY_LENGTH = 64
 #: State and enum values.
@@ -126,8 +128,8 @@ uows = sa.Table(
     sa.Column("id", _key(ID_LENGTH), primary_key=True),
     sa.Column("process", _key(NAME_LENGTH), nullable=False),
     sa.Column("kind", sa.String(STATE_LENGTH), nullable=False),
-    sa.Column("start_timeperiod", _key(TIMEPERIOD_LENGTH), nullable=False),
-    sa.Column("end_timeperiod", _key(TIMEPERIOD_LENGTH), nullable=False),
+    sa.Column("start_timeperiod", _key(WINDOW_LENGTH), nullable=False),
+    sa.Column("end_timeperiod", _key(WINDOW_LENGTH), nullable=False),
     sa.Column("run_key", _key(RUN_KEY_LENGTH), nullable=False),
     sa.Column("state", _key(STATE_LENGTH), nullable=False),
     sa.Column("timeperiod", _key(TIMEPERIOD_LENGTH), nullable=True),
@@ -155,6 +157,9 @@ uows = sa.Table(
     **_MYSQL_TABLE,
 )
 sa.Index("ix_uows_process_id", uows.c.process, uows.c.id)
+# a process's units of work in some states (a freerun's in-flight count) without reading its
+# whole history
+sa.Index("ix_uows_process_state_id", uows.c.process, uows.c.state, uows.c.id)
 sa.Index("ix_uows_state_id", uows.c.state, uows.c.id)
 sa.Index("ix_uows_state_retry_at", uows.c.state, uows.c.retry_at)
 sa.Index("ix_uows_state_submitted_at", uows.c.state, uows.c.submitted_at)
