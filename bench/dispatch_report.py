@@ -1,0 +1,173 @@
+"""The report of bench/dispatch.py: configurations, the Markdown section and its caveats."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dispatch_cpu import others_cores
+
+if TYPE_CHECKING:
+    from dispatch_tactus import RunResult
+
+MARK_BEGIN = "<!-- bench/dispatch.py begin -->"
+MARK_END = "<!-- bench/dispatch.py end -->"
+PARTIES = ("client", "workers", "rabbitmq", "postgresql")
+
+PROFILE_GUIDE = [
+    "Reading the profiles: a worker slot handles one unit of work at a time, so its wall time "
+    "per unit is the sum of its steps. Claim and record processed are one SQLite write "
+    "transaction each (`BEGIN IMMEDIATE`, compare-and-set `UPDATE`, history `INSERT`, "
+    "`COMMIT`: `SqlStore.transition_uow`, db/backends/sql/uows.py); publishing the status is "
+    "one RabbitMQ transaction of one message (`TxPublisher._publish_once` → "
+    "`BlockingChannel.tx_commit`, which waits for RabbitMQ's disk write). Writers of one "
+    "SQLite file queue for its single write lock; SQLite's default busy handler (the "
+    "`busy_timeout` set in db/backends/sql/engine.py) retries after sleeps of 1, 2, 5, 10, "
+    "15, 20, 25 ... ms, so a waiter can sleep past the moment the lock is released. The "
+    "profiled runs are separate from the timed ones; py-spy's sampling adds load.",
+]
+
+
+@dataclass(frozen=True)
+class Config:
+    system: str  # "tactus" or "celery"
+    broker: str  # "rabbitmq" or "store"
+    store: str  # "sqlite" or "postgresql" (Celery: its result backend)
+    workers: int
+    nodes: int = 0  # Celery worker nodes (workers // nodes pool processes each)
+
+    @property
+    def parties(self) -> tuple[str, ...]:
+        """The CPU parties (bench/dispatch_cpu.py) this configuration uses."""
+        return ("client", "workers", self.broker, self.store)
+
+    @property
+    def label(self) -> str:
+        if self.system == "celery":
+            layout = f"{self.nodes} node{'s' if self.nodes > 1 else ''} × concurrency "
+            return f"Celery, RabbitMQ, db+sqlite results ({layout}{self.workers // self.nodes})"
+        broker = "RabbitMQ" if self.broker == "rabbitmq" else "store queue"
+        store = "SQLite file" if self.store == "sqlite" else "PostgreSQL"
+        return f"Tactus, {broker}, {store} store"
+
+
+def median_run(runs: list[RunResult]) -> RunResult:
+    return sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
+
+
+def render(
+    results: dict[Config, list[RunResult]],
+    n: int,
+    notes: list[str],
+    profile: list[str],
+    *,
+    others_limit: float,
+    attempts: int,
+) -> str:
+    celery_rate = {
+        c.workers: median_run(r).rate
+        for c, r in results.items()
+        if c.system == "celery" and c.nodes == c.workers
+    }
+    lines = [
+        MARK_BEGIN,
+        "## Dispatch end to end (`bench/dispatch.py`)",
+        "",
+        "```sh",
+        ".venv/bin/python bench/dispatch.py --write docs/benchmarks.md",
+        "```",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
+        f"({platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} cores), N = {n} units of work (tasks) per run; "
+        f"{'; '.join(notes)}.",
+        "",
+        "| configuration | worker processes | units/s (median) | range | Tactus / Celery "
+        "| CPU ms per unit: client / workers / RabbitMQ / PostgreSQL | other work, cores |",
+        "|---|---:|---:|---:|---:|---|---:|",
+    ]
+    order = sorted(results.items(), key=lambda kv: (kv[0].workers, kv[0].system == "celery"))
+    for config, runs in order:
+        mid = median_run(runs)
+        rates = [r.rate for r in runs]
+        ratio = "—"
+        if config.system == "tactus" and config.workers in celery_rate:
+            ratio = f"{mid.rate / celery_rate[config.workers]:.2f}"
+        cpu = " / ".join(
+            f"{1000 * mid.cpu[p] / mid.n:.1f}" if p in mid.cpu and p in config.parties else "–"
+            for p in PARTIES
+        )
+        others = statistics.median(others_cores(r.cpu, config.parties, r.seconds) for r in runs)
+        lines.append(
+            f"| {config.label} | {config.workers} | {mid.rate:,.0f} "
+            f"| {min(rates):,.0f}–{max(rates):,.0f} | {ratio} | {cpu} | {others:.2f} |"
+        )
+    lines += ["", verdict(results, celery_rate), "", *caveats(others_limit, attempts)]
+    if profile:
+        lines += ["", *PROFILE_GUIDE, "", *profile]
+    lines.append(MARK_END)
+    return "\n".join(lines)
+
+
+def verdict(results: dict[Config, list[RunResult]], celery_rate: dict[int, float]) -> str:
+    ratios = {
+        config: median_run(runs).rate / celery_rate[config.workers]
+        for config, runs in results.items()
+        if config.system == "tactus" and config.workers in celery_rate
+    }
+    if not ratios:
+        return "No Celery figures to compare with."
+    met = [c for c, r in ratios.items() if r >= 1.0]
+    best = max(ratios, key=ratios.__getitem__)
+    return (
+        f"Target (at least Celery's rate): met in {len(met)} of {len(ratios)} Tactus "
+        f"configurations; Tactus / Celery ranges from {min(ratios.values()):.2f} to "
+        f"{max(ratios.values()):.2f} (best: {best.label}, {best.workers} worker "
+        f"process{'es' if best.workers > 1 else ''})."
+    )
+
+
+def caveats(others_limit: float, attempts: int) -> list[str]:
+    return [
+        "Timed from the first create (publish, for Celery) to the N-th distinct status consumed "
+        "(result collected). Tactus / Celery compares with Celery's row of the same number of "
+        'worker processes, k nodes of concurrency 1. "Other work" is the CPU the rest of '
+        "the machine used during the timed window (median over the runs, in cores of the 2): "
+        f"a run with more than {others_limit} was run again ({attempts} tries at most) and "
+        "the least disturbed kept; a run during which anything logged a warning (a reconnect: "
+        "other test runs restart the shared RabbitMQ) was repeated. Caveats:",
+        "",
+        "- Two cores serve everything: RabbitMQ, PostgreSQL, the worker processes and the "
+        "benchmark process (which plays the scheduler, or Celery's client); CPU columns show "
+        "who spends them. The RabbitMQ and PostgreSQL columns count the whole server, other "
+        "clients included.",
+        "- Durable writes waited for per unit of work: Tactus on RabbitMQ 4 (store commits for "
+        "create, claim and processed; a RabbitMQ transaction for the status message; the unit "
+        "of work messages share one transaction per 100), Tactus on the store queue 7 to 8 "
+        "store commits (also message claim, status put, message ack, status claim, status "
+        "ack), Celery 1 (its result row). Celery's publisher does not wait for a confirm, and "
+        "its worker acks a task when it receives it (`acks_late` off, prefetch 4 per "
+        "process), so a worker that dies loses the tasks it holds; Tactus acks after the "
+        "outcome is stored and the scheduler told, and every state change is a "
+        "compare-and-set with a history event.",
+        "- The Tactus workers log at WARNING (the per-change INFO line is off), like Celery's "
+        "`--loglevel WARNING`. Celery results are collected with `GroupResult.get` "
+        "(interval 10 ms), one SELECT per task, in the client.",
+        "- Worker processes start and run a warm-up of 5 units per process before the clock "
+        "starts.",
+    ]
+
+
+def write_section(path: Path, text: str) -> None:
+    doc = path.read_text() if path.exists() else ""
+    if MARK_BEGIN in doc and MARK_END in doc:
+        head, rest = doc.split(MARK_BEGIN, 1)
+        doc = head + text + rest.split(MARK_END, 1)[1]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
+    path.write_text(doc)

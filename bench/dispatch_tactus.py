@@ -1,0 +1,348 @@
+"""The Tactus side of bench/dispatch.py: one measured run of N units of work end to end.
+
+The benchmark process plays the scheduler: it creates units of work with ``create_once`` and
+publishes their ids with ``publish_many`` in batches of :data:`BATCH` (a scheduler catching up),
+while a thread of it consumes ``status_queue(prefix)`` (prefetch 50, an ack per message, as the
+scheduler's status listener does) and counts distinct unit-of-work ids. Worker OS processes
+(``python -m workers bench_noop --concurrency 1``) claim, run :class:`NoopWorker`, record the
+outcome and publish the status. Timed: from the first create to the N-th distinct status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from dispatch_cpu import CpuMeter
+
+from db import open_store
+from db.clock import SystemClock
+from db.errors import MalformedMessage
+from db.models import ProcessEntry, ProcessRecord
+from db.states import ProcessKind, ProcessSource, UowKind, UowState
+from db.uow_factory import create_once
+from mq import open_broker
+from mq.message import Message, process_queue, status_queue, uow_message
+
+if TYPE_CHECKING:
+    from mq.broker import Broker
+
+ROOT = Path(__file__).resolve().parent.parent
+PROCESS = "bench_noop"
+WORKER_CLASS = "bench.dispatch_worker:NoopWorker"
+#: Units of work created, then published with one ``publish_many``, per scheduler step.
+BATCH = 100
+#: Units of work run (untimed) first, so every worker is connected and warm.
+WARMUP_PER_WORKER = 5
+#: Prefetch of the status consumer (the scheduler's status listener uses 50).
+STATUS_PREFETCH = 50
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    n: int
+    seconds: float
+    #: CPU seconds per party during the timed window (see ``dispatch_cpu``).
+    cpu: dict[str, float]
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.seconds
+
+
+class Hooks(Protocol):
+    """Called around the timed part (a profiler attaching to the worker pids, say)."""
+
+    def before(self, worker_pids: list[int]) -> None: ...
+
+    def after(self) -> None: ...
+
+
+class Disturbed(RuntimeError):
+    """Something logged a warning during the run (a reconnect, say): measure again."""
+
+
+class _Warnings(logging.Handler):
+    """Collects WARNING and worse from ``tactus.*`` loggers of this process while entered."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"client {record.levelname} {record.getMessage()}")
+
+    def __enter__(self) -> _Warnings:
+        logging.getLogger("tactus").addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        logging.getLogger("tactus").removeHandler(self)
+
+
+class StatusCounter(threading.Thread):
+    """Consumes the status queue and counts distinct unit-of-work ids (the scheduler's side)."""
+
+    def __init__(self, broker: Broker, queue: str) -> None:
+        super().__init__(name="status-counter", daemon=True)
+        self.broker = broker
+        self.queue = queue
+        self.seen: set[str] = set()
+        self.target = 0
+        self.reached_at: float | None = None
+        self.reached = threading.Event()
+        self.ready = threading.Event()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def expect(self, total: int) -> None:
+        """Set ``reached`` (and ``reached_at``) once ``total`` distinct ids have been seen."""
+        with self._lock:
+            self.target = total
+            self.reached.clear()
+            self.reached_at = None
+            self._check()
+
+    def _check(self) -> None:
+        if self.target and len(self.seen) >= self.target and not self.reached.is_set():
+            self.reached_at = time.perf_counter()
+            self.reached.set()
+
+    def run(self) -> None:
+        try:
+            with self.broker.consumer(self.queue, prefetch=STATUS_PREFETCH) as consumer:
+                self.ready.set()
+                while not self.stop.is_set():
+                    delivery = consumer.get(0.2)
+                    if delivery is None:
+                        continue
+                    try:
+                        uow_id = Message.decode(delivery.body).uow_id
+                    except MalformedMessage as exc:
+                        consumer.reject(delivery, exc.problem)
+                        continue
+                    with self._lock:
+                        self.seen.add(uow_id)
+                        self._check()
+                    consumer.ack(delivery)
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+            self.ready.set()
+            self.reached.set()
+
+
+class TactusRun:
+    """One installation (store, broker, prefix), its worker processes and its measurement."""
+
+    def __init__(self, store_uri: str, broker_uri: str, workers: int, tmp: Path) -> None:
+        self.store_uri = store_uri
+        self.broker_uri = broker_uri
+        self.workers = workers
+        self.tmp = tmp
+        self.prefix = f"bd{secrets.token_hex(4)}"
+        self.clock = SystemClock()
+        self.store = open_store(store_uri)
+        self.store.init_schema()
+        self.broker = open_broker(broker_uri, self.store)
+        self.queue = process_queue(self.prefix, PROCESS)
+        self.status_queue = status_queue(self.prefix)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+        self.created = 0
+        self.entry = ProcessEntry(
+            name=PROCESS,
+            kind=ProcessKind.FREERUN,
+            worker=WORKER_CLASS,
+            trigger="every 3600",
+            timeout=timedelta(seconds=60),
+        )
+        now = self.clock.now()
+        self.store.insert_process(
+            ProcessRecord(
+                entry=self.entry, source=ProcessSource.API, created_at=now, updated_at=now
+            )
+        )
+        self.broker.declare(self.queue)
+        self.broker.declare(self.status_queue)
+        self.counter = StatusCounter(self.broker, self.status_queue)
+
+    def env(self) -> dict[str, str]:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("TACTUS_") and key != "PYTHONPATH"
+        }
+        env.update(
+            PYTHONPATH=str(ROOT),
+            TACTUS_STORE_URI=self.store_uri,
+            TACTUS_BROKER_URI=self.broker_uri,
+            TACTUS_QUEUE_PREFIX=self.prefix,
+            TACTUS_BOX_ID="bench",
+            TACTUS_VAR_DIR=str(self.tmp / "var"),
+        )
+        return env
+
+    def start_workers(self) -> None:
+        """``python -m workers bench_noop`` ×K; returns once all K have registered."""
+        for index in range(self.workers):
+            log_path = self.tmp / f"worker-{self.prefix}-{index}.log"
+            argv = [
+                sys.executable,
+                "-m",
+                "workers",
+                PROCESS,
+                "--concurrency",
+                "1",
+                "--log-level",
+                "WARNING",
+            ]
+            with log_path.open("wb") as log_file:
+                self.procs.append(
+                    subprocess.Popen(
+                        argv, cwd=ROOT, env=self.env(), stdout=log_file, stderr=subprocess.STDOUT
+                    )
+                )
+            self.logs.append(log_path)
+        deadline = time.monotonic() + 60
+        while True:
+            alive = [w for w in self.store.list_workers(process=PROCESS) if w.state == "alive"]
+            if len(alive) >= self.workers:
+                break
+            dead = [p for p in self.procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f"workers did not start:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def tail(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
+            for p in self.logs
+            if p.exists()
+        )
+
+    def create_and_publish(self, count: int) -> None:
+        """``count`` new units of work, created and published ``BATCH`` at a time."""
+        done = 0
+        while done < count:
+            size = min(BATCH, count - done)
+            uows = []
+            for _ in range(size):
+                start = T0 + timedelta(hours=self.created)
+                uow, _created = create_once(
+                    self.store,
+                    self.entry,
+                    clock=self.clock,
+                    actor="scheduler",
+                    reason="bench",
+                    kind=UowKind.FREERUN,
+                    start=start.strftime("%Y%m%d%H"),
+                    end=(start + timedelta(hours=1)).strftime("%Y%m%d%H"),
+                    run_key="0",
+                )
+                uows.append(uow)
+                self.created += 1
+            self.broker.publish_many(
+                (self.queue, uow_message(u.id, u.process).encode()) for u in uows
+            )
+            done += size
+
+    def wait_statuses(self, total: int, timeout: float) -> float:
+        """Wait for ``total`` distinct statuses; returns the perf_counter instant of the last."""
+        self.counter.expect(total)
+        deadline = time.monotonic() + timeout
+        while not self.counter.reached.wait(0.5):
+            if self.counter.error is not None:
+                break
+            if any(p.poll() is not None for p in self.procs) or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{len(self.counter.seen)} of {total} statuses seen:\n{self.tail()}"
+                )
+        if self.counter.error is not None:
+            raise RuntimeError(f"status consumer failed: {self.counter.error!r}")
+        assert self.counter.reached_at is not None
+        return self.counter.reached_at
+
+    def measure(self, n: int, *, hooks: Hooks | None = None) -> RunResult:
+        """Warm up, then time N units of work; ``hooks`` run around the timed part."""
+        self.counter.start()
+        self.counter.ready.wait(30)
+        self.start_workers()
+        warm = WARMUP_PER_WORKER * self.workers
+        self.create_and_publish(warm)
+        self.wait_statuses(warm, timeout=60)
+        if hooks is not None:
+            hooks.before([p.pid for p in self.procs])
+        meter = CpuMeter(p.pid for p in self.procs)
+        meter.start()
+        warnings = _Warnings()
+        started = time.perf_counter()
+        with warnings:
+            self.create_and_publish(n)
+            ended = self.wait_statuses(warm + n, timeout=max(120.0, n / 5))
+        cpu = meter.delta()
+        if hooks is not None:
+            hooks.after()
+        disturbed = warnings.lines + [
+            line
+            for path in self.logs
+            for line in path.read_text(errors="replace").splitlines()
+            if " WARNING " in line or " ERROR " in line
+        ]
+        if disturbed:
+            # e.g. another test run restarting the shared RabbitMQ: not a clean measurement
+            raise Disturbed(f"{len(disturbed)} warning(s), first: {disturbed[0][:200]}")
+        counts = self.store.count_uows(PROCESS)
+        processed = counts.get((PROCESS, UowState.PROCESSED), 0)
+        if processed != warm + n:
+            raise RuntimeError(f"expected {warm + n} processed units of work, found {counts}")
+        return RunResult(n=n, seconds=ended - started, cpu=cpu)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self.counter.stop.set()
+        if self.counter.is_alive():
+            self.counter.join(5)
+        try:
+            if self.broker.backend == "rabbitmq":
+                self.broker.delete(self.queue)
+                self.broker.delete(self.status_queue)
+        finally:
+            self.broker.close()
+            self.store.close()
+
+
+def run_tactus(
+    store_uri: str,
+    broker_uri: str,
+    workers: int,
+    n: int,
+    tmp: Path,
+    *,
+    hooks: Hooks | None = None,
+) -> RunResult:
+    """Measure N units of work through ``workers`` worker processes; cleans up its queues."""
+    run = TactusRun(store_uri, broker_uri, workers, tmp)
+    try:
+        return run.measure(n, hooks=hooks)
+    finally:
+        run.close()

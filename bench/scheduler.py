@@ -1,0 +1,222 @@
+"""Scheduler benchmark (issue 4). Not a timed test: run it by hand.
+
+    .venv/bin/python bench/scheduler.py [--quick] [--write docs/benchmarks.md]
+
+1. Pass time and memory against history: 1,000 managed daily processes on a store holding no
+   history and on one holding 5 years of it (1,826 processed daily jobs per process, ~1.8M
+   jobs, inserted with ``ensure_jobs``). A FakeClock moves one day per pass, so every process
+   is due each pass; in steady state a pass materializes today's job, completes one job and
+   starts one unit of work per process (simulated workers finish them between passes,
+   untimed). Timed: ``run_pass`` alone, in rounds that alternate the two stores, each round in
+   a fresh interpreter. Memory: its RSS (psutil) and the tracemalloc peak of one extra pass.
+   SQLite file always; PostgreSQL when the test role of tests/servers.py can log in.
+2. Freerun fire lateness: 1,000 freerun processes ``every 1`` run by the real scheduler loop
+   (SystemClock, ``start()``/``stop()``) over 20 fire instants on a new SQLite file store,
+   no-op broker, no workers (``max_active`` 1,000, so in-flight units of work never cause a
+   skip). Lateness = publish time - ``scheduled_at`` (and the fire record's ``recorded_at`` -
+   ``scheduled_at``). In the same run APScheduler 3 (latest 3.x, in bench/.venv-apscheduler,
+   created when missing) runs 1,000 interval jobs every second doing nothing; lateness = the
+   function's start - the event's ``scheduled_run_time``.
+   2b. Fire cost against history: one freerun ``every 1`` with no processed units of work
+   behind it, then with a day of them (86,400), FakeClock; median pass time.
+3. Catch-up rate: one hourly process a year behind (8,760 periods), ``max_active`` 100 and 1;
+   each round is a pass, then simulated workers finish every published unit of work at once and
+   wake the scheduler. FakeClock fixed just after the year.
+
+Caveats: a 2-core machine shared with the database servers (and with other work: the run
+waits for a low load and the doc says what it found); one scheduler, loopback. The 5-year
+history is jobs only: a real store would also hold their units of work and events, which the
+managed pass reads by id or by state, never by process (part 2b shows what a history of units
+of work does to the freerun path, which does read them by process). APScheduler keeps no
+durable fire identity and does no store write per run (MemoryJobStore); Tactus records the
+fire, creates the unit of work with its history event and links the two (3 write
+transactions) before publishing, which is what makes a fire exactly-once across restarts. A
+no-op broker removes broker cost from the freerun and catch-up figures; simulated workers
+write to the same store as the scheduler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import scheduler_catchup  # noqa: E402
+import scheduler_freerun  # noqa: E402
+import scheduler_pass  # noqa: E402
+from scheduler_kit import isolated  # noqa: E402
+from scheduler_report import render, write  # noqa: E402
+
+from tests import servers  # noqa: E402
+
+QUIET_LOAD = 1.5
+
+
+@dataclass(frozen=True)
+class Sizes:
+    processes: int = 1000
+    days: int = 1826
+    warmup: int = 2
+    #: Rounds, each running ``passes`` timed passes on each history size in turn.
+    rounds: int = 3
+    passes: int = 3
+    freeruns: int = 1000
+    seconds: int = 20
+    hours: int = 8760
+    #: Processed units of work behind one freerun (a day of ``every 1``).
+    uow_history: int = 86_400
+
+
+QUICK = Sizes(
+    processes=50, days=60, rounds=2, passes=2, freeruns=100, seconds=4, hours=240, uow_history=2000
+)
+
+
+def log(text: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {text}", file=sys.stderr, flush=True)
+
+
+class Quiet:
+    """Waits for a quiet machine (1-minute load average below QUIET_LOAD, checked every 30 s)
+    before each part, within one budget for the whole run; notes what it found."""
+
+    def __init__(self, budget_s: float, enabled: bool) -> None:
+        self.budget_s = budget_s
+        self.enabled = enabled
+        self.notes: list[str] = []
+
+    def wait(self, part: str, every_s: float = 30) -> None:
+        waited = 0.0
+        load = os.getloadavg()[0]
+        while self.enabled and load >= QUIET_LOAD and self.budget_s > 0:
+            log(f"load {load:.2f} >= {QUIET_LOAD}: waiting before {part}")
+            time.sleep(every_s)
+            waited += every_s
+            self.budget_s -= every_s
+            load = os.getloadavg()[0]
+        state = "quiet" if load < QUIET_LOAD else "NOT quiet (budget spent)"
+        if not self.enabled:
+            state = "no wait (--quick)"
+        self.notes.append(f"{part}: load {load:.2f} after waiting {waited:.0f} s, {state}")
+        log(self.notes[-1])
+
+
+def backends(tmp: Path):
+    """(name, make_uri, cleanup) for SQLite and, when reachable, PostgreSQL."""
+    yield "sqlite (file, WAL)", lambda tag: f"sqlite:///{tmp / f'{tag}.db'}", lambda: None
+    problem = servers.POSTGRES.available()
+    if problem:
+        log(f"skipped postgresql: {problem}")
+        return
+    made: list[str] = []
+
+    def make(tag: str) -> str:
+        database, uri = servers.POSTGRES.create_database()
+        made.append(database)
+        return uri
+
+    def cleanup() -> None:
+        for database in made:
+            servers.POSTGRES.drop_database(database)
+
+    yield "postgresql", make, cleanup
+
+
+def bench_passes(tmp: Path, size: Sizes) -> list[dict]:
+    """Both history sizes per store, measured in alternate rounds so that a change in the
+    machine's load hits both alike."""
+    rows = []
+    for name, make_uri, cleanup in backends(tmp):
+        try:
+            uris, results, day = {}, {}, {}
+            for days in (0, size.days):
+                uris[days], results[days], day[days] = make_uri(f"pass_{days}"), [], 0
+                log(f"{name}: filling {size.processes} processes x {days} days of history")
+                built = isolated(scheduler_pass.build, uris[days], size.processes, days)
+                log(f"{name}: {built['jobs']:,} jobs in {built['fill_s']:.0f} s")
+                rows.append({"backend": name, "days": days, **built})
+            for round_ in range(size.rounds):
+                warmup = size.warmup if round_ == 0 else 1  # a fresh interpreter warms up
+                for days in (0, size.days):
+                    args = (uris[days], day[days], warmup, size.passes)
+                    results[days].append(isolated(scheduler_pass.measure, *args))
+                    day[days] += warmup + size.passes + 1
+                    log(f"{name}, {days} days: passes {results[days][-1]['pass_s']}")
+            for row in rows[-2:]:
+                found = results[row["days"]]
+                row["pass_s"] = [t for r in found for t in r["pass_s"]]
+                for key in ("rss_first_mib", "rss_growth_mib", "tracemalloc_peak_mib"):
+                    row[key] = max(r[key] for r in found)
+        finally:
+            cleanup()
+    return rows
+
+
+def bench_freerun(tmp: Path, size: Sizes) -> dict:
+    uri = f"sqlite:///{tmp / 'freerun.db'}"
+    log(f"freerun: Tactus, {size.freeruns} x every 1 for {size.seconds:.0f} s")
+    ours = isolated(scheduler_freerun.tactus, uri, size.freeruns, size.seconds)
+    log(f"freerun: Tactus {ours}")
+    log("freerun: APScheduler 3")
+    theirs = scheduler_freerun.apscheduler(size.freeruns, size.seconds)
+    log(f"freerun: APScheduler {theirs}")
+    cost = []
+    for name, make_uri, cleanup in backends(tmp):
+        try:
+            error = None
+            for history in (0, size.uow_history):
+                log(f"freerun fire cost: {name}, {history:,} processed units of work")
+                row = {"history": history, "pass_ms": None, "error": error}
+                if error is None:  # no point filling a history when firing fails anyway
+                    try:
+                        uri = make_uri(f"cost_{history}")
+                        row = isolated(scheduler_freerun.fire_cost, uri, history)
+                    except RuntimeError as exc:
+                        error = row["error"] = str(exc)
+                cost.append({"backend": name, **row})
+                log(f"freerun fire cost: {cost[-1]}")
+        finally:
+            cleanup()
+    return {"tactus": ours, "apscheduler": theirs, "cost": cost}
+
+
+def bench_catchup(tmp: Path, size: Sizes) -> list[dict]:
+    rows = []
+    for max_active in (100, 1):
+        uri = f"sqlite:///{tmp / f'catchup_{max_active}.db'}"
+        log(f"catch-up: {size.hours} hours, max_active {max_active}")
+        rows.append(isolated(scheduler_catchup.run, uri, size.hours, max_active))
+        log(f"catch-up: {rows[-1]}")
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--write", help="replace the marked section of this Markdown file")
+    args = parser.parse_args()
+    size = QUICK if args.quick else Sizes()
+    quiet = Quiet(budget_s=1200, enabled=not args.quick)
+    with tempfile.TemporaryDirectory(prefix="bench-scheduler-") as tmp:
+        quiet.wait("pass")
+        passes = bench_passes(Path(tmp), size)
+        quiet.wait("freerun")
+        freerun = bench_freerun(Path(tmp), size)
+        quiet.wait("catch-up")
+        catchup = bench_catchup(Path(tmp), size)
+    text = render(passes, freerun, catchup, size, quiet.notes, args.quick)
+    print(text)
+    if args.write:
+        write(Path(args.write), text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
