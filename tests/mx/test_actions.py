@@ -74,9 +74,7 @@ def test_trigger_managed_wakes_the_scheduler_and_daemon_is_refused(ctx, publishe
     register(ctx, name="h", kind="managed", time_qualifier="hourly", command=["true"])
     register(ctx, name="d", kind="daemon", command=["sleep", "1"])
     assert actions.trigger(ctx, "h") == {"process": "h", "uow": None}
-    assert [(q, m.kind, m.process) for q, m, _ in published] == [
-        ("tactus.uow_status", "wake", "h")
-    ]
+    assert [(q, m.kind, m.process) for q, m, _ in published] == [("tactus.uow_status", "wake", "h")]
     with pytest.raises(InvalidInput):
         actions.trigger(ctx, "d")
     with pytest.raises(NotFound):
