@@ -6,6 +6,7 @@ runs it as its own OS process on the real clock and kills it with SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -314,3 +315,58 @@ def test_dependency_skipped_skips_the_dependent_with_real_workers(tmp_path):
     assert inst.state("site_daily", "2026010400") is JobState.SKIPPED
     assert inst.store.find_uows(UowQuery(process="client_daily"), limit=10).items == []
     inst.close()
+
+
+def test_worker_killed_mid_uow_is_retried_by_the_scheduler(tmp_path):
+    # given a command that hangs on its first attempt and succeeds on the second
+    inst = Installation(tmp_path, "store")
+    inst.env["TACTUS_HEARTBEAT_INTERVAL"] = "0.3"
+    clock = SystemClock()
+    period = Timeperiod.containing("hourly", clock.now()).previous()
+    marker, orphan = tmp_path / "attempts", tmp_path / "orphan.pid"
+    script = (
+        f"n=$(cat {marker} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {marker}; "
+        f"if [ $n -eq 1 ]; then echo $$ > {orphan}; sleep 60; fi"
+    )
+    inst.register(
+        clock,
+        name="victim",
+        kind="managed",
+        time_qualifier="hourly",
+        lag=0,
+        start_timeperiod=str(period),
+        retries=2,
+        retry_delay=1,
+        command=["sh", "-c", script],
+    )
+    first = inst.spawn("-m", "workers", "victim")
+    scheduler = _scheduler(
+        inst,
+        clock,
+        recovery_interval=timedelta(milliseconds=300),
+        heartbeat_interval=timedelta(seconds=0.3),
+        heartbeat_misses=3,
+    )
+    scheduler.start()
+    try:
+        wait_until(orphan.exists, deadline=30, what="the first attempt to start")
+        # when its worker is killed outright mid-run and another worker is started
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        inst.spawn("-m", "workers", "victim")
+        # then the scheduler declares the worker lost, retries, and the job is processed
+        wait_until(
+            lambda: inst.state("victim", str(period)) is JobState.PROCESSED,
+            deadline=60,
+            what="the job to be processed by the second worker",
+        )
+    finally:
+        scheduler.stop()
+        if orphan.exists():  # the killed worker's command lives on in its own session
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(orphan.read_text()), signal.SIGKILL)
+        inst.close()
+    (uow,) = inst.store.find_uows(UowQuery(process="victim"), limit=10).items
+    assert uow.attempt == 2 and uow.exit_code == 0
+    history = inst.store.history("uow", uow.id)
+    assert any("lost" in e.reason for e in history if e.trigger == "fail")
