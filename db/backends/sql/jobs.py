@@ -73,6 +73,9 @@ class JobsMixin(SqlCore):
             raise NotFound("job", f"{process}/{timeperiod}")
         return rows.job_from(row)
 
+    def _is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
     def find_jobs(
         self, query: JobQuery, *, limit: int = 100, cursor: str | None = None
     ) -> Page[Job]:
@@ -98,7 +101,14 @@ class JobsMixin(SqlCore):
                 bound = timeperiod <= last_timeperiod if newest else timeperiod >= last_timeperiod
                 after = sa.and_(bound, sa.or_(after, process > last_process))
             stmt = stmt.where(after)
-        stmt = stmt.order_by(timeperiod.desc() if newest else timeperiod.asc())
+        order_key = timeperiod
+        if query.states is not None and query.process is not None and self._is_sqlite():
+            # The scheduler's active window (a few jobs of one process in some states). SQLite's
+            # planner would walk the unique (process, timeperiod) index to avoid a sort, reading
+            # every historical job of the process; ``+timeperiod`` (no index can order by it)
+            # makes it use the (process, state, timeperiod) index and sort the few matches.
+            order_key = sa.literal_column(f"+{job_table.name}.timeperiod")
+        stmt = stmt.order_by(order_key.desc() if newest else order_key.asc())
         if query.process is None:
             # With one process the second key is constant; leaving it out lets MySQL read the
             # (process, timeperiod) index in order instead of sorting.
