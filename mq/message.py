@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from db.errors import MalformedMessage
+
+if TYPE_CHECKING:
+    from db.models import UnitOfWork
+
+#: Publishes (queue, body, delay): how the scheduler and the actions reach a broker's write side.
+Publish = Callable[[str, bytes, "timedelta | None"], None]
 
 #: Version written into every message and checked on read.
 MESSAGE_VERSION = 1
@@ -68,6 +76,14 @@ def status_message(uow_id: str, process: str) -> Message:
 def wake_message(process: str) -> Message:
     """The message that asks the scheduler to look at a process now (sent by actions)."""
     return Message(kind="wake", uow_id="", process=process)
+
+
+def uow_delivery(
+    uow: UnitOfWork, prefix: str, now: datetime
+) -> tuple[str, bytes, timedelta | None]:
+    """(queue, body, delay) announcing ``uow`` to its workers, held back until ``scheduled_at``."""
+    delay = uow.scheduled_at - now if uow.scheduled_at and uow.scheduled_at > now else None
+    return process_queue(prefix, uow.process), uow_message(uow.id, uow.process).encode(), delay
 
 
 def process_queue(prefix: str, process: str) -> str:

@@ -9,12 +9,10 @@ pass re-posts units of work nobody claimed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from db.uow_factory import create_once
-from mq.message import process_queue, uow_message
+from mq.message import Publish, uow_delivery
 
 if TYPE_CHECKING:
     from db.clock import Clock
@@ -22,9 +20,6 @@ if TYPE_CHECKING:
     from db.store import Store
 
 log = logging.getLogger(f"tactus.{__name__}")
-
-#: Publishes (queue, body, delay): the scheduler's only contact with the broker's write side.
-Publish = Callable[[str, bytes, timedelta | None], None]
 
 
 class Dispatcher:
@@ -46,10 +41,4 @@ class Dispatcher:
 
     def publish(self, uow: UnitOfWork) -> None:
         """Announce a unit of work to its process's workers (delayed until ``scheduled_at``)."""
-        delay = None
-        if uow.scheduled_at is not None:
-            ahead = uow.scheduled_at - self.clock.now()
-            if ahead > timedelta(0):
-                delay = ahead
-        body = uow_message(uow.id, uow.process).encode()
-        self._publish(process_queue(self.prefix, uow.process), body, delay)
+        self._publish(*uow_delivery(uow, self.prefix, self.clock.now()))

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from db.models import ProcessEntry
 from db.relations import Registry
 from db.states import ProcessKind
-from mq.message import process_queue, status_queue, uow_message, wake_message
+from mq.message import Publish, status_queue, uow_delivery, wake_message
 
 if TYPE_CHECKING:
     from db.clock import Clock
     from db.models import UnitOfWork
     from db.store import Store
-
-#: Publishes (queue, body, delay); a broker's ``publish`` bound with keyword delay.
-Publish = Callable[[str, bytes, timedelta | None], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +46,4 @@ class ServiceContext:
 
     def announce(self, uow: UnitOfWork) -> None:
         """Publish a unit of work to its process's workers (delayed until ``scheduled_at``)."""
-        delay = None
-        if uow.scheduled_at is not None and uow.scheduled_at > self.clock.now():
-            delay = uow.scheduled_at - self.clock.now()
-        body = uow_message(uow.id, uow.process).encode()
-        self.publish(process_queue(self.queue_prefix, uow.process), body, delay)
+        self.publish(*uow_delivery(uow, self.queue_prefix, self.clock.now()))
