@@ -35,6 +35,19 @@ log = logging.getLogger(f"tactus.{__name__}")
 ALIVE, LOST = "alive", "lost"
 
 
+def silence_limit(interval: timedelta | float, misses: int) -> timedelta:
+    """How long a worker may stay silent and still count as alive: ``interval * misses``.
+
+    Raises:
+        ValueError: ``misses`` below 1.
+    """
+    if not isinstance(interval, timedelta):
+        interval = timedelta(seconds=interval)
+    if misses < 1:
+        raise ValueError(f"misses must be at least 1, got {misses}")
+    return interval * misses
+
+
 def reap_lost_workers(
     store: Store,
     *,
@@ -63,11 +76,7 @@ def reap_lost_workers(
     Returns:
         Ids of the units of work this call failed (not those another caller failed first).
     """
-    if not isinstance(interval, timedelta):
-        interval = timedelta(seconds=interval)
-    if misses < 1:
-        raise ValueError(f"misses must be at least 1, got {misses}")
-    cutoff = now - interval * misses
+    cutoff = now - silence_limit(interval, misses)
     lost: set[str] = set()
     for worker in store.list_workers():
         if worker.heartbeat_at >= cutoff or worker.state not in (ALIVE, LOST):

@@ -325,6 +325,8 @@ class JobQuery:
     """Filter and order of :meth:`db.store.Store.find_jobs`."""
 
     process: str | None = None
+    #: Jobs of any of these processes (a page of the dashboard: one read for its rows).
+    processes: frozenset[str] | None = None
     states: frozenset[JobState] | None = None
     #: Inclusive lower and exclusive upper bound on the timeperiod string.
     from_timeperiod: str | None = None

@@ -201,8 +201,12 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def count_jobs(self, process: str | None = None) -> dict[tuple[str, JobState], int]:
-        """Number of jobs per (process, state), for one process or all."""
+    def count_jobs(
+        self, process: str | Iterable[str] | None = None
+    ) -> dict[tuple[str, JobState], int]:
+        """Number of jobs per (process, state): of one process (a name), of several (any
+        other iterable of names, e.g. a page of the process list: one query), or of all (None).
+        Processes without jobs have no key."""
 
     # -- units of work --------------------------------------------------------------------------
 

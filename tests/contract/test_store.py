@@ -256,6 +256,23 @@ def test_find_jobs_oldest_first_and_filters(store):
     assert [(j.process, j.timeperiod) for j in active] == [("a", "2026010503")]
 
 
+def test_find_jobs_of_several_processes(store):
+    # given 3 processes x 6 hours
+    for process in ("a", "b", "c"):
+        store.ensure_jobs(make_job(process, f"20260105{h:02d}") for h in range(6))
+    # when: two of them from hour 3, in pages of 2
+    found = _all_pages(
+        lambda **kw: store.find_jobs(
+            JobQuery(processes=frozenset({"a", "c"}), from_timeperiod="2026010503"), **kw
+        ),
+        limit=2,
+    )
+    # then: newest first, process second, none of b
+    assert [(j.timeperiod, j.process) for j in found] == [
+        (f"20260105{h:02d}", p) for h in (5, 4, 3) for p in ("a", "c")
+    ]
+
+
 def test_find_jobs_refuses_bad_cursor_and_limit(store):
     with pytest.raises(InvalidInput) as err:
         store.find_jobs(JobQuery(), cursor="garbage!")

@@ -11,7 +11,7 @@ from db.backends.mongo.documents import no_history, push_event
 from db.errors import NotFound, StateConflict
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from pymongo.collection import Collection
     from pymongo.database import Database
@@ -117,13 +117,19 @@ class MongoCore:
         return result.matched_count == 1
 
     def _count_by_process_and_state(
-        self, collection: str, process: str | None
+        self, collection: str, process: str | Iterable[str] | None
     ) -> dict[tuple[str, str], int]:
-        """Number of documents per (process, state value) in ``collection``."""
+        """Number of documents per (process, state value) in ``collection``, of one process
+        (a name), several (any other iterable of names) or all (None)."""
+        match: dict[str, Any] = {}
+        if isinstance(process, str):
+            match = {"process": process}
+        elif process is not None:
+            match = {"process": {"$in": sorted(set(process))}}
         # Group on one string, "state:process": nx-27017 leaves a compound group _id such as
         # {"p": "$process", "s": "$state"} unevaluated. States never contain ":".
         pipeline: list[dict[str, Any]] = [
-            {"$match": {} if process is None else {"process": process}},
+            {"$match": match},
             {
                 "$group": {
                     "_id": {"$concat": ["$state", ":", "$process"]},

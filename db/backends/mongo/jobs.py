@@ -84,6 +84,8 @@ class JobsMixin(MongoCore):
         clauses: list[dict[str, Any]] = []
         if query.process is not None:
             clauses.append({"process": query.process})
+        if query.processes is not None:
+            clauses.append({"process": {"$in": sorted(query.processes)}})
         if query.states is not None:
             clauses.append({"state": {"$in": sorted(s.value for s in query.states)}})
         bounds = {}
@@ -147,8 +149,10 @@ class JobsMixin(MongoCore):
         return job_from_doc(doc)
 
     @translated
-    def count_jobs(self, process: str | None = None) -> dict[tuple[str, JobState], int]:
-        """Number of jobs per (process, state), for one process or all."""
+    def count_jobs(
+        self, process: str | Iterable[str] | None = None
+    ) -> dict[tuple[str, JobState], int]:
+        """Number of jobs per (process, state), of one process, several or all."""
         return {
             (name, JobState(state)): count
             for (name, state), count in self._count_by_process_and_state(JOBS, process).items()

@@ -89,13 +89,35 @@ class SqlCore:
     ) -> T:
         attempt = 1
         while True:
+            committing = False
             try:
                 with engine.begin() as conn:
-                    return work(conn)
+                    result = work(conn)
+                    committing = True
+                return result
             except sa.exc.StatementError as exc:
                 if isinstance(exc.orig, TactusError):
                     # Raised by our own bind processing (a naive datetime): not a driver error.
                     raise exc.orig from None
+                if (
+                    isinstance(exc, sa.exc.DBAPIError)
+                    and exc.connection_invalidated
+                    and not committing
+                    and attempt < MAX_ATTEMPTS
+                ):
+                    # The connection was dead (a server restart, an idle timeout) before the
+                    # commit was sent, so nothing was written: run it again on a fresh one. Pools
+                    # do not ping each connection before use; this is the cheaper safety net.
+                    # A connection lost during the commit is not retried: the commit may have
+                    # happened.
+                    log.warning(
+                        "%s store: connection lost (%s); running the transaction again on a new "
+                        "connection",
+                        self.backend,
+                        reason(exc),
+                    )
+                    attempt += 1
+                    continue
                 if (
                     isinstance(exc, sa.exc.DBAPIError)
                     and is_transient(exc)

@@ -2,7 +2,8 @@
 
 Everything that depends on the driver rather than on the SQL lives here: which ``+driver`` a
 public scheme means, how SQLite is made safe for several writers (threads and OS processes on one
-file), and which driver errors are a lost race on a unique key, a transient deadlock worth
+file), how long a SQLite commit waits for the disk (the ``synchronous`` option of a ``sqlite://``
+URI), and which driver errors are a lost race on a unique key, a transient deadlock worth
 retrying, or an unreachable server.
 """
 
@@ -27,6 +28,15 @@ DEFAULT_DRIVERS = {
 }
 #: Seconds a SQLite connection waits for another writer's lock before giving up.
 SQLITE_BUSY_TIMEOUT = 30.0
+#: ``synchronous`` values a ``sqlite://`` store URI may ask for (``?synchronous=normal``).
+#: ``full`` (the default): every commit waits until the write-ahead log is on disk, so a
+#: committed change survives a power loss. ``normal``: commits do not wait for the disk (the log
+#: is synced at checkpoints); a committed change survives a crash of any process, but the last
+#: ones may be lost when the machine itself crashes or loses power.
+SQLITE_SYNCHRONOUS = ("full", "normal")
+#: The URI query key of the SQLite ``synchronous`` option (Tactus reads it; the driver never
+#: sees it).
+SYNCHRONOUS_OPTION = "synchronous"
 #: Seconds to wait for a PostgreSQL or MySQL server to accept a connection.
 CONNECT_TIMEOUT = 10
 #: Execution option marking a transaction that writes (SQLite then begins it IMMEDIATE).
@@ -69,7 +79,24 @@ def public_url(uri: str) -> URL:
         url = url.set(drivername=DEFAULT_DRIVERS[scheme])
     if url.get_backend_name() in ("mysql", "mariadb") and "charset" not in url.query:
         url = url.update_query_dict({"charset": "utf8mb4"})
+    if SYNCHRONOUS_OPTION in url.query:
+        if url.get_backend_name() != "sqlite":
+            raise InvalidInput("store_uri", f"{SYNCHRONOUS_OPTION} applies to SQLite only")
+        sqlite_synchronous(url)  # refuse a bad value now, not at the first connection
     return url
+
+
+def sqlite_synchronous(url: URL) -> str:
+    """The ``synchronous`` mode a SQLite store URI asks for: ``full`` unless it says otherwise.
+
+    Raises:
+        InvalidInput: a value other than those of :data:`SQLITE_SYNCHRONOUS` (``store_uri``).
+    """
+    value = url.query.get(SYNCHRONOUS_OPTION, "full")
+    if not isinstance(value, str) or value.lower() not in SQLITE_SYNCHRONOUS:
+        allowed = " or ".join(SQLITE_SYNCHRONOUS)
+        raise InvalidInput("store_uri", f"{SYNCHRONOUS_OPTION} must be {allowed}, got {value!r}")
+    return value.lower()
 
 
 def create_engine(url: URL) -> sa.Engine:
@@ -80,11 +107,17 @@ def create_engine(url: URL) -> sa.Engine:
     """
     kwargs: dict[str, Any] = {}
     backend = url.get_backend_name()
+    synchronous = None
     if backend == "sqlite":
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
+        synchronous = sqlite_synchronous(url)
+        url = url.difference_update_query([SYNCHRONOUS_OPTION])
     else:
-        # A daemon outlives server restarts and idle timeouts: test connections on checkout.
-        kwargs.update(pool_pre_ping=True, pool_recycle=1800)
+        # A daemon outlives server restarts and idle timeouts. Testing every connection on
+        # checkout (pool_pre_ping) would cost a round trip per transaction; instead the store
+        # runs a transaction again when its connection turns out dead before the commit
+        # (SqlCore._run), and connections are replaced after half an hour.
+        kwargs.update(pool_recycle=1800)
         timeout_key = "connect_timeout"
         if timeout_key not in url.query:
             kwargs["connect_args"] = {timeout_key: CONNECT_TIMEOUT}
@@ -97,6 +130,8 @@ def create_engine(url: URL) -> sa.Engine:
     except (ImportError, sa.exc.NoSuchModuleError) as exc:
         masked = url.render_as_string(hide_password=True)
         raise StoreUnavailable(f"no driver for {masked}: {exc}") from exc
+    if synchronous is not None:
+        event.listen(engine, "connect", _SqliteSynchronous(synchronous))
     return engine
 
 
@@ -123,6 +158,16 @@ def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) -> No
         cursor.execute("PRAGMA journal_mode = WAL")
     finally:
         cursor.close()
+
+
+class _SqliteSynchronous:
+    """Connect listener: ``PRAGMA synchronous`` of the store URI on every new connection."""
+
+    def __init__(self, mode: str) -> None:
+        self.statement = f"PRAGMA synchronous = {mode.upper()}"
+
+    def __call__(self, dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        dbapi_connection.execute(self.statement)
 
 
 def _sqlite_begin(connection: sa.Connection) -> None:

@@ -73,20 +73,27 @@ class JobsMixin(SqlCore):
             raise NotFound("job", f"{process}/{timeperiod}")
         return rows.job_from(row)
 
-    def _is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
-
     def find_jobs(
         self, query: JobQuery, *, limit: int = 100, cursor: str | None = None
     ) -> Page[Job]:
-        """A page of jobs ordered by (timeperiod DESC or ASC, process ASC), keyset paginated."""
+        """A page of jobs ordered by (timeperiod DESC or ASC, process ASC), keyset paginated.
+
+        Several states of all processes (the UI's lists) are read as one branch per state,
+        merged with UNION ALL: each branch walks the (state, timeperiod DESC, process) index in
+        page order and stops after a page, so a page costs about the same however rare or
+        common the states are. With one ``state IN (...)`` the planners walk the timeperiod
+        order and filter instead, which reads every job when the states are rare (0.6 s for a
+        page of 440,000 jobs on SQLite). Several states of one process stay one query: the
+        scheduler asks that for every process on every pass, its matches are few, and building
+        the union would cost more Python than the query.
+        """
         limit = check_limit(limit)
         timeperiod, process = job_table.c.timeperiod, job_table.c.process
         stmt = sa.select(job_table)
         if query.process is not None:
             stmt = stmt.where(process == query.process)
-        if query.states is not None:
-            stmt = stmt.where(job_table.c.state.in_(sorted(str(s) for s in query.states)))
+        if query.processes is not None:
+            stmt = stmt.where(process.in_(sorted(query.processes)))
         if query.from_timeperiod is not None:
             stmt = stmt.where(timeperiod >= query.from_timeperiod)
         if query.to_timeperiod is not None:
@@ -101,18 +108,24 @@ class JobsMixin(SqlCore):
                 bound = timeperiod <= last_timeperiod if newest else timeperiod >= last_timeperiod
                 after = sa.and_(bound, sa.or_(after, process > last_process))
             stmt = stmt.where(after)
-        order_key = timeperiod
-        if query.states is not None and query.process is not None and self._is_sqlite():
-            # The scheduler's active window (a few jobs of one process in some states). SQLite's
-            # planner would walk the unique (process, timeperiod) index to avoid a sort, reading
-            # every historical job of the process; ``+timeperiod`` (no index can order by it)
-            # makes it use the (process, state, timeperiod) index and sort the few matches.
-            order_key = sa.literal_column(f"+{job_table.name}.timeperiod")
-        stmt = stmt.order_by(order_key.desc() if newest else order_key.asc())
-        if query.process is None:
-            # With one process the second key is constant; leaving it out lets MySQL read the
-            # (process, timeperiod) index in order instead of sorting.
-            stmt = stmt.order_by(process.asc())
+        states = None if query.states is None else sorted(str(s) for s in query.states)
+        if states is not None and len(states) == len(JobState):
+            states = None  # every state: no filter
+        if states is not None and len(states) > 1 and query.process is None:
+            branches = [
+                self._job_order(stmt.where(job_table.c.state == state), job_table.c, query)
+                .limit(limit + 1)
+                .subquery()
+                for state in states
+            ]
+            merged = sa.union_all(*(sa.select(branch) for branch in branches)).subquery()
+            stmt = self._job_order(sa.select(merged), merged.c, query)
+        else:
+            if states is not None:
+                stmt = stmt.where(job_table.c.state.in_(states))
+            stmt = self._job_order(
+                stmt, job_table.c, query, several=bool(states and len(states) > 1)
+            )
         stmt = stmt.limit(limit + 1)
         found = self._read(lambda conn: conn.execute(stmt).all())
         items = [rows.job_from(row._mapping) for row in found[:limit]]
@@ -120,6 +133,27 @@ class JobsMixin(SqlCore):
         if len(found) > limit:
             next_cursor = encode_cursor(items[-1].timeperiod, items[-1].process)
         return Page(items, next_cursor)
+
+    def _job_order(
+        self, stmt: sa.Select, columns: Any, query: JobQuery, *, several: bool = False
+    ) -> sa.Select:
+        """``stmt`` in page order: by timeperiod (newest first unless the query says oldest),
+        then by process unless the query names one. ``several``: ``stmt`` filters one process
+        by several states."""
+        order_key = columns.timeperiod
+        if several and self.engine.dialect.name == "sqlite":
+            # The scheduler's active window (a few jobs of one process in some states). SQLite's
+            # planner would walk the unique (process, timeperiod) index to avoid a sort, reading
+            # every historical job of the process; ``+timeperiod`` (no index can order by it)
+            # makes it use the (process, state, timeperiod) index and sort the few matches.
+            # With one state that index is in page order already and SQLite takes it.
+            order_key = sa.literal_column(f"+{job_table.name}.timeperiod")
+        stmt = stmt.order_by(order_key.desc() if query.newest_first else order_key.asc())
+        if query.process is None:
+            # With one process the second key is constant; leaving it out lets MySQL read the
+            # (process, timeperiod) index in order instead of sorting.
+            stmt = stmt.order_by(columns.process.asc())
+        return stmt
 
     def transition_job(
         self,
@@ -154,13 +188,20 @@ class JobsMixin(SqlCore):
 
         return self._write(work, entity="job", key=key)
 
-    def count_jobs(self, process: str | None = None) -> dict[tuple[str, JobState], int]:
-        """Jobs per (process, state)."""
+    def count_jobs(
+        self, process: str | Iterable[str] | None = None
+    ) -> dict[tuple[str, JobState], int]:
+        """Jobs per (process, state), of one process, several (one query) or all."""
         stmt = sa.select(job_table.c.process, job_table.c.state, sa.func.count()).group_by(
             job_table.c.process, job_table.c.state
         )
-        if process is not None:
+        if isinstance(process, str):
             stmt = stmt.where(job_table.c.process == process)
+        elif process is not None:
+            names = sorted(set(process))
+            if not names:
+                return {}
+            stmt = stmt.where(job_table.c.process.in_(names))
         found = self._read(lambda conn: conn.execute(stmt).all())
         return {(name, JobState(state)): count for name, state, count in found}
 

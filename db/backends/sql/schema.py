@@ -120,7 +120,10 @@ sa.Index("ix_jobs_process_state_timeperiod", jobs.c.process, jobs.c.state, jobs.
 # The UI's newest-first list orders by (timeperiod DESC, process ASC); an index in that order
 # serves it (and its keyset cursor) without a sort on every backend.
 sa.Index("ix_jobs_timeperiod_process", jobs.c.timeperiod.desc(), jobs.c.process)
-sa.Index("ix_jobs_state_timeperiod", jobs.c.state, jobs.c.timeperiod, jobs.c.process)
+# The same order within one state: a page of jobs in some states (each state read on its own,
+# then merged) stops after the page instead of sorting every job in that state, and the planners
+# choose it over walking the whole timeperiod order for a rare state.
+sa.Index("ix_jobs_state_newest", jobs.c.state, jobs.c.timeperiod.desc(), jobs.c.process)
 
 uows = sa.Table(
     "uows",
@@ -264,3 +267,35 @@ sa.Index(
     queue_messages.c.queue,
     queue_messages.c.available_at,
 )
+
+
+# -- indexes added after a store was created -------------------------------------------------------
+
+#: Indexes an earlier schema had and this one dropped, per table: :func:`_upgrade_indexes` drops
+#: them from existing stores (``ix_jobs_state_timeperiod`` ordered timeperiods ascending, so a
+#: newest-first page in one state had to sort; ``ix_jobs_state_newest`` replaces it).
+RETIRED_INDEXES: dict[str, tuple[str, ...]] = {"jobs": ("ix_jobs_state_timeperiod",)}
+
+
+@sa.event.listens_for(metadata, "after_create")
+def _upgrade_indexes(target: sa.MetaData, connection: sa.Connection, **_: Any) -> None:
+    """After ``create_all`` (``init_schema``): create the indexes an existing table lacks and
+    drop the retired ones.
+
+    ``create_all`` creates a missing table with its indexes but leaves an existing table as it
+    is, so an index added to this module would never reach a store made before it.
+    """
+    inspector = sa.inspect(connection)
+    for table in target.sorted_tables:
+        present = {index["name"] for index in inspector.get_indexes(table.name)}
+        # IF [NOT] EXISTS: two services starting together on an old store both see it missing.
+        for index in table.indexes:
+            if index.name not in present:
+                connection.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+        for name in RETIRED_INDEXES.get(table.name, ()):
+            if name in present:
+                quoted = connection.dialect.identifier_preparer.quote(name)
+                drop = f"DROP INDEX IF EXISTS {quoted}"
+                if connection.dialect.name in ("mysql", "mariadb"):
+                    drop += f" ON {connection.dialect.identifier_preparer.quote(table.name)}"
+                connection.exec_driver_sql(drop)

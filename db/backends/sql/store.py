@@ -4,6 +4,7 @@ the embedded queue and the credentials come from their mixins."""
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -57,6 +58,9 @@ class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, S
         if self.backend == "sqlite":
             prepare_sqlite(self.engine)
         self._writer = self.engine.execution_options(**{WRITE_OPTION: True})
+        #: Parsed process records by name (see :meth:`list_processes`).
+        self._process_cache: dict[str, ProcessRecord] = {}
+        self._process_lock = threading.Lock()
         self._returning = bool(dialect.update_returning)
         log.debug("opened %s store %s", self.backend, self.describe())
 
@@ -80,6 +84,8 @@ class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, S
             metadata.create_all(conn, checkfirst=False)
 
         self._write(work)
+        with self._process_lock:
+            self._process_cache = {}
         log.info("%s store %s: schema reset", self.backend, self.describe())
 
     def ping(self) -> None:
@@ -95,11 +101,36 @@ class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, S
 
     def list_processes(self, kind: ProcessKind | None = None) -> list[ProcessRecord]:
         """Registered processes, optionally of one kind, ordered by name."""
-        stmt = sa.select(processes).order_by(processes.c.name)
+        # Parsing a record (two JSON columns and the entry) costs far more than reading its
+        # version: read the versions, then the full rows of only what changed since last time.
+        # Every call still reads the store, so no change is ever missed.
+        c = processes.c
+        stmt = sa.select(c.name, c.version, c.updated_at).order_by(c.name)
         if kind is not None:
-            stmt = stmt.where(processes.c.kind == str(kind))
-        found = self._read(lambda conn: conn.execute(stmt).all())
-        return [rows.process_from(row._mapping) for row in found]
+            stmt = stmt.where(c.kind == str(kind))
+        current = self._read(lambda conn: conn.execute(stmt).all())
+        with self._process_lock:
+            cache = dict(self._process_cache)
+        stale = [
+            name
+            for name, version, updated_at in current
+            if (cached := cache.get(name)) is None
+            or (cached.version, cached.updated_at) != (version, updated_at)
+        ]
+        for start in range(0, len(stale), 500):
+            chunk = stale[start : start + 500]
+            full = sa.select(processes).where(c.name.in_(chunk))
+            for row in self._read(lambda conn, full=full: conn.execute(full).all()):
+                record = rows.process_from(row._mapping)
+                cache[record.name] = record
+        names = [name for name, _, _ in current]
+        with self._process_lock:  # mx serves requests on threads sharing this store
+            if kind is None:
+                self._process_cache = {n: cache[n] for n in names if n in cache}
+            else:
+                self._process_cache.update((n, cache[n]) for n in names if n in cache)
+        # A process deleted between the two reads is left out, as if listed a moment later.
+        return [cache[name] for name in names if name in cache]
 
     def get_process(self, name: str) -> ProcessRecord:
         """One process; NotFound if missing."""
@@ -159,6 +190,9 @@ class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, S
             if conn.execute(stmt).rowcount == 0:
                 raise NotFound("process", name)
 
+        # A process made again under this name may repeat the old one's version and instants.
+        with self._process_lock:
+            self._process_cache.pop(name, None)
         self._write(work)
 
     # -- history ----------------------------------------------------------------------------------
