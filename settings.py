@@ -66,6 +66,10 @@ class Settings:
     visibility_timeout: float = 60.0
     #: Seconds a worker waits for its running unit of work on SIGTERM before releasing it.
     worker_stop_grace: float = 30.0
+    #: Messages each worker thread may hold unacknowledged: the one it runs and the ones fetched
+    #: ahead of it, so a busy worker never waits for the next. A unit of work that runs longer
+    #: than a second hands those back to idle workers; 1 fetches nothing ahead.
+    worker_prefetch: int = 2
     #: Supervisor: seconds a process must stay up to count as started (``starting -> running``).
     startsecs: float = 1.0
     #: Supervisor: failed starts in a row allowed before a process becomes ``fatal``.
@@ -194,6 +198,7 @@ _NUMBERS: dict[str, tuple[type, float]] = {
     "heartbeat_misses": (int, 1),
     "visibility_timeout": (float, 1.0),
     "worker_stop_grace": (float, 0.0),
+    "worker_prefetch": (int, 1),
     "startsecs": (float, 0.0),
     "startretries": (int, 0),
     "stopwaitsecs": (float, 0.0),

@@ -24,7 +24,7 @@ a worker with concurrency N opens N consumers.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -57,8 +57,20 @@ class Consumer(ABC):
         """
 
     @abstractmethod
-    def ack(self, delivery: Delivery) -> None:
-        """The message is handled: remove it for good (call only after the durable write)."""
+    def ack(self, delivery: Delivery, *, notices: Sequence[tuple[str, bytes]] = ()) -> None:
+        """The message is handled: remove it for good (call only after the durable write).
+
+        ``notices`` are (queue, body) messages to publish on the way out, before the ack: a
+        worker telling the scheduler about the outcome it has just stored. They reach the broker
+        ahead of the ack, but the call does not wait for the broker to make them durable
+        (RabbitMQ publishes them on the consumer's own channel without a confirm), so a notice
+        may be lost with a crashing broker after the ack. Use notices only for hints whose truth
+        is in the store; :meth:`Broker.publish` is the durable way.
+
+        Raises:
+            BrokerUnavailable: the store queue's store stayed unavailable (RabbitMQ: a lost
+                connection is logged instead, and the broker delivers the message again).
+        """
 
     @abstractmethod
     def reject(self, delivery: Delivery, reason: str) -> None:
@@ -72,6 +84,20 @@ class Consumer(ABC):
     def extend(self, delivery: Delivery, visibility: timedelta) -> None:
         """Keep holding a long-running delivery (no-op where the broker tracks the consumer's
         connection instead of a visibility timeout)."""
+
+    def hand_back(self) -> int:
+        """Give back the messages received ahead (prefetched) but not yet returned by
+        :meth:`get`, and receive no more until the next :meth:`get`: a consumer about to be busy
+        for long lets idle consumers take them. Deliveries already returned by :meth:`get` stay
+        held. Returns how many went back; they come again marked ``redelivered``.
+
+        This default is for a consumer that never receives ahead: it has nothing to give back.
+
+        Raises:
+            BrokerUnavailable: the store queue's store stayed unavailable (RabbitMQ: a lost
+                connection gives them back anyway, and is logged).
+        """
+        return 0
 
     @abstractmethod
     def close(self) -> None:

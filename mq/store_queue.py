@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
@@ -272,7 +272,10 @@ class StoreConsumer(Consumer):
             else:
                 self._pause = min(self._pause * 2, POLL_CAP)
 
-    def ack(self, delivery: Delivery) -> None:
+    def ack(self, delivery: Delivery, *, notices: Sequence[tuple[str, bytes]] = ()) -> None:
+        if notices:
+            # Written (one transaction per queue) before the ack: both are store writes here.
+            self._broker.publish_many(notices)
         message_id = self._settle(delivery)
         self._on_claim(
             "ack", message_id, lambda: self._store.queue_ack(message_id, self.consumer_id)
@@ -298,6 +301,26 @@ class StoreConsumer(Consumer):
     def extend(self, delivery: Delivery, visibility: timedelta) -> None:
         until = self._broker.clock.now() + _check_visibility(visibility)
         self._renew(str(delivery.tag), until)
+
+    def hand_back(self) -> int:
+        """Release the buffered claims (the store queue claims only inside :meth:`get`, so none
+        come until the next one)."""
+        buffered = [m.id for m in self._buffer]
+        self._buffer.clear()
+        now = self._broker.clock.now()
+        released = sum(
+            self._on_claim(
+                "hand back",
+                message_id,
+                lambda m=message_id: self._store.queue_release(
+                    m, self.consumer_id, available_at=now
+                ),
+            )
+            for message_id in buffered
+        )
+        if released:
+            self._broker.wakeup.notify([self.queue])
+        return released
 
     def close(self) -> None:
         """Give back every claim not acked: buffered ones and deliveries still held."""

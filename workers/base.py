@@ -89,6 +89,7 @@ class WorkerSettings(Protocol):
     heartbeat_interval: float
     visibility_timeout: float
     worker_stop_grace: float
+    worker_prefetch: int
 
 
 class UowWorker:

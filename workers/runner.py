@@ -7,9 +7,9 @@ it). The flow reads like rq's ``work()``:
 2. register the worker (a :class:`~db.models.WorkerRecord`) and start its
    :class:`~workers.heartbeat.Heartbeat`;
 3. start N slots (``concurrency``, :class:`~workers.slot.Slot`), each a thread with its own
-   consumer (prefetch 1) and, for a Python worker, its own :class:`~workers.base.UowWorker`
-   instance. Per delivery a slot runs decode → load → claim → execute → finish → publish status
-   → ack;
+   consumer (``worker_prefetch``) and, for a Python worker, its own
+   :class:`~workers.base.UowWorker` instance. Per delivery a slot runs decode → load → claim →
+   execute → finish → ack with the status notice;
 4. on SIGTERM or SIGINT (or ``stop_event``): take no new messages, give running units of work
    ``worker_stop_grace`` seconds (a second signal cuts it short), then interrupt the rest: kill
    a command's process group, ``release`` the unit of work (back to ``requested``, no attempt
@@ -73,6 +73,9 @@ EXIT_RESTART = 3
 INTERRUPT_WAIT = KILL_GRACE + DRAIN_GRACE + 3.0
 #: Seconds between the main thread's checks while it waits.
 _TICK = 0.1
+#: Seconds a read of the process's entry serves the units of work that start after it: an edit
+#: of ``timeout`` or ``command`` reaches the units of work started this long after it.
+ENTRY_REFRESH = 1.0
 
 
 def run_worker(
@@ -226,6 +229,8 @@ class Worker:
         self.abandoned = False
         self.exit_code = EXIT_OK
         self._lock = threading.Lock()
+        #: (monotonic time, entry) of the last read of the entry (see :meth:`current_entry`).
+        self._entry_read: tuple[float, ProcessEntry] | None = None
         self.slots = [Slot(self, index) for index in range(concurrency)]
         self.heartbeat = Heartbeat(
             store,
@@ -284,20 +289,30 @@ class Worker:
         return [task for task in tasks if task is not None and not task.finishing]
 
     def current_entry(self) -> ProcessEntry:
-        """The process's entry as stored now (``timeout`` or ``command`` edited at run time),
-        or the one the worker started with if it is gone or changed how it runs."""
+        """The process's entry as stored (``timeout`` or ``command`` edited at run time), read
+        again at most every :data:`ENTRY_REFRESH`; the one the worker started with if it is gone
+        or changed how it runs."""
+        now = time.monotonic()
+        cached = self._entry_read
+        if cached is not None and now - cached[0] < ENTRY_REFRESH:
+            return cached[1]
         try:
             entry = self.store.get_process(self.entry.name).entry
         except TactusError as exc:
             log.warning("worker %s: using the entry it started with: %s", self.worker_id, exc)
             return self.entry
         if (entry.command is None) != (self.entry.command is None):
-            return self.entry
+            entry = self.entry
+        self._entry_read = (now, entry)
         return entry
 
     def publish_status(self, uow: UnitOfWork) -> None:
         """Tell the scheduler a unit of work changed state (after the change is stored)."""
-        self.broker.publish(self.status_queue, status_message(uow.id, uow.process).encode())
+        self.broker.publish(*self.status_notice(uow))
+
+    def status_notice(self, uow: UnitOfWork) -> tuple[str, bytes]:
+        """The status message of ``uow``, as (queue, body), for ``Consumer.ack``'s notices."""
+        return self.status_queue, status_message(uow.id, uow.process).encode()
 
     def _register(self) -> None:
         now = self.clock.now()

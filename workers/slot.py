@@ -1,21 +1,26 @@
 """One slot of a worker process: a thread, its consumer and the flow of each delivery.
 
-A worker with concurrency N runs N slots (:mod:`workers.runner`). Each owns a consumer (prefetch
-1; consumers are not shared between threads) and, for a Python worker, one
-:class:`~workers.base.UowWorker` instance whose calls all run in one executor thread of the
-slot's. Per delivery, :meth:`Slot.handle` runs the steps in this order:
+A worker with concurrency N runs N slots (:mod:`workers.runner`). Each owns a consumer
+(``worker_prefetch`` messages in hand: the one it runs and the next ones, handed back for idle
+workers once a run lasts :data:`HAND_BACK_AFTER`; consumers are not shared between threads) and,
+for a Python worker, one :class:`~workers.base.UowWorker` instance whose calls all run in one
+executor thread of the slot's. Per delivery, :meth:`Slot.handle` runs the steps in this order:
 
 1. decode the message; a malformed one, or one naming no unit of work of this process, is
    rejected (dead-lettered) and the slot goes on;
 2. load the unit of work; one that is not ``requested`` (finished, or claimed by another worker)
-   is a duplicate or late delivery: ack it and do nothing (idempotent redelivery);
+   is a duplicate or late delivery: ack it and do nothing (idempotent redelivery), except that a
+   redelivered message of a finished unit of work is acked with its status again (its worker
+   may have died after storing the outcome, before the status left);
 3. claim it (``requested → in_progress``, compare-and-set through the funnel, with worker, box,
    pid, ``started_at`` and ``heartbeat_at``); a lost race is acked and ignored;
 4. run it: the shell driver for ``command``, the Python worker otherwise, within ``timeout``;
 5. record the outcome through the funnel (``succeed``, ``finish_noop`` or ``fail``, with the exit
-   code, output tail, error and ``finished_at``); the status message is published only after
-   that write commits;
-6. ack. A crash before the ack redelivers a message that step 2 then ignores.
+   code, output tail, error and ``finished_at``);
+6. once that write has committed, ack, with the status message as the ack's notice: it leaves
+   on the consumer's own channel ahead of the ack, without a round trip of its own (the store
+   is the truth; a status lost with a crashing broker only delays the scheduler's look). A crash
+   before the ack redelivers a message that step 2 then acks with the status.
 
 A run the worker must interrupt because it is stopping is handed back instead: ``release``
 (back to requested, no attempt used), then its message is requeued.
@@ -47,6 +52,7 @@ from workers.base import Outcome
 from workers.shell import POLL_INTERVAL, run_command
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import timedelta
 
     from db.clock import Clock
@@ -59,6 +65,9 @@ log = logging.getLogger(f"tactus.{__name__}")
 
 #: Seconds a slot waits for a message before it checks for a stop request.
 GET_TIMEOUT = 0.5
+#: Seconds a unit of work runs before the messages prefetched behind it (``worker_prefetch``
+#: above 1) are handed back for idle workers to take.
+HAND_BACK_AFTER = 1.0
 
 
 class SlotOwner(Protocol):
@@ -80,6 +89,9 @@ class SlotOwner(Protocol):
 
     def publish_status(self, uow: UnitOfWork) -> None:
         """Tell the scheduler the unit of work changed state."""
+
+    def status_notice(self, uow: UnitOfWork) -> tuple[str, bytes]:
+        """The (queue, body) telling the scheduler the unit of work changed state."""
 
     def slot_failed(self) -> None:
         """A slot cannot go on: stop the worker with a failure."""
@@ -103,6 +115,9 @@ class RunningUow:
         self.finishing = False
         #: Extension of the delivery asked for by the heartbeat, not yet done.
         self._extend: timedelta | None = None
+        #: When the run started (monotonic), and whether prefetched messages went back since.
+        self._started = time.monotonic()
+        self._handed_back = False
 
     @property
     def uow_id(self) -> str:
@@ -113,7 +128,23 @@ class RunningUow:
         self._extend = visibility
 
     def service(self) -> None:
-        """Extend the delivery if the heartbeat asked to (the consumer is this thread's)."""
+        """Called every :data:`~workers.shell.POLL_INTERVAL` during the run, in the slot's
+        thread (the consumer is this thread's): extend the delivery if the heartbeat asked to,
+        and once the run has lasted :data:`HAND_BACK_AFTER`, give the messages prefetched behind
+        it back to idle workers."""
+        if not self._handed_back and time.monotonic() - self._started >= HAND_BACK_AFTER:
+            self._handed_back = True
+            try:
+                returned = self.consumer.hand_back()
+            except TactusError as exc:
+                log.warning("uow %s: cannot hand back prefetched messages: %s", self.uow.id, exc)
+            else:
+                if returned:
+                    log.info(
+                        "uow %s: still running; %d prefetched message(s) handed back",
+                        self.uow.id,
+                        returned,
+                    )
         visibility, self._extend = self._extend, None
         if visibility is None:
             return
@@ -150,6 +181,8 @@ class _Verdict:
 
 
 _TRIGGERS = {Outcome.PROCESSED: "succeed", Outcome.NOOP: "finish_noop"}
+#: The states a worker's outcome leaves a unit of work in.
+_OUTCOME_STATES = frozenset({UowState.PROCESSED, UowState.NOOP, UowState.INVALID})
 
 
 class Slot:
@@ -183,7 +216,8 @@ class Slot:
     def _main(self) -> None:
         worker = self.worker
         try:
-            with worker.broker.consumer(worker.queue, prefetch=1) as consumer:
+            prefetch = worker.settings.worker_prefetch
+            with worker.broker.consumer(worker.queue, prefetch=prefetch) as consumer:
                 self._setup()
                 try:
                     while not worker.stop_event.is_set() and not self.abandoned:
@@ -275,7 +309,12 @@ class Slot:
         if uow.state != UowState.REQUESTED:
             # A duplicate or late delivery: finished already, or claimed by another worker.
             log.info("uow %s: %s, not requested; ignoring the delivery", uow.id, uow.state)
-            consumer.ack(delivery)
+            notices = ()
+            if delivery.redelivered and uow.state in _OUTCOME_STATES:
+                # Its worker may have died between storing the outcome and acking, with the
+                # status never sent: announce it again (a duplicate status is harmless).
+                notices = (worker.status_notice(uow),)
+            consumer.ack(delivery, notices=notices)
             return None
         return uow
 
@@ -371,12 +410,15 @@ class Slot:
         return _Verdict(trigger="fail", error=error, reason=error, seconds=seconds)
 
     def _finish(self, task: RunningUow, verdict: _Verdict) -> None:
-        """Record the outcome through the funnel, publish the status after the commit, then
-        ack: a crash in between redelivers a message that the next worker ignores."""
+        """Record the outcome through the funnel, then ack with the status notice: the status
+        leaves only after the outcome is committed, ahead of the ack on the same channel. A
+        crash before the ack redelivers a message that the next worker acks with the status
+        again (see :meth:`_load`)."""
         worker = self.worker
         assert verdict.trigger is not None
+        notices: tuple[tuple[str, bytes], ...] = ()
         try:
-            change_uow(
+            finished = change_uow(
                 worker.store,
                 task.uow,
                 verdict.trigger,
@@ -394,13 +436,14 @@ class Slot:
                     "exit_code": verdict.exit_code,
                     "seconds": round(verdict.seconds, 3),
                 },
-                after_commit=worker.publish_status,
             )
         except (StateConflict, TransitionRefused) as exc:
             # Canceled by hand, or declared lost and retried, while it ran: that decision
             # stands and this outcome is dropped.
             log.warning("uow %s: outcome %s not recorded: %s", task.uow.id, verdict.trigger, exc)
-        self._ack(task)
+        else:
+            notices = (worker.status_notice(finished),)
+        self._ack(task, notices)
 
     def _release(self, task: RunningUow) -> None:
         """Hand an interrupted unit of work back (no attempt used) and requeue its message."""
@@ -431,9 +474,9 @@ class Slot:
         except TactusError as exc:
             log.warning("uow %s: requeue failed (%s); the broker redelivers it", task.uow.id, exc)
 
-    def _ack(self, task: RunningUow) -> None:
+    def _ack(self, task: RunningUow, notices: Sequence[tuple[str, bytes]] = ()) -> None:
         try:
-            task.consumer.ack(task.delivery)
+            task.consumer.ack(task.delivery, notices=notices)
         except TactusError as exc:
             # The outcome is stored; a redelivery finds the unit of work finished and is acked.
             log.warning("uow %s: ack failed: %s", task.uow.id, exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,7 @@ from mq.broker import Consumer, Delivery
 from mq.rabbitmq._link import BROKER_ERRORS, Link, RetryPolicy, explain
 from mq.rabbitmq._publisher import (
     DELAY_QUEUE_GRACE,
+    PERSISTENT,
     Outgoing,
     TxPublisher,
     declare_queue,
@@ -56,6 +57,10 @@ class RabbitConsumer(Consumer):
             self._link, grace=delay_queue_grace, on_delay_queue=on_delay_queue
         )
         self._buffer: deque[Delivery] = deque()
+        #: The channel's consumer; None after :meth:`hand_back` cancelled it.
+        self._consumer_tag: str | None = None
+        #: Queues declared for notices on this connection (see :meth:`ack`).
+        self._notice_queues: set[str] = set()
         self._channel: BlockingChannel | None = None
         #: Counts the channels consumed on; a delivery's tag is (epoch, delivery tag), so a tag
         #: from a lost channel is recognised and never sent on its successor.
@@ -71,6 +76,9 @@ class RabbitConsumer(Consumer):
                 return self._buffer.popleft()
             remaining = deadline - time.monotonic()
             channel = self._ensure_open()
+            if self._consumer_tag is None:
+                self._consume_again(channel)
+                continue
             try:
                 self._link.connection.process_data_events(time_limit=max(remaining, 0.0))
             except BROKER_ERRORS as exc:
@@ -92,8 +100,44 @@ class RabbitConsumer(Consumer):
             if not self._buffer and remaining <= 0:
                 return None
 
-    def ack(self, delivery: Delivery) -> None:
-        self._settle(delivery, "ack", lambda channel, tag: channel.basic_ack(tag))
+    def hand_back(self) -> int:
+        channel = self._channel
+        if self.prefetch == 1 or channel is None or not channel.is_open:
+            # Nothing comes ahead of a prefetch of 1; a lost channel gives everything back.
+            self._buffer.clear()
+            return 0
+        try:
+            if self._consumer_tag is not None:
+                # No more deliveries until the next get() consumes again. (A per-consumer
+                # prefetch cannot be lowered on a live consumer.) pika rejects, requeueing, what
+                # the broker sent before it saw the cancel.
+                channel.basic_cancel(self._consumer_tag)
+                self._consumer_tag = None
+            returned = list(self._buffer)
+            self._buffer.clear()
+            for delivery in returned:
+                channel.basic_reject(delivery.tag[1], requeue=True)
+        except BROKER_ERRORS as exc:
+            self._lost("handing back prefetched deliveries", exc)
+            return 0
+        return len(returned)
+
+    def ack(self, delivery: Delivery, *, notices: Sequence[tuple[str, bytes]] = ()) -> None:
+        if not notices:
+            self._settle(delivery, "ack", lambda channel, tag: channel.basic_ack(tag))
+            return
+
+        def publish_then_ack(channel: BlockingChannel, tag: int) -> None:
+            # The same channel carries both, and a channel's methods take effect in order: the
+            # broker has routed the notices when it sees the ack. Nothing waits for a confirm.
+            for queue, body in notices:
+                if queue not in self._notice_queues:
+                    declare_queue(channel, queue)
+                    self._notice_queues.add(queue)
+                channel.basic_publish("", queue, body, PERSISTENT, mandatory=True)
+            channel.basic_ack(tag)
+
+        self._settle(delivery, "ack", publish_then_ack)
 
     def reject(self, delivery: Delivery, reason: str) -> None:
         log.warning(
@@ -143,7 +187,8 @@ class RabbitConsumer(Consumer):
         declare_queue(channel, self.queue)
         channel.basic_qos(prefetch_count=self.prefetch)
         channel.add_on_cancel_callback(self._on_cancelled)
-        channel.basic_consume(self.queue, self._on_message, auto_ack=False)
+        channel.add_on_return_callback(self._on_returned)
+        self._consumer_tag = channel.basic_consume(self.queue, self._on_message, auto_ack=False)
         self._epoch += 1
         self._channel = channel
         return channel
@@ -168,6 +213,24 @@ class RabbitConsumer(Consumer):
                 redelivered=bool(method.redelivered),
             )
         )
+
+    def _consume_again(self, channel: BlockingChannel) -> None:
+        """After :meth:`hand_back`: consume on the same channel, so held deliveries stay ours."""
+        try:
+            self._consumer_tag = channel.basic_consume(self.queue, self._on_message, auto_ack=False)
+        except BROKER_ERRORS as exc:
+            self._lost("consuming again", exc)
+
+    def _on_returned(self, _channel: Any, method: Any, _properties: Any, body: bytes) -> None:
+        # A notice whose queue vanished since it was declared (deleted by hand): it is lost,
+        # which a notice may be; declare the queue again before the next one.
+        log.warning(
+            "queue %s: a notice to %s came back unroutable: %r",
+            self.queue,
+            method.routing_key,
+            body[:80],
+        )
+        self._notice_queues.discard(method.routing_key)
 
     def _on_cancelled(self, _frame: Any) -> None:
         # The broker cancelled the consumer (its queue was deleted): consume afresh, which
@@ -206,5 +269,7 @@ class RabbitConsumer(Consumer):
 
     def _drop(self) -> None:
         self._buffer.clear()
+        self._consumer_tag = None
+        self._notice_queues.clear()
         self._channel = None
         self._link.reset()

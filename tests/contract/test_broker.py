@@ -285,6 +285,66 @@ def test_close_gives_unacked_deliveries_back(broker: Broker, queue: str):
     assert (delivery.body, delivery.redelivered) == (b"job", True)
 
 
+# -- acks with notices -----------------------------------------------------------------------
+
+
+def test_ack_with_notices_publishes_them_and_removes_the_delivery(
+    broker: Broker, broker_spec: BrokerSpec, queue: str
+):
+    # given a delivery being handled, and a queue nobody declared yet for its notices
+    status = broker_spec.queue("status")
+    broker.publish(queue, b"job")
+    with broker.consumer(queue) as consumer:
+        delivery = receive(consumer)
+        # when it is acked with two notices
+        consumer.ack(delivery, notices=[(status, b"done 1"), (status, b"done 2")])
+        # then the delivery is gone for good
+        assert consumer.get(QUIET) is None
+    assert broker.depth(queue) == 0
+    # and the notices wait in their queue, in order
+    with broker.consumer(status) as consumer:
+        assert drain(consumer, 2) == [b"done 1", b"done 2"]
+        assert consumer.get(QUIET) is None
+
+
+def test_ack_with_notices_sends_each_notice_once_per_ack(
+    broker: Broker, broker_spec: BrokerSpec, queue: str
+):
+    # given a consumer acking a stream of deliveries, each with its notice
+    status = broker_spec.queue("status")
+    broker.publish_many((queue, body) for body in numbered(20))
+    with broker.consumer(queue, prefetch=5) as consumer:
+        for _ in range(20):
+            delivery = receive(consumer)
+            consumer.ack(delivery, notices=[(status, b"done " + delivery.body)])
+        assert consumer.get(QUIET) is None
+    # then every notice arrived exactly once
+    with broker.consumer(status, prefetch=20) as consumer:
+        assert sorted(drain(consumer, 20)) == sorted(b"done " + b for b in numbered(20))
+        assert consumer.get(QUIET) is None
+
+
+def test_hand_back_lets_another_consumer_take_what_was_prefetched(broker: Broker, queue: str):
+    # given a consumer holding one delivery, with more prefetched behind it
+    broker.publish_many((queue, body) for body in numbered(3))
+    busy = broker.consumer(queue, prefetch=3)
+    try:
+        held = receive(busy)
+        time.sleep(0.2)  # let the prefetched ones arrive
+        # when it hands them back (a long run begins)
+        assert busy.hand_back() <= 2
+        # then another consumer gets them, while the first keeps the one it holds
+        with broker.consumer(queue, prefetch=3) as idle:
+            assert sorted(drain(idle, 2)) == numbered(3)[1:]
+            assert idle.get(QUIET) is None
+        busy.ack(held)
+        assert held.body == numbered(3)[0]
+        assert busy.get(QUIET) is None
+    finally:
+        busy.close()
+    assert broker.depth(queue) == 0
+
+
 # -- delays, requeue, dead letters -----------------------------------------------------------
 
 
