@@ -13,6 +13,7 @@ from db.clock import SystemClock
 from mq import open_broker
 from mq.message import status_queue
 from scheduler.config import SchedulerConfig
+from scheduler.presence import Presence
 from scheduler.service import Scheduler
 
 if TYPE_CHECKING:
@@ -44,9 +45,8 @@ def run_scheduler(
         settings.broker_uri, store, visibility=timedelta(seconds=settings.visibility_timeout)
     )
     broker.declare(status_queue(settings.queue_prefix))
-    scheduler = Scheduler(
-        store, broker, clock or SystemClock(), SchedulerConfig.from_settings(settings)
-    )
+    scheduler_clock = clock or SystemClock()
+    scheduler = Scheduler(store, broker, scheduler_clock, SchedulerConfig.from_settings(settings))
     if install_signals and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: stop_event.set())
@@ -57,11 +57,19 @@ def run_scheduler(
         broker.describe(),
         settings.box_id,
     )
+    presence = Presence(
+        store,
+        scheduler_clock,
+        box_id=settings.box_id,
+        interval=timedelta(seconds=settings.heartbeat_interval),
+    )
     scheduler.start()
+    presence.start()
     try:
         stop_event.wait()
     finally:
         log.info("scheduler stopping")
+        presence.stop()
         scheduler.stop()
         broker.close()
         store.close()
