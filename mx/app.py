@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flask import Flask, jsonify, redirect, request, url_for
+from flask import Flask, jsonify, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from db import open_store
@@ -131,6 +131,8 @@ def _wants_page() -> bool:
     path = request.path
     if path.startswith("/api/") or path == "/metrics":
         return False
+    if request.headers.get("HX-Request") == "true":
+        return True
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
     return best == "text/html"
 
@@ -143,8 +145,17 @@ def error_response(
 
 
 def _tactus_error(exc: TactusError) -> ResponseReturnValue:
-    if isinstance(exc, auth.Unauthenticated) and _wants_page():
-        return redirect(url_for("auth.login", next=request.full_path))
+    if _wants_page():
+        if isinstance(exc, auth.Unauthenticated):
+            if request.headers.get("HX-Request") == "true":
+                return "", 401  # a live part: tactus.js sends the browser to the login page
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        if exc.http_status >= 500:
+            log.error("%s %s: %s", request.method, request.path, exc)
+        page = render_template(
+            "error.html", status=exc.http_status, title=exc.code.replace("_", " "), message=exc
+        )
+        return page, exc.http_status
     extra: dict[str, object] = {}
     if isinstance(exc, InvalidInput):
         extra["field"] = exc.field

@@ -32,7 +32,7 @@ from flask import (
     g,
     jsonify,
     redirect,
-    render_template_string,
+    render_template,
     request,
     session,
     url_for,
@@ -83,6 +83,9 @@ CSRF_HEADER, CSRF_FIELD = "X-CSRF-Token", "csrf_token"
 #: Audit columns are 191 characters wide.
 AUDIT_TEXT = 191
 
+#: The login page's template.
+LOGIN_TEMPLATE = "auth/login.html"
+
 bp = Blueprint("auth", __name__)
 
 
@@ -102,6 +105,13 @@ class Forbidden(TactusError):
     def __init__(self, principal: Principal, needed: Role) -> None:
         self.needed = needed
         super().__init__(f"{principal.actor} has role {principal.role}; this needs {needed}")
+
+
+class TooManyAttempts(TactusError):
+    """Logins from this address or for this user failed too often lately."""
+
+    code = "too_many_attempts"
+    http_status = 429
 
 
 class CsrfRefused(TactusError):
@@ -178,7 +188,8 @@ def _authenticate() -> None:
     view = _view()
     if view is None:
         return
-    is_public = getattr(view, "_tactus_public", False)
+    # Flask's own static view cannot be marked; the page's CSS and scripts hold no secrets.
+    is_public = getattr(view, "_tactus_public", False) or request.endpoint == "static"
     store = runtime().store
     header = request.headers.get("Authorization")
     if header is not None:
@@ -249,20 +260,6 @@ def _audit(response: Response) -> Response:
 
 # -- login and logout ------------------------------------------------------------------------------
 
-_LOGIN_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Tactus: log in</title>
-<style>body{font-family:sans-serif;max-width:22em;margin:4em auto}label,input,button{display:block;
-width:100%;margin:.3em 0}p.error{color:#b00}</style></head>
-<body><h1>Tactus</h1>
-{% if error %}<p class="error">{{ error }}</p>{% endif %}
-<form method="post"><input type="hidden" name="csrf_token" value="{{ csrf }}">
-<input type="hidden" name="next" value="{{ next }}">
-<label>User <input name="username" autocomplete="username"></label>
-<label>Password <input name="password" type="password" autocomplete="current-password"></label>
-<p>or</p>
-<label>Token <input name="token" type="password" autocomplete="off"></label>
-<button type="submit">Log in</button></form></body></html>"""
-
 
 def _safe_next(target: str | None) -> str:
     """Only a local path: never redirect to another site after a login."""
@@ -279,7 +276,7 @@ def login() -> ResponseReturnValue:
     JSON). JSON answers ``{"user", "role", "csrf_token"}``."""
     next_page = _safe_next(request.values.get("next"))
     if request.method == "GET":
-        return render_template_string(_LOGIN_PAGE, csrf=csrf_token(), next=next_page, error="")
+        return render_template(LOGIN_TEMPLATE, next=next_page, error="")
     as_json = request.is_json
     data = request.get_json(silent=True) if as_json else request.form
     if not hasattr(data, "get"):
@@ -288,21 +285,33 @@ def login() -> ResponseReturnValue:
         # The login form carries the pre-login session's token (no login CSRF); a JSON login
         # cannot be sent cross-site without CORS, which mx never allows.
         _check_csrf()
-    store = runtime().store
-    principal = None
-    if data.get("token"):
-        principal = authenticate_token(store, data.get("token"))
-    elif data.get("username"):
-        principal = authenticate_password(store, data.get("username"), data.get("password"))
+    rt = runtime()
     g.audit_target = "login"
     g.audit_details = {"username": str(data.get("username") or "(token)")[:64]}
-    if principal is None:
-        if as_json:
-            raise Unauthenticated("wrong user name, password or token")
-        page = render_template_string(
-            _LOGIN_PAGE, csrf=csrf_token(), next=next_page, error="Wrong credentials."
+    keys = [f"ip:{request.remote_addr}"]
+    if not data.get("token") and data.get("username"):
+        keys.append(f"user:{str(data.get('username'))[:200]}")
+    now = rt.clock.now()
+    wait = rt.throttle.retry_after(keys, now)
+    if wait:
+        log.warning("login: refused %s for %d s after repeated failures", ", ".join(keys), wait)
+        return _login_refused(
+            TooManyAttempts(f"too many failed logins: try again in {wait} s"),
+            as_json,
+            next_page,
+            {"Retry-After": str(wait)},
         )
-        return page, 401
+    principal = None
+    if data.get("token"):
+        principal = authenticate_token(rt.store, data.get("token"))
+    elif data.get("username"):
+        principal = authenticate_password(rt.store, data.get("username"), data.get("password"))
+    if principal is None:
+        rt.throttle.failed(keys, now)
+        return _login_refused(
+            Unauthenticated("wrong user name, password or token"), as_json, next_page, {}
+        )
+    rt.throttle.succeeded(keys[1:])
     session.clear()
     session.permanent = True
     session["credential"] = [principal.kind.value, principal.name, principal.credential_id]
@@ -311,6 +320,16 @@ def login() -> ResponseReturnValue:
     if as_json:
         return jsonify(user=principal.name, role=principal.role.value, csrf_token=csrf_token())
     return redirect(next_page)
+
+
+def _login_refused(
+    exc: TactusError, as_json: bool, next_page: str, headers: dict[str, str]
+) -> ResponseReturnValue:
+    if as_json:
+        body = jsonify(error={"code": exc.code, "message": exc.message})
+        return body, exc.http_status, headers
+    page = render_template(LOGIN_TEMPLATE, next=next_page, error=exc.message.capitalize() + ".")
+    return page, exc.http_status, headers
 
 
 @bp.route("/logout", methods=["POST"])

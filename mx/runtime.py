@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 from flask import current_app
 
+from db.liveness import silence_limit
 from mx.services.context import ServiceContext
+from mx.throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from db.clock import Clock
@@ -22,6 +24,8 @@ log = logging.getLogger(f"tactus.{__name__}")
 
 #: Key of the runtime in ``app.extensions``.
 EXTENSION = "tactus"
+#: How long failed logins count against an address or a user name.
+LOGIN_WINDOW = timedelta(minutes=5)
 
 
 @dataclass(slots=True)
@@ -34,11 +38,13 @@ class MxRuntime:
     clock: Clock
     #: Closed by :meth:`close`: only what ``create_app`` opened itself.
     owned: list[Store | Broker] = field(default_factory=list)
+    #: Failed logins per address and user name (5 minutes' memory).
+    throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(LOGIN_WINDOW))
 
     @property
     def liveness(self) -> timedelta:
         """How long a worker may stay silent and still count as alive."""
-        return timedelta(seconds=self.settings.heartbeat_interval * self.settings.heartbeat_misses)
+        return silence_limit(self.settings.heartbeat_interval, self.settings.heartbeat_misses)
 
     def context(self, actor: str) -> ServiceContext:
         """The context the service verbs get, acting as ``actor``."""

@@ -60,9 +60,12 @@ def _op(
     public: bool = False,
     media: str = "application/json",
     description: str = "",
+    also: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     content = {media: {"schema": ref(schema) if schema else STR}}
-    responses: dict[str, Any] = {str(status): {"description": "Success", "content": content}}
+    responses: dict[str, Any] = {
+        str(code): {"description": "Success", "content": content} for code in (status, *also)
+    }
     codes = set(errors) | {400}
     if not public:
         codes |= set(AUTH_ERRORS)
@@ -149,6 +152,7 @@ def build_document(version: str) -> dict[str, Any]:
                 "Trigger",
                 tag="processes",
                 status=201,
+                also=(202,),
                 params=_path("name"),
                 errors=(404, 409),
             )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import contextlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from db.models import (
@@ -124,9 +126,18 @@ def supervised_json(record: SupervisedProcess) -> dict[str, Any]:
         "exit_code": record.exit_code,
         "start_attempts": record.start_attempts,
         "backoff_until": instant(record.backoff_until),
-        "stats": dict(record.stats),
+        "stats": _stats(record.stats),
         "updated_at": instant(record.updated_at),
     }
+
+
+def _stats(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The supervisor's facts, with the instant they were read in the API's format."""
+    data = dict(stats)
+    if isinstance(data.get("at"), str):
+        with contextlib.suppress(ValueError):
+            data["at"] = instant(datetime.fromisoformat(data["at"]).astimezone(UTC))
+    return data
 
 
 def worker_json(worker: WorkerRecord, *, alive: bool | None = None) -> dict[str, Any]:

@@ -103,7 +103,8 @@ def task_json(uow: UnitOfWork) -> dict[str, Any]:
         "picked_at": instant(uow.started_at),
         "started_at": instant(uow.started_at),
         "completed_at": instant(uow.finished_at) if succeeded else None,
-        "failed_at": instant(uow.finished_at) if failed else None,
+        # A task canceled before it ran has no finish: it failed when it was canceled.
+        "failed_at": instant(uow.finished_at or uow.updated_at) if failed else None,
         "exit_code": uow.exit_code,
         "output": uow.output,
         "error": uow.error,

@@ -124,7 +124,7 @@ def test_login_form_with_wrong_credentials_shows_the_page_again(client):
         "/login", data={"username": "x", "password": "y", "csrf_token": csrf_of(client)}
     )
     assert response.status_code == 401
-    assert "Wrong credentials" in response.get_data(as_text=True)
+    assert "Wrong user name, password or token" in response.get_data(as_text=True)
 
 
 def test_logout_ends_the_session(client, auth):

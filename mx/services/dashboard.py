@@ -1,0 +1,178 @@
+"""The dashboard grid: processes × their recent timeperiods (managed) or recent runs (freerun),
+each cell one job or unit of work coloured by its state, the way Airflow's grid reads.
+
+Cost is bounded by what is shown, never by the history: rows are paged; the managed rows of a
+qualifier are one indexed read of their recent jobs, and each freerun row one indexed read of at
+most ``columns`` units of work (by (process, id)). Nothing counts the whole history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from db.models import JobQuery, UowQuery
+from db.states import ProcessKind, Qualifier
+from db.store import MAX_PAGE_SIZE
+from db.timeperiod import Timeperiod
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from db.models import ProcessRecord
+    from db.store import Store
+
+#: Columns of each section: recent periods of the grid, or recent runs of a freerun.
+COLUMNS: dict[str, int] = {
+    Qualifier.HOURLY.value: 24,
+    Qualifier.DAILY.value: 14,
+    Qualifier.MONTHLY.value: 12,
+    Qualifier.YEARLY.value: 5,
+    ProcessKind.FREERUN.value: 24,
+}
+#: Sections top to bottom: the finest grid first, freerun entries last.
+SECTIONS = (*(q.value for q in Qualifier), ProcessKind.FREERUN.value)
+#: Rows on one page of the dashboard.
+ROWS_PER_PAGE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One job (``timeperiod`` set) or one unit of work (``uow_id`` set); state None: no job
+    exists for that period yet."""
+
+    state: str | None
+    label: str
+    timeperiod: str | None = None
+    uow_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    process: str
+    enabled: bool
+    description: str
+    cells: tuple[Cell, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """Rows of one qualifier (their columns are shared) or of the freerun entries."""
+
+    name: str
+    columns: tuple[str, ...]
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    sections: tuple[Section, ...]
+    #: Processes matching the filter, on every page.
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def next_offset(self) -> int | None:
+        return self.offset + self.limit if self.offset + self.limit < self.total else None
+
+    @property
+    def previous_offset(self) -> int | None:
+        return max(0, self.offset - self.limit) if self.offset > 0 else None
+
+
+def section_of(record: ProcessRecord) -> str:
+    entry = record.entry
+    if entry.kind is ProcessKind.MANAGED and entry.time_qualifier is not None:
+        return entry.time_qualifier.value
+    return ProcessKind.FREERUN.value
+
+
+def build(
+    store: Store,
+    *,
+    now: datetime,
+    search: str = "",
+    offset: int = 0,
+    limit: int = ROWS_PER_PAGE,
+) -> Dashboard:
+    """The grid of the processes whose name contains ``search``, ``limit`` rows from ``offset``.
+
+    Args:
+        store: where jobs and units of work live.
+        now: the instant whose timeperiod is the rightmost column.
+        search: case-insensitive part of a process name ('' for all).
+        offset, limit: the page of rows (over every section, in section order then by name).
+    """
+    needle = search.strip().lower()
+    records = sorted(
+        (
+            r
+            for r in store.list_processes()
+            if r.entry.kind is not ProcessKind.DAEMON and needle in r.name.lower()
+        ),
+        key=lambda r: (SECTIONS.index(section_of(r)), r.name),
+    )
+    shown = records[offset : offset + limit]
+    sections = []
+    for name in SECTIONS:
+        members = [r for r in shown if section_of(r) == name]
+        if not members:
+            continue
+        if name == ProcessKind.FREERUN.value:
+            sections.append(_freerun_section(store, members))
+        else:
+            sections.append(_managed_section(store, Qualifier(name), members, now))
+    return Dashboard(sections=tuple(sections), total=len(records), offset=offset, limit=limit)
+
+
+def _managed_section(
+    store: Store, qualifier: Qualifier, records: list[ProcessRecord], now: datetime
+) -> Section:
+    count = COLUMNS[qualifier.value]
+    last = Timeperiod.containing(qualifier, now)
+    periods = [str(last.previous(n)) for n in range(count - 1, -1, -1)]
+    states: dict[tuple[str, str], str] = {}
+    query = JobQuery(processes=frozenset(r.name for r in records), from_timeperiod=periods[0])
+    cursor = None
+    while True:  # one read for the section, paged only past MAX_PAGE_SIZE cells
+        page = store.find_jobs(query, limit=MAX_PAGE_SIZE, cursor=cursor)
+        states.update(((job.process, job.timeperiod), job.state.value) for job in page.items)
+        if (cursor := page.next_cursor) is None:
+            break
+    rows = []
+    for record in records:
+        cells = tuple(
+            Cell(
+                state=states.get((record.name, tp)),
+                label=tp,
+                timeperiod=tp if (record.name, tp) in states else None,
+            )
+            for tp in periods
+        )
+        rows.append(_row(record, cells))
+    return Section(name=qualifier.value, columns=tuple(periods), rows=tuple(rows))
+
+
+def _freerun_section(store: Store, records: list[ProcessRecord]) -> Section:
+    count = COLUMNS[ProcessKind.FREERUN.value]
+    rows = []
+    for record in records:
+        uows = store.find_uows(UowQuery(process=record.name), limit=count).items
+        cells = [
+            Cell(state=u.state.value, label=f"{u.id} {u.state.value}", uow_id=u.id)
+            for u in reversed(uows)
+        ]
+        padding = [Cell(state=None, label="")] * (count - len(cells))
+        rows.append(_row(record, tuple(padding + cells)))
+    columns = tuple("" for _ in range(count))
+    return Section(name=ProcessKind.FREERUN.value, columns=columns, rows=tuple(rows))
+
+
+def _row(record: ProcessRecord, cells: tuple[Cell, ...]) -> Row:
+    return Row(
+        process=record.name,
+        enabled=record.entry.enabled,
+        description=record.entry.description,
+        cells=cells,
+    )
