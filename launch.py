@@ -1,15 +1,16 @@
 """The Tactus command line (SPEC section 5), also installed as the ``tactus`` console script.
 
-Commands only parse input, call a verb of ``mx.services`` and render the result, so the web page,
-the API and the command line cannot disagree. Exit codes: 0 success, 1 the action failed, 2 bad
-usage or bad input (one line on standard error saying why).
+Commands only parse input, call a verb and render the result, so the web page, the API and the
+command line cannot disagree. The verbs run on this machine's store, or, with ``--url`` (or
+``TACTUS_URL``), on a remote installation through its REST API (:mod:`mx.cli.backend`). Exit
+codes: 0 success, 1 the action failed, 2 bad usage or bad input (one line on standard error
+saying why).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
-import json
 import logging
 import os
 import signal
@@ -17,18 +18,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import process_starter
 from db import open_store
 from db.clock import SystemClock
 from db.errors import InvalidInput, TactusError
 from db.triggers import format_preview_line, parse_trigger, preview
+from mx.cli import boxes as cli_boxes
 from mx.cli import commands as cli_commands
-from mx.services import boxes, jobs, processes, uows
+from mx.cli import listing, options
+from mx.cli.backend import Installation
+from mx.cli.render import Out, duration, human_bytes, iso_instant, render_table
 from mx.services.processes import register_file
 from process_starter import run_standalone
 from settings import Settings, load_settings
@@ -36,7 +39,6 @@ from supervisor import daemon as plumbing
 
 log = logging.getLogger("tactus.launch")
 
-LIST_TARGETS = ("processes", "jobs", "uows", "boxes", "workers")
 #: Daemons ``--status`` lists even when they never ran here.
 KNOWN_DAEMONS = ("scheduler", "supervisor", "mx")
 #: Seconds ``--start`` waits for a daemon's pid file to name a live process.
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--status", metavar="NAME", nargs="?", const="", help="running or not, pid, uptime, memory"
     )
     parser.add_argument("--console", action="store_true", help="--start in the foreground")
+    options.add_remote_options(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     reg = sub.add_parser("register", help="validate a registration file and upsert it")
@@ -77,29 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--reset", action="store_true", help="drop everything and recreate")
     db.add_argument("--yes", action="store_true", help="do not ask before --reset")
 
-    lst = sub.add_parser("list", help="show processes, jobs, units of work, boxes or workers")
-    lst.add_argument("target", choices=LIST_TARGETS)
-    lst.add_argument("--process", help="only this process")
-    lst.add_argument("--state", help="only these states (comma-separated)")
-    lst.add_argument("--from", dest="from_timeperiod", help="jobs from this timeperiod")
-    lst.add_argument("--to", dest="to_timeperiod", help="jobs before this timeperiod")
-    lst.add_argument("--limit", type=int, default=50, help="page size (default 50)")
-    lst.add_argument("--cursor", help="continue after a previous page")
-    lst.add_argument("--box", help="boxes: only this box")
-    lst.add_argument("--json", action="store_true", help="print the REST API's JSON")
-
-    sup = sub.add_parser("super", help="the supervisor's desired state on a box")
-    action = sup.add_mutually_exclusive_group()
-    # Own dests: the subparser shares the namespace with the top-level --start/--stop.
-    action.add_argument(
-        "--start", dest="super_start", metavar="P", help="run process P (or instance P.N) here"
-    )
-    action.add_argument(
-        "--stop", dest="super_stop", metavar="P", help="stop process P (or instance P.N) here"
-    )
-    action.add_argument("--query", action="store_true", help="show the box's processes (default)")
-    sup.add_argument("--boxid", metavar="ID", help="the box to act on (default: box_id setting)")
-    sup.add_argument("--json", action="store_true", help="print the REST API's JSON")
+    listing.add_parser(sub)
+    cli_boxes.add_parser(sub)
 
     sta = sub.add_parser("standalone", help="scheduler + supervisor + mx in the foreground")
     sta.add_argument(
@@ -112,31 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
     nxt.add_argument("--tz", help="IANA zone (default: the timezone setting)")
     nxt.add_argument("--after", help="ISO instant to start after (default: now)")
     nxt.add_argument("--count", type=int, default=10, help="how many fires (default 10)")
+    options.add_to_commands(sub.choices.values())
     return parser
 
 
-def _iso_instant(text: str, field: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InvalidInput(field, f"not an ISO 8601 instant: {text!r}") from exc
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def cmd_next_runs(args: argparse.Namespace, settings: Settings, out: Callable[[str], None]) -> int:
+def cmd_next_runs(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    settings = inst.settings
     if not 1 <= args.count <= 10_000:
         raise InvalidInput("count", "must be between 1 and 10000")
     trigger = parse_trigger(args.trigger, args.tz or settings.timezone)
-    after = _iso_instant(args.after, "after") if args.after else SystemClock().now()
+    after = iso_instant(args.after, "after") if args.after else SystemClock().now()
     for utc, local in preview(trigger, after, args.count):
         out(format_preview_line(utc, local))
     return 0
 
 
-def cmd_register(args: argparse.Namespace, settings: Settings, out: Callable[[str], None]) -> int:
-    with open_store(settings.store_uri) as store:
+def cmd_register(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    with open_store(inst.settings.store_uri) as store:
         store.init_schema()
         result = register_file(
             store,
@@ -157,8 +131,8 @@ def cmd_register(args: argparse.Namespace, settings: Settings, out: Callable[[st
     return 0
 
 
-def cmd_db(args: argparse.Namespace, settings: Settings, out: Callable[[str], None]) -> int:
-    with open_store(settings.store_uri) as store:
+def cmd_db(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    with open_store(inst.settings.store_uri) as store:
         if args.init:
             store.init_schema()
             out(f"schema ready in {store.describe()}")
@@ -172,93 +146,6 @@ def cmd_db(args: argparse.Namespace, settings: Settings, out: Callable[[str], No
                 return 1
         store.reset_schema()
         out(f"schema reset in {store.describe()}")
-    return 0
-
-
-def cmd_list(args: argparse.Namespace, settings: Settings, out: Callable[[str], None]) -> int:
-    now = SystemClock().now()
-    next_cursor = None
-    with open_store(settings.store_uri) as store:
-        if args.target == "processes":
-            rows = processes.list_processes(store, now=now, default_timezone=settings.timezone)
-            if args.process:
-                rows = [r for r in rows if r["name"] == args.process]
-            columns = ["name", "kind", "enabled", "time_qualifier", "trigger", "next_fire"]
-        elif args.target == "jobs":
-            page = jobs.list_jobs(
-                store,
-                process=args.process,
-                state=args.state,
-                from_timeperiod=args.from_timeperiod,
-                to_timeperiod=args.to_timeperiod,
-                limit=args.limit,
-                cursor=args.cursor,
-            )
-            rows, next_cursor = page["items"], page["next_cursor"]
-            columns = ["process", "timeperiod", "state", "uow_id", "updated_at"]
-        elif args.target == "uows":
-            page = uows.list_uows(
-                store, process=args.process, state=args.state, limit=args.limit, cursor=args.cursor
-            )
-            rows, next_cursor = page["items"], page["next_cursor"]
-            columns = ["id", "process", "state", "start_timeperiod", "attempt", "exit_code"]
-        elif args.target == "boxes":
-            rows = boxes.list_boxes(store, box_id=args.box)
-            columns = ["box_id", "process", "desired", "state", "pid", "started_at"]
-        else:
-            rows = boxes.list_workers(store, now=now)
-            columns = ["worker_id", "process", "box_id", "pid", "alive", "heartbeat_at"]
-    if args.json:
-        out(json.dumps(rows, indent=2))
-    else:
-        out(render_table(rows, columns))
-        if next_cursor:
-            out(f"(more: --cursor {next_cursor})")
-    return 0
-
-
-def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """A plain text table; empty cells for None."""
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    if not rows:
-        lines.append("(none)")
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
-
-
-def cmd_super(args: argparse.Namespace, settings: Settings, out: Callable[[str], None]) -> int:
-    box_id = settings.replace(box_id=args.boxid).box_id if args.boxid else settings.box_id
-    clock = SystemClock()
-    with open_store(settings.store_uri) as store:
-        if args.super_start:
-            rows = boxes.start_process(store, box_id, args.super_start, clock=clock, actor="cli")
-        elif args.super_stop:
-            rows = boxes.stop_process(store, box_id, args.super_stop, clock=clock, actor="cli")
-        else:
-            rows = boxes.list_boxes(store, box_id=box_id)
-    if args.json:
-        out(json.dumps(rows, indent=2))
-        return 0
-    now = clock.now()
-    for row in rows:
-        running = row["state"] in ("starting", "running", "stopping") and row["started_at"]
-        row["uptime"] = (
-            _duration(now - _iso_instant(row["started_at"], "started_at")) if running else None
-        )
-        row["memory"] = _bytes(row["stats"].get("rss")) if running else None
-    columns = ["process", "desired", "state", "pid", "uptime", "memory", "start_attempts"]
-    out(f"box {box_id}")
-    out(render_table(rows, columns))
     return 0
 
 
@@ -330,8 +217,8 @@ def _status(name: str | None, settings: Settings, out: Callable[[str], None]) ->
                 "name": st.name,
                 "state": "running" if st.running else "stopped",
                 "pid": st.pid,
-                "uptime": _duration(now - st.started_at) if st.started_at else None,
-                "memory": _bytes(st.rss),
+                "uptime": duration(now - st.started_at) if st.started_at else None,
+                "memory": human_bytes(st.rss),
             }
         )
     out(render_table(rows, ["name", "state", "pid", "uptime", "memory"]))
@@ -340,28 +227,9 @@ def _status(name: str | None, settings: Settings, out: Callable[[str], None]) ->
     return 0
 
 
-def _duration(delta: timedelta) -> str:
-    seconds = max(int(delta.total_seconds()), 0)
-    days, seconds = divmod(seconds, 86400)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    text = f"{hours:d}:{minutes:02d}:{seconds:02d}"
-    return f"{days}d {text}" if days else text
-
-
-def _bytes(value: int | None) -> str | None:
-    if value is None:
-        return None
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return None
-
-
-def cmd_standalone(args: argparse.Namespace, settings: Settings, out: Callable[[str], None]) -> int:
+def cmd_standalone(args: argparse.Namespace, inst: Installation, out: Out) -> int:
     """Scheduler + supervisor (+ its workers) in the foreground, after registering the context."""
+    settings = inst.settings
     context = args.context
     if context is None:
         default = Path(settings.context_file)
@@ -373,8 +241,8 @@ def cmd_standalone(args: argparse.Namespace, settings: Settings, out: Callable[[
     out(f"Tactus standalone: store {settings.store_uri}, broker {settings.broker_uri}")
     out(f"registering {context}; logs in {settings.log_dir}; Ctrl-C stops everything")
     out(
-        f"mx (API): http://{settings.mx_host}:{settings.mx_port}/api/v1 - on first start the admin"
-        f" token is written to {settings.admin_token_file}"
+        f"mx: open http://{settings.mx_host}:{settings.mx_port}/ and log in with the admin token"
+        f" in {settings.admin_token_file} (written on first start; the API is under /api/v1)"
     )
     shutdown = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: shutdown.set())
@@ -382,12 +250,12 @@ def cmd_standalone(args: argparse.Namespace, settings: Settings, out: Callable[[
     return run_standalone(settings, shutdown, context)
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Callable[[str], None]], int]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace, Installation, Out], int]] = {
     "register": cmd_register,
     "db": cmd_db,
-    "list": cmd_list,
+    "list": listing.cmd_list,
     "next-runs": cmd_next_runs,
-    "super": cmd_super,
+    "super": cli_boxes.cmd_super,
     "standalone": cmd_standalone,
     **cli_commands.COMMANDS,
 }
@@ -402,8 +270,15 @@ def ensure_dirs(settings: Settings) -> None:
             raise InvalidInput("var_dir", f"cannot create {directory}: {exc.strerror}") from exc
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit code."""
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run one command; returns the exit code.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+        environ: where the settings, ``TACTUS_URL`` and ``TACTUS_TOKEN`` are read (default:
+            ``os.environ``).
+    """
+    environ = os.environ if environ is None else environ
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -427,11 +302,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(line + "\n")
 
     try:
-        settings = load_settings()
-        ensure_dirs(settings)
+        settings = load_settings(environ)
+        client = options.open_client(command, args, environ)
+        if client is None:
+            ensure_dirs(settings)  # remote commands leave this machine alone
         if args.command is None:
             return cmd_daemon(args, settings, out)
-        return COMMANDS[args.command](args, settings, out)
+        return COMMANDS[args.command](args, Installation(settings, client), out)
     except TactusError as exc:
         sys.stderr.write(f"launch.py {command}: {exc.message}\n")
         return exc.exit_code

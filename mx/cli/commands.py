@@ -1,25 +1,30 @@
 """Command-line front end of the actions (SPEC section 5): trigger, reprocess, skip, cancel,
-enable, disable, submit, status-of. Each command parses, calls one verb of ``mx.services`` and
+enable, disable, submit, status-of. Each command parses, calls one verb of its
+:class:`~mx.cli.backend.Backend` (the service verbs on the store, or the API with ``--url``) and
 prints the result, so the command line, the API and the page cannot disagree."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from db import open_store
-from db.clock import SystemClock
-from mq import open_broker
-from mx.services import actions, tasks
-from mx.services.context import ServiceContext
+from mx.cli.render import Out, print_json
 
 if TYPE_CHECKING:
-    from settings import Settings
+    from mx.cli.backend import Installation
 
-Out = Callable[[str], None]
+#: The commands of this module (each takes ``--json``).
+NAMES = ("trigger", "reprocess", "skip", "cancel", "enable", "disable", "submit", "status-of")
+#: What ``status-of`` shows besides the id, when set.
+STATUS_KEYS = (
+    "state",
+    "scheduled_at",
+    "picked_at",
+    "started_at",
+    "completed_at",
+    "failed_at",
+    "exit_code",
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -44,43 +49,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retries", type=int, default=0, help="retries on failure (default 0)")
     p = sub.add_parser("status-of", help="state and timestamps of a task or unit of work")
     p.add_argument("id")
-    for name in (
-        "trigger",
-        "reprocess",
-        "skip",
-        "cancel",
-        "enable",
-        "disable",
-        "submit",
-        "status-of",
-    ):
+    for name in NAMES:
         sub.choices[name].add_argument("--json", action="store_true", help="print the API's JSON")
 
 
-@contextlib.contextmanager
-def service_context(settings: Settings, actor: str = "cli") -> Iterator[ServiceContext]:
-    """A ServiceContext on the installation's store and broker, closed afterwards."""
-    with open_store(settings.store_uri) as store:
-        store.init_schema()
-        with open_broker(settings.broker_uri, store) as broker:
-            yield ServiceContext(
-                store=store,
-                clock=SystemClock(),
-                publish=lambda queue, body, delay: broker.publish(queue, body, delay=delay),
-                queue_prefix=settings.queue_prefix,
-                timezone=settings.timezone,
-                actor=actor,
-            )
-
-
 def _print(args: argparse.Namespace, out: Out, data: Any, summary: str) -> int:
-    out(json.dumps(data, indent=2) if args.json else summary)
+    if args.json:
+        print_json(out, data)
+    else:
+        out(summary)
     return 0
 
 
-def cmd_trigger(args: argparse.Namespace, settings: Settings, out: Out) -> int:
-    with service_context(settings) as ctx:
-        result = actions.trigger(ctx, args.process)
+def _changed(changed: list[dict[str, Any]]) -> str:
+    lines = [f"  {j['process']} {j['timeperiod']} -> {j['state']}" for j in changed]
+    return "\n".join([f"{len(changed)} jobs changed", *lines])
+
+
+def cmd_trigger(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    with inst.backend() as backend:
+        result = backend.trigger(args.process)
     uow = result["uow"]
     text = (
         f"{args.process}: unit of work {uow['id']} requested"
@@ -90,62 +78,51 @@ def cmd_trigger(args: argparse.Namespace, settings: Settings, out: Out) -> int:
     return _print(args, out, result, text)
 
 
-def cmd_reprocess(args: argparse.Namespace, settings: Settings, out: Out) -> int:
-    with service_context(settings) as ctx:
-        changed = actions.reprocess(ctx, args.process, args.timeperiod)
-    lines = [f"  {j['process']} {j['timeperiod']} -> {j['state']}" for j in changed]
-    return _print(args, out, changed, "\n".join([f"{len(changed)} jobs changed", *lines]))
+def cmd_reprocess(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    with inst.backend() as backend:
+        changed = backend.reprocess(args.process, args.timeperiod)
+    return _print(args, out, changed, _changed(changed))
 
 
-def cmd_skip(args: argparse.Namespace, settings: Settings, out: Out) -> int:
-    with service_context(settings) as ctx:
-        changed = actions.skip(ctx, args.process, args.timeperiod)
-    lines = [f"  {j['process']} {j['timeperiod']} -> {j['state']}" for j in changed]
-    return _print(args, out, changed, "\n".join([f"{len(changed)} jobs changed", *lines]))
+def cmd_skip(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    with inst.backend() as backend:
+        changed = backend.skip(args.process, args.timeperiod)
+    return _print(args, out, changed, _changed(changed))
 
 
-def cmd_cancel(args: argparse.Namespace, settings: Settings, out: Out) -> int:
-    with service_context(settings) as ctx:
-        uow = actions.cancel(ctx, args.uow_id)
+def cmd_cancel(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    with inst.backend() as backend:
+        uow = backend.cancel(args.uow_id)
     return _print(args, out, uow, f"unit of work {uow['id']}: {uow['state']}")
 
 
-def _set_enabled(args: argparse.Namespace, settings: Settings, out: Out, enabled: bool) -> int:
-    with service_context(settings) as ctx:
-        process = actions.set_enabled(ctx, args.process, enabled)
+def _set_enabled(args: argparse.Namespace, inst: Installation, out: Out, enabled: bool) -> int:
+    with inst.backend() as backend:
+        process = backend.set_enabled(args.process, enabled)
     state = "enabled" if process["enabled"] else "disabled"
     return _print(args, out, process, f"{process['name']}: {state}")
 
 
-def cmd_enable(args: argparse.Namespace, settings: Settings, out: Out) -> int:
-    return _set_enabled(args, settings, out, True)
+def cmd_enable(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    return _set_enabled(args, inst, out, True)
 
 
-def cmd_disable(args: argparse.Namespace, settings: Settings, out: Out) -> int:
-    return _set_enabled(args, settings, out, False)
+def cmd_disable(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    return _set_enabled(args, inst, out, False)
 
 
-def cmd_submit(args: argparse.Namespace, settings: Settings, out: Out) -> int:
-    with service_context(settings) as ctx:
-        task = tasks.submit(
-            ctx, args.task_command, scheduled_at=args.scheduled_at, retries=args.retries
+def cmd_submit(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    with inst.backend() as backend:
+        task = backend.submit(
+            args.task_command, scheduled_at=args.scheduled_at, retries=args.retries
         )
     return _print(args, out, task, task["task_id"])
 
 
-def cmd_status_of(args: argparse.Namespace, settings: Settings, out: Out) -> int:
-    with service_context(settings) as ctx:
-        task = tasks.status_of(ctx, args.id)
-    keys = (
-        "state",
-        "scheduled_at",
-        "picked_at",
-        "started_at",
-        "completed_at",
-        "failed_at",
-        "exit_code",
-    )
-    lines = [f"{args.id}"] + [f"  {k}: {task[k]}" for k in keys if task.get(k) is not None]
+def cmd_status_of(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    with inst.backend() as backend:
+        task = backend.status_of(args.id)
+    lines = [f"{args.id}"] + [f"  {k}: {task[k]}" for k in STATUS_KEYS if task.get(k) is not None]
     return _print(args, out, task, "\n".join(lines))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from db import open_store
+from db.errors import StoreUnavailable
 from db.models import JobQuery, UowQuery
 from db.states import JobState, UowState
 from tests.polling import wait_until
@@ -157,10 +158,17 @@ def test_standalone_runs_the_examples_until_jobs_go_green(tmp_path):
         def processed():
             if not (tmp_path / "var" / "tactus.db").exists():
                 return False
-            with store_of(tmp_path) as store:
-                jobs = store.find_jobs(JobQuery(states=frozenset({JobState.PROCESSED})), limit=5)
-                uows = store.find_uows(UowQuery(states=frozenset({UowState.PROCESSED})), limit=5)
-                return jobs.items and uows.items
+            try:
+                with store_of(tmp_path) as store:
+                    jobs = store.find_jobs(
+                        JobQuery(states=frozenset({JobState.PROCESSED})), limit=5
+                    )
+                    uows = store.find_uows(
+                        UowQuery(states=frozenset({UowState.PROCESSED})), limit=5
+                    )
+                    return jobs.items and uows.items
+            except StoreUnavailable:
+                return False  # the file exists but the starting daemons have not made the tables
 
         wait_until(processed, deadline=120, interval=1.0, what="processed jobs in standalone")
         # and mx answers; the first-start admin token (mode 0600) opens the API
@@ -170,6 +178,7 @@ def test_standalone_runs_the_examples_until_jobs_go_green(tmp_path):
         base = f"http://127.0.0.1:{port}/api/v1"
         health = json.load(urllib.request.urlopen(f"{base}/health", timeout=10))
         assert health["status"] == "ok"
+        assert health["scheduler"]["alive"] is True
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{base}/processes", timeout=10)
         assert refused.value.code == 401
@@ -179,6 +188,16 @@ def test_standalone_runs_the_examples_until_jobs_go_green(tmp_path):
         )
         names = {p["name"] for p in json.load(urllib.request.urlopen(request, timeout=10))["items"]}
         assert {"site_hourly", "nightly_export", "adhoc"} <= names
+        # and the page it printed the address of shows the grid of the example processes
+        page = urllib.request.Request(
+            f"http://127.0.0.1:{port}/",
+            headers={"Authorization": f"Bearer {token_file.read_text().strip()}"},
+        )
+        html = urllib.request.urlopen(page, timeout=10).read().decode()
+        assert '<tr data-process="site_hourly">' in html
+        assert "data-timeperiod=" in html  # cells of jobs that exist
+        printed = (tmp_path / "standalone.out").read_text()
+        assert f"open http://127.0.0.1:{port}/ and log in with the admin token" in printed
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)

@@ -1,0 +1,412 @@
+"""The remote command line (SPEC section 5, ``--url``): ``launch.main`` against a real mx served on
+a loopback port over a temporary SQLite store with the store broker. Every command's effect is
+checked in the store, and its ``--json`` output against the local mode's for the same data."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from werkzeug.serving import make_server
+
+import launch
+from db import open_store
+from db.clock import SystemClock
+from db.credentials import Role
+from db.ids import new_id
+from db.models import Job, JobQuery, SupervisedProcess, UowQuery, WorkerRecord
+from db.states import JobState, UowState
+from mq import open_broker
+from mx.app import create_app
+from mx.services.credentials import create_token
+from settings import load_settings
+
+CONTEXT = """
+processes:
+  - name: cron
+    kind: freerun
+    trigger: "0 0 1 1 *"
+    command: [echo, hello]
+  - name: hourly
+    kind: managed
+    time_qualifier: hourly
+    start_timeperiod: "2026010100"
+    command: ["true"]
+  - name: d
+    kind: daemon
+    command: [sleep, "60"]
+"""
+#: The timeperiods of the jobs the installation starts with (newest first, as lists show them).
+TIMEPERIODS = ["2026010102", "2026010101", "2026010100"]
+
+
+class Remote:
+    """Runs ``launch.main`` locally or through the served API, capturing its output."""
+
+    def __init__(self, capsys, url: str, tokens: dict[Role, str]) -> None:
+        self._capsys = capsys
+        self.url = url
+        self.tokens = tokens
+
+    def local(self, *args: str) -> tuple[int, str, str]:
+        code = launch.main(list(args), environ={})
+        out, err = self._capsys.readouterr()
+        return code, out, err
+
+    def run(
+        self, *args: str, role: Role | None = Role.OPERATOR, **env: str
+    ) -> tuple[int, str, str]:
+        """The command with ``--url`` and the token of ``role`` (after the command's args)."""
+        extra = ["--url", self.url]
+        if role is not None:
+            extra += ["--token", self.tokens[role]]
+        code = launch.main([*args, *extra], environ=env)
+        out, err = self._capsys.readouterr()
+        return code, out, err
+
+    def json(self, *args: str, role: Role = Role.OPERATOR) -> object:
+        code, out, err = self.run(*args, "--json", role=role)
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    # launch.main resolves the settings against the working directory, as users run it.
+    monkeypatch.chdir(tmp_path)
+    return load_settings(environ={}, cwd=tmp_path)
+
+
+@pytest.fixture
+def store(settings, tmp_path, capsys):
+    context = tmp_path / "ctx.yaml"
+    context.write_text(CONTEXT)
+    assert launch.main(["register", str(context)], environ={}) == 0
+    capsys.readouterr()
+    with open_store(settings.store_uri) as store:
+        now = SystemClock().now()
+        for timeperiod in TIMEPERIODS:
+            store.create_job(
+                Job(
+                    id=new_id(),
+                    process="hourly",
+                    qualifier="hourly",
+                    timeperiod=timeperiod,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        store.ensure_supervised(SupervisedProcess(box_id="b1", process="d", updated_at=now))
+        store.save_worker(
+            WorkerRecord(
+                worker_id="w1",
+                process="cron",
+                box_id="b1",
+                pid=42,
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
+        yield store
+
+
+@pytest.fixture
+def server_url(settings, store):
+    """A real mx on a free loopback port, in a thread, on the same store and the store broker."""
+    with open_broker(settings.broker_uri, store) as broker:
+        app = create_app(settings, store=store, broker=broker, testing=True)
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}"
+        finally:
+            server.shutdown()
+            thread.join(10)
+
+
+@pytest.fixture
+def cli(capsys, store, server_url):
+    tokens = {role: create_token(store, f"t_{role.value}", role) for role in Role}
+    return Remote(capsys, server_url, tokens)
+
+
+def state_of(store) -> tuple:
+    """What the commands could change (not the audit trail, which records refusals too)."""
+    return (
+        store.list_processes(),
+        store.find_jobs(JobQuery(), limit=100).items,
+        store.find_uows(UowQuery(), limit=100).items,
+        store.list_supervised(),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["processes", "jobs", "uows", "boxes", "workers"])
+def test_remote_list_prints_what_local_prints(cli, store, target):
+    # given a freerun that ran once, so that every list has rows
+    assert cli.run("trigger", "cron")[0] == 0
+    # when the same list is asked locally and through the API
+    local = cli.local("list", target, "--json")
+    remote = cli.run("list", target, "--json")
+    # then the JSON is the same, and so is the table
+    assert remote[0] == local[0] == 0, remote[2]
+    assert json.loads(remote[1]) == json.loads(local[1])
+    assert json.loads(remote[1]), f"no {target} listed"
+    assert cli.run("list", target)[1] == cli.local("list", target)[1]
+
+
+def test_remote_list_filters_limit_and_cursor(cli):
+    # when the jobs are read two at a time
+    code, out, _ = cli.run("list", "jobs", "--process", "hourly", "--limit", "2")
+    # then the table says how to go on, and the cursor continues where the page ended
+    assert code == 0
+    cursor = out.strip().splitlines()[-1].removeprefix("(more: --cursor ").removesuffix(")")
+    assert cursor != out.strip().splitlines()[-1]
+    first = cli.json("list", "jobs", "--limit", "2")
+    rest = cli.json("list", "jobs", "--limit", "2", "--cursor", cursor)
+    assert [j["timeperiod"] for j in first + rest] == TIMEPERIODS
+    assert rest == json.loads(
+        cli.local("list", "jobs", "--limit", "2", "--cursor", cursor, "--json")[1]
+    )
+    assert cli.json("list", "jobs", "--state", "skipped,processed") == []
+    assert [p["name"] for p in cli.json("list", "processes", "--process", "cron")] == ["cron"]
+    assert [w["worker_id"] for w in cli.json("list", "workers", "--box", "b1")] == ["w1"]
+    assert cli.json("list", "workers", "--process", "hourly") == []
+    assert [b["process"] for b in cli.json("list", "boxes", "--box", "b1")] == ["d"]
+
+
+def test_remote_bad_state_filter_exits_2_naming_the_field(cli):
+    code, _, err = cli.run("list", "jobs", "--state", "done")
+    assert code == 2
+    assert err.startswith("launch.py list: field 'state': unknown state")
+    assert len(err.strip().splitlines()) == 1
+    assert cli.local("list", "jobs", "--state", "done")[:1] == (2,)
+
+
+# -- acting ------------------------------------------------------------------------------------
+
+
+def test_remote_trigger_creates_a_unit_of_work(cli, store):
+    # when a freerun is fired through the API
+    result = cli.json("trigger", "cron")
+    # then its unit of work is stored, requested, and a second fire is refused (max_active 1)
+    uow = store.get_uow(result["uow"]["id"])
+    assert (uow.process, uow.state) == ("cron", UowState.REQUESTED)
+    assert result["process"] == "cron"
+    assert cli.json("status-of", uow.id)["state"] == "requested"
+    code, _, err = cli.run("trigger", "cron")
+    assert code == 1 and "max_active 1" in err
+    assert cli.run("trigger", "hourly")[1] == "hourly: scheduler asked to look now\n"
+    code, _, err = cli.run("trigger", "ghost")
+    assert (code, err) == (1, "launch.py trigger: process ghost not found\n")
+
+
+def test_remote_skip_and_reprocess_change_the_job(cli, store):
+    # when a job is skipped, then reprocessed, through the API
+    skipped = cli.json("skip", "hourly", "2026010100")
+    assert store.get_job("hourly", "2026010100").state is JobState.SKIPPED
+    redone = cli.json("reprocess", "hourly", "2026010100")
+    # then the store follows, and the printed jobs are the ones that changed
+    assert store.get_job("hourly", "2026010100").state is JobState.EMBRYO
+    assert [(j["timeperiod"], j["state"]) for j in skipped] == [("2026010100", "skipped")]
+    assert [(j["timeperiod"], j["state"]) for j in redone] == [("2026010100", "embryo")]
+    code, out, _ = cli.run("skip", "hourly", "2026010101")
+    assert (code, out) == (0, "1 jobs changed\n  hourly 2026010101 -> skipped\n")
+    # and a refused transition exits 1 with the state machine's reason, changing nothing
+    before = state_of(store)
+    code, _, err = cli.run("reprocess", "hourly", "2026010102")
+    assert code == 1 and "cannot reprocess from state embryo" in err
+    assert cli.run("skip", "hourly", "2099010100")[0] == 1
+    assert state_of(store) == before
+
+
+def test_remote_cancel(cli, store):
+    uow_id = cli.json("trigger", "cron")["uow"]["id"]
+    code, out, _ = cli.run("cancel", uow_id)
+    assert (code, out) == (0, f"unit of work {uow_id}: canceled\n")
+    assert store.get_uow(uow_id).state is UowState.CANCELED
+    code, _, err = cli.run("cancel", uow_id)
+    assert code == 1 and "cannot cancel from state canceled" in err
+
+
+def test_remote_enable_disable_print_what_local_prints(cli, store):
+    # when a process is disabled through the API
+    remote = cli.json("disable", "cron")
+    # then it is off in the store, and the local command prints the same process
+    assert store.get_process("cron").entry.enabled is False
+    assert remote["enabled"] is False
+    assert json.loads(cli.local("disable", "cron", "--json")[1]) == remote
+    assert cli.run("enable", "cron")[1] == "cron: enabled\n"
+    assert store.get_process("cron").entry.enabled is True
+
+
+def test_remote_submit_and_status_of(cli, store):
+    # when an admin submits a task for later through the API
+    code, out, err = cli.run(
+        "submit",
+        "--command",
+        "echo hi",
+        "--at",
+        "2030-01-01T00:00:00Z",
+        "--retries",
+        "2",
+        role=Role.ADMIN,
+    )
+    # then it is stored with that command, time and retries, and status-of reads it back
+    assert code == 0, err
+    task_id = out.strip()
+    uow = store.get_uow(task_id)
+    assert (uow.arguments["command"], uow.retries) == ("echo hi", 2)
+    assert uow.scheduled_at == datetime(2030, 1, 1, tzinfo=UTC)
+    remote = cli.json("status-of", task_id)
+    assert remote == json.loads(cli.local("status-of", task_id, "--json")[1])
+    assert (remote["state"], remote["scheduled_at"]) == ("requested", "2030-01-01T00:00:00Z")
+    assert cli.run("status-of", task_id)[1].startswith(f"{task_id}\n  state: requested\n")
+    code, _, err = cli.run("submit", "--command", "true", "--at", "tomorrow", role=Role.ADMIN)
+    assert code == 2 and "'scheduled_at'" in err
+
+
+def test_remote_super_start_stop_query(cli, store):
+    # when the supervised daemon is stopped, then started, on box b1 through the API
+    stopped = cli.json("super", "--stop", "d", "--boxid", "b1")
+    assert store.get_supervised("b1", "d").desired is False
+    started = cli.json("super", "--start", "d", "--boxid", "b1")
+    # then the desired state follows, and the query prints what local mode prints
+    assert store.get_supervised("b1", "d").desired is True
+    assert [(r["process"], r["desired"]) for r in stopped + started] == [
+        ("d", "stopped"),
+        ("d", "running"),
+    ]
+    query = cli.run("super", "--query", "--boxid", "b1")
+    assert query[0] == 0 and query[1] == cli.local("super", "--query", "--boxid", "b1")[1]
+    assert query[1].startswith("box b1\nPROCESS")
+    assert cli.json("super", "--boxid", "b1") == json.loads(
+        cli.local("super", "--boxid", "b1", "--json")[1]
+    )
+    code, _, err = cli.run("super", "--start", "ghost", "--boxid", "b1")
+    assert code == 1 and "b1/ghost not found" in err
+
+
+# -- credentials, addresses and refusals ---------------------------------------------------------
+
+
+def test_remote_wrong_token_exits_1_and_changes_nothing(cli, store):
+    before = state_of(store)
+    code = launch.main(["disable", "cron", "--url", cli.url, "--token", "tct_wrong"], environ={})
+    out, err = cli._capsys.readouterr()
+    assert (code, out) == (1, "")
+    assert "refused the token" in err and len(err.strip().splitlines()) == 1
+    assert "tct_wrong" not in err
+    assert state_of(store) == before
+    code, _, err = cli.run("list", "jobs", role=None)
+    assert code == 1 and "needs a token" in err and "TACTUS_TOKEN" in err
+
+
+def test_remote_viewer_token_may_read_but_not_act(cli, store):
+    before = state_of(store)
+    code, _, err = cli.run("disable", "cron", role=Role.VIEWER)
+    assert code == 1
+    assert "lacks the role" in err and "needs operator" in err
+    assert cli.run("submit", "--command", "true")[0] == 1  # operator: admin needed
+    assert state_of(store) == before
+    assert cli.run("list", "processes", role=Role.VIEWER)[0] == 0
+
+
+def test_remote_unreachable_url_exits_1_naming_it(capsys, settings):
+    url = f"http://127.0.0.1:{free_port()}"
+    code = launch.main(["list", "jobs", "--url", url, "--token", "tct_x"], environ={})
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith(f"launch.py list: cannot reach {url}/api/v1")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_remote_answer_that_is_not_json_exits_1(capsys, settings):
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>not tactus</html>")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Html)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        code = launch.main(["list", "uows", "--url", url], environ={})
+    finally:
+        server.shutdown()
+        thread.join(10)
+    err = capsys.readouterr().err
+    assert code == 1 and f"{url}/api/v1/uows" in err and "not JSON" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["db", "--init"],
+        ["register", "ctx.yaml"],
+        ["standalone"],
+        ["--status"],
+        ["--start", "scheduler"],
+    ],
+)
+def test_remote_refuses_what_acts_on_this_machine(capsys, settings, args):
+    code = launch.main([*args, "--url", "http://127.0.0.1:9"], environ={})
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "not available remotely" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://tactus.example.com", "clear text"),
+        ("ftp://127.0.0.1", "http(s)://"),
+        ("https://user:secret@tactus.example.com", "user or password"),
+    ],
+)
+def test_remote_bad_url_exits_2_before_sending_anything(capsys, settings, url, problem):
+    code = launch.main(["list", "jobs", "--url", url, "--token", "tct_x"], environ={})
+    err = capsys.readouterr().err
+    assert code == 2 and problem in err and "field 'url'" in err
+    assert "secret" not in err
+
+
+def test_remote_from_environment_token_file_and_options_first(cli, tmp_path):
+    environ = {"TACTUS_URL": cli.url, "TACTUS_TOKEN": cli.tokens[Role.VIEWER]}
+    assert launch.main(["list", "processes"], environ=environ) == 0
+    assert "cron" in cli._capsys.readouterr().out
+    token_file = tmp_path / "token"
+    token_file.write_text(cli.tokens[Role.OPERATOR] + "\n")
+    argv = ["--url", cli.url, "--token-file", str(token_file), "disable", "cron"]
+    assert launch.main(argv, environ={}) == 0
+    assert cli._capsys.readouterr().out == "cron: disabled\n"
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    argv = ["--url", cli.url, "--token-file", str(empty), "list", "jobs"]
+    assert launch.main(argv, environ={}) == 2
+    assert "is empty" in cli._capsys.readouterr().err
+
+
+def test_remote_next_runs_needs_no_installation(capsys, settings):
+    argv = ["next-runs", "every 60", "--after", "2026-01-01T00:00:00Z", "--count", "1"]
+    assert launch.main([*argv, "--url", "http://127.0.0.1:9"], environ={}) == 0
+    assert capsys.readouterr().out.startswith("2026-01-01T00:01:00Z")
