@@ -30,13 +30,17 @@ run during which anything logged a warning (a reconnect: other test runs restart
 RabbitMQ with ``rabbitmqctl stop_app``) is thrown away and run again. ``--profile`` adds py-spy
 profiles of three Tactus runs (bench/dispatch_profile.py).
 
+``--synchronous full,normal`` also runs the SQLite configurations with the store URI's
+``?synchronous=normal`` (commits that do not wait for the disk; see docs/settings.md).
+
 Caveats: 2 cores shared by the broker, the database, the workers and the benchmark (and other
 work unless the load says otherwise); loopback. Durable writes per unit of work: Tactus on
-RabbitMQ waits for 4 (3 store commits: create, claim, processed; 1 RabbitMQ transaction for the
-status; the uow messages' transaction is shared by 100), Tactus on the store queue does 7 to 8
-store commits (those 3, and message claim, status put, message ack, status claim, status ack);
-Celery waits for 1 (the result row): RabbitMQ stores its persistent task message but the
-publisher does not wait for a confirm, and the worker acks it on receipt, before it runs.
+RabbitMQ waits for 3 store commits (create, claim, processed; the uow messages' transaction is
+shared by 100; the status message leaves with the ack, unconfirmed), Tactus on the store queue
+does 6 to 7 store commits (those 3, and status put, message ack, status ack; message and status
+claims are shared by the messages claimed together); Celery waits for 1 (the result row):
+RabbitMQ stores its persistent task message but the publisher does not wait for a confirm, and
+the worker acks it on receipt, before it runs.
 """
 
 from __future__ import annotations
@@ -83,11 +87,16 @@ def log(text: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {text}", file=sys.stderr, flush=True)
 
 
-def configurations(postgres: bool, counts: tuple[int, ...]) -> list[Config]:
+def configurations(
+    postgres: bool, counts: tuple[int, ...], synchronous: tuple[str, ...] = ("full",)
+) -> list[Config]:
     stores = ("sqlite", "postgresql") if postgres else ("sqlite",)
     found = []
     for workers in counts:
-        found += [Config("tactus", b, s, workers) for b in ("rabbitmq", "store") for s in stores]
+        for broker in ("rabbitmq", "store"):
+            for store in stores:
+                modes = synchronous if store == "sqlite" else ("full",)
+                found += [Config("tactus", broker, store, workers, synchronous=m) for m in modes]
         found.append(Config("celery", "rabbitmq", "sqlite", workers, nodes=workers))
         if workers > 1:
             found.append(Config("celery", "rabbitmq", "sqlite", workers, nodes=1))
@@ -148,7 +157,10 @@ def run_config(config: Config, n: int, celery_python: Path) -> RunResult:
             return run_celery(celery_python, config, n, tmp)
         broker = AMQP if config.broker == "rabbitmq" else "store"
         if config.store == "sqlite":
-            return run_tactus(f"sqlite:///{tmp / 'tactus.db'}", broker, config.workers, n, tmp)
+            uri = f"sqlite:///{tmp / 'tactus.db'}"
+            if config.synchronous != "full":
+                uri += f"?synchronous={config.synchronous}"
+            return run_tactus(uri, broker, config.workers, n, tmp)
         database, uri = servers.POSTGRES.create_database()
         try:
             return run_tactus(uri, broker, config.workers, n, tmp)
@@ -211,7 +223,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="N = 300, one run, no PostgreSQL")
     parser.add_argument("--profile", action="store_true", help="also profile Tactus (py-spy)")
     parser.add_argument("--write", help="replace the marked section of this Markdown file")
+    parser.add_argument(
+        "--synchronous",
+        default="full",
+        help="SQLite store modes to run, comma-separated: full (the default), normal",
+    )
     args = parser.parse_args()
+    modes = tuple(m.strip().lower() for m in args.synchronous.split(",") if m.strip())
+    if not modes or set(modes) - {"full", "normal"}:
+        parser.error("--synchronous takes full, normal or full,normal")
     # Clean up (worker processes, queues, databases) on SIGTERM and on Ctrl-C, even when a
     # shell started us in the background with SIGINT ignored.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -232,7 +252,7 @@ def main() -> int:
     loads: list[float] = []
     failures: list[str] = []
     for round_ in range(repeat):
-        for config in configurations(not problem, (1, 4)):
+        for config in configurations(not problem, (1, 4), modes):
             result = run_with_retries(config, n, celery_python, failures)
             results.setdefault(config, []).append(result)
             loads.append(os.getloadavg()[0])
@@ -245,7 +265,18 @@ def main() -> int:
         f"{statistics.median(loads):.2f}; the benchmark's own processes count in it)"
     )
     profile = profile_runs(celery_python, n) if args.profile else []
-    text = render(results, n, notes, profile, others_limit=OTHERS_LIMIT, attempts=NOISY_ATTEMPTS)
+    command = ".venv/bin/python bench/dispatch.py --write docs/benchmarks.md"
+    if modes != ("full",):
+        command += f" --synchronous {','.join(modes)}"
+    text = render(
+        results,
+        n,
+        notes,
+        profile,
+        others_limit=OTHERS_LIMIT,
+        attempts=NOISY_ATTEMPTS,
+        command=command,
+    )
     print(text)
     if args.write:
         write_section(Path(args.write), text)

@@ -21,8 +21,7 @@ from pathlib import Path
 
 #: (label, function as py-spy names it, file): the slot thread's steps, first match wins.
 SLOT_STEPS = [
-    ("ack the delivery", "Slot._ack", "workers/slot.py"),
-    ("publish the status (Worker.publish_status)", "Worker.publish_status", "workers/runner.py"),
+    ("ack with the status notice (Slot._ack)", "Slot._ack", "workers/slot.py"),
     ("record processed: change_uow CAS (Slot._finish)", "Slot._finish", "workers/slot.py"),
     ("claim: change_uow CAS (Slot._claim)", "Slot._claim", "workers/slot.py"),
     ("load the unit of work (Slot._load: decode, get_uow)", "Slot._load", "workers/slot.py"),

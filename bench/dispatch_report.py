@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dispatch_cpu import others_cores
+from doc_section import replace_section
 
 if TYPE_CHECKING:
     from dispatch_tactus import RunResult
@@ -23,13 +24,14 @@ PROFILE_GUIDE = [
     "Reading the profiles: a worker slot handles one unit of work at a time, so its wall time "
     "per unit is the sum of its steps. Claim and record processed are one SQLite write "
     "transaction each (`BEGIN IMMEDIATE`, compare-and-set `UPDATE`, history `INSERT`, "
-    "`COMMIT`: `SqlStore.transition_uow`, db/backends/sql/uows.py); publishing the status is "
-    "one RabbitMQ transaction of one message (`TxPublisher._publish_once` → "
-    "`BlockingChannel.tx_commit`, which waits for RabbitMQ's disk write). Writers of one "
-    "SQLite file queue for its single write lock; SQLite's default busy handler (the "
-    "`busy_timeout` set in db/backends/sql/engine.py) retries after sleeps of 1, 2, 5, 10, "
-    "15, 20, 25 ... ms, so a waiter can sleep past the moment the lock is released. The "
-    "profiled runs are separate from the timed ones; py-spy's sampling adds load.",
+    "`COMMIT`: `SqlStore.transition_uow`, db/backends/sql/uows.py); with the default "
+    "`synchronous=full` each `COMMIT` waits for an fsync of the write-ahead log. The status "
+    "message leaves with the ack (`Consumer.ack(..., notices=...)`: `basic_publish` then "
+    "`basic_ack` on the worker's channel, no round trip). Writers of one SQLite file queue for "
+    "its single write lock, which a writer holds through its fsync; SQLite's default busy "
+    "handler (the `busy_timeout` set in db/backends/sql/engine.py) retries after sleeps of 1, "
+    "2, 5, 10, 15, 20, 25 ... ms. The profiled runs are separate from the timed ones; py-spy's "
+    "sampling adds load.",
 ]
 
 
@@ -40,6 +42,8 @@ class Config:
     store: str  # "sqlite" or "postgresql" (Celery: its result backend)
     workers: int
     nodes: int = 0  # Celery worker nodes (workers // nodes pool processes each)
+    #: SQLite store's ``synchronous`` (the store URI's option): "full" (default) or "normal".
+    synchronous: str = "full"
 
     @property
     def parties(self) -> tuple[str, ...]:
@@ -53,7 +57,8 @@ class Config:
             return f"Celery, RabbitMQ, db+sqlite results ({layout}{self.workers // self.nodes})"
         broker = "RabbitMQ" if self.broker == "rabbitmq" else "store queue"
         store = "SQLite file" if self.store == "sqlite" else "PostgreSQL"
-        return f"Tactus, {broker}, {store} store"
+        mode = f" (`synchronous={self.synchronous}`)" if self.synchronous != "full" else ""
+        return f"Tactus, {broker}, {store} store{mode}"
 
 
 def median_run(runs: list[RunResult]) -> RunResult:
@@ -68,6 +73,7 @@ def render(
     *,
     others_limit: float,
     attempts: int,
+    command: str = ".venv/bin/python bench/dispatch.py --write docs/benchmarks.md",
 ) -> str:
     celery_rate = {
         c.workers: median_run(r).rate
@@ -79,7 +85,7 @@ def render(
         "## Dispatch end to end (`bench/dispatch.py`)",
         "",
         "```sh",
-        ".venv/bin/python bench/dispatch.py --write docs/benchmarks.md",
+        command,
         "```",
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
@@ -146,15 +152,22 @@ def caveats(others_limit: float, attempts: int) -> list[str]:
         "benchmark process (which plays the scheduler, or Celery's client); CPU columns show "
         "who spends them. The RabbitMQ and PostgreSQL columns count the whole server, other "
         "clients included.",
-        "- Durable writes waited for per unit of work: Tactus on RabbitMQ 4 (store commits for "
-        "create, claim and processed; a RabbitMQ transaction for the status message; the unit "
-        "of work messages share one transaction per 100), Tactus on the store queue 7 to 8 "
-        "store commits (also message claim, status put, message ack, status claim, status "
-        "ack), Celery 1 (its result row). Celery's publisher does not wait for a confirm, and "
-        "its worker acks a task when it receives it (`acks_late` off, prefetch 4 per "
-        "process), so a worker that dies loses the tasks it holds; Tactus acks after the "
-        "outcome is stored and the scheduler told, and every state change is a "
-        "compare-and-set with a history event.",
+        "- Durable writes waited for per unit of work: Tactus on RabbitMQ 3 store commits "
+        "(create, claim, processed; the unit of work messages share one RabbitMQ transaction "
+        "per 100), Tactus on the store queue 6 to 7 (also status put, message ack and status "
+        "ack; message claims and status claims are shared by the messages claimed together), "
+        "Celery 1 (its result row). Celery's publisher does not wait for a confirm, and its "
+        "worker acks a task when it receives it (`acks_late` off, prefetch 4 per process), so "
+        "a worker that dies loses the tasks it holds. Tactus claims each unit of work by "
+        "compare-and-set before running it, acks only after the outcome is stored (a "
+        "compare-and-set with a history event), and sends the status message with the ack, "
+        "on the worker's channel and like Celery's task messages without a confirm: the store "
+        "is the truth, a lost status message delays the scheduler's next look, and a message "
+        "not acked is delivered again and its status re-sent. Tactus workers run with the "
+        "default `worker_prefetch` of 2 (the message behind a run that lasts over a second is "
+        "handed back). `synchronous=normal` rows: the SQLite store's commits do not wait for "
+        "the disk (a documented opt-in, see docs/settings.md), durable against process "
+        "crashes but not against an OS crash or power loss.",
         "- The Tactus workers log at WARNING (the per-change INFO line is off), like Celery's "
         "`--loglevel WARNING`. Celery results are collected with `GroupResult.get` "
         "(interval 10 ms), one SELECT per task, in the client.",
@@ -164,10 +177,5 @@ def caveats(others_limit: float, attempts: int) -> list[str]:
 
 
 def write_section(path: Path, text: str) -> None:
-    doc = path.read_text() if path.exists() else ""
-    if MARK_BEGIN in doc and MARK_END in doc:
-        head, rest = doc.split(MARK_BEGIN, 1)
-        doc = head + text + rest.split(MARK_END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(doc)
+    """Replace this benchmark's section of ``path`` (or append it)."""
+    replace_section(path, text, MARK_BEGIN, MARK_END)

@@ -7,6 +7,8 @@ import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
+from doc_section import replace_section
+
 MARK_BEGIN = "<!-- bench/scheduler.py begin -->"
 MARK_END = "<!-- bench/scheduler.py end -->"
 HEADER = """## Scheduler: pass cost against history, freerun lateness, catch-up (`bench/scheduler.py`)
@@ -221,10 +223,5 @@ def render(passes, freerun, catchup, size, quiet: list[str], quick: bool) -> str
 
 
 def write(path: Path, text: str) -> None:
-    doc = path.read_text() if path.exists() else ""
-    if MARK_BEGIN in doc:
-        head, rest = doc.split(MARK_BEGIN, 1)
-        doc = head + text + rest.split(MARK_END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(doc)
+    """Replace this benchmark's section of ``path`` (or append it)."""
+    replace_section(path, text, MARK_BEGIN, MARK_END)

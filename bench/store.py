@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from doc_section import replace_section  # noqa: E402
+
 from db import open_store  # noqa: E402
 from db.ids import new_id  # noqa: E402
 from db.models import Event, Job, UnitOfWork  # noqa: E402
@@ -218,14 +220,7 @@ def main() -> int:
     text = render(rows, trig, args.n)
     print(text)
     if args.write:
-        path = Path(args.write)
-        doc = path.read_text() if path.exists() else ""
-        if MARK_BEGIN in doc:
-            head, rest = doc.split(MARK_BEGIN, 1)
-            doc = head + text + rest.split(MARK_END, 1)[1]
-        else:
-            doc += "\n" + text + "\n"
-        path.write_text(doc)
+        replace_section(Path(args.write), text, MARK_BEGIN, MARK_END)
     return 0
 
 

@@ -46,6 +46,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from doc_section import replace_section  # noqa: E402
+
 from db import open_store  # noqa: E402
 from db.errors import NotFound  # noqa: E402
 
@@ -312,13 +314,8 @@ def render(tactus: dict[str, float], peer: dict[str, float], kills: int, version
 
 
 def write_section(path: Path, text: str) -> None:
-    doc = path.read_text() if path.exists() else ""
-    if MARK_BEGIN in doc:
-        head, rest = doc.split(MARK_BEGIN, 1)
-        doc = head + text + rest.split(MARK_END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(doc)
+    """Replace this benchmark's section of ``path`` (or append it)."""
+    replace_section(path, text, MARK_BEGIN, MARK_END)
 
 
 def main() -> int:
