@@ -35,12 +35,13 @@ profiles of three Tactus runs (bench/dispatch_profile.py).
 
 Caveats: 2 cores shared by the broker, the database, the workers and the benchmark (and other
 work unless the load says otherwise); loopback. Durable writes per unit of work: Tactus on
-RabbitMQ waits for 3 store commits (create, claim, processed; the uow messages' transaction is
-shared by 100; the status message leaves with the ack, unconfirmed), Tactus on the store queue
-does 6 to 7 store commits (those 3, and status put, message ack, status ack; message and status
-claims are shared by the messages claimed together); Celery waits for 1 (the result row):
-RabbitMQ stores its persistent task message but the publisher does not wait for a confirm, and
-the worker acks it on receipt, before it runs.
+RabbitMQ waits for 2 store commits (create, and the outcome written together with the claim of
+the next unit of work already in hand; the uow messages' transaction is shared by 100; the
+status message leaves with the ack, unconfirmed), Tactus on the store queue does 4 to 5 (those
+2, the message ack with the status put, the status ack; message and status claims are shared by
+the messages claimed together); Celery waits for 1 (the result row): RabbitMQ stores its
+persistent task message but the publisher does not wait for a confirm, and the worker acks it
+on receipt, before it runs.
 """
 
 from __future__ import annotations

@@ -248,6 +248,19 @@ class Event:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class UowTransition:
+    """One compare-and-set of :meth:`db.store.Store.transition_uows`: the arguments of
+    :meth:`~db.store.Store.transition_uow`, to be written together with others."""
+
+    uow_id: str
+    expected_state: UowState
+    new_state: UowState
+    event: Event
+    changes: Mapping[str, Any] | None = None
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class FireRecord:
     """One scheduled fire of a freerun trigger; unique by (process, scheduled_at)."""
 

@@ -15,13 +15,15 @@ No other code sets a state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from db.errors import NotFound, StateConflict, TransitionRefused
 from db.machines.job import job_machine
 from db.machines.supervised import SUPERVISED_MACHINE
 from db.machines.uow import UOW_MACHINE
-from db.models import Event, Job, SupervisedProcess, UnitOfWork
+from db.models import Event, Job, SupervisedProcess, UnitOfWork, UowTransition
 
 if TYPE_CHECKING:
     from db.clock import Clock
@@ -32,6 +34,49 @@ if TYPE_CHECKING:
 log = logging.getLogger(f"tactus.{__name__}")
 
 E = TypeVar("E")
+
+
+def _decided(
+    machine: TableMachine,
+    entity: str,
+    key: str,
+    state: str,
+    trigger: str,
+    *,
+    clock: Clock,
+    actor: str,
+    reason: str,
+    facts: Mapping[str, Any],
+    details: Mapping[str, Any] | None,
+) -> tuple[Any, Event]:
+    """Step 1: the machine's destination (or TransitionRefused) and the history event."""
+    dest = machine.decide(state, trigger, key, **facts)
+    event = Event(
+        entity=entity,
+        entity_id=key,
+        at=clock.now(),
+        trigger=trigger,
+        from_state=str(state),
+        to_state=str(dest),
+        actor=actor,
+        reason=reason,
+        details=dict(details or {}),
+    )
+    return dest, event
+
+
+def _logged(entity: str, key: str, event: Event) -> None:
+    """Step 3: the one log line of a stored change."""
+    log.info(
+        "%s %s: %s -> %s (%s by %s%s)",
+        entity,
+        key,
+        event.from_state,
+        event.to_state,
+        event.trigger,
+        event.actor,
+        f": {event.reason}" if event.reason else "",
+    )
 
 
 def _change(
@@ -50,29 +95,20 @@ def _change(
     after_commit: Callable[[E], None] | None,
 ) -> E:
     """Steps 1-4 of the module docstring; ``persist(dest, event)`` is the store's CAS write."""
-    dest = machine.decide(state, trigger, key, **facts)
-    event = Event(
-        entity=entity,
-        entity_id=key,
-        at=clock.now(),
-        trigger=trigger,
-        from_state=str(state),
-        to_state=str(dest),
-        actor=actor,
-        reason=reason,
-        details=dict(details or {}),
-    )
-    stored = persist(dest, event)
-    log.info(
-        "%s %s: %s -> %s (%s by %s%s)",
+    dest, event = _decided(
+        machine,
         entity,
         key,
-        event.from_state,
-        event.to_state,
+        state,
         trigger,
-        actor,
-        f": {reason}" if reason else "",
+        clock=clock,
+        actor=actor,
+        reason=reason,
+        facts=facts,
+        details=details,
     )
+    stored = persist(dest, event)
+    _logged(entity, key, event)
     if after_commit is not None:
         try:
             after_commit(stored)
@@ -188,6 +224,76 @@ def change_uow(
         ),
         after_commit=after_commit,
     )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UowChange:
+    """One change of :func:`change_uows`: what :func:`change_uow` takes besides the store,
+    the clock and the actor."""
+
+    uow: UnitOfWork
+    trigger: str
+    reason: str = ""
+    facts: Mapping[str, Any] | None = None
+    changes: Mapping[str, Any] | None = None
+    details: Mapping[str, Any] | None = None
+    check_version: bool = False
+
+
+def change_uows(
+    store: Store, requests: Sequence[UowChange], *, clock: Clock, actor: str
+) -> list[UnitOfWork | TransitionRefused | NotFound | StateConflict]:
+    """Several unit-of-work changes written together (:meth:`~db.store.Store.transition_uows`:
+    one commit on SQL): each is decided by the machine and applied or refused on its own, as
+    :func:`change_uow` would. A worker finishes one unit of work and claims the next this way.
+
+    Returns:
+        In the order of ``requests``: the unit of work as stored, or the
+        :class:`~db.errors.TransitionRefused`, :class:`~db.errors.StateConflict` or
+        :class:`~db.errors.NotFound` that refused it (nothing of it was written). There is no
+        ``after_commit``: the caller acts on the results once this returns, after the commit.
+    """
+    results: list[UnitOfWork | TransitionRefused | NotFound | StateConflict | None]
+    results = [None] * len(requests)
+    steps: list[UowTransition] = []
+    positions: list[int] = []
+    for position, request in enumerate(requests):
+        uow = request.uow
+        try:
+            dest, event = _decided(
+                UOW_MACHINE,
+                "uow",
+                uow.id,
+                uow.state,
+                request.trigger,
+                clock=clock,
+                actor=actor,
+                reason=request.reason,
+                facts={"attempts_remain": uow.attempt <= uow.retries, **dict(request.facts or {})},
+                details=request.details,
+            )
+        except TransitionRefused as exc:
+            results[position] = exc
+            continue
+        steps.append(
+            UowTransition(
+                uow_id=uow.id,
+                expected_state=uow.state,
+                new_state=dest,
+                event=event,
+                changes=request.changes,
+                expected_version=uow.version if request.check_version else None,
+            )
+        )
+        positions.append(position)
+    if steps:
+        for position, step, stored in zip(
+            positions, steps, store.transition_uows(steps), strict=True
+        ):
+            results[position] = stored
+            if isinstance(stored, UnitOfWork):
+                _logged("uow", step.uow_id, step.event)
+    return [result for result in results if result is not None]
 
 
 def change_supervised(

@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from db.errors import NotFound, StateConflict
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
         SupervisedProcess,
         UnitOfWork,
         UowQuery,
+        UowTransition,
         WorkerRecord,
     )
     from db.states import JobState, ProcessKind, SupervisedState, UowState
@@ -266,6 +269,36 @@ class Store(ABC):
             StateConflict: the stored state (or version) is not the expected one.
         """
 
+    def transition_uows(
+        self, steps: Sequence[UowTransition]
+    ) -> list[UnitOfWork | NotFound | StateConflict]:
+        """Several compare-and-sets of :meth:`transition_uow`, written together: one transaction
+        (one durable commit) where the backend has them. Each step applies or is refused on its
+        own; the result holds, in the order of ``steps``, the stored unit of work or the
+        :class:`~db.errors.NotFound` / :class:`~db.errors.StateConflict` that refused it (a
+        refused step writes nothing, and does not stop the others). A worker finishes one unit
+        of work and claims the next in one commit this way.
+
+        This default applies the steps one after the other, for backends whose atomic unit is
+        one document (MongoDB); the SQL store overrides it with one transaction.
+        """
+        done: list[UnitOfWork | NotFound | StateConflict] = []
+        for step in steps:
+            try:
+                done.append(
+                    self.transition_uow(
+                        step.uow_id,
+                        expected_state=step.expected_state,
+                        new_state=step.new_state,
+                        event=step.event,
+                        changes=step.changes,
+                        expected_version=step.expected_version,
+                    )
+                )
+            except (NotFound, StateConflict) as exc:
+                done.append(exc)
+        return done
+
     @abstractmethod
     def update_uow(
         self,
@@ -285,8 +318,12 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def count_uows(self, process: str | None = None) -> dict[tuple[str, UowState], int]:
-        """Number of units of work per (process, state)."""
+    def count_uows(
+        self, process: str | Iterable[str] | None = None
+    ) -> dict[tuple[str, UowState], int]:
+        """Number of units of work per (process, state): of one process (a name), of several
+        (any other iterable of names: one query) or of all (None). Processes without units of
+        work have no key."""
 
     # -- history --------------------------------------------------------------------------------
 
@@ -448,11 +485,24 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def queue_ack(self, message_id: str, consumer: str) -> bool:
-        """Delete a message if ``consumer`` still holds its claim.
+    def queue_ack(
+        self,
+        message_id: str,
+        consumer: str,
+        *,
+        then_put: Sequence[tuple[str, bytes]] = (),
+        available_at: datetime | None = None,
+    ) -> bool:
+        """Delete a message if ``consumer`` still holds its claim, and insert the ``then_put``
+        (queue, body) messages, available from ``available_at``, in the same transaction where
+        the backend has them (a worker's status messages leave with its ack: one commit). They
+        are inserted whether or not the claim was still held.
 
         Returns:
             False if the claim was lost (expired and taken by another consumer, or gone).
+
+        Raises:
+            ValueError: ``then_put`` without ``available_at``.
         """
 
     @abstractmethod

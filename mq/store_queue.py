@@ -273,13 +273,19 @@ class StoreConsumer(Consumer):
                 self._pause = min(self._pause * 2, POLL_CAP)
 
     def ack(self, delivery: Delivery, *, notices: Sequence[tuple[str, bytes]] = ()) -> None:
-        if notices:
-            # Written (one transaction per queue) before the ack: both are store writes here.
-            self._broker.publish_many(notices)
+        notices = [(check_queue_name(queue), body) for queue, body in notices]
         message_id = self._settle(delivery)
+        now = self._broker.clock.now()
+        # The notices are written in the ack's own transaction: one commit for both.
         self._on_claim(
-            "ack", message_id, lambda: self._store.queue_ack(message_id, self.consumer_id)
+            "ack",
+            message_id,
+            lambda: self._store.queue_ack(
+                message_id, self.consumer_id, then_put=notices, available_at=now
+            ),
         )
+        if notices:
+            self._broker.wakeup.notify({queue for queue, _ in notices})
 
     def reject(self, delivery: Delivery, reason: str) -> None:
         message_id = self._settle(delivery)

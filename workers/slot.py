@@ -13,7 +13,9 @@ executor thread of the slot's. Per delivery, :meth:`Slot.handle` runs the steps 
    redelivered message of a finished unit of work is acked with its status again (its worker
    may have died after storing the outcome, before the status left);
 3. claim it (``requested → in_progress``, compare-and-set through the funnel, with worker, box,
-   pid, ``started_at`` and ``heartbeat_at``); a lost race is acked and ignored;
+   pid, ``started_at`` and ``heartbeat_at``); a lost race is acked and ignored. When the
+   delivery was already in hand as the previous run ended, this claim was written in the same
+   commit as that run's outcome (step 5), each change applied or refused on its own;
 4. run it: the shell driver for ``command``, the Python worker otherwise, within ``timeout``;
 5. record the outcome through the funnel (``succeed``, ``finish_noop`` or ``fail``, with the exit
    code, output tail, error and ``finished_at``);
@@ -45,7 +47,7 @@ from db.errors import (
     TactusError,
     TransitionRefused,
 )
-from db.state_change import change_uow
+from db.state_change import UowChange, change_uow, change_uows
 from db.states import UowKind, UowState
 from mq.message import Message
 from workers.base import Outcome
@@ -258,30 +260,40 @@ class Slot:
             self._executor.shutdown(wait=True)
 
     def handle(self, consumer: Consumer, delivery: Delivery) -> None:
-        """One delivery: decode, load, claim, run, record, tell, ack."""
+        """One delivery: decode, load, claim, run, record, tell, ack; then, while the next
+        delivery is already in hand, run it too, its claim written in the same commit as the
+        outcome before it (:meth:`_finish`)."""
         uow = self._load(consumer, delivery)
         if uow is None:
             return
-        entry = self.worker.current_entry()
         if self.worker.stop_event.is_set():
             consumer.requeue(delivery)  # stopping: leave it to the next worker
             return
         claimed = self._claim(consumer, delivery, uow)
-        if claimed is None:
-            return
-        task = RunningUow(claimed, consumer, delivery)
+        while claimed is not None:
+            claimed = self._run(consumer, *claimed)
+
+    def _run(
+        self, consumer: Consumer, delivery: Delivery, uow: UnitOfWork
+    ) -> tuple[Delivery, UnitOfWork] | None:
+        """Run a claimed unit of work and record its outcome; returns the next one if its
+        claim went with that record."""
+        entry = self.worker.current_entry()
+        task = RunningUow(uow, consumer, delivery)
         self.task = task
+        following = None
         try:
             verdict = self._execute(entry, task)
             task.finishing = True
             if verdict.trigger is None:
                 self._release(task)
             else:
-                self._finish(task, verdict)
+                following = self._finish(task, verdict)
         finally:
             self.task = None
         if self.abandoned and not task.stop_requested:
             self.worker.call_abandoned()
+        return following
 
     def _load(self, consumer: Consumer, delivery: Delivery) -> UnitOfWork | None:
         """The requested unit of work a delivery names; None once the delivery is dealt with."""
@@ -318,33 +330,62 @@ class Slot:
             return None
         return uow
 
-    def _claim(self, consumer: Consumer, delivery: Delivery, uow: UnitOfWork) -> UnitOfWork | None:
+    def _claim(
+        self, consumer: Consumer, delivery: Delivery, uow: UnitOfWork
+    ) -> tuple[Delivery, UnitOfWork] | None:
+        """Claim alone (the first of a run of deliveries); None when lost to another worker."""
+        (claimed,) = change_uows(
+            self.worker.store,
+            [self._claim_change(delivery, uow)],
+            clock=self.worker.clock,
+            actor=self.worker.actor,
+        )
+        return self._claimed(consumer, delivery, uow, claimed)
+
+    def _claim_change(self, delivery: Delivery, uow: UnitOfWork) -> UowChange:
+        """``requested -> in_progress``, recording who and where runs it from now."""
         worker = self.worker
         now = worker.clock.now()
-        try:
-            return change_uow(
-                worker.store,
-                uow,
-                "claim",
-                clock=worker.clock,
-                actor=worker.actor,
-                changes={
-                    "worker_id": worker.worker_id,
-                    "box_id": worker.settings.box_id,
-                    "pid": os.getpid(),
-                    "started_at": now,
-                    "heartbeat_at": now,
-                    "finished_at": None,
-                    "exit_code": None,
-                    "output": None,
-                    "error": None,
-                },
-                details={"attempt": uow.attempt, "redelivered": delivery.redelivered},
-            )
-        except (StateConflict, TransitionRefused) as exc:
-            log.info("uow %s: claimed elsewhere first (%s); ignoring the delivery", uow.id, exc)
+        return UowChange(
+            uow=uow,
+            trigger="claim",
+            changes={
+                "worker_id": worker.worker_id,
+                "box_id": worker.settings.box_id,
+                "pid": os.getpid(),
+                "started_at": now,
+                "heartbeat_at": now,
+                "finished_at": None,
+                "exit_code": None,
+                "output": None,
+                "error": None,
+            },
+            details={"attempt": uow.attempt, "redelivered": delivery.redelivered},
+        )
+
+    @staticmethod
+    def _claimed(
+        consumer: Consumer, delivery: Delivery, uow: UnitOfWork, result: UnitOfWork | TactusError
+    ) -> tuple[Delivery, UnitOfWork] | None:
+        """The delivery and its claimed unit of work, or None once a lost claim is acked."""
+        if isinstance(result, TactusError):
+            # StateConflict / TransitionRefused / NotFound: claimed (or changed) elsewhere.
+            log.info("uow %s: claimed elsewhere first (%s); ignoring the delivery", uow.id, result)
             consumer.ack(delivery)
             return None
+        return delivery, result
+
+    def _next_in_hand(self, consumer: Consumer) -> tuple[Delivery, UnitOfWork] | None:
+        """The next delivery if it is already here (fetched ahead; never waits) and names a
+        requested unit of work of ours; anything else it may be is dealt with by :meth:`_load`.
+        Nothing is taken while the worker stops or after an abandoned call."""
+        if self.abandoned or self.worker.stop_event.is_set():
+            return None
+        delivery = consumer.get(0)
+        if delivery is None:
+            return None
+        uow = self._load(consumer, delivery)
+        return None if uow is None else (delivery, uow)
 
     def _execute(self, entry: ProcessEntry, task: RunningUow) -> _Verdict:
         if task.uow.kind is UowKind.ADHOC:
@@ -409,21 +450,23 @@ class Slot:
         error = f"process_uow returned {value!r}; expected None, Outcome.PROCESSED or Outcome.NOOP"
         return _Verdict(trigger="fail", error=error, reason=error, seconds=seconds)
 
-    def _finish(self, task: RunningUow, verdict: _Verdict) -> None:
+    def _finish(self, task: RunningUow, verdict: _Verdict) -> tuple[Delivery, UnitOfWork] | None:
         """Record the outcome through the funnel, then ack with the status notice: the status
         leaves only after the outcome is committed, ahead of the ack on the same channel. A
         crash before the ack redelivers a message that the next worker acks with the status
-        again (see :meth:`_load`)."""
+        again (see :meth:`_load`).
+
+        When the next delivery is already in hand, its claim is written in the same commit (one
+        durable write fewer per unit of work; each change still applies or is refused on its
+        own) and it is returned, claimed, to run next.
+        """
         worker = self.worker
         assert verdict.trigger is not None
-        notices: tuple[tuple[str, bytes], ...] = ()
-        try:
-            finished = change_uow(
-                worker.store,
-                task.uow,
-                verdict.trigger,
-                clock=worker.clock,
-                actor=worker.actor,
+        following = self._next_in_hand(task.consumer)
+        requests = [
+            UowChange(
+                uow=task.uow,
+                trigger=verdict.trigger,
                 reason=verdict.reason if verdict.trigger == "fail" else "",
                 changes={
                     "finished_at": worker.clock.now(),
@@ -437,13 +480,25 @@ class Slot:
                     "seconds": round(verdict.seconds, 3),
                 },
             )
-        except (StateConflict, TransitionRefused) as exc:
+        ]
+        if following is not None:
+            requests.append(self._claim_change(*following))
+        # A store failure here stops the slot; its consumer closes and both messages go back.
+        results = change_uows(worker.store, requests, clock=worker.clock, actor=worker.actor)
+        finished = results[0]
+        notices: tuple[tuple[str, bytes], ...] = ()
+        if isinstance(finished, TactusError):
             # Canceled by hand, or declared lost and retried, while it ran: that decision
             # stands and this outcome is dropped.
-            log.warning("uow %s: outcome %s not recorded: %s", task.uow.id, verdict.trigger, exc)
+            log.warning(
+                "uow %s: outcome %s not recorded: %s", task.uow.id, verdict.trigger, finished
+            )
         else:
             notices = (worker.status_notice(finished),)
         self._ack(task, notices)
+        if following is None:
+            return None
+        return self._claimed(task.consumer, *following, results[1])
 
     def _release(self, task: RunningUow) -> None:
         """Hand an interrupted unit of work back (no attempt used) and requeue its message."""

@@ -22,6 +22,7 @@ from db.models import (
     SupervisedProcess,
     UnitOfWork,
     UowQuery,
+    UowTransition,
     WorkerRecord,
 )
 from db.states import (
@@ -460,6 +461,78 @@ def test_transition_uow_refuses_unchangeable_fields(store):
     assert store.get_uow(uow.id).state is UowState.REQUESTED
 
 
+def _step(uow, src: UowState, dst: UowState, trigger: str, at: datetime = T0, **changes):
+    return UowTransition(
+        uow_id=uow.id,
+        expected_state=src,
+        new_state=dst,
+        event=event("uow", uow.id, trigger, src.value, dst.value, at=at),
+        changes=changes or None,
+    )
+
+
+def test_transition_uows_applies_each_step_and_refuses_each_on_its_own(store):
+    # given one unit of work in progress, one requested, one claimed by someone else
+    running = store.create_uow(make_uow(start="2026010510"))
+    store.transition_uow(
+        running.id,
+        expected_state=UowState.REQUESTED,
+        new_state=UowState.IN_PROGRESS,
+        event=event("uow", running.id, "claim", "requested", "in_progress"),
+    )
+    waiting = store.create_uow(make_uow(start="2026010511"))
+    taken = store.create_uow(make_uow(start="2026010512"))
+    store.transition_uow(
+        taken.id,
+        expected_state=UowState.REQUESTED,
+        new_state=UowState.IN_PROGRESS,
+        changes={"worker_id": "other"},
+        event=event("uow", taken.id, "claim", "requested", "in_progress"),
+    )
+    at = T0 + timedelta(seconds=9)
+    # when: finish the first, claim the second and the third, and one that does not exist
+    done = store.transition_uows(
+        [
+            _step(running, UowState.IN_PROGRESS, UowState.PROCESSED, "succeed", at, exit_code=0),
+            _step(waiting, UowState.REQUESTED, UowState.IN_PROGRESS, "claim", at, worker_id="w1"),
+            _step(taken, UowState.REQUESTED, UowState.IN_PROGRESS, "claim", at, worker_id="w1"),
+            UowTransition(
+                uow_id="ghost",
+                expected_state=UowState.REQUESTED,
+                new_state=UowState.IN_PROGRESS,
+                event=event("uow", "ghost", "claim", "requested", "in_progress"),
+            ),
+        ]
+    )
+    # then the applied ones are stored with their events, the refused ones changed nothing
+    assert [type(result) for result in done] == [UnitOfWork, UnitOfWork, StateConflict, NotFound]
+    assert done[0].state is UowState.PROCESSED and done[0].exit_code == 0
+    assert done[1].state is UowState.IN_PROGRESS and done[1].worker_id == "w1"
+    assert done[1].updated_at == at
+    assert done[2].actual == "in_progress"
+    assert store.get_uow(running.id).state is UowState.PROCESSED
+    assert store.get_uow(waiting.id).state is UowState.IN_PROGRESS
+    assert store.get_uow(taken.id).worker_id == "other"
+    assert [e.trigger for e in store.history("uow", running.id)] == ["claim", "succeed"]
+    assert [e.trigger for e in store.history("uow", waiting.id)] == ["claim"]
+    assert [e.trigger for e in store.history("uow", taken.id)] == ["claim"]
+
+
+def test_transition_uows_with_a_bad_change_writes_nothing(store):
+    first = store.create_uow(make_uow(start="2026010510"))
+    second = store.create_uow(make_uow(start="2026010511"))
+    with pytest.raises(InvalidInput):
+        store.transition_uows(
+            [
+                _step(first, UowState.REQUESTED, UowState.IN_PROGRESS, "claim"),
+                _step(second, UowState.REQUESTED, UowState.IN_PROGRESS, "claim", process="evil"),
+            ]
+        )
+    assert store.get_uow(first.id).state is UowState.REQUESTED
+    assert store.get_uow(second.id).state is UowState.REQUESTED
+    assert store.history("uow", first.id) == []
+
+
 def test_update_uow_without_state_change(store):
     # given
     uow = store.create_uow(make_uow())
@@ -551,6 +624,9 @@ def test_count_uows(store):
     store.create_uow(make_uow(process="b"))
     assert store.count_uows() == {("a", UowState.REQUESTED): 2, ("b", UowState.REQUESTED): 1}
     assert store.count_uows("b") == {("b", UowState.REQUESTED): 1}
+    assert store.count_uows(["b", "c"]) == {("b", UowState.REQUESTED): 1}
+    assert store.count_uows(iter(["a", "b"])) == store.count_uows()
+    assert store.count_uows([]) == {}
 
 
 # -- history ------------------------------------------------------------------------------------
@@ -947,6 +1023,26 @@ def test_queue_ack_only_by_the_claim_holder(store):
     assert store.queue_ack(message, "c1") is False
     assert store.queue_ack("nosuchmessage", "c1") is False
     assert store.queue_depth("q", now=T0) == {"ready": 0, "delayed": 0, "claimed": 0}
+
+
+def test_queue_ack_puts_messages_with_it(store):
+    # given a claimed message
+    [message] = store.queue_put("q", [b"m"], available_at=T0)
+    _claim(store, "c1")
+    # when its holder acks it with two messages for other queues
+    acked = store.queue_ack(
+        message, "c1", then_put=[("status", b"s1"), ("other", b"o1")], available_at=T0
+    )
+    # then the message is gone and the others are ready to claim
+    assert acked is True
+    assert store.queue_depth("q", now=T0)["claimed"] == 0
+    assert [m.body for m in _claim(store, "c2", queue="status")] == [b"s1"]
+    assert [m.body for m in _claim(store, "c2", queue="other")] == [b"o1"]
+    # and a lost claim still puts them (a status is a hint; the truth is in the store)
+    assert store.queue_ack(message, "c1", then_put=[("status", b"s2")], available_at=T0) is False
+    assert [m.body for m in _claim(store, "c3", queue="status")] == [b"s2"]
+    with pytest.raises(ValueError, match="available_at"):
+        store.queue_ack(message, "c1", then_put=[("status", b"s3")])
 
 
 def test_queue_ack_after_expiry_while_nobody_took_it(store):

@@ -8,9 +8,9 @@ import itertools
 
 import pytest
 
-from db.models import JobQuery
-from db.states import JobState
-from tests.contract.test_store import _all_pages, make_job
+from db.models import JobQuery, UowQuery
+from db.states import JobState, UowState
+from tests.contract.test_store import _all_pages, make_job, make_uow
 
 #: A state for each (process, hour): every state shows up, unevenly, in both processes.
 STATES = list(JobState)
@@ -80,3 +80,40 @@ def test_count_jobs_of_several_processes(store):
     assert one == {k: n for k, n in everything.items() if k[0] == "a_hourly"}
     assert none == {}
     assert sum(everything.values()) == 40
+
+
+UOW_STATES = list(UowState)
+
+
+def _fill_uows(store) -> list[tuple[str, str, UowState]]:
+    made = []
+    for n, process in enumerate(("a_cron", "b_cron") * 12):
+        state = UOW_STATES[(n * 5 + len(process)) % len(UOW_STATES)]
+        uow = store.create_uow(make_uow(process, run_key=str(n), state=state))
+        made.append((uow.id, process, state))
+    return made
+
+
+@pytest.mark.parametrize("newest_first", [True, False], ids=["newest", "oldest"])
+@pytest.mark.parametrize("process", [None, "b_cron"], ids=["all", "one_process"])
+@pytest.mark.parametrize(
+    "states",
+    [
+        frozenset({UowState.PROCESSED, UowState.INVALID}),
+        frozenset({UowState.REQUESTED, UowState.IN_PROGRESS, UowState.CANCELED}),
+        frozenset(UowState),
+    ],
+    ids=["two", "three", "all"],
+)
+def test_find_uows_several_states_pages_in_order(store, states, process, newest_first):
+    # given
+    made = _fill_uows(store)
+    query = UowQuery(process=process, states=states, newest_first=newest_first)
+    # when
+    found = _all_pages(lambda **kw: store.find_uows(query, **kw), limit=3)
+    # then
+    expected = sorted(
+        (i for i, p, s in made if s in states and process in (None, p)), reverse=newest_first
+    )
+    assert [u.id for u in found] == expected
+    assert all(u.state in states for u in found)

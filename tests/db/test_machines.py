@@ -14,7 +14,7 @@ from db.machines.job import JOB_MACHINES, JOB_TABLES
 from db.machines.supervised import SUPERVISED_MACHINE, SUPERVISED_TRANSITIONS
 from db.machines.uow import UOW_MACHINE, UOW_TRANSITIONS
 from db.models import Job, SupervisedProcess, UnitOfWork
-from db.state_change import change_job, change_supervised, change_uow
+from db.state_change import UowChange, change_job, change_supervised, change_uow, change_uows
 from db.states import (
     JobState,
     Qualifier,
@@ -258,6 +258,60 @@ def test_change_uow_retry_only_while_attempts_remain(sqlite_store):
         sqlite_store, uow, "give_up", clock=_Clock(), actor="scheduler", reason="retries exhausted"
     )
     assert canceled.state is UowState.CANCELED
+
+
+def _requested(start: str, **fields) -> UnitOfWork:
+    return UnitOfWork(
+        id=new_id(),
+        process="p",
+        kind=UowKind.MANAGED,
+        start_timeperiod=start,
+        end_timeperiod=start,
+        run_key="0",
+        created_at=T0,
+        updated_at=T0,
+        **fields,
+    )
+
+
+def test_change_uows_decides_each_and_writes_the_allowed_ones_together(sqlite_store):
+    # given one unit of work running, one requested, one already processed
+    running = change_uow(
+        sqlite_store, sqlite_store.create_uow(_requested("1")), "claim", clock=_Clock(), actor="w"
+    )
+    waiting = sqlite_store.create_uow(_requested("2"))
+    finished = sqlite_store.create_uow(_requested("3", state=UowState.PROCESSED))
+    # when: finish the first and claim the second and the third in one call
+    done = change_uows(
+        sqlite_store,
+        [
+            UowChange(uow=running, trigger="succeed", changes={"exit_code": 0}),
+            UowChange(uow=waiting, trigger="claim", changes={"worker_id": "w1"}),
+            UowChange(uow=finished, trigger="claim"),
+        ],
+        clock=_Clock(),
+        actor="worker w1",
+    )
+    # then the machine refused the third (nothing written), the others are stored with history
+    assert done[0].state is UowState.PROCESSED and done[0].exit_code == 0
+    assert done[1].state is UowState.IN_PROGRESS and done[1].worker_id == "w1"
+    assert isinstance(done[2], TransitionRefused)
+    assert sqlite_store.get_uow(finished.id).version == finished.version
+    history = sqlite_store.history("uow", waiting.id)
+    assert [(e.trigger, e.actor) for e in history] == [("claim", "worker w1")]
+
+
+def test_change_uows_reports_a_lost_race_in_its_place(sqlite_store):
+    # given a requested unit of work someone else claims after we read it
+    stale = sqlite_store.create_uow(_requested("1"))
+    change_uow(sqlite_store, stale, "claim", clock=_Clock(), actor="other")
+    # when
+    (result,) = change_uows(
+        sqlite_store, [UowChange(uow=stale, trigger="claim")], clock=_Clock(), actor="w"
+    )
+    # then
+    assert isinstance(result, StateConflict)
+    assert [e.actor for e in sqlite_store.history("uow", stale.id)] == ["other"]
 
 
 def test_change_supervised_start(sqlite_store):

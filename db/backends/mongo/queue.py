@@ -103,8 +103,25 @@ class QueueMixin(MongoCore):
         return claimed
 
     @translated
-    def queue_ack(self, message_id: str, consumer: str) -> bool:
-        """Delete the message if ``consumer`` holds its claim."""
+    def queue_ack(
+        self,
+        message_id: str,
+        consumer: str,
+        *,
+        then_put: Sequence[tuple[str, bytes]] = (),
+        available_at: datetime | None = None,
+    ) -> bool:
+        """Insert ``then_put`` (one ordered insert per queue, as :meth:`queue_put`), then delete
+        the message if ``consumer`` holds its claim. Not one transaction: a failure between the
+        two leaves the messages put and the claim held (it expires and is delivered again)."""
+        if then_put:
+            if available_at is None:
+                raise ValueError("then_put needs available_at")
+            by_queue: dict[str, list[bytes]] = {}
+            for queue, body in then_put:
+                by_queue.setdefault(queue, []).append(body)
+            for queue, bodies in by_queue.items():
+                self.queue_put(queue, bodies, available_at=available_at)
         result = self._db[QUEUE_MESSAGES].delete_one({"_id": message_id, "claimed_by": consumer})
         return result.deleted_count == 1
 

@@ -30,9 +30,9 @@ from db.models import Page
 from db.states import UowState
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
-    from db.models import Event, UnitOfWork, UowQuery
+    from db.models import Event, UnitOfWork, UowQuery, UowTransition
 
 
 class UowsMixin(MongoCore):
@@ -130,6 +130,17 @@ class UowsMixin(MongoCore):
         return self._apply(uow_id, UowState(expected_state), values, event, expected_version)
 
     @translated
+    def transition_uows(
+        self, steps: Sequence[UowTransition]
+    ) -> list[UnitOfWork | NotFound | StateConflict]:
+        """One single-document compare-and-set per step, in order (a unit of work is one
+        document: no multi-document transaction is needed for any one step). Every step's
+        changes are checked before the first is written, so bad input writes nothing."""
+        for step in steps:
+            self._uow_values(step.changes)
+        return super().transition_uows(steps)
+
+    @translated
     def update_uow(
         self,
         uow_id: str,
@@ -146,8 +157,10 @@ class UowsMixin(MongoCore):
         return self._apply(uow_id, UowState(expected_state), values, None, expected_version)
 
     @translated
-    def count_uows(self, process: str | None = None) -> dict[tuple[str, UowState], int]:
-        """Number of units of work per (process, state)."""
+    def count_uows(
+        self, process: str | Iterable[str] | None = None
+    ) -> dict[tuple[str, UowState], int]:
+        """Number of units of work per (process, state), of one, several or all processes."""
         return {
             (name, UowState(state)): count
             for (name, state), count in self._count_by_process_and_state(UOWS, process).items()

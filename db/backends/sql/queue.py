@@ -74,24 +74,9 @@ class QueueMixin(SqlCore):
         self, queue: str, bodies: Sequence[bytes], *, available_at: datetime
     ) -> list[str]:
         """Insert the messages in one transaction; their ids sort in publish order."""
-        at = rows.instant(available_at, "available_at")
         if not bodies:
             return []
-        ids = new_ids(len(bodies))
-        created = rows.instant(datetime.now(UTC), "created_at")
-        batch = [
-            {
-                "id": message_id,
-                "queue": queue,
-                "body": _as_bytes(body),
-                "available_at": at,
-                "deliveries": 0,
-                "claimed_by": None,
-                "claimed_until": None,
-                "created_at": created,
-            }
-            for message_id, body in zip(ids, bodies, strict=True)
-        ]
+        ids, batch = _message_rows([(queue, body) for body in bodies], available_at)
         self._write(lambda conn: conn.execute(_INSERT, batch), entity="queue message", key=queue)
         return ids
 
@@ -137,10 +122,29 @@ class QueueMixin(SqlCore):
 
         return self._write(work)
 
-    def queue_ack(self, message_id: str, consumer: str) -> bool:
-        """Delete the message if ``consumer`` holds its claim."""
+    def queue_ack(
+        self,
+        message_id: str,
+        consumer: str,
+        *,
+        then_put: Sequence[tuple[str, bytes]] = (),
+        available_at: datetime | None = None,
+    ) -> bool:
+        """Delete the message if ``consumer`` holds its claim; insert ``then_put`` in the same
+        transaction."""
         params = {"k_id": message_id, "k_consumer": consumer}
-        return self._write(lambda conn: conn.execute(_ACK, params).rowcount == 1)
+        batch: list[dict[str, Any]] = []
+        if then_put:
+            if available_at is None:
+                raise ValueError("then_put needs available_at")
+            _, batch = _message_rows(then_put, available_at)
+
+        def work(conn: sa.Connection) -> bool:
+            if batch:
+                conn.execute(_INSERT, batch)
+            return conn.execute(_ACK, params).rowcount == 1
+
+        return self._write(work, entity="queue message", key=message_id)
 
     def queue_release(
         self, message_id: str, consumer: str, *, available_at: datetime, to_queue: str | None = None
@@ -251,3 +255,26 @@ def _as_bytes(body: object) -> bytes:
     if isinstance(body, bytes | bytearray | memoryview):
         return bytes(body)
     raise InvalidInput("body", f"must be bytes (got {type(body).__name__})")
+
+
+def _message_rows(
+    messages: Sequence[tuple[str, bytes]], available_at: datetime
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """New ids (sorting in the given order) and rows of ready-to-claim messages."""
+    at = rows.instant(available_at, "available_at")
+    ids = new_ids(len(messages))
+    created = rows.instant(datetime.now(UTC), "created_at")
+    batch = [
+        {
+            "id": message_id,
+            "queue": queue,
+            "body": _as_bytes(body),
+            "available_at": at,
+            "deliveries": 0,
+            "claimed_by": None,
+            "claimed_until": None,
+            "created_at": created,
+        }
+        for message_id, (queue, body) in zip(ids, messages, strict=True)
+    ]
+    return ids, batch

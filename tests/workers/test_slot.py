@@ -1,0 +1,193 @@
+"""One worker slot in this process, against a real SQLite store and the store queue: while the
+next delivery is already in hand, its claim is written in the commit that records the outcome
+before it (one durable write fewer per unit of work), and every odd next delivery (garbage, a
+unit of work finished or claimed elsewhere) is dealt with as on its own."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from db.state_change import change_uow
+from db.states import UowState
+from mq.message import Message, status_message, status_queue
+from tests.workers.conftest import Harness
+from workers.slot import Slot
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from db.clock import Clock
+    from db.models import ProcessEntry, UnitOfWork
+    from db.store import Store
+    from mq.broker import Broker
+
+
+class SpyStore:
+    """The real store, noting the triggers of each state-changing write (one list a commit)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.commits: list[list[str]] = []
+        #: Run once before the first write of several steps: another actor acting meanwhile.
+        self.meanwhile: Callable[[], None] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def transition_uow(self, uow_id: str, **kwargs: Any) -> UnitOfWork:
+        self.commits.append([kwargs["event"].trigger])
+        return self._store.transition_uow(uow_id, **kwargs)
+
+    def transition_uows(self, steps: Any) -> list[Any]:
+        if len(steps) > 1 and self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            meanwhile()
+        self.commits.append([step.event.trigger for step in steps])
+        return self._store.transition_uows(steps)
+
+
+@dataclass
+class Owner:
+    """What a slot needs from its worker process (``workers.slot.SlotOwner``)."""
+
+    settings: Any
+    entry: ProcessEntry
+    store: Any
+    broker: Broker
+    clock: Clock
+    queue: str
+    worker_class: None = None
+    worker_id: str = "chain@testbox:1-0"
+    actor: str = "worker chain@testbox:1-0"
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    failed: bool = False
+
+    def current_entry(self) -> ProcessEntry:
+        return self.entry
+
+    def status_notice(self, uow: UnitOfWork) -> tuple[str, bytes]:
+        return status_queue(self.settings.queue_prefix), status_message(
+            uow.id, uow.process
+        ).encode()
+
+    def publish_status(self, uow: UnitOfWork) -> None:
+        self.broker.publish(*self.status_notice(uow))
+
+    def slot_failed(self) -> None:
+        self.failed = True
+
+    def call_abandoned(self) -> None:
+        self.failed = True
+
+
+@pytest.fixture
+def chain(harness: Harness):
+    runs = harness.tmp / "runs"
+    entry = harness.register("chain", command=["sh", "-c", f"echo {{uow_id}} >> {runs}"])
+    spy = SpyStore(harness.store)
+    owner = Owner(
+        settings=harness.settings,
+        entry=entry,
+        store=spy,
+        broker=harness.broker,
+        clock=harness.clock,
+        queue=harness.queue("chain"),
+    )
+    return owner, spy, runs
+
+
+def _drain(owner: Owner) -> None:
+    """Run one slot over what is in its queue with two messages in hand, as a worker would."""
+    slot = Slot(owner, 0)
+    with owner.broker.consumer(owner.queue, prefetch=2) as consumer:
+        while not owner.stop_event.is_set() and (delivery := consumer.get(0.5)) is not None:
+            slot.handle(consumer, delivery)
+    assert not owner.failed
+
+
+def _statuses(harness: Harness) -> list[str]:
+    found = []
+    with harness.broker.consumer(status_queue(harness.settings.queue_prefix)) as consumer:
+        while (delivery := consumer.get(0.2)) is not None:
+            found.append(Message.decode(delivery.body).uow_id)
+            consumer.ack(delivery)
+    return found
+
+
+def test_the_next_claim_is_written_with_the_outcome_before_it(harness, chain):
+    owner, spy, runs = chain
+    # given three units of work in the queue
+    uows = [harness.submit("chain") for _ in range(3)]
+    # when one slot takes them, two in hand at a time
+    _drain(owner)
+    # then each ran once and is processed, claimed by this worker, with its history in order
+    assert runs.read_text().split() == [u.id for u in uows]
+    for uow in uows:
+        done = harness.uow(uow.id)
+        assert done.state is UowState.PROCESSED and done.worker_id == owner.worker_id
+        assert harness.history(uow.id) == [("claim", "in_progress"), ("succeed", "processed")]
+    # and after the first claim, every claim went in the commit of the outcome before it
+    assert spy.commits == [["claim"], ["succeed", "claim"], ["succeed", "claim"], ["succeed"]]
+    # and each outcome was announced once, every message acked
+    assert sorted(_statuses(harness)) == sorted(u.id for u in uows)
+    assert harness.broker.depth(owner.queue) == 0
+
+
+def test_a_next_delivery_claimed_elsewhere_is_acked_and_the_outcome_kept(harness, chain):
+    owner, spy, runs = chain
+    # given two units of work; another worker claims the second after this slot has it in hand
+    first, second = harness.submit("chain"), harness.submit("chain")
+
+    def other_worker_claims() -> None:
+        change_uow(harness.store, harness.uow(second.id), "claim", clock=harness.clock, actor="o")
+
+    spy.meanwhile = other_worker_claims
+    # when the slot finishes the first and tries to claim the second in the same commit
+    _drain(owner)
+    # then the first is processed, the second stays the other worker's and did not run here
+    assert harness.uow(first.id).state is UowState.PROCESSED
+    assert harness.history(second.id) == [("claim", "in_progress")]
+    assert harness.uow(second.id).worker_id is None
+    assert runs.read_text().split() == [first.id]
+    assert spy.commits == [["claim"], ["succeed", "claim"]]
+    # and its message is acked: nothing is left in the queue
+    assert harness.broker.depth(owner.queue) == 0
+    assert _statuses(harness) == [first.id]
+
+
+def test_garbage_next_in_hand_is_dead_lettered_and_the_outcome_kept(harness, chain):
+    owner, spy, runs = chain
+    # given a unit of work followed by a malformed message
+    first = harness.submit("chain")
+    harness.publish_raw("chain", b"not json")
+    # when
+    _drain(owner)
+    # then the garbage went to the dead-letter queue and the first finished alone
+    assert harness.uow(first.id).state is UowState.PROCESSED
+    assert harness.dead_depth("chain") == 1
+    assert spy.commits == [["claim"], ["succeed"]]
+    assert harness.broker.depth(owner.queue) == 0
+
+
+def test_a_stopping_worker_takes_nothing_more_in_the_outcome_commit(harness, chain):
+    owner, spy, runs = chain
+    # given two units of work, and a stop asked as the first run starts (the runner interrupts
+    # runs on its own; this one goes on to the end)
+    first, second = harness.submit("chain"), harness.submit("chain")
+
+    def entry_then_stop() -> ProcessEntry:
+        owner.stop_event.set()
+        return owner.entry
+
+    owner.current_entry = entry_then_stop  # type: ignore[method-assign]
+    # when
+    _drain(owner)
+    # then the first is processed alone and the second is left requested, its message back
+    assert harness.uow(first.id).state is UowState.PROCESSED
+    assert harness.uow(second.id).state is UowState.REQUESTED
+    assert spy.commits == [["claim"], ["succeed"]]
+    assert harness.broker.depth(owner.queue) == 1
