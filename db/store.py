@@ -524,6 +524,11 @@ class Store(ABC):
     def queue_depth(self, queue: str, *, now: datetime) -> dict[str, int]:
         """``{"ready": n, "delayed": n, "claimed": n}`` for ``queue``."""
 
+    def queue_depths(self, queues: Iterable[str], *, now: datetime) -> dict[str, dict[str, int]]:
+        """:meth:`queue_depth` of several queues (``/metrics`` reads every process queue): one
+        read where the backend can group. This default asks one queue at a time."""
+        return {queue: self.queue_depth(queue, now=now) for queue in dict.fromkeys(queues)}
+
     @abstractmethod
     def queue_purge(self, queue: str) -> int:
         """Delete every message of ``queue`` (claimed or not); returns how many."""

@@ -149,6 +149,11 @@ class Broker(ABC):
     def depth(self, queue: str) -> int:
         """Messages waiting in ``queue`` (ready or delayed, not counting those being handled)."""
 
+    def depths(self, queues: Iterable[str]) -> dict[str, int]:
+        """:meth:`depth` of several queues (``/metrics`` reads every process queue). This
+        default asks one queue at a time; the store queue reads them together."""
+        return {queue: self.depth(queue) for queue in dict.fromkeys(queues)}
+
     @abstractmethod
     def purge(self, queue: str) -> int:
         """Drop every message of ``queue``; returns how many."""

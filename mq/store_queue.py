@@ -183,6 +183,14 @@ class StoreBroker(Broker):
         counts = self.call(f"depth of {queue}", lambda: self.store.queue_depth(queue, now=now))
         return counts["ready"] + counts["delayed"]
 
+    def depths(self, queues: Iterable[str]) -> dict[str, int]:
+        names = [check_queue_name(queue) for queue in dict.fromkeys(queues)]
+        now = self.clock.now()
+        counts = self.call(
+            f"depth of {len(names)} queues", lambda: self.store.queue_depths(names, now=now)
+        )
+        return {name: c["ready"] + c["delayed"] for name, c in counts.items()}
+
     def purge(self, queue: str) -> int:
         purged = self.call(f"purge {queue}", lambda: self.store.queue_purge(queue))
         log.info("%s: purged %d message(s) of %s", self.describe(), purged, queue)

@@ -172,8 +172,8 @@ class StoreCollector(Collector):
                 for r in self.rt.store.list_processes()
                 if r.entry.kind is not ProcessKind.DAEMON
             ]
-            for name in names:
-                depth.add_metric([name], self.rt.broker.depth(name))
+            for name, count in self.rt.broker.depths(names).items():
+                depth.add_metric([name], count)
         except TactusError as exc:
             log.warning("metrics: broker %s: %s", self.rt.broker.describe(), exc)
             up.add_metric([], 0)

@@ -427,6 +427,12 @@ def test_depth_counts_waiting_messages_and_purge_drops_them(broker: Broker, queu
         # when one is being handled it does not count
         delivery = receive(consumer)
         wait_until(lambda: broker.depth(queue) == 3, deadline=DEADLINE, what="depth 3")
+        # and several queues read together count the same (a queue never used counts 0)
+        other = f"{queue}.other"
+        try:
+            assert broker.depths([queue, other, queue]) == {queue: 3, other: 0}
+        finally:
+            broker.delete(other)
         consumer.ack(delivery)
     # when
     purged = broker.purge(queue)

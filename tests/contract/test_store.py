@@ -1111,6 +1111,13 @@ def test_queue_depth_counts_ready_delayed_and_claimed(store):
     at = T0 + timedelta(minutes=5)
     assert store.queue_depth("q", now=at) == {"ready": 5, "delayed": 0, "claimed": 0}
     assert store.queue_depth("empty", now=T0) == {"ready": 0, "delayed": 0, "claimed": 0}
+    # and several queues in one call give what each would
+    names = ["q", "other", "empty", "q"]
+    for when in (T0, T0 + timedelta(seconds=5)):
+        assert store.queue_depths(names, now=when) == {
+            name: store.queue_depth(name, now=when) for name in ("q", "other", "empty")
+        }
+    assert store.queue_depths([], now=T0) == {}
 
 
 def test_queue_purge_drops_claimed_and_unclaimed(store):
