@@ -90,6 +90,9 @@ class Route:
     label: str
     paths: list[str]
     page: bool = False
+    #: False: measured and shown, but not held to the target (``/metrics``, which Prometheus
+    #: scrapes every 15 to 60 s with a 10 s timeout, is no one's wait).
+    target: bool = True
     times_ms: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     skipped: str | None = None
@@ -117,9 +120,15 @@ def table(results: dict[str, list[Route]]) -> list[str]:
             lines.append(
                 f"| {backend} | `{route.label}` | {percentile(t, 50):.1f} | {p95:.1f} | "
                 f"{max(t):.1f} | {sum(route.sizes) / len(route.sizes) / 1024:.1f} | "
-                f"{'yes' if p95 < TARGET_MS else '**no**'} |"
+                f"{_against_target(route, p95)} |"
             )
     return lines
+
+
+def _against_target(route: Route, p95: float) -> str:
+    if not route.target:
+        return "(not a target)"
+    return "yes" if p95 < TARGET_MS else "**no**"
 
 
 def verdict(results: dict[str, list[Route]]) -> str:
@@ -127,12 +136,13 @@ def verdict(results: dict[str, list[Route]]) -> str:
         f"`{route.label}` on {backend}"
         for backend, found in results.items()
         for route in found
-        if not route.skipped and percentile(route.times_ms, 95) >= TARGET_MS
+        if not route.skipped and route.target and percentile(route.times_ms, 95) >= TARGET_MS
     ]
     if not missed:
-        return "Target (p95 under 300 ms on every route, both backends): met."
-    return "Target (p95 under 300 ms on every route, both backends): **not met** by " + (
-        ", ".join(missed) + "."
+        return "Target (p95 under 300 ms on every route but `/metrics`, both backends): met."
+    return (
+        "Target (p95 under 300 ms on every route but `/metrics`, both backends): **not met** by "
+        + (", ".join(missed) + ".")
     )
 
 
