@@ -10,7 +10,7 @@ Tactus: the benchmark process plays the scheduler. It creates N units of work
 claim each one by compare-and-set (requested → in_progress), run the no-op Python class
 ``bench.dispatch_worker:NoopWorker`` (a Python class: ``command: ["true"]`` would time a fork per
 unit), record processed by compare-and-set, publish the status and ack; a thread of the
-benchmark consumes ``status_queue(prefix)`` (prefetch 50, an ack each) and counts distinct ids.
+benchmark consumes ``status_queue(prefix)`` (prefetch 50, the ones in hand acked together) and counts distinct ids.
 Timed: from the first create to the N-th distinct status. Brokers: RabbitMQ (127.0.0.1:5672)
 and the embedded store queue; stores: an SQLite file, and PostgreSQL when the test role of
 tests/servers.py can log in. Each run has its own queue prefix (``TACTUS_QUEUE_PREFIX``), its own
@@ -37,9 +37,9 @@ Caveats: 2 cores shared by the broker, the database, the workers and the benchma
 work unless the load says otherwise); loopback. Durable writes per unit of work: Tactus on
 RabbitMQ waits for 2 store commits (create, and the outcome written together with the claim of
 the next unit of work already in hand; the uow messages' transaction is shared by 100; the
-status message leaves with the ack, unconfirmed), Tactus on the store queue does 4 to 5 (those
-2, the message ack with the status put, the status ack; message and status claims are shared by
-the messages claimed together); Celery waits for 1 (the result row): RabbitMQ stores its
+status message leaves with the ack, unconfirmed), Tactus on the store queue does 3 to 4 (those
+2, the message ack with the status put; message claims, status claims and status acks are
+shared by the messages claimed together); Celery waits for 1 (the result row): RabbitMQ stores its
 persistent task message but the publisher does not wait for a confirm, and the worker acks it
 on receipt, before it runs.
 """

@@ -2,9 +2,9 @@
 
 The benchmark process plays the scheduler: it creates units of work with ``create_once`` and
 publishes their ids with ``publish_many`` in batches of :data:`BATCH` (a scheduler catching up),
-while a thread of it consumes ``status_queue(prefix)`` (prefetch 50, an ack per message, as the
-scheduler's status listener does) and counts distinct unit-of-work ids. Worker OS processes
-(``python -m workers bench_noop --concurrency 1``) claim, run :class:`NoopWorker`, record the
+while a thread of it consumes ``status_queue(prefix)`` (prefetch 50, the messages in hand acked
+together, as the scheduler's status listener does) and counts distinct unit-of-work ids. Worker
+OS processes (``python -m workers bench_noop --concurrency 1``) claim, run :class:`NoopWorker`, record the
 outcome and publish the status. Timed: from the first create to the N-th distinct status.
 """
 
@@ -128,15 +128,21 @@ class StatusCounter(threading.Thread):
                     delivery = consumer.get(0.2)
                     if delivery is None:
                         continue
-                    try:
-                        uow_id = Message.decode(delivery.body).uow_id
-                    except MalformedMessage as exc:
-                        consumer.reject(delivery, exc.problem)
-                        continue
-                    with self._lock:
-                        self.seen.add(uow_id)
-                        self._check()
-                    consumer.ack(delivery)
+                    held = [delivery]  # as the scheduler: what is in hand, acked together
+                    while len(held) < STATUS_PREFETCH and (more := consumer.get(0)) is not None:
+                        held.append(more)
+                    good = []
+                    for one in held:
+                        try:
+                            uow_id = Message.decode(one.body).uow_id
+                        except MalformedMessage as exc:
+                            consumer.reject(one, exc.problem)
+                            continue
+                        good.append(one)
+                        with self._lock:
+                            self.seen.add(uow_id)
+                            self._check()
+                    consumer.ack_many(good)
         except BaseException as exc:  # reported by the main thread
             self.error = exc
             self.ready.set()

@@ -505,6 +505,15 @@ class Store(ABC):
             ValueError: ``then_put`` without ``available_at``.
         """
 
+    def queue_ack_many(self, message_ids: Sequence[str], consumer: str) -> int:
+        """Delete the messages of ``message_ids`` whose claim ``consumer`` still holds, in one
+        transaction where the backend has them (a reader of status messages acks what it holds
+        at once). Returns how many were deleted; the others' claims were lost.
+
+        This default acks one message at a time.
+        """
+        return sum(self.queue_ack(message_id, consumer) for message_id in message_ids)
+
     @abstractmethod
     def queue_release(
         self, message_id: str, consumer: str, *, available_at: datetime, to_queue: str | None = None

@@ -72,6 +72,16 @@ class Consumer(ABC):
                 connection is logged instead, and the broker delivers the message again).
         """
 
+    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """:meth:`ack` several deliveries at once (the scheduler acks the status messages it
+        holds together): one store write on the store queue. This default acks each.
+
+        Raises:
+            BrokerUnavailable: as :meth:`ack`.
+        """
+        for delivery in deliveries:
+            self.ack(delivery)
+
     @abstractmethod
     def reject(self, delivery: Delivery, reason: str) -> None:
         """The message cannot be handled (malformed, names nothing): dead-letter it."""

@@ -295,6 +295,23 @@ class StoreConsumer(Consumer):
         if notices:
             self._broker.wakeup.notify({queue for queue, _ in notices})
 
+    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        ids = [self._settle(delivery) for delivery in deliveries]
+        if not ids:
+            return
+        acked = self._call(
+            f"ack {len(ids)} messages", lambda: self._store.queue_ack_many(ids, self.consumer_id)
+        )
+        if acked < len(ids):
+            log.warning(
+                "queue %s: %d of %d acks by %s did nothing: their claims were lost (the "
+                "visibility timeout passed and another consumer has them, or they were purged)",
+                self.queue,
+                len(ids) - acked,
+                len(ids),
+                self.consumer_id,
+            )
+
     def reject(self, delivery: Delivery, reason: str) -> None:
         message_id = self._settle(delivery)
         dead = dead_letter_queue(self.queue)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from db.clock import Clock
     from db.models import ProcessRecord
     from db.store import Store
-    from mq.broker import Broker
+    from mq.broker import Broker, Consumer, Delivery
     from scheduler.config import SchedulerConfig
 
 log = logging.getLogger(f"tactus.{__name__}")
@@ -41,6 +41,8 @@ log = logging.getLogger(f"tactus.{__name__}")
 REGISTRY_REFRESH = timedelta(seconds=10)
 #: Follow-up looks within one pass when finishing jobs wake parents and dependents.
 MAX_CASCADE_ROUNDS = 8
+#: Status messages the listener holds, reads and acks together.
+STATUS_PREFETCH = 50
 
 
 @dataclass(slots=True)
@@ -234,25 +236,40 @@ class Scheduler:
             self._event.wait(max(0.0, min(wait, self.config.tick.total_seconds())))
             self._event.clear()
 
+    def _take_statuses(self, consumer: Consumer, deliveries: list[Delivery]) -> None:
+        """Wake the processes the status messages name, then ack them in one go; a malformed
+        one, or one naming no unit of work, is dead-lettered."""
+        good: list[Delivery] = []
+        for delivery in deliveries:
+            try:
+                message = Message.decode(delivery.body)
+                if message.kind == "uow_status":
+                    self.store.get_uow(message.uow_id)
+            except (MalformedMessage, NotFound) as exc:
+                consumer.reject(delivery, str(exc))
+                continue
+            self.wake(message.process)
+            good.append(delivery)
+        # the store is the truth: a lost status message only delays a look
+        consumer.ack_many(good)
+
     def _listen(self) -> None:
         queue = status_queue(self.config.queue_prefix)
         while not self._stopping.is_set():
             try:
-                with self.broker.consumer(queue, prefetch=50) as consumer:
+                with self.broker.consumer(queue, prefetch=STATUS_PREFETCH) as consumer:
                     while not self._stopping.is_set():
                         delivery = consumer.get(timeout=0.5)
                         if delivery is None:
                             continue
-                        try:
-                            message = Message.decode(delivery.body)
-                            if message.kind == "uow_status":
-                                self.store.get_uow(message.uow_id)
-                        except (MalformedMessage, NotFound) as exc:
-                            consumer.reject(delivery, str(exc))
-                            continue
-                        self.wake(message.process)
-                        # the store is the truth: a lost status message only delays a look
-                        consumer.ack(delivery)
+                        # the statuses already in hand are taken (and acked) together
+                        held = [delivery]
+                        while len(held) < STATUS_PREFETCH:
+                            more = consumer.get(0)
+                            if more is None:
+                                break
+                            held.append(more)
+                        self._take_statuses(consumer, held)
             except TactusError as exc:
                 log.error("status listener: %s; reconnecting", exc)
                 self._stopping.wait(1.0)

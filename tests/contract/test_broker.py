@@ -285,6 +285,21 @@ def test_close_gives_unacked_deliveries_back(broker: Broker, queue: str):
     assert (delivery.body, delivery.redelivered) == (b"job", True)
 
 
+def test_ack_many_removes_the_deliveries_held_and_only_those(broker: Broker, queue: str):
+    # given five deliveries in hand
+    broker.publish_many((queue, body) for body in numbered(6))
+    with broker.consumer(queue, prefetch=6) as consumer:
+        held = [receive(consumer) for _ in range(5)]
+        # when four are acked together and one is left unacked
+        consumer.ack_many(held[:4])
+        consumer.ack_many([])
+    # then only the unacked one and the one never taken come back
+    with broker.consumer(queue, prefetch=6) as consumer:
+        again = sorted(drain(consumer, 2))
+        assert consumer.get(QUIET) is None
+    assert again == sorted([held[4].body, numbered(6)[5]])
+
+
 # -- acks with notices -----------------------------------------------------------------------
 
 

@@ -1045,6 +1045,20 @@ def test_queue_ack_puts_messages_with_it(store):
         store.queue_ack(message, "c1", then_put=[("status", b"s3")])
 
 
+def test_queue_ack_many_deletes_only_what_the_consumer_holds(store):
+    # given three messages claimed by c1 and one by c2
+    ids = store.queue_put("q", [b"a", b"b", b"c", b"d"], available_at=T0)
+    _claim(store, "c1", limit=3)
+    _claim(store, "c2")
+    # when c1 acks its three, c2's and an unknown id
+    acked = store.queue_ack_many([*ids, "nosuchmessage", ids[0]], "c1")
+    # then its three are gone and c2's claim stands
+    assert acked == 3
+    assert store.queue_depth("q", now=T0) == {"ready": 0, "delayed": 0, "claimed": 1}
+    assert store.queue_ack_many([], "c1") == 0
+    assert store.queue_ack(ids[3], "c2") is True
+
+
 def test_queue_ack_after_expiry_while_nobody_took_it(store):
     # given c1's claim expired, and no other consumer claimed the message since
     [message] = store.queue_put("q", [b"m"], available_at=T0)

@@ -126,6 +126,15 @@ class QueueMixin(MongoCore):
         return result.deleted_count == 1
 
     @translated
+    def queue_ack_many(self, message_ids: Sequence[str], consumer: str) -> int:
+        """Delete the messages whose claim ``consumer`` holds (one ``delete_many``)."""
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return 0
+        found = self._db[QUEUE_MESSAGES].delete_many({"_id": {"$in": ids}, "claimed_by": consumer})
+        return found.deleted_count
+
+    @translated
     def queue_release(
         self, message_id: str, consumer: str, *, available_at: datetime, to_queue: str | None = None
     ) -> bool:

@@ -49,6 +49,10 @@ _ACK = sa.delete(queue_messages).where(
     _c.id == sa.bindparam("k_id", type_=_c.id.type),
     _c.claimed_by == sa.bindparam("k_consumer", type_=_c.claimed_by.type),
 )
+_ACK_MANY = sa.delete(queue_messages).where(
+    _c.id.in_(sa.bindparam("k_ids", expanding=True)),
+    _c.claimed_by == sa.bindparam("k_consumer", type_=_c.claimed_by.type),
+)
 _EXTEND = (
     sa.update(queue_messages)
     .where(
@@ -147,6 +151,14 @@ class QueueMixin(SqlCore):
             return conn.execute(_ACK, params).rowcount == 1
 
         return self._write(work, entity="queue message", key=message_id)
+
+    def queue_ack_many(self, message_ids: Sequence[str], consumer: str) -> int:
+        """Delete, in one transaction, the messages whose claim ``consumer`` holds."""
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return 0
+        params = {"k_ids": ids, "k_consumer": consumer}
+        return self._write(lambda conn: conn.execute(_ACK_MANY, params).rowcount)
 
     def queue_release(
         self, message_id: str, consumer: str, *, available_at: datetime, to_queue: str | None = None
