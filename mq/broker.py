@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from db.errors import BrokerUnavailable
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -55,6 +57,19 @@ class Consumer(ABC):
         Raises:
             BrokerUnavailable: the broker stayed unreachable through the reconnect attempts.
         """
+
+    def get_ready(self) -> Delivery | None:
+        """A message that is here already, or None: never waits for one and never waits to
+        reconnect. A worker looks with it, as a run ends, for the next unit of work to claim in
+        the commit that records the outcome; looking must neither delay nor prevent that record.
+
+        This default is :meth:`get` with no wait, a broker failure counting as nothing ready
+        (the next :meth:`get` meets it again).
+        """
+        try:
+            return self.get(0)
+        except BrokerUnavailable:
+            return None
 
     @abstractmethod
     def ack(self, delivery: Delivery, *, notices: Sequence[tuple[str, bytes]] = ()) -> None:

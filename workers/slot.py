@@ -278,11 +278,16 @@ class Slot:
     ) -> tuple[Delivery, UnitOfWork] | None:
         """Run a claimed unit of work and record its outcome; returns the next one if its
         claim went with that record."""
-        entry = self.worker.current_entry()
         task = RunningUow(uow, consumer, delivery)
         self.task = task
         following = None
         try:
+            if self.worker.stop_event.is_set():
+                # Claimed with the previous outcome just as the stop came: hand it back.
+                task.finishing = True
+                self._release(task)
+                return None
+            entry = self.worker.current_entry()
             verdict = self._execute(entry, task)
             task.finishing = True
             if verdict.trigger is None:
@@ -381,10 +386,17 @@ class Slot:
         Nothing is taken while the worker stops or after an abandoned call."""
         if self.abandoned or self.worker.stop_event.is_set():
             return None
-        delivery = consumer.get(0)
-        if delivery is None:
+        try:
+            delivery = consumer.get_ready()
+            if delivery is None:
+                return None
+            uow = self._load(consumer, delivery)
+        except TactusError as exc:
+            # Looking ahead must not cost the outcome about to be recorded: record it alone.
+            log.warning(
+                "worker %s: cannot take the next delivery now: %s", self.worker.worker_id, exc
+            )
             return None
-        uow = self._load(consumer, delivery)
         return None if uow is None else (delivery, uow)
 
     def _execute(self, entry: ProcessEntry, task: RunningUow) -> _Verdict:
@@ -495,10 +507,19 @@ class Slot:
             )
         else:
             notices = (worker.status_notice(finished),)
-        self._ack(task, notices)
         if following is None:
+            self._ack(task, notices)
             return None
-        return self._claimed(task.consumer, *following, results[1])
+        claimed = results[1]
+        try:
+            self._ack(task, notices)
+            return self._claimed(task.consumer, *following, claimed)
+        except BaseException:
+            if not isinstance(claimed, TactusError):
+                # Claimed in the commit above but never to be run by this slot: hand it back
+                # now rather than leave it in progress until the worker is declared lost.
+                self._release(RunningUow(claimed, task.consumer, following[0]))
+            raise
 
     def _release(self, task: RunningUow) -> None:
         """Hand an interrupted unit of work back (no attempt used) and requeue its message."""

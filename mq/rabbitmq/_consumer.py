@@ -100,6 +100,28 @@ class RabbitConsumer(Consumer):
             if not self._buffer and remaining <= 0:
                 return None
 
+    def get_ready(self) -> Delivery | None:
+        """A delivery received ahead, or one already arrived on the socket; None otherwise,
+        and after :meth:`hand_back` (consuming again would cost a round trip) or with the
+        connection down (the next :meth:`get` reconnects)."""
+        if self._buffer:
+            return self._buffer.popleft()
+        channel = self._channel
+        if (
+            self._closed
+            or self._consumer_tag is None
+            or channel is None
+            or not channel.is_open
+            or not self._link.is_open
+        ):
+            return None
+        try:
+            self._link.connection.process_data_events(time_limit=0)
+        except BROKER_ERRORS as exc:
+            self._lost("looking for a delivery", exc)
+            return None
+        return self._buffer.popleft() if self._buffer else None
+
     def hand_back(self) -> int:
         channel = self._channel
         if self.prefetch == 1 or channel is None or not channel.is_open:

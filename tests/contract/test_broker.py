@@ -300,6 +300,21 @@ def test_ack_many_removes_the_deliveries_held_and_only_those(broker: Broker, que
     assert again == sorted([held[4].body, numbered(6)[5]])
 
 
+def test_get_ready_gives_what_is_here_without_waiting(broker: Broker, queue: str):
+    with broker.consumer(queue, prefetch=2) as consumer:
+        # given an empty queue: nothing, at once
+        started = time.monotonic()
+        assert consumer.get_ready() is None
+        assert time.monotonic() - started < QUIET
+        # given two messages, the first taken by get: the second is ready without a wait
+        broker.publish_many([(queue, b"first"), (queue, b"second")])
+        assert receive(consumer).body == b"first"
+        ready = wait_until(consumer.get_ready, deadline=DEADLINE, what="the second ready")
+        assert ready.body == b"second"
+        consumer.ack_many([ready])
+        assert consumer.get_ready() is None
+
+
 # -- acks with notices -----------------------------------------------------------------------
 
 

@@ -79,6 +79,22 @@ class Installation:
         self.procs.append(proc)
         return proc
 
+    def wait(self, predicate, *, deadline: float, what: str):
+        """``wait_until``, failing with the processes' logs and the newest units of work."""
+        try:
+            return wait_until(predicate, deadline=deadline, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.report()}") from None
+
+    def report(self) -> str:
+        parts = [
+            f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
+            for path in sorted(self.tmp.glob("*-*.log"))
+        ]
+        uows = self.store.find_uows(UowQuery(), limit=20).items
+        parts.append("uows: " + ", ".join(f"{u.process} {u.timeperiod} {u.state}" for u in uows))
+        return "\n".join(parts)
+
     def runs(self) -> Counter:
         if not self.log.exists():
             return Counter()
@@ -183,7 +199,7 @@ def test_scheduler_killed_and_restarted_loses_nothing_runs_nothing_twice(tmp_pat
         inst.spawn("-m", "workers", "ticker")
         scheduler = inst.spawn("-m", "scheduler")
         closed = [str(first.next(i)) for i in range(6)]
-        wait_until(
+        inst.wait(
             lambda: sum(inst.state("ticker", tp) is JobState.PROCESSED for tp in closed) >= 2,
             deadline=60,
             what="two periods processed",
@@ -193,7 +209,7 @@ def test_scheduler_killed_and_restarted_loses_nothing_runs_nothing_twice(tmp_pat
         scheduler.wait(10)
         inst.spawn("-m", "scheduler")
         # then every closed period is processed, each ran once, and no unit of work is doubled
-        wait_until(
+        inst.wait(
             lambda: all(inst.state("ticker", tp) is JobState.PROCESSED for tp in closed),
             deadline=90,
             what="all six periods processed after the restart",

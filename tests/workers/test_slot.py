@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from db.errors import BrokerUnavailable
 from db.state_change import change_uow
 from db.states import UowState
 from mq.message import Message, status_message, status_queue
@@ -100,13 +101,26 @@ def chain(harness: Harness):
     return owner, spy, runs
 
 
-def _drain(owner: Owner) -> None:
-    """Run one slot over what is in its queue with two messages in hand, as a worker would."""
+def _drain(owner: Owner, wrap: Callable[[Any], Any] | None = None) -> None:
+    """Run one slot over what is in its queue with two messages in hand, as a worker would
+    (``wrap``: put something around the real consumer)."""
     slot = Slot(owner, 0)
-    with owner.broker.consumer(owner.queue, prefetch=2) as consumer:
+    with owner.broker.consumer(owner.queue, prefetch=2) as real:
+        consumer = real if wrap is None else wrap(real)
         while not owner.stop_event.is_set() and (delivery := consumer.get(0.5)) is not None:
             slot.handle(consumer, delivery)
     assert not owner.failed
+
+
+class Wrapped:
+    """A real consumer with some of its methods replaced."""
+
+    def __init__(self, real: Any, **replaced: Callable[..., Any]) -> None:
+        self._real = real
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
 
 
 def _statuses(harness: Harness) -> list[str]:
@@ -191,3 +205,56 @@ def test_a_stopping_worker_takes_nothing_more_in_the_outcome_commit(harness, cha
     assert harness.uow(second.id).state is UowState.REQUESTED
     assert spy.commits == [["claim"], ["succeed"]]
     assert harness.broker.depth(owner.queue) == 1
+
+
+def test_a_stop_just_before_the_commit_hands_the_chained_unit_back(harness, chain):
+    owner, spy, runs = chain
+    # given two units of work, and the stop coming after the slot looked at the second but
+    # before the commit that records the first and claims the second
+    first, second = harness.submit("chain"), harness.submit("chain")
+    spy.meanwhile = owner.stop_event.set
+    # when
+    _drain(owner)
+    # then the first is processed; the second was claimed, not run, and handed back
+    assert harness.uow(first.id).state is UowState.PROCESSED
+    assert harness.uow(second.id).state is UowState.REQUESTED
+    assert harness.history(second.id) == [("claim", "in_progress"), ("release", "requested")]
+    assert runs.read_text().split() == [first.id]
+    assert harness.broker.depth(owner.queue) == 1
+
+
+def test_a_failure_to_look_ahead_does_not_cost_the_outcome(harness, chain):
+    owner, spy, runs = chain
+    # given two units of work and a broker that fails whenever the slot looks ahead
+    first, second = harness.submit("chain"), harness.submit("chain")
+
+    def broken(*_args: Any) -> None:
+        raise BrokerUnavailable("the broker went away")
+
+    # when
+    _drain(owner, wrap=lambda real: Wrapped(real, get_ready=broken))
+    # then each outcome is recorded on its own, nothing is chained, both ran once
+    assert [harness.uow(u.id).state for u in (first, second)] == [UowState.PROCESSED] * 2
+    assert spy.commits == [["claim"], ["succeed"], ["claim"], ["succeed"]]
+    assert runs.read_text().split() == [first.id, second.id]
+
+
+def test_a_chained_claim_is_handed_back_when_the_ack_after_the_commit_fails(harness, chain):
+    owner, spy, runs = chain
+    # given two units of work, and an ack that fails for a reason the slot cannot handle
+    first, second = harness.submit("chain"), harness.submit("chain")
+    slot = Slot(owner, 0)
+
+    def failing_ack(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("bug in the ack")
+
+    with owner.broker.consumer(owner.queue, prefetch=2) as real:
+        consumer = Wrapped(real, ack=failing_ack)
+        delivery = consumer.get(5)
+        # when the commit that records the first and claims the second is followed by the error
+        with pytest.raises(RuntimeError, match="bug in the ack"):
+            slot.handle(consumer, delivery)
+    # then the second is not left in progress: it was handed back, and never ran
+    assert harness.uow(first.id).state is UowState.PROCESSED
+    assert harness.history(second.id) == [("claim", "in_progress"), ("release", "requested")]
+    assert runs.read_text().split() == [first.id]

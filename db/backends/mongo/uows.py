@@ -135,9 +135,11 @@ class UowsMixin(MongoCore):
     ) -> list[UnitOfWork | NotFound | StateConflict]:
         """One single-document compare-and-set per step, in order (a unit of work is one
         document: no multi-document transaction is needed for any one step). Every step's
-        changes are checked before the first is written, so bad input writes nothing."""
+        changes and event instant are checked before the first is written, so bad input
+        writes nothing."""
         for step in steps:
             self._uow_values(step.changes)
+            to_utc(step.event.at, "event.at")
         return super().transition_uows(steps)
 
     @translated
