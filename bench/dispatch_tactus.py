@@ -129,7 +129,9 @@ class StatusCounter(threading.Thread):
                     if delivery is None:
                         continue
                     held = [delivery]  # as the scheduler: what is in hand, acked together
-                    while len(held) < STATUS_PREFETCH and (more := consumer.get(0)) is not None:
+                    while (
+                        len(held) < STATUS_PREFETCH and (more := consumer.get_ready()) is not None
+                    ):
                         held.append(more)
                     good = []
                     for one in held:

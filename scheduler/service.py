@@ -265,7 +265,7 @@ class Scheduler:
                         # the statuses already in hand are taken (and acked) together
                         held = [delivery]
                         while len(held) < STATUS_PREFETCH:
-                            more = consumer.get(0)
+                            more = consumer.get_ready()
                             if more is None:
                                 break
                             held.append(more)
