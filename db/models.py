@@ -334,6 +334,36 @@ class QueuedMessage:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class QueueSettlement:
+    """Embedded-queue writes to commit with unit-of-work changes
+    (:meth:`db.store.Store.settle_uows`): a worker on the store queue acks its delivery, puts
+    the status message and claims the next messages in the commit that records the outcome."""
+
+    #: Whose claims are acked, and who claims.
+    consumer: str
+    #: Ids of messages to delete, each only if ``consumer`` still holds its claim.
+    ack: tuple[str, ...] = ()
+    #: (queue, body) messages to insert, deliverable from ``now``, whether or not an ack held.
+    put: tuple[tuple[str, bytes], ...] = ()
+    #: Claim up to ``claim_limit`` deliverable messages of this queue (none when None).
+    claim_queue: str | None = None
+    claim_limit: int = 0
+    now: datetime
+    #: How long the new claims last.
+    visibility: timedelta
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueueSettled:
+    """What a committed :class:`QueueSettlement` did."""
+
+    #: How many of ``ack`` were deleted (the others' claims were lost).
+    acked: int
+    #: The messages claimed, oldest first.
+    claimed: tuple[QueuedMessage, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class JobQuery:
     """Filter and order of :meth:`db.store.Store.find_jobs`."""
 

@@ -28,6 +28,7 @@ from db.models import Event, Job, SupervisedProcess, UnitOfWork, UowTransition
 if TYPE_CHECKING:
     from db.clock import Clock
     from db.machines.base import TableMachine
+    from db.models import QueueSettled, QueueSettlement
     from db.states import StateMachineName
     from db.store import Store
 
@@ -253,8 +254,39 @@ def change_uows(
         :class:`~db.errors.NotFound` that refused it (nothing of it was written). There is no
         ``after_commit``: the caller acts on the results once this returns, after the commit.
     """
-    results: list[UnitOfWork | TransitionRefused | NotFound | StateConflict | None]
-    results = [None] * len(requests)
+    results, steps, positions = _decided_uows(requests, clock=clock, actor=actor)
+    if steps:
+        _stored_uows(results, positions, steps, store.transition_uows(steps))
+    return [result for result in results if result is not None]
+
+
+def settle_uows(
+    store: Store,
+    requests: Sequence[UowChange],
+    settlement: QueueSettlement,
+    *,
+    clock: Clock,
+    actor: str,
+) -> tuple[list[UnitOfWork | TransitionRefused | NotFound | StateConflict], QueueSettled]:
+    """:func:`change_uows` with the embedded-queue writes of ``settlement`` in the same commit
+    (:meth:`~db.store.Store.settle_uows`): a worker on the store queue records an outcome,
+    claims the next unit of work, acks its delivery and sends the status at once. The queue
+    writes are done even when every change is refused."""
+    results, steps, positions = _decided_uows(requests, clock=clock, actor=actor)
+    stored, settled = store.settle_uows(steps, settlement)
+    _stored_uows(results, positions, steps, stored)
+    return [result for result in results if result is not None], settled
+
+
+_UowResults = list["UnitOfWork | TransitionRefused | NotFound | StateConflict | None"]
+
+
+def _decided_uows(
+    requests: Sequence[UowChange], *, clock: Clock, actor: str
+) -> tuple[_UowResults, list[UowTransition], list[int]]:
+    """Step 1 for each request: the refusals in place, and the steps to write with the
+    positions of their requests."""
+    results: _UowResults = [None] * len(requests)
     steps: list[UowTransition] = []
     positions: list[int] = []
     for position, request in enumerate(requests):
@@ -286,14 +318,20 @@ def change_uows(
             )
         )
         positions.append(position)
-    if steps:
-        for position, step, stored in zip(
-            positions, steps, store.transition_uows(steps), strict=True
-        ):
-            results[position] = stored
-            if isinstance(stored, UnitOfWork):
-                _logged("uow", step.uow_id, step.event)
-    return [result for result in results if result is not None]
+    return results, steps, positions
+
+
+def _stored_uows(
+    results: _UowResults,
+    positions: list[int],
+    steps: list[UowTransition],
+    stored: Sequence[UnitOfWork | NotFound | StateConflict],
+) -> None:
+    """Steps 2 and 3: the store's answers in place, a log line for each change made."""
+    for position, step, answer in zip(positions, steps, stored, strict=True):
+        results[position] = answer
+        if isinstance(answer, UnitOfWork):
+            _logged("uow", step.uow_id, step.event)
 
 
 def change_supervised(

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from db.errors import NotFound, StateConflict
+from db.models import QueueSettled
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
         Page,
         ProcessRecord,
         QueuedMessage,
+        QueueSettlement,
         SupervisedProcess,
         UnitOfWork,
         UowQuery,
@@ -298,6 +300,44 @@ class Store(ABC):
             except (NotFound, StateConflict) as exc:
                 done.append(exc)
         return done
+
+    def settle_uows(
+        self, steps: Sequence[UowTransition], settlement: QueueSettlement
+    ) -> tuple[list[UnitOfWork | NotFound | StateConflict], QueueSettled]:
+        """:meth:`transition_uows` and the embedded-queue writes of ``settlement`` (acks, puts,
+        a claim), together: one transaction (one durable commit) where the backend has them. A
+        worker on the store queue records an outcome, claims the next unit of work, acks its
+        delivery, sends the status message and claims the next messages this way. The steps
+        apply or are refused on their own, as in :meth:`transition_uows`; the queue writes are
+        done whatever became of the steps.
+
+        This default does the parts one after the other (MongoDB: no multi-document
+        transaction); a crash between them leaves a message unacked, which is delivered again
+        and found finished (at-least-once, as with a crash before any ack).
+        """
+        done = self.transition_uows(steps) if steps else []
+        acked = 0
+        acks, put = list(settlement.ack), list(settlement.put)
+        if acks:
+            acked += self.queue_ack(
+                acks[0], settlement.consumer, then_put=put, available_at=settlement.now
+            )
+            acked += self.queue_ack_many(acks[1:], settlement.consumer)
+        elif put:
+            for queue in dict.fromkeys(q for q, _ in put):
+                self.queue_put(
+                    queue, [b for q, b in put if q == queue], available_at=settlement.now
+                )
+        claimed: list[QueuedMessage] = []
+        if settlement.claim_queue is not None and settlement.claim_limit > 0:
+            claimed = self.queue_claim(
+                settlement.claim_queue,
+                settlement.consumer,
+                now=settlement.now,
+                visibility=settlement.visibility,
+                limit=settlement.claim_limit,
+            )
+        return done, QueueSettled(acked=acked, claimed=tuple(claimed))
 
     @abstractmethod
     def update_uow(

@@ -34,6 +34,8 @@ from db.errors import BrokerUnavailable
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from db.models import QueueSettled, QueueSettlement
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
@@ -86,6 +88,29 @@ class Consumer(ABC):
             BrokerUnavailable: the store queue's store stayed unavailable (RabbitMQ: a lost
                 connection is logged instead, and the broker delivers the message again).
         """
+
+    def settlement(
+        self,
+        delivery: Delivery,
+        *,
+        notices: Sequence[tuple[str, bytes]] = (),
+        refill: bool = False,
+    ) -> QueueSettlement | None:
+        """The queue writes that ack ``delivery`` (and put ``notices``) inside the caller's own
+        store write, for a broker kept in that store (the store queue): the caller commits them
+        with its outcome (:func:`db.state_change.settle_uows`), then calls :meth:`settled`. One
+        commit instead of two, and the ack can never be lost between them. With ``refill`` the
+        same commit also claims the messages that ``prefetch`` leaves room for.
+
+        None (this default): the broker acks on its own (RabbitMQ); store the outcome, then
+        :meth:`ack`.
+        """
+        return None
+
+    def settled(self, delivery: Delivery, settlement: QueueSettlement, done: QueueSettled) -> None:
+        """Take note of a committed :meth:`settlement`: ``delivery`` is acked, the messages
+        ``done`` claimed are in hand for :meth:`get`."""
+        raise NotImplementedError(f"{type(self).__name__} has no settlements")
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """:meth:`ack` several deliveries at once (the scheduler acks the status messages it

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from db.backoff import backoff
 from db.clock import SystemClock
 from db.errors import BrokerUnavailable, InvalidInput, StoreUnavailable
+from db.models import QueueSettlement
 from mq.broker import Broker, Consumer, Delivery
 from mq.message import dead_letter_queue
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from db.clock import Clock
-    from db.models import QueuedMessage
+    from db.models import QueuedMessage, QueueSettled
     from db.store import Store
 
 log = logging.getLogger(f"tactus.{__name__}")
@@ -294,6 +295,49 @@ class StoreConsumer(Consumer):
         )
         if notices:
             self._broker.wakeup.notify({queue for queue, _ in notices})
+
+    def settlement(
+        self,
+        delivery: Delivery,
+        *,
+        notices: Sequence[tuple[str, bytes]] = (),
+        refill: bool = False,
+    ) -> QueueSettlement:
+        """The ack of ``delivery``, the ``notices`` and, with ``refill``, the claim of what
+        ``prefetch`` leaves room for once it is acked: for the caller's store write."""
+        if self._closed:
+            raise BrokerUnavailable(f"consumer of {self.queue} is closed")
+        message_id = str(delivery.tag)
+        put = tuple((check_queue_name(queue), body) for queue, body in notices)
+        room = 0
+        if refill:
+            still_held = len(self._held) - (message_id in self._held)
+            room = max(self.prefetch - still_held - len(self._buffer), 0)
+        return QueueSettlement(
+            consumer=self.consumer_id,
+            ack=(message_id,),
+            put=put,
+            claim_queue=self.queue if room else None,
+            claim_limit=room,
+            now=self._broker.clock.now(),
+            visibility=self._broker.visibility,
+        )
+
+    def settled(self, delivery: Delivery, settlement: QueueSettlement, done: QueueSettled) -> None:
+        message_id = self._settle(delivery)
+        if done.acked < len(settlement.ack):
+            log.warning(
+                "queue %s: ack of message %s by %s did nothing: the claim was lost (the "
+                "visibility timeout passed and another consumer has it, or it was purged)",
+                self.queue,
+                message_id,
+                self.consumer_id,
+            )
+        if done.claimed:
+            self._buffer.extend(done.claimed)
+            self._pause = POLL_START
+        if settlement.put:
+            self._broker.wakeup.notify({queue for queue, _ in settlement.put})
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         ids = [self._settle(delivery) for delivery in deliveries]

@@ -22,7 +22,10 @@ executor thread of the slot's. Per delivery, :meth:`Slot.handle` runs the steps 
 6. once that write has committed, ack, with the status message as the ack's notice: it leaves
    on the consumer's own channel ahead of the ack, without a round trip of its own (the store
    is the truth; a status lost with a crashing broker only delays the scheduler's look). A crash
-   before the ack redelivers a message that step 2 then acks with the status.
+   before the ack redelivers a message that step 2 then acks with the status. On the store
+   queue, whose messages live in the same store, the ack, the status message and the claim of
+   the next messages are written in step 5's own commit instead
+   (:meth:`~mq.broker.Consumer.settlement`): one commit per unit of work while work flows.
 
 A run the worker must interrupt because it is stopping is handed back instead: ``release``
 (back to requested, no attempt used), then its message is requeued.
@@ -47,7 +50,7 @@ from db.errors import (
     TactusError,
     TransitionRefused,
 )
-from db.state_change import UowChange, change_uow, change_uows
+from db.state_change import UowChange, change_uow, change_uows, settle_uows
 from db.states import UowKind, UowState
 from mq.message import Message
 from workers.base import Outcome
@@ -466,7 +469,8 @@ class Slot:
         """Record the outcome through the funnel, then ack with the status notice: the status
         leaves only after the outcome is committed, ahead of the ack on the same channel. A
         crash before the ack redelivers a message that the next worker acks with the status
-        again (see :meth:`_load`).
+        again (see :meth:`_load`). On the store queue the ack, the status message and the
+        claim of the messages that refill the prefetch are part of the outcome's commit.
 
         When the next delivery is already in hand, its claim is written in the same commit (one
         durable write fewer per unit of work; each change still applies or is refused on its
@@ -495,18 +499,33 @@ class Slot:
         ]
         if following is not None:
             requests.append(self._claim_change(*following))
+        status = worker.status_notice(task.uow)
+        settlement = task.consumer.settlement(
+            task.delivery,
+            notices=(status,),
+            refill=not (self.abandoned or worker.stop_event.is_set()),
+        )
         # A store failure here stops the slot; its consumer closes and both messages go back.
-        results = change_uows(worker.store, requests, clock=worker.clock, actor=worker.actor)
+        if settlement is None:
+            results = change_uows(worker.store, requests, clock=worker.clock, actor=worker.actor)
+        else:
+            # The store queue: the ack, the status and the next claims commit with the outcome.
+            results, settled = settle_uows(
+                worker.store, requests, settlement, clock=worker.clock, actor=worker.actor
+            )
         finished = results[0]
-        notices: tuple[tuple[str, bytes], ...] = ()
         if isinstance(finished, TactusError):
             # Canceled by hand, or declared lost and retried, while it ran: that decision
             # stands and this outcome is dropped.
             log.warning(
                 "uow %s: outcome %s not recorded: %s", task.uow.id, verdict.trigger, finished
             )
-        else:
-            notices = (worker.status_notice(finished),)
+        if settlement is not None:
+            task.consumer.settled(task.delivery, settlement, settled)
+            return (
+                None if following is None else self._claimed(task.consumer, *following, results[1])
+            )
+        notices = () if isinstance(finished, TactusError) else (status,)
         if following is None:
             self._ack(task, notices)
             return None

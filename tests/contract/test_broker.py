@@ -354,6 +354,36 @@ def test_ack_with_notices_sends_each_notice_once_per_ack(
         assert consumer.get(QUIET) is None
 
 
+def test_a_settlement_acks_in_the_store_write_and_refills_or_is_left_to_ack(
+    broker: Broker, broker_spec: BrokerSpec, queue: str
+):
+    # given three messages, two in hand (one delivered, one prefetched)
+    status = broker_spec.queue("status")
+    broker.publish_many((queue, body) for body in numbered(3))
+    with broker.consumer(queue, prefetch=2) as consumer:
+        delivery = receive(consumer)
+        # when the first is settled with a notice and a refill
+        settlement = consumer.settlement(delivery, notices=[(status, b"done")], refill=True)
+        # (the store queue hands its writes to the caller's store write; RabbitMQ acks itself)
+        assert (settlement is None) == (broker.backend == "rabbitmq")
+        if settlement is None:
+            consumer.ack(delivery, notices=[(status, b"done")])
+        else:
+            assert settlement.claim_limit == 1
+            _, settled = broker.store.settle_uows([], settlement)  # type: ignore[attr-defined]
+            consumer.settled(delivery, settlement, settled)
+        # then the other two are in hand, in order, and nothing waits in the queue
+        assert broker.depth(queue) == 0
+        assert drain(consumer, 2) == numbered(3)[1:]
+        assert consumer.get(QUIET) is None
+    # and the first is gone for good, its notice sent once
+    with broker.consumer(queue) as consumer:
+        assert consumer.get(QUIET) is None
+    with broker.consumer(status) as consumer:
+        assert drain(consumer, 1) == [b"done"]
+        assert consumer.get(QUIET) is None
+
+
 def test_hand_back_lets_another_consumer_take_what_was_prefetched(broker: Broker, queue: str):
     # given a consumer holding one delivery, with more prefetched behind it
     broker.publish_many((queue, body) for body in numbered(3))

@@ -19,6 +19,7 @@ from db.models import (
     JobQuery,
     ProcessEntry,
     ProcessRecord,
+    QueueSettlement,
     SupervisedProcess,
     UnitOfWork,
     UowQuery,
@@ -471,15 +472,20 @@ def _step(uow, src: UowState, dst: UowState, trigger: str, at: datetime = T0, **
     )
 
 
-def test_transition_uows_applies_each_step_and_refuses_each_on_its_own(store):
-    # given one unit of work in progress, one requested, one claimed by someone else
-    running = store.create_uow(make_uow(start="2026010510"))
-    store.transition_uow(
-        running.id,
+def _claimed_uow(store, **fields) -> UnitOfWork:
+    """A new unit of work, moved to in_progress."""
+    uow = store.create_uow(make_uow(**fields))
+    return store.transition_uow(
+        uow.id,
         expected_state=UowState.REQUESTED,
         new_state=UowState.IN_PROGRESS,
-        event=event("uow", running.id, "claim", "requested", "in_progress"),
+        event=event("uow", uow.id, "claim", "requested", "in_progress"),
     )
+
+
+def test_transition_uows_applies_each_step_and_refuses_each_on_its_own(store):
+    # given one unit of work in progress, one requested, one claimed by someone else
+    running = _claimed_uow(store, start="2026010510")
     waiting = store.create_uow(make_uow(start="2026010511"))
     taken = store.create_uow(make_uow(start="2026010512"))
     store.transition_uow(
@@ -1057,6 +1063,78 @@ def test_queue_ack_many_deletes_only_what_the_consumer_holds(store):
     assert store.queue_depth("q", now=T0) == {"ready": 0, "delayed": 0, "claimed": 1}
     assert store.queue_ack_many([], "c1") == 0
     assert store.queue_ack(ids[3], "c2") is True
+
+
+def _settlement(consumer: str = "c1", **fields) -> QueueSettlement:
+    return QueueSettlement(consumer=consumer, now=T0, visibility=VISIBILITY, **fields)
+
+
+def test_settle_uows_writes_the_steps_and_the_queue_work_together(store):
+    # given a unit of work in progress and a requested one, whose messages c1 holds, and two
+    # more messages waiting
+    running = _claimed_uow(store, start="2026010510")
+    waiting = store.create_uow(make_uow(start="2026010511"))
+    first, second, third, fourth = store.queue_put("q", [b"1", b"2", b"3", b"4"], available_at=T0)
+    _claim(store, "c1", limit=2)
+    at = T0 + timedelta(seconds=9)
+    # when c1 finishes the first, claims the second unit of work, acks the first message, puts
+    # a status message and claims one message more, all at once
+    done, settled = store.settle_uows(
+        [
+            _step(running, UowState.IN_PROGRESS, UowState.PROCESSED, "succeed", at, exit_code=0),
+            _step(waiting, UowState.REQUESTED, UowState.IN_PROGRESS, "claim", at, worker_id="c1"),
+        ],
+        _settlement(ack=(first,), put=(("status", b"s1"),), claim_queue="q", claim_limit=1),
+    )
+    # then both steps are stored with their events
+    assert [type(result) for result in done] == [UnitOfWork, UnitOfWork]
+    assert store.get_uow(running.id).state is UowState.PROCESSED
+    assert store.get_uow(waiting.id).worker_id == "c1"
+    assert [e.trigger for e in store.history("uow", running.id)] == ["claim", "succeed"]
+    # and the first message is gone, the third is c1's, the fourth waits, the status is ready
+    assert settled.acked == 1
+    assert [(m.id, m.body, m.claimed_by) for m in settled.claimed] == [(third, b"3", "c1")]
+    assert settled.claimed[0].claimed_until == T0 + VISIBILITY
+    assert store.queue_depth("q", now=T0) == {"ready": 1, "delayed": 0, "claimed": 2}
+    assert [m.id for m in _claim(store, "c2")] == [fourth]
+    assert store.queue_ack(second, "c1") and store.queue_ack(third, "c1")
+    assert [m.body for m in _claim(store, "c2", queue="status")] == [b"s1"]
+
+
+def test_settle_uows_does_the_queue_work_when_the_steps_are_refused(store):
+    # given a unit of work claimed by another worker, and a message whose claim c1 lost to c2
+    taken = _claimed_uow(store)
+    [message] = store.queue_put("q", [b"m"], available_at=T0)
+    _claim(store, "c2")
+    # when c1 settles a claim of it, and when it settles with no step at all
+    done, settled = store.settle_uows(
+        [_step(taken, UowState.REQUESTED, UowState.IN_PROGRESS, "claim")],
+        _settlement(ack=(message,), put=(("status", b"s1"),), claim_queue="q", claim_limit=2),
+    )
+    nothing, put_only = store.settle_uows([], _settlement(put=(("status", b"s2"),)))
+    # then the step is refused, the lost claim is not acked, and the status messages are put
+    assert [type(result) for result in done] == [StateConflict]
+    assert (settled.acked, settled.claimed) == (0, ())
+    assert (nothing, put_only.acked, put_only.claimed) == ([], 0, ())
+    assert store.queue_depth("q", now=T0)["claimed"] == 1
+    assert [m.body for m in _claim(store, "c3", queue="status", limit=5)] == [b"s1", b"s2"]
+
+
+def test_settle_uows_with_a_bad_change_writes_nothing(store):
+    # given a unit of work and a message c1 holds
+    uow = store.create_uow(make_uow())
+    [message] = store.queue_put("q", [b"m"], available_at=T0)
+    _claim(store, "c1")
+    # when a step would change what no step may change
+    with pytest.raises(InvalidInput):
+        store.settle_uows(
+            [_step(uow, UowState.REQUESTED, UowState.IN_PROGRESS, "claim", process="evil")],
+            _settlement(ack=(message,), put=(("status", b"s1"),)),
+        )
+    # then neither the unit of work nor the queues changed
+    assert store.get_uow(uow.id).state is UowState.REQUESTED
+    assert store.queue_depth("q", now=T0)["claimed"] == 1
+    assert store.queue_depth("status", now=T0)["ready"] == 0
 
 
 def test_queue_ack_after_expiry_while_nobody_took_it(store):

@@ -1,16 +1,23 @@
 """One worker slot in this process, against a real SQLite store and the store queue: while the
 next delivery is already in hand, its claim is written in the commit that records the outcome
 before it (one durable write fewer per unit of work), and every odd next delivery (garbage, a
-unit of work finished or claimed elsewhere) is dealt with as on its own."""
+unit of work finished or claimed elsewhere) is dealt with as on its own.
+
+Each test runs twice: with the store queue's settlements (the ack, the status message and the
+next message claims written in the outcome's commit) and with acks of their own after the
+commit, the way a broker outside the store (RabbitMQ) acks."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import sqlalchemy as sa
 
+from db.backends.sql.engine import WRITE_OPTION
 from db.errors import BrokerUnavailable
 from db.state_change import change_uow
 from db.states import UowState
@@ -19,7 +26,7 @@ from tests.workers.conftest import Harness
 from workers.slot import Slot
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from db.clock import Clock
     from db.models import ProcessEntry, UnitOfWork
@@ -44,11 +51,18 @@ class SpyStore:
         return self._store.transition_uow(uow_id, **kwargs)
 
     def transition_uows(self, steps: Any) -> list[Any]:
+        self._before(steps)
+        return self._store.transition_uows(steps)
+
+    def settle_uows(self, steps: Any, settlement: Any) -> tuple[list[Any], Any]:
+        self._before(steps)
+        return self._store.settle_uows(steps, settlement)
+
+    def _before(self, steps: Any) -> None:
         if len(steps) > 1 and self.meanwhile is not None:
             meanwhile, self.meanwhile = self.meanwhile, None
             meanwhile()
         self.commits.append([step.event.trigger for step in steps])
-        return self._store.transition_uows(steps)
 
 
 @dataclass
@@ -66,6 +80,8 @@ class Owner:
     actor: str = "worker chain@testbox:1-0"
     stop_event: threading.Event = field(default_factory=threading.Event)
     failed: bool = False
+    #: True: the consumer acks on its own after the outcome's commit (no settlements).
+    separate_acks: bool = False
 
     def current_entry(self) -> ProcessEntry:
         return self.entry
@@ -85,8 +101,8 @@ class Owner:
         self.failed = True
 
 
-@pytest.fixture
-def chain(harness: Harness):
+@pytest.fixture(params=["settled in the commit", "separate acks"])
+def chain(harness: Harness, request):
     runs = harness.tmp / "runs"
     entry = harness.register("chain", command=["sh", "-c", f"echo {{uow_id}} >> {runs}"])
     spy = SpyStore(harness.store)
@@ -97,6 +113,7 @@ def chain(harness: Harness):
         broker=harness.broker,
         clock=harness.clock,
         queue=harness.queue("chain"),
+        separate_acks=request.param == "separate acks",
     )
     return owner, spy, runs
 
@@ -105,11 +122,39 @@ def _drain(owner: Owner, wrap: Callable[[Any], Any] | None = None) -> None:
     """Run one slot over what is in its queue with two messages in hand, as a worker would
     (``wrap``: put something around the real consumer)."""
     slot = Slot(owner, 0)
-    with owner.broker.consumer(owner.queue, prefetch=2) as real:
-        consumer = real if wrap is None else wrap(real)
+    with _consumer(owner, wrap) as consumer:
         while not owner.stop_event.is_set() and (delivery := consumer.get(0.5)) is not None:
             slot.handle(consumer, delivery)
     assert not owner.failed
+
+
+@contextlib.contextmanager
+def _consumer(owner: Owner, wrap: Callable[[Any], Any] | None = None) -> Iterator[Any]:
+    """The slot's consumer: the real one (without settlements for ``separate_acks``), wrapped."""
+    with owner.broker.consumer(owner.queue, prefetch=2) as real:
+        consumer = Wrapped(real, settlement=_no_settlement) if owner.separate_acks else real
+        yield consumer if wrap is None else wrap(consumer)
+
+
+def _no_settlement(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def _commits(store: Any) -> Iterator[list[int]]:
+    """Counts the SQL store's committed write transactions while entered (the one-element
+    list); read transactions commit too, and are not counted."""
+    count = [0]
+
+    def committed(conn: sa.Connection) -> None:
+        if conn.get_execution_options().get(WRITE_OPTION, False):
+            count[0] += 1
+
+    sa.event.listen(store.engine, "commit", committed)
+    try:
+        yield count
+    finally:
+        sa.event.remove(store.engine, "commit", committed)
 
 
 class Wrapped:
@@ -149,6 +194,25 @@ def test_the_next_claim_is_written_with_the_outcome_before_it(harness, chain):
     # and each outcome was announced once, every message acked
     assert sorted(_statuses(harness)) == sorted(u.id for u in uows)
     assert harness.broker.depth(owner.queue) == 0
+
+
+@pytest.mark.parametrize("chain", ["settled in the commit"], indirect=True)
+def test_on_the_store_queue_a_flowing_unit_of_work_costs_one_commit(harness, chain):
+    owner, spy, runs = chain
+    # given ten units of work in the queue
+    uows = [harness.submit("chain") for _ in range(10)]
+    # when one slot takes them, two in hand at a time
+    with _commits(harness.store) as commits:
+        _drain(owner)
+    # then all ran and were announced once, nothing is left in the queue
+    assert runs.read_text().split() == [u.id for u in uows]
+    assert sorted(_statuses(harness)) == sorted(u.id for u in uows)
+    assert harness.broker.depth(owner.queue) == 0
+    # and the work cost one commit a unit of work (each outcome with its ack, its status
+    # message, the next claim and the message taken to refill the prefetch), plus the first
+    # claims of a message and of a unit of work
+    assert spy.commits[1:-1] == [["succeed", "claim"]] * 9
+    assert commits[0] == 2 + 10
 
 
 def test_a_next_delivery_claimed_elsewhere_is_acked_and_the_outcome_kept(harness, chain):
@@ -239,6 +303,8 @@ def test_a_failure_to_look_ahead_does_not_cost_the_outcome(harness, chain):
     assert runs.read_text().split() == [first.id, second.id]
 
 
+# (a settlement's ack is part of the commit: there is no ack after it to fail)
+@pytest.mark.parametrize("chain", ["separate acks"], indirect=True)
 def test_a_chained_claim_is_handed_back_when_the_ack_after_the_commit_fails(harness, chain):
     owner, spy, runs = chain
     # given two units of work, and an ack that fails for a reason the slot cannot handle
@@ -248,8 +314,7 @@ def test_a_chained_claim_is_handed_back_when_the_ack_after_the_commit_fails(harn
     def failing_ack(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("bug in the ack")
 
-    with owner.broker.consumer(owner.queue, prefetch=2) as real:
-        consumer = Wrapped(real, ack=failing_ack)
+    with _consumer(owner, lambda real: Wrapped(real, ack=failing_ack)) as consumer:
         delivery = consumer.get(5)
         # when the commit that records the first and claims the second is followed by the error
         with pytest.raises(RuntimeError, match="bug in the ack"):

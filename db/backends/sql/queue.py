@@ -34,10 +34,12 @@ from db.backends.sql.core import SqlCore
 from db.backends.sql.schema import queue_messages
 from db.errors import InvalidInput
 from db.ids import new_ids
-from db.models import QueuedMessage
+from db.models import QueuedMessage, QueueSettled
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from db.models import QueueSettlement
 
 _c = queue_messages.c
 #: Queue names per grouped depth read (bound parameters stay far below every driver's limit).
@@ -97,36 +99,16 @@ class QueueMixin(SqlCore):
     ) -> list[QueuedMessage]:
         """Claim up to ``limit`` deliverable messages, oldest id first (see the module doc)."""
         limit = check_limit(limit)
-        if not isinstance(visibility, timedelta) or visibility <= timedelta(0):
-            raise InvalidInput("visibility", f"must be a positive timedelta (got {visibility!r})")
-        params = {"k_queue": queue, "k_now": rows.instant(now, "now"), "limit": limit}
-        until = rows.instant(now + visibility, "visibility")
+        _check_visibility(visibility)
         if self.backend == "sqlite":
             peek = _deliverable_ids(False)
-            if self._read(lambda conn: conn.execute(peek, {**params, "limit": 1}).first()) is None:
+            params = {"k_queue": queue, "k_now": rows.instant(now, "now"), "limit": 1}
+            if self._read(lambda conn: conn.execute(peek, params).first()) is None:
                 return []
-        select = _deliverable_ids(self.backend != "sqlite")
-
-        def work(conn: sa.Connection) -> list[QueuedMessage]:
-            found = conn.execute(select, params).all()
-            if not found:
-                return []
-            conn.execute(
-                _MARK_CLAIMED,
-                {"k_ids": [row.id for row in found], "v_consumer": consumer, "v_until": until},
-            )
-            # The rows are ours (write lock or row locks): the values we set are the stored ones.
-            return [
-                _message(
-                    row._mapping,
-                    deliveries=row.deliveries + 1,
-                    claimed_by=consumer,
-                    claimed_until=until,
-                )
-                for row in found
-            ]
-
-        return self._write(work)
+        lock = self.backend != "sqlite"
+        return self._write(
+            lambda conn: _claim_in(conn, queue, consumer, now, visibility, limit, lock=lock)
+        )
 
     def queue_ack(
         self,
@@ -138,17 +120,13 @@ class QueueMixin(SqlCore):
     ) -> bool:
         """Delete the message if ``consumer`` holds its claim; insert ``then_put`` in the same
         transaction."""
-        params = {"k_id": message_id, "k_consumer": consumer}
-        batch: list[dict[str, Any]] = []
-        if then_put:
-            if available_at is None:
-                raise ValueError("then_put needs available_at")
-            _, batch = _message_rows(then_put, available_at)
+        if then_put and available_at is None:
+            raise ValueError("then_put needs available_at")
+        batch = _message_rows(then_put, available_at)[1] if then_put else []
 
         def work(conn: sa.Connection) -> bool:
-            if batch:
-                conn.execute(_INSERT, batch)
-            return conn.execute(_ACK, params).rowcount == 1
+            _put_in(conn, batch)
+            return _ack_in(conn, [message_id], consumer) == 1
 
         return self._write(work, entity="queue message", key=message_id)
 
@@ -157,8 +135,39 @@ class QueueMixin(SqlCore):
         ids = list(dict.fromkeys(message_ids))
         if not ids:
             return 0
-        params = {"k_ids": ids, "k_consumer": consumer}
-        return self._write(lambda conn: conn.execute(_ACK_MANY, params).rowcount)
+        return self._write(lambda conn: _ack_in(conn, ids, consumer))
+
+    def queue_settlement_writer(
+        self, settlement: QueueSettlement
+    ) -> Callable[[sa.Connection], QueueSettled]:
+        """The statements of ``settlement``, for a write transaction of the caller's
+        (:meth:`db.store.Store.settle_uows`). Bad values are refused now, before any write."""
+        claim = settlement.claim_queue is not None and settlement.claim_limit > 0
+        limit = check_limit(settlement.claim_limit) if claim else 0
+        _check_visibility(settlement.visibility)
+        batch = _message_rows(settlement.put, settlement.now)[1] if settlement.put else []
+        ids = list(dict.fromkeys(settlement.ack))
+        # SQLite holds the write lock already; the others lock the rows they claim.
+        lock = self.backend != "sqlite"
+
+        def write(conn: sa.Connection) -> QueueSettled:
+            _put_in(conn, batch)
+            acked = _ack_in(conn, ids, settlement.consumer) if ids else 0
+            claimed: list[QueuedMessage] = []
+            if claim:
+                assert settlement.claim_queue is not None
+                claimed = _claim_in(
+                    conn,
+                    settlement.claim_queue,
+                    settlement.consumer,
+                    settlement.now,
+                    settlement.visibility,
+                    limit,
+                    lock=lock,
+                )
+            return QueueSettled(acked=acked, claimed=tuple(claimed))
+
+        return write
 
     def queue_release(
         self, message_id: str, consumer: str, *, available_at: datetime, to_queue: str | None = None
@@ -208,6 +217,55 @@ class QueueMixin(SqlCore):
     def queue_purge(self, queue: str) -> int:
         """Delete every message of ``queue``; how many there were."""
         return self._write(lambda conn: conn.execute(_PURGE, {"k_queue": queue}).rowcount)
+
+
+# -- the writes, inside a caller's transaction -------------------------------------------------------
+
+
+def _check_visibility(visibility: object) -> None:
+    if not isinstance(visibility, timedelta) or visibility <= timedelta(0):
+        raise InvalidInput("visibility", f"must be a positive timedelta (got {visibility!r})")
+
+
+def _put_in(conn: sa.Connection, batch: list[dict[str, Any]]) -> None:
+    if batch:
+        conn.execute(_INSERT, batch)
+
+
+def _ack_in(conn: sa.Connection, ids: Sequence[str], consumer: str) -> int:
+    """Delete the messages of ``ids`` whose claim ``consumer`` holds; how many there were."""
+    if len(ids) == 1:
+        return conn.execute(_ACK, {"k_id": ids[0], "k_consumer": consumer}).rowcount
+    return conn.execute(_ACK_MANY, {"k_ids": list(ids), "k_consumer": consumer}).rowcount
+
+
+def _claim_in(
+    conn: sa.Connection,
+    queue: str,
+    consumer: str,
+    now: datetime,
+    visibility: timedelta,
+    limit: int,
+    *,
+    lock: bool,
+) -> list[QueuedMessage]:
+    """Claim up to ``limit`` deliverable messages of ``queue``, oldest first (module doc)."""
+    params = {"k_queue": queue, "k_now": rows.instant(now, "now"), "limit": limit}
+    until = rows.instant(now + visibility, "visibility")
+    found = conn.execute(_deliverable_ids(lock), params).all()
+    if not found:
+        return []
+    conn.execute(
+        _MARK_CLAIMED,
+        {"k_ids": [row.id for row in found], "v_consumer": consumer, "v_until": until},
+    )
+    # The rows are ours (write lock or row locks): the values we set are the stored ones.
+    return [
+        _message(
+            row._mapping, deliveries=row.deliveries + 1, claimed_by=consumer, claimed_until=until
+        )
+        for row in found
+    ]
 
 
 # -- statement builders, one per shape ---------------------------------------------------------------

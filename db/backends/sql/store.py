@@ -21,9 +21,19 @@ from db.errors import Conflict, InvalidInput, NotFound, TactusError
 from db.store import Store
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
-    from db.models import Event, FireRecord, ProcessRecord
+    from db.errors import StateConflict
+    from db.models import (
+        Event,
+        FireRecord,
+        ProcessRecord,
+        QueueSettled,
+        QueueSettlement,
+        UnitOfWork,
+        UowTransition,
+    )
     from db.states import ProcessKind
 
 log = logging.getLogger(f"tactus.{__name__}")
@@ -96,6 +106,24 @@ class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, S
         """Dispose of the engine's pool if this store created the engine."""
         if self._owns_engine:
             self.engine.dispose()
+
+    # -- units of work with the embedded queue ---------------------------------------------------
+
+    def settle_uows(
+        self, steps: Sequence[UowTransition], settlement: QueueSettlement
+    ) -> tuple[list[UnitOfWork | NotFound | StateConflict], QueueSettled]:
+        """The steps and the queue writes in one transaction (see
+        :meth:`db.store.Store.settle_uows`)."""
+        transitions = self._transitions_writer(steps)
+        queue = self.queue_settlement_writer(settlement)
+
+        def work(
+            conn: sa.Connection,
+        ) -> tuple[list[UnitOfWork | NotFound | StateConflict], QueueSettled]:
+            done = transitions(conn)
+            return done, queue(conn)
+
+        return self._write(work, entity="uow", key=", ".join(s.uow_id for s in steps))
 
     # -- processes --------------------------------------------------------------------------------
 

@@ -142,7 +142,14 @@ class UowsMixin(SqlCore):
     ) -> list[UnitOfWork | NotFound | StateConflict]:
         """Several compare-and-sets in one transaction; a refused one writes nothing and the
         others go on (see :meth:`db.store.Store.transition_uows`)."""
-        writes = [self._transition_writer(step) for step in steps]  # bad changes: refused now
+        write = self._transitions_writer(steps)  # bad changes: refused now
+        return self._write(write, entity="uow", key=", ".join(s.uow_id for s in steps))
+
+    def _transitions_writer(
+        self, steps: Sequence[UowTransition]
+    ) -> Callable[[sa.Connection], list[UnitOfWork | NotFound | StateConflict]]:
+        """The statements of :meth:`transition_uows`, for a write transaction."""
+        writes = [self._transition_writer(step) for step in steps]
 
         def work(conn: sa.Connection) -> list[UnitOfWork | NotFound | StateConflict]:
             done: list[UnitOfWork | NotFound | StateConflict] = []
@@ -154,7 +161,7 @@ class UowsMixin(SqlCore):
                     done.append(exc)
             return done
 
-        return self._write(work, entity="uow", key=", ".join(s.uow_id for s in steps))
+        return work
 
     def _transition_writer(self, step: UowTransition) -> Callable[[sa.Connection], UnitOfWork]:
         """The statements of one compare-and-set with its event, for a write transaction."""
