@@ -4,6 +4,10 @@
   (capped at an hour); past ``retries`` it is canceled (and its job skipped by the driver).
 - A unit of work whose worker stopped beating becomes invalid (``db.liveness``) and is retried.
 - A unit of work requested but never claimed is published again after ``unclaimed_timeout``.
+  The first pass of a scheduler re-posts every requested unit of work at once: its predecessor
+  may have stopped (crashed, been killed) after storing one and before publishing it, and a
+  duplicate message is harmless (the worker's claim is a compare-and-set; a delivery for a
+  unit of work no longer requested is acked and ignored).
 - Nothing that is still running (claimed, with a fresh heartbeat) is ever re-posted or canceled
   under its worker.
 
@@ -80,11 +84,25 @@ class Recovery:
         query = UowQuery(
             states=frozenset({UowState.REQUESTED}), submitted_before=stale, newest_first=False
         )
-        for uow in self._all(query):
-            if uow.scheduled_at is not None and uow.scheduled_at > stale:
-                continue  # a delayed task whose message is still on its way
-            self._unclaimed(uow, report)
+        self._repost(query, stale, f"not claimed for {self.config.unclaimed_timeout}", report)
         return report
+
+    def repost_on_start(self, now: datetime) -> RecoveryReport:
+        """Re-post every requested unit of work that is due: called once, before a starting
+        scheduler creates anything (see the module doc)."""
+        report = RecoveryReport()
+        query = UowQuery(states=frozenset({UowState.REQUESTED}), newest_first=False)
+        why = "re-posted on start: the scheduler before may have stopped before publishing it"
+        self._repost(query, now, why, report)
+        if report.reposted:
+            log.info("re-posted %d requested unit(s) of work on start", len(report.reposted))
+        return report
+
+    def _repost(self, query: UowQuery, due: datetime, why: str, report: RecoveryReport) -> None:
+        for uow in self._all(query):
+            if uow.scheduled_at is not None and uow.scheduled_at > due:
+                continue  # a delayed task whose message is still on its way
+            self._unclaimed(uow, why, report)
 
     def _all(self, query: UowQuery) -> Iterator[UnitOfWork]:
         cursor = None
@@ -138,7 +156,7 @@ class Recovery:
         except (StateConflict, TransitionRefused):
             pass  # changed under us (canceled by hand, claimed ...): the next pass sees it
 
-    def _unclaimed(self, uow: UnitOfWork, report: RecoveryReport) -> None:
+    def _unclaimed(self, uow: UnitOfWork, why: str, report: RecoveryReport) -> None:
         try:
             if uow.kind is UowKind.MANAGED and not self._linked(uow):
                 change_uow(
@@ -157,7 +175,7 @@ class Recovery:
                 "repost",
                 clock=self.clock,
                 actor=ACTOR,
-                reason=f"not claimed for {self.config.unclaimed_timeout}",
+                reason=why,
                 changes={"submitted_at": self.clock.now()},
             )
             self.dispatcher.publish(reposted)

@@ -80,6 +80,8 @@ class Scheduler:
         self._loaded_at: datetime | None = None
         self._next_look: dict[str, datetime] = {}
         self._last_recovery: datetime | None = None
+        #: False until the first pass has re-posted what was requested before it.
+        self._announced = False
         self._wake: set[str] = set()
         self._lock = threading.Lock()
         self._event = threading.Event()
@@ -120,6 +122,11 @@ class Scheduler:
         if self._loaded_at is None or now - self._loaded_at >= REGISTRY_REFRESH:
             self.reload()
         report = PassReport()
+        if not self._announced:
+            # The first pass: announce what a predecessor may have stored and not published,
+            # before this scheduler publishes anything of its own.
+            self.recovery.repost_on_start(now)
+            self._announced = True
         with self._lock:
             woken, self._wake = self._wake, set()
         self._managed(now, woken, report)

@@ -163,6 +163,25 @@ def test_unclaimed_unit_of_work_is_reposted_not_duplicated(kit):
     assert len(kit.uows("site_hourly")) == 1
 
 
+def test_a_restarted_scheduler_publishes_what_its_predecessor_may_not_have(kit):
+    # given a scheduler that stored a unit of work and stopped before publishing it (the
+    # message is lost here with the broker's record of it)
+    hourly(kit, start_timeperiod="2026010512")
+    kit.run()
+    (uow,) = kit.uows("site_hourly")
+    kit.broker.published.clear()
+    # when a scheduler starts, long before the unclaimed timeout
+    kit.restart()
+    kit.run(seconds=1)
+    # then it publishes the same unit of work at once, creating none
+    assert kit.broker.uow_ids() == [uow.id]
+    assert len(kit.uows("site_hourly")) == 1
+    assert [e.trigger for e in kit.store.history("uow", uow.id)][-1] == "repost"
+    # and later passes leave it alone until the unclaimed timeout
+    kit.run(seconds=60)
+    assert kit.broker.uow_ids() == [uow.id]
+
+
 def test_running_unit_of_work_is_never_reposted(kit):
     # given a claimed unit of work whose worker keeps beating
     hourly(kit, start_timeperiod="2026010512")
