@@ -26,13 +26,15 @@ import process_starter
 from db import open_store
 from db.clock import SystemClock
 from db.errors import InvalidInput, TactusError
+from db.registration import load_file
 from db.triggers import format_preview_line, parse_trigger, preview
+from mx.cli import audit as cli_audit
 from mx.cli import boxes as cli_boxes
 from mx.cli import commands as cli_commands
+from mx.cli import credentials as cli_credentials
 from mx.cli import listing, options
 from mx.cli.backend import Installation
 from mx.cli.render import Out, duration, human_bytes, iso_instant, render_table
-from mx.services.processes import register_file
 from process_starter import run_standalone
 from settings import Settings, load_settings
 from supervisor import daemon as plumbing
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--context", help="registration file (default: context_file, else the example)"
     )
     cli_commands.add_parsers(sub)
+    cli_credentials.add_parsers(sub)
 
     nxt = sub.add_parser("next-runs", help="preview the next fires of a trigger")
     nxt.add_argument("trigger", help="e.g. '*/15 * * * *', 'every 1h30m', 'at Mon-Fri 09:30'")
@@ -110,24 +113,19 @@ def cmd_next_runs(args: argparse.Namespace, inst: Installation, out: Out) -> int
 
 
 def cmd_register(args: argparse.Namespace, inst: Installation, out: Out) -> int:
-    with open_store(inst.settings.store_uri) as store:
-        store.init_schema()
-        result = register_file(
-            store,
-            args.file,
-            clock=SystemClock(),
-            actor="cli",
-            check=args.check,
-            prune=args.prune,
-        )
-    plan = result.plan
-    for entry in plan.create:
-        out(f"  + {entry.name}")
-    for update in plan.update:
-        out(f"  ~ {update.name}")
-    for name in plan.prune:
-        out(f"  - {name}")
-    out(result.summary())
+    # The file is read and validated here, also for --url: a Python context runs on the
+    # machine of the person registering it, never on the server.
+    entries = load_file(args.file)
+    with inst.backend() as backend:
+        result = backend.register(entries, source=args.file, check=args.check, prune=args.prune)
+    for key, mark in (("created", "+"), ("updated", "~"), ("pruned", "-")):
+        for name in result[key]:
+            out(f"  {mark} {name}")
+    verb = "registered" if result["applied"] else "would register (check only)"
+    out(
+        f"{verb}: {len(result['created'])} created, {len(result['updated'])} updated, "
+        f"{len(result['unchanged'])} unchanged, {len(result['pruned'])} pruned"
+    )
     return 0
 
 
@@ -189,6 +187,11 @@ def _start(name: str, settings: Settings, out: Callable[[str], None], *, console
         )
         return 1
     out(f"{name} started (pid {proc.pid}), log {log_path}")
+    if name == "mx":
+        out(
+            f"mx: open http://{settings.mx_host}:{settings.mx_port}/ and log in with the admin"
+            f" token in {settings.admin_token_file} (written on first start)"
+        )
     return 0
 
 
@@ -240,14 +243,18 @@ def cmd_standalone(args: argparse.Namespace, inst: Installation, out: Out) -> in
         )
     out(f"Tactus standalone: store {settings.store_uri}, broker {settings.broker_uri}")
     out(f"registering {context}; logs in {settings.log_dir}; Ctrl-C stops everything")
-    out(
-        f"mx: open http://{settings.mx_host}:{settings.mx_port}/ and log in with the admin token"
-        f" in {settings.admin_token_file} (written on first start; the API is under /api/v1)"
-    )
+
+    def announce(url: str) -> None:
+        out(
+            f"mx: open {url} and log in with the admin token in {settings.admin_token_file}"
+            " (written on first start; the API is under /api/v1)"
+        )
+        sys.stdout.flush()
+
     shutdown = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: shutdown.set())
     signal.signal(signal.SIGINT, lambda *_: shutdown.set())
-    return run_standalone(settings, shutdown, context)
+    return run_standalone(settings, shutdown, context, announce=announce)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Installation, Out], int]] = {
@@ -257,6 +264,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Installation, Out], int]] = {
     "next-runs": cmd_next_runs,
     "super": cli_boxes.cmd_super,
     "standalone": cmd_standalone,
+    "token": cli_credentials.cmd_token,
+    "user": cli_credentials.cmd_user,
     **cli_commands.COMMANDS,
 }
 
@@ -308,12 +317,24 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             ensure_dirs(settings)  # remote commands leave this machine alone
         if args.command is None:
             return cmd_daemon(args, settings, out)
-        return COMMANDS[args.command](args, Installation(settings, client), out)
     except TactusError as exc:
         sys.stderr.write(f"launch.py {command}: {exc.message}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    code, error = 1, "failed unexpectedly"
+    try:
+        code = COMMANDS[args.command](args, Installation(settings, client), out)
+        error = ""
+    except TactusError as exc:
+        sys.stderr.write(f"launch.py {command}: {exc.message}\n")
+        code, error = exc.exit_code, exc.message
+    except KeyboardInterrupt:
+        code, error = 130, "interrupted"
+    finally:
+        if client is None:  # through --url, the mx acted on writes the entry
+            cli_audit.record(settings, args.command, args, exit_code=code, error=error)
+    return code
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from db.errors import InvalidInput, NotFound, TactusError
 from db.models import ProcessEntry
 from db.placement import Placement, process_of
 from db.states import ProcessKind
-from mx.server import run_mx
+from mx.server import MxServer, run_mx
 from mx.services.processes import register_file
 from scheduler.main import run_scheduler
 from settings import Settings, load_settings
@@ -124,32 +124,65 @@ def run_supervisor(settings: Settings, shutdown: threading.Event) -> int:
     return 0
 
 
-def run_standalone(settings: Settings, shutdown: threading.Event, context_file: str) -> int:
-    """The quick start: register ``context_file``, then run the scheduler and mx (threads) and
-    this box's supervisor (which starts every worker and daemon) in this one foreground process,
-    until SIGTERM or Ctrl-C."""
+def run_standalone(
+    settings: Settings,
+    shutdown: threading.Event,
+    context_file: str,
+    *,
+    announce: Callable[[str], None] | None = None,
+) -> int:
+    """The quick start: register ``context_file``, then run the scheduler, mx and this box's
+    supervisor (which starts every worker and daemon) as threads of this one foreground
+    process, until SIGTERM or Ctrl-C. mx binds its port first, so a port in use stops
+    everything before it starts; ``announce`` gets its address once it listens. If any of the
+    three ends on its own, the others are stopped and the exit code is 1.
+
+    Raises:
+        InvalidInput: a bad registration file, or mx's port cannot be listened on.
+    """
     clock = SystemClock()
     with open_store(settings.store_uri) as store:
         store.init_schema()
         result = register_file(store, context_file, clock=clock, actor="standalone")
         ensure_builtin_processes(store, clock)
     log.info("standalone: %s (%s)", result.summary(), context_file)
-    scheduler = threading.Thread(
-        target=run_scheduler,
-        args=(settings,),
-        kwargs={"stop_event": shutdown, "install_signals": False},
-        name="scheduler",
-        daemon=True,
-    )
-    scheduler.start()
-    mx = threading.Thread(target=run_mx, args=(settings, shutdown), name="mx", daemon=True)
-    mx.start()
+    mx = MxServer(settings)
+    if announce is not None:
+        announce(mx.url)
+    parts = {
+        "scheduler": lambda: run_scheduler(settings, stop_event=shutdown, install_signals=False),
+        "mx": lambda: mx.serve(shutdown),
+        "supervisor": lambda: run_supervisor(settings, shutdown),
+    }
+    threads = {
+        name: threading.Thread(target=_logged_run, args=(name, run), name=name, daemon=True)
+        for name, run in parts.items()
+    }
+    for thread in threads.values():
+        thread.start()
+    code = 0
     try:
-        return run_supervisor(settings, shutdown)
+        while not shutdown.wait(0.5):
+            ended = [name for name, thread in threads.items() if not thread.is_alive()]
+            if ended:
+                log.error("standalone: the %s ended on its own; stopping the rest", ended[0])
+                code = 1
+                break
     finally:
         shutdown.set()
-        scheduler.join(30)
-        mx.join(15)
+        # The supervisor stops its processes first, each within stopwaitsecs.
+        threads["supervisor"].join(settings.stopwaitsecs + 15.0)
+        threads["scheduler"].join(30)
+        threads["mx"].join(15)
+    return code
+
+
+def _logged_run(name: str, run: Callable[[], int]) -> None:
+    try:
+        if run():
+            log.error("standalone: the %s failed", name)
+    except Exception:
+        log.exception("standalone: the %s failed", name)
 
 
 #: Built-in processes by name. mx adds ``"mx": Program(...)`` here with its wiring function,

@@ -92,6 +92,26 @@ def load_file(path: str | PathLike[str]) -> list[ProcessEntry]:
     return _entries(raw, path)
 
 
+def load_entries(raw: Any, source: str) -> list[ProcessEntry]:
+    """Validate entries that arrive as data rather than as a file (a registration sent to the
+    REST API): a list of entry mappings, or a mapping name -> entry, as in a file.
+
+    Args:
+        raw: the entries.
+        source: what they came from, for messages (the file name the sender read).
+
+    Raises:
+        InvalidInput / InvalidInputs: as :func:`load_file`.
+    """
+    try:
+        return _entries(raw, Path(source))
+    except InvalidInput as exc:
+        if exc.field != "file":
+            raise
+        # Not a file's problem here: the entries themselves are not a list or mapping.
+        raise InvalidInput("processes", exc.problem.removeprefix(f"{source}: ")) from None
+
+
 def _run_python(path: Path) -> Any:
     try:
         # A run name other than __main__ keeps the file's `if __name__ == "__main__":` block quiet.

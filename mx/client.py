@@ -123,6 +123,10 @@ class ApiClient:
         """PATCH ``/api/v1<path>`` with a JSON body."""
         return self.request("PATCH", path, body=body)
 
+    def put(self, path: str, body: Mapping[str, Any]) -> Any:
+        """PUT ``/api/v1<path>`` with a JSON body."""
+        return self.request("PUT", path, body=body)
+
     def get_all(self, path: str, params: Mapping[str, Any] | None = None) -> list[Any]:
         """Every item of a paginated list, following ``next_cursor`` page after page.
 

@@ -157,6 +157,16 @@ def build_document(version: str) -> dict[str, Any]:
                 errors=(404, 409),
             )
         },
+        "/api/v1/registration": {
+            "put": _op(
+                "Upsert the processes of a registration file (what launch.py register does)",
+                "RegistrationResult",
+                tag="processes",
+                body="Registration",
+                description="Needs admin. Idempotent; a bad entry changes nothing and every "
+                "problem is named. `launch.py register FILE --url` sends its file here.",
+            )
+        },
         "/api/v1/jobs": {
             "get": _op(
                 "Jobs, newest first",

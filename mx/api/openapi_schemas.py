@@ -134,6 +134,43 @@ SCHEMAS: dict[str, Any] = {
         "properties": ENTRY_FIELDS,
         "additionalProperties": False,
     },
+    "Registration": {
+        "type": "object",
+        "required": ["processes"],
+        "properties": {
+            "processes": {
+                "description": "The entries of a registration file (SPEC section 4): a list, "
+                "or an object name -> entry.",
+                "oneOf": [
+                    {"type": "array", "items": ref("ProcessEntry")},
+                    {"type": "object", "additionalProperties": ref("ProcessEntry")},
+                ],
+            },
+            "source": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 500,
+                "description": "The file they were read from, for the histories.",
+            },
+            "check": {"type": "boolean", "description": "Validate and plan only."},
+            "prune": {
+                "type": "boolean",
+                "description": "Remove file-registered processes these entries do not define.",
+            },
+        },
+        "additionalProperties": False,
+    },
+    "ProcessEntry": {"type": "object", "properties": ENTRY_FIELDS},
+    "RegistrationResult": {
+        "type": "object",
+        "properties": {
+            "applied": {"type": "boolean"},
+            **{
+                key: {"type": "array", "items": STR}
+                for key in ("created", "updated", "unchanged", "pruned")
+            },
+        },
+    },
     "Job": {
         "type": "object",
         "properties": {

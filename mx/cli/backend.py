@@ -19,6 +19,7 @@ from mx.cli.remote import RemoteBackend
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from db.models import ProcessEntry
     from mx.client import ApiClient
     from settings import Settings
 
@@ -81,6 +82,12 @@ class Backend(Protocol):
 
     def status_of(self, task_id: str) -> Json:
         """A task's (or any unit of work's) state and timestamps."""
+
+    def register(
+        self, entries: list[ProcessEntry], *, source: str, check: bool, prune: bool
+    ) -> Json:
+        """Upsert a registration file's entries (read and validated where the command runs);
+        ``{"applied", "created", "updated", "unchanged", "pruned"}`` (PUT /registration)."""
 
     def start_process(self, box_id: str, process: str) -> list[Json]:
         """Desire a process (or instance) running on a box; its instances after it."""

@@ -16,6 +16,7 @@ from mx.services.context import ServiceContext
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from db.models import ProcessEntry
     from db.store import Store
     from settings import Settings
 
@@ -63,6 +64,16 @@ class LocalBackend(contextlib.AbstractContextManager):
 
     def now(self) -> datetime:
         return self._clock.now()
+
+    def register(
+        self, entries: list[ProcessEntry], *, source: str, check: bool, prune: bool
+    ) -> Json:
+        store = self.store()
+        store.init_schema()
+        result = processes.register_entries(
+            store, entries, source=source, clock=self._clock, actor=ACTOR, check=check, prune=prune
+        )
+        return processes.registration_json(result)
 
     def list_processes(self) -> list[Json]:
         return processes.list_processes(

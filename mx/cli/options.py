@@ -20,11 +20,12 @@ URL_ENV, TOKEN_ENV = "TACTUS_URL", "TACTUS_TOKEN"
 #: Commands that act on this machine only, with the reason given when ``--url`` is set.
 LOCAL_ONLY = {
     "db": "db changes this machine's store; run it where the store is (the API has no route)",
-    "register": (
-        "register upserts a file into this machine's store; through the API, freerun entries "
-        "are created with POST /api/v1/processes"
-    ),
     "standalone": "standalone runs the scheduler, supervisor and mx on this machine",
+    **dict.fromkeys(
+        ("token", "user"),
+        "credentials are made where the store is, so that no secret crosses the network to be "
+        "made; run it on a machine that reaches the store",
+    ),
     **dict.fromkeys(
         ("--start", "--stop", "--restart", "--status"),
         "daemons are started and stopped on their own box; a supervised process remotely: "

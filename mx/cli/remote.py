@@ -14,6 +14,7 @@ from mx.client import RemoteFailure
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from db.models import ProcessEntry
     from mx.client import ApiClient
 
 Json = dict[str, Any]
@@ -110,6 +111,17 @@ class RemoteBackend:
 
     def status_of(self, task_id: str) -> Json:
         return self._client.get(f"/tasks/{_seg(task_id, 'id')}")
+
+    def register(
+        self, entries: list[ProcessEntry], *, source: str, check: bool, prune: bool
+    ) -> Json:
+        body = {
+            "processes": [entry.to_dict() for entry in entries],
+            "source": source,
+            "check": check,
+            "prune": prune,
+        }
+        return self._client.put("/registration", body)
 
     def start_process(self, box_id: str, process: str) -> list[Json]:
         route = f"/boxes/{_seg(box_id, 'boxid')}/processes/{_seg(process, 'process')}/start"

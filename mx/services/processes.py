@@ -69,7 +69,24 @@ def register_file(
     Raises:
         InvalidInput: the file is unreadable or invalid (every problem named).
     """
-    entries = load_file(path)
+    return register_entries(
+        store, load_file(path), source=str(path), clock=clock, actor=actor, check=check, prune=prune
+    )
+
+
+def register_entries(
+    store: Store,
+    entries: list[ProcessEntry],
+    *,
+    source: str,
+    clock: Clock,
+    actor: str,
+    check: bool = False,
+    prune: bool = False,
+) -> RegistrationResult:
+    """Upsert validated entries as one registration file's (:func:`register_file`; the REST
+    API's registration, sent by ``launch.py register --url``, comes here with the entries the
+    sender read from ``source``)."""
     existing = {r.name: (r.entry, r.registered, r.source.value) for r in store.list_processes()}
     plan = plan_registration(existing, entries, prune=prune)
     if check:
@@ -84,7 +101,7 @@ def register_file(
             updated_at=now,
         )
         store.insert_process(record)
-        store.append_event(_event(entry.name, "register", now, actor, f"created from {path}"))
+        store.append_event(_event(entry.name, "register", now, actor, f"created from {source}"))
     for planned in plan.update:
         current = store.get_process(planned.name)
         record = replace(
@@ -97,13 +114,25 @@ def register_file(
         store.update_process(
             record,
             expected_version=current.version,
-            event=_event(planned.name, "register", now, actor, f"updated from {path}"),
+            event=_event(planned.name, "register", now, actor, f"updated from {source}"),
         )
     for name in plan.prune:
         store.delete_process(name)
     result = RegistrationResult(plan=plan, applied=True)
-    log.info("register %s: %s", path, result.summary())
+    log.info("register %s: %s", source, result.summary())
     return result
+
+
+def registration_json(result: RegistrationResult) -> dict[str, Any]:
+    """The API's shape of a registration: what was (or, with check, would be) done."""
+    plan = result.plan
+    return {
+        "applied": result.applied,
+        "created": [entry.name for entry in plan.create],
+        "updated": [update.name for update in plan.update],
+        "unchanged": list(plan.unchanged),
+        "pruned": list(plan.prune),
+    }
 
 
 def _resolve_start(entry: ProcessEntry, now: datetime) -> ProcessEntry:

@@ -203,3 +203,27 @@ def test_standalone_runs_the_examples_until_jobs_go_green(tmp_path):
         code = proc.wait(60)
         log.close()
     assert code == 0, (tmp_path / "standalone.out").read_text()[-3000:]
+
+
+def test_standalone_on_a_port_in_use_says_so_and_starts_nothing(tmp_path):
+    # given mx's port taken by another program
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # when the quick start runs
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "launch.py"), "standalone"],
+            cwd=tmp_path,
+            env={**env_for(tmp_path), "TACTUS_MX_PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    # then it stops at once with the reason, before the scheduler or a worker started
+    assert done.returncode == 2, done.stderr
+    assert f"field 'mx_port': cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "open http://" not in done.stdout
+    with store_of(tmp_path) as store:
+        assert store.list_workers() == []
+        assert store.find_jobs(JobQuery(), limit=1).items == []

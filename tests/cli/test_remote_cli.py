@@ -300,6 +300,66 @@ def test_remote_super_start_stop_query(cli, store):
     assert code == 1 and "b1/ghost not found" in err
 
 
+def test_remote_super_without_boxid_shows_every_box_and_will_not_guess_one(cli, store):
+    # this machine's box_id means nothing to the remote installation
+    rows = cli.json("super")
+    assert [(r["box_id"], r["process"]) for r in rows] == [("b1", "d")]
+    table = cli.run("super", "--query")[1]
+    assert table.startswith("BOX_ID") and "b1" in table
+    before = state_of(store)
+    code, _, err = cli.run("super", "--stop", "d")
+    assert code == 2 and "field '--boxid'" in err
+    assert state_of(store) == before
+
+
+# -- registering -----------------------------------------------------------------------------
+
+
+def test_remote_register_upserts_the_file_read_here(cli, store, tmp_path):
+    # given the registration file with one entry changed and one added
+    changed = CONTEXT.replace('trigger: "0 0 1 1 *"', 'trigger: "0 0 2 1 *"') + (
+        '  - name: extra\n    kind: freerun\n    trigger: every 60\n    command: ["true"]\n'
+    )
+    path = tmp_path / "new.yaml"
+    path.write_text(changed)
+    # when it is checked, then registered through the API (admin: entries name programs)
+    checked = cli.run("register", str(path), "--check", role=Role.ADMIN)
+    assert checked[0] == 0, checked[2]
+    assert "would register (check only): 1 created, 1 updated, 2 unchanged" in checked[1]
+    assert "extra" not in {r.name for r in store.list_processes()}
+    code, out, err = cli.run("register", str(path), role=Role.ADMIN)
+    # then the store has it, as a local register would have done
+    assert code == 0, err
+    assert out.splitlines() == [
+        "  + extra",
+        "  ~ cron",
+        "registered: 1 created, 1 updated, 2 unchanged, 0 pruned",
+    ]
+    assert store.get_process("cron").entry.trigger == "0 0 2 1 *"
+    assert store.get_process("extra").entry.command == ("true",)
+    assert [e.reason for e in store.history("process", "extra")] == [f"created from {path}"]
+    # and again: nothing changes (idempotent), and --prune through the API removes
+    assert "0 created, 0 updated, 4 unchanged" in cli.run("register", str(path), role=Role.ADMIN)[1]
+    path.write_text(CONTEXT)
+    pruned = cli.run("register", str(path), "--prune", role=Role.ADMIN)
+    assert pruned[0] == 0 and "  - extra" in pruned[1]
+    assert "extra" not in {r.name for r in store.list_processes()}
+
+
+def test_remote_register_needs_admin_and_a_bad_file_sends_nothing(cli, store, tmp_path):
+    path = tmp_path / "new.yaml"
+    path.write_text(CONTEXT.replace("time_qualifier: hourly", "time_qualifier: weekly"))
+    before = state_of(store)
+    # a bad file is refused where it is read, with the entry and the field named
+    code, _, err = cli.run("register", str(path), role=Role.ADMIN)
+    assert code == 2 and "process 'hourly', field 'time_qualifier'" in err
+    # a good one needs admin
+    path.write_text(CONTEXT.replace("[echo, hello]", "[echo, bye]"))
+    code, _, err = cli.run("register", str(path), role=Role.OPERATOR)
+    assert code == 1 and "needs admin" in err
+    assert state_of(store) == before
+
+
 # -- credentials, addresses and refusals ---------------------------------------------------------
 
 
@@ -362,7 +422,8 @@ def test_remote_answer_that_is_not_json_exits_1(capsys, settings):
     "args",
     [
         ["db", "--init"],
-        ["register", "ctx.yaml"],
+        ["token", "--list"],
+        ["user", "--create", "alice"],
         ["standalone"],
         ["--status"],
         ["--start", "scheduler"],
