@@ -139,11 +139,16 @@ class StoreCollector(Collector):
         for uow in self.rt.store.find_uows(UowQuery(), limit=RECENT_UOWS).items:
             if uow.started_at is None:
                 continue
+            # When it last became requested: created, due (a delayed task), or re-posted or
+            # retried (submitted_at): a retry's wait for its retry delay is no dispatch latency.
             due = max(uow.created_at, uow.scheduled_at or uow.created_at)
+            if uow.submitted_at is not None:
+                due = max(due, uow.submitted_at)
             samples[uow.process].append(max(0.0, (uow.started_at - due).total_seconds()))
         mean = GaugeMetricFamily(
             "tactus_dispatch_latency_seconds",
-            f"Mean seconds from due to started among the newest {RECENT_UOWS} units of work.",
+            f"Mean seconds from requested (and due) to started among the newest {RECENT_UOWS} "
+            "units of work.",
             labels=["process"],
         )
         worst = GaugeMetricFamily(

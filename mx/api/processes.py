@@ -70,7 +70,7 @@ def processes_edit(name: str) -> ResponseReturnValue:
     needs admin."""
     query()
     body = json_body()
-    if entries.touches_program(body):
+    if entries.touches_program(body, runtime().store.get_process(name).entry.kind):
         require_role(Role.ADMIN)
     return jsonify(entries.edit_process(ctx(), name, body))
 

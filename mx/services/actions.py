@@ -38,13 +38,17 @@ def trigger(ctx: ServiceContext, name: str) -> dict[str, Any]:
 
     Raises:
         NotFound: no such process.
-        Conflict: a freerun already has ``max_active`` units of work in flight.
+        Conflict: the process is disabled (nothing would run it), or a freerun already has
+            ``max_active`` units of work in flight.
         InvalidInput: a daemon has nothing to trigger.
     """
     record = ctx.store.get_process(name)
     entry = record.entry
     if entry.kind is ProcessKind.DAEMON:
         raise InvalidInput("name", f"{name} is a daemon: there is nothing to trigger")
+    if not entry.enabled:
+        # Its workers are not run and the scheduler does not look at it: the work would wait.
+        raise Conflict("process", name, "is disabled: enable it first, then trigger it")
     if entry.kind is ProcessKind.MANAGED:
         ctx.wake(name)
         return {"process": name, "uow": None}

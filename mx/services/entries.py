@@ -161,6 +161,8 @@ def delete_freerun(ctx: ServiceContext, name: str) -> dict[str, Any]:
         )
     if name == ADHOC:
         raise Conflict("process", name, "is built in (it runs the ad-hoc tasks)")
+    # The history keeps who removed it (events outlive their process).
+    ctx.store.append_event(_event(name, "delete", ctx.clock.now(), ctx.actor, "deleted"))
     ctx.store.delete_process(name)
     log.info("process %s: deleted by %s", name, ctx.actor)
     ctx.wake(name)
@@ -182,9 +184,13 @@ def _validated(fields: Mapping[str, Any], given: Mapping[str, Any]) -> ProcessEn
         raise InvalidInput(field, f"out of range ({exc})") from exc
 
 
-def touches_program(data: Any) -> bool:
-    """Whether a create or edit body sets ``command`` or ``shell`` (admin only)."""
-    return isinstance(data, Mapping) and bool(PROGRAM_FIELDS & set(data))
+def touches_program(data: Any, kind: ProcessKind = ProcessKind.FREERUN) -> bool:
+    """Whether a create or edit body sets what runs as a program: ``command`` or ``shell``, or
+    a daemon's ``worker`` (any importable callable, where the other kinds' workers must be
+    :class:`~workers.base.UowWorker` classes). Admin only."""
+    if not isinstance(data, Mapping):
+        return False
+    return bool(PROGRAM_FIELDS & set(data)) or (kind is ProcessKind.DAEMON and "worker" in data)
 
 
 def _event(

@@ -61,13 +61,13 @@ def process_detail(name: str) -> ResponseReturnValue:
     )
 
 
-@bp.get("/processes/new")
+@bp.get("/entries/new")
 @requires(Role.OPERATOR)
 def process_new() -> ResponseReturnValue:
     return render("entries/new.html", form={"enabled": True, "arguments": "{}"}, error=None)
 
 
-@bp.post("/processes/new")
+@bp.post("/entries/new")
 def process_create() -> ResponseReturnValue:
     form = request.form
     try:

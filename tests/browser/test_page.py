@@ -70,7 +70,7 @@ def test_create_a_freerun_and_see_it_fire(page):
 
 
 def test_a_bad_trigger_is_refused_on_the_form(page):
-    page.goto("/processes/new")
+    page.goto("/entries/new")
     page.fill("input[name=name]", "typo")
     page.fill("input[name=trigger]", "61 * * * *")
     page.fill("input[name=worker]", "tests.fixtures.workers:Succeeding")

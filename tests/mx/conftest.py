@@ -197,6 +197,9 @@ _V, _O, _A = Role.VIEWER, Role.OPERATOR, Role.ADMIN
 #: A freerun entry an operator may create (a worker, not a shell command).
 WORKER_ENTRY = {"name": "new", "trigger": "every 60", "worker": "tests.fixtures.workers:Succeeding"}
 
+#: A registration file's entry, as ``launch.py register --url`` sends it.
+REGISTERED = {"name": "filed", "kind": "freerun", "trigger": "every 60", "command": ["true"]}
+
 #: Every authenticated route (SPEC section 6, /metrics and /logout).
 ROUTES = [
     Route("GET", "/api/v1/processes", _V),
@@ -218,6 +221,7 @@ ROUTES = [
     Route("GET", "/api/v1/workers", _V),
     Route("POST", "/api/v1/boxes/b1/processes/d/start", _O),
     Route("POST", "/api/v1/boxes/b1/processes/d/stop", _O),
+    Route("PUT", "/api/v1/registration", _A, {"processes": [REGISTERED], "source": "ctx.yaml"}),
     Route("GET", "/metrics", _V),
     Route("POST", "/logout", _V),
 ]

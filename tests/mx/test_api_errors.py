@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from db.credentials import Role
+from tests.mx.conftest import WORKER_ENTRY, register
 
 #: (method, path, body or raw bytes, the field named). Sent by an admin, so only the input is
 #: wrong.
@@ -93,6 +94,19 @@ BAD_INPUT = [
     ("GET", "/api/v1/workers?cursor=WzFd", None, "cursor"),
     ("POST", "/api/v1/boxes/b1/processes/d/start?x=1", None, "x"),
     ("POST", "/api/v1/boxes/b1/processes/d/stop?x=1", None, "x"),
+    ("PUT", "/api/v1/registration", {}, "processes"),
+    ("PUT", "/api/v1/registration", {"processes": "all of them"}, "processes"),
+    ("PUT", "/api/v1/registration", {"processes": [], "check": "yes"}, "check"),
+    ("PUT", "/api/v1/registration", {"processes": [], "prune": 1}, "prune"),
+    ("PUT", "/api/v1/registration", {"processes": [], "source": ""}, "source"),
+    ("PUT", "/api/v1/registration", {"processes": [], "colour": "red"}, "colour"),
+    (
+        "PUT",
+        "/api/v1/registration",
+        {"processes": [{"name": "x", "kind": "managed", "time_qualifier": "weekly"}]},
+        "time_qualifier",
+    ),
+    ("PUT", "/api/v1/registration?x=1", {"processes": []}, "x"),
 ]
 
 
@@ -156,11 +170,23 @@ CONFLICTS = [
     ("POST", "/api/v1/jobs/h/2026010513/reprocess", None, "transition_refused"),
     ("POST", "/api/v1/jobs/h/2026010512/skip", None, "transition_refused"),
     ("POST", "/api/v1/uows/{finished}/cancel", None, "transition_refused"),
+    ("POST", "/api/v1/processes/off/trigger", None, "conflict"),
 ]
 
 
 @pytest.mark.parametrize(("method", "path", "body", "code"), CONFLICTS)
-def test_route_refused_by_the_state_is_409(client, auth, seed, method, path, body, code):
+def test_route_refused_by_the_state_is_409(
+    client, auth, app_store, clock, seed, method, path, body, code
+):
+    register(
+        app_store,
+        clock,
+        name="off",
+        kind="freerun",
+        trigger="every 60",
+        command=["true"],
+        enabled=False,
+    )
     path = path.format(finished=seed.finished_uow_id)
     headers = auth.headers(Role.ADMIN)
     client.open(path, method=method, json=body, headers=headers)
@@ -213,3 +239,44 @@ def test_page_request_without_login_is_redirected_to_the_login_page(client):
     response = client.post("/logout", headers={"Accept": "text/html"})
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login?next=")
+
+
+def test_an_edit_that_lost_a_race_is_409_and_changes_nothing(client, auth, app_store, seed):
+    # given an edit that reads the entry, and another edit landing before it writes
+    real_get = app_store.get_process
+    stale = real_get("cron")
+    client.patch("/api/v1/processes/cron", json={"retries": 7}, headers=auth.headers("admin"))
+    app_store.get_process = lambda name: stale if name == "cron" else real_get(name)
+    try:
+        # when it writes on the version it read
+        response = client.patch(
+            "/api/v1/processes/cron", json={"retries": 9}, headers=auth.headers("admin")
+        )
+    finally:
+        del app_store.get_process
+    # then it is refused, and the other edit stands
+    assert response.status_code == 409, response.json
+    assert response.json["error"]["code"] == "conflict"
+    assert app_store.get_process("cron").entry.retries == 7
+
+
+def test_a_daemons_worker_is_a_program_only_an_admin_may_change(client, auth, app_store, seed):
+    body = {"worker": "os:system"}
+    response = client.patch("/api/v1/processes/d", json=body, headers=auth.headers("operator"))
+    assert response.status_code == 403
+    assert app_store.get_process("d").entry.worker is None
+    # (a freerun's worker must be a UowWorker class: setting one is no program of its own; this
+    # edit needs admin only because it also drops the command)
+    body = {"worker": "tests.fixtures.workers:Succeeding", "command": None}
+    response = client.patch("/api/v1/processes/cron", json=body, headers=auth.headers("admin"))
+    assert response.status_code == 200, response.json
+
+
+def test_deleting_an_entry_keeps_who_did_it_in_its_history(client, auth, app_store, seed):
+    client.post("/api/v1/processes", json=WORKER_ENTRY, headers=auth.headers("operator"))
+    response = client.delete("/api/v1/processes/new", headers=auth.headers("operator"))
+    assert response.status_code == 200
+    assert [(e.trigger, e.actor) for e in app_store.history("process", "new")] == [
+        ("create", "token operator"),
+        ("delete", "token operator"),
+    ]

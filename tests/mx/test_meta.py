@@ -9,8 +9,12 @@ from datetime import timedelta
 
 from db.credentials import Role
 from db.errors import StoreUnavailable
-from db.models import WorkerRecord
+from db.models import FireRecord, WorkerRecord
+from db.state_change import change_uow
+from db.states import FireOutcome, UowState
 from mx.app import create_app
+from mx.services import tasks
+from mx.services.context import ServiceContext
 from mx.services.credentials import authenticate_token
 
 
@@ -135,6 +139,56 @@ def test_metrics_report_the_store(client, auth, seed, app_store):
         "tactus_broker_up 1.0",
     ]:
         assert line in text, line
+
+
+def test_metrics_report_dispatch_latency_fire_lateness_and_heartbeat_age(
+    client, auth, seed, app_store, clock
+):
+    ctx = ServiceContext(store=app_store, clock=clock, publish=lambda *a: None, actor="test")
+    # given a task started 3 s after it was submitted, and one re-posted 10 s after it was
+    # submitted and started 1 s after that (its 10 s of waiting are no dispatch latency)
+    first = app_store.get_uow(tasks.submit(ctx, "echo one")["task_id"])
+    second = app_store.get_uow(tasks.submit(ctx, "echo two")["task_id"])
+    clock.advance(3)
+    _start(app_store, clock, first)
+    clock.advance(7)
+    second = app_store.update_uow(
+        second.id, expected_state=UowState.REQUESTED, changes={"submitted_at": clock.now()}
+    )
+    clock.advance(1)
+    _start(app_store, clock, second)
+    # and a fire recorded 5 s late, before the seed's punctual one
+    fired_at = seed_instant = clock.now() - timedelta(seconds=11)
+    app_store.record_fire(
+        FireRecord(
+            process="cron",
+            scheduled_at=seed_instant - timedelta(seconds=60),
+            outcome=FireOutcome.FIRED,
+            recorded_at=fired_at - timedelta(seconds=55),
+        )
+    )
+    # when
+    text = client.get("/metrics", headers=auth.headers(Role.VIEWER)).get_data(as_text=True)
+    # then
+    for line in [
+        'tactus_dispatch_latency_seconds{process="adhoc"} 2.0',
+        'tactus_dispatch_latency_max_seconds{process="adhoc"} 3.0',
+        'tactus_fire_lateness_seconds{process="cron"} 0.0',
+        'tactus_fire_lateness_max_seconds{process="cron"} 5.0',
+        'tactus_worker_heartbeat_age_seconds{box_id="b1",process="cron",worker_id="w1"} 11.0',
+    ]:
+        assert line in text, line
+
+
+def _start(store, clock, uow) -> None:
+    change_uow(
+        store,
+        uow,
+        "claim",
+        clock=clock,
+        actor="worker w1",
+        changes={"worker_id": "w1", "started_at": clock.now(), "heartbeat_at": clock.now()},
+    )
 
 
 def test_metrics_say_when_the_store_is_down(client, auth, app_store, monkeypatch):

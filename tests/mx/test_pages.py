@@ -33,7 +33,11 @@ PAGES = [
     "/processes/adhoc",
     "/supervisor",
     "/workers",
+    "/entries/new",
+    "/tasks/new",
 ]
+#: Pages a viewer may not open (the forms of actions it may not take).
+ACTING_PAGES = frozenset({"/entries/new", "/tasks/new"})
 #: Live parts: the page's element that an htmx request gets alone.
 FRAGMENTS = {
     "/": "grid",
@@ -48,7 +52,7 @@ def text(response) -> str:
     return response.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("path", PAGES)
+@pytest.mark.parametrize("path", sorted(set(PAGES) - ACTING_PAGES))
 def test_every_page_renders_for_a_viewer_without_actions(client, auth, seed, path):
     response = client.get(
         path.format(uow=seed.uow_id, task=seed.task_id), headers=auth.headers("viewer")
@@ -215,6 +219,34 @@ def test_enable_disable_and_trigger_a_process(client, auth, app_store, seed):
     assert app_store.get_uow(uow_id).kind is UowKind.FREERUN
 
 
+def test_a_disabled_process_offers_no_trigger_and_refuses_one(client, auth, app_store, seed):
+    csrf = auth.login("operator")
+    post(client, "/processes/cron/disable", csrf)
+    assert 'action="/processes/cron/trigger"' not in text(client.get("/processes/cron"))
+    assert 'action="/processes/cron/trigger"' not in text(client.get("/processes"))
+    post(client, "/processes/h/disable", csrf)
+    assert 'action="/processes/h/trigger"' not in text(client.get("/processes/h"))
+    before = snapshot(app_store)
+    page = flashed(client, post(client, "/processes/cron/trigger", csrf))
+    assert "is disabled: enable it first" in page
+    assert snapshot(app_store)["uows"] == before["uows"]
+
+
+def test_page_actions_and_logins_are_audited(client, auth, app_store, seed):
+    # when a user logs in, fails to log in, and skips a job from the page
+    csrf = auth.login("operator")
+    post(client, "/jobs/h/2026010512/skip", csrf)
+    client.post("/login", data={"name": "user_operator", "password": "wrong password"})
+    # then each is in the trail with who, what and target
+    trail = [(e.who, e.what, e.target) for e in reversed(app_store.list_audit(limit=100).items)]
+    assert ("user user_operator", "POST /jobs/<process>/<timeperiod>/skip") in [
+        (who, what) for who, what, _ in trail
+    ]
+    skip = next(t for w, what, t in trail if what.endswith("/skip"))
+    assert "h" in skip and "2026010512" in skip
+    assert [what for _, what, _ in trail].count("POST /login") >= 2
+
+
 # -- the freerun entry form -----------------------------------------------------------------------
 
 WORKER_FORM = {
@@ -230,7 +262,7 @@ WORKER_FORM = {
 
 def test_an_operator_creates_a_worker_entry(client, auth, app_store, seed):
     csrf = auth.login("operator")
-    response = post(client, "/processes/new", csrf, **WORKER_FORM)
+    response = post(client, "/entries/new", csrf, **WORKER_FORM)
     assert response.location == "/processes/nightly"
     entry = app_store.get_process("nightly").entry
     assert (entry.trigger, entry.retries, entry.catchup.value) == ("30 1 * * *", 2, "none")
@@ -254,7 +286,7 @@ def test_a_bad_entry_form_names_the_field_and_creates_nothing(
 ):
     csrf = auth.login("operator")
     before = app_store.list_processes()
-    response = post(client, "/processes/new", csrf, **{**WORKER_FORM, **change})
+    response = post(client, "/entries/new", csrf, **{**WORKER_FORM, **change})
     assert response.status_code in (400, 409)
     page = text(response)
     assert re.search(rf'class="flash error"[^>]*>[^<]*{field}', page), page
@@ -266,12 +298,12 @@ def test_a_bad_entry_form_names_the_field_and_creates_nothing(
 def test_a_command_entry_needs_the_admin_role(client, auth, app_store, seed):
     form = {**WORKER_FORM, "worker": "", "command": "echo {uow_id} 'two words'"}
     csrf = auth.login("operator")
-    response = post(client, "/processes/new", csrf, **form)
+    response = post(client, "/entries/new", csrf, **form)
     assert response.status_code == 403
     with pytest.raises(NotFound):
         app_store.get_process("nightly")
     csrf = auth.login("admin")
-    assert post(client, "/processes/new", csrf, **form).status_code == 303
+    assert post(client, "/entries/new", csrf, **form).status_code == 303
     assert app_store.get_process("nightly").entry.command == ("echo", "{uow_id}", "two words")
 
 
@@ -299,7 +331,7 @@ def test_edit_a_freerun_entry(client, auth, app_store, seed):
 
 def test_delete_a_freerun_entry_made_at_run_time(client, auth, app_store, seed):
     csrf = auth.login("operator")
-    post(client, "/processes/new", csrf, **WORKER_FORM)
+    post(client, "/entries/new", csrf, **WORKER_FORM)
     assert "Deleted freerun entry nightly" in flashed(
         client, post(client, "/processes/nightly/delete", csrf)
     )
@@ -332,9 +364,9 @@ def test_an_admin_submits_an_ad_hoc_task(client, auth, app_store, seed):
 
 def test_a_viewer_cannot_open_the_entry_form(client, auth, seed):
     auth.login("viewer")
-    assert client.get("/processes/new").status_code == 403
+    assert client.get("/entries/new").status_code == 403
     auth.login("operator")
-    assert client.get("/processes/new").status_code == 200
+    assert client.get("/entries/new").status_code == 200
 
 
 def test_an_operator_cannot_open_the_task_form(client, auth, seed):
