@@ -98,6 +98,7 @@ def create_app(
         settings=settings, store=store, broker=broker, clock=clock or SystemClock(), owned=owned
     )
     app.extensions[EXTENSION] = rt
+    app.before_request(_refuse_nul)
     auth.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(metrics.bp)
@@ -184,6 +185,24 @@ def _unexpected(exc: Exception) -> ResponseReturnValue:
     # A bug, not the client's input: logged with its traceback, answered in the same shape.
     log.exception("%s %s: unexpected error", request.method, request.path)
     return error_response(500, "internal", "internal error (logged on the server)")
+
+
+def _refuse_nul() -> None:
+    """Refuse a NUL character in a path part, a query parameter or a form field, naming it:
+    PostgreSQL cannot store one, and no name, id or timeperiod holds one (JSON bodies are
+    checked by ``mx.api.common.json_body``)."""
+    for source, items in (
+        ("path", (request.view_args or {}).items()),
+        ("query", request.args.items(multi=True)),
+        (
+            "form",
+            request.form.items(multi=True) if request.mimetype.endswith("form-urlencoded") else (),
+        ),
+    ):
+        for name, value in items:
+            if "\x00" in str(name) or "\x00" in str(value):
+                field = str(name).replace("\x00", "") or source
+                raise InvalidInput(field, "must not contain NUL characters")
 
 
 def _register_errors(app: Flask) -> None:

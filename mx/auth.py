@@ -247,7 +247,7 @@ def _audit(response: Response) -> Response:
         rt.store.append_audit(
             who=who[:AUDIT_TEXT],
             what=f"{request.method} {rule}"[:AUDIT_TEXT],
-            target=str(target)[:1000],
+            target=str(target).replace("\x00", "\\x00")[:1000],  # a refused NUL stays visible
             at=rt.clock.now(),
             details=details,
         )

@@ -67,9 +67,15 @@ def _check_values(data: Any) -> None:
         if depth > MAX_DEPTH:
             raise InvalidInput(field.split(".")[0], f"nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, dict):
+            if any("\x00" in str(k) for k in value):
+                raise InvalidInput(_top(field), "a field name contains a NUL character")
             stack.extend(
                 (f"{path}.{k}" if path else str(k), v, depth + 1) for k, v in value.items()
             )
+        elif isinstance(value, str):
+            if "\x00" in value:
+                # PostgreSQL cannot store it; nothing Tactus keeps needs one.
+                raise InvalidInput(_top(field), "must not contain NUL characters")
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", v, depth + 1) for i, v in enumerate(value))
         elif isinstance(value, bool):
@@ -78,6 +84,11 @@ def _check_values(data: Any) -> None:
             raise InvalidInput(field, "integer out of range (64 bits)")
         elif isinstance(value, float) and not math.isfinite(value):
             raise InvalidInput(field, "must be a finite number")
+
+
+def _top(field: str) -> str:
+    """The body field a nested path starts with (``arguments`` for ``arguments.a[2]``)."""
+    return field.split(".")[0].split("[")[0] or "body"
 
 
 def only_fields(data: Mapping[str, Any], allowed: Iterable[str]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from db.credentials import Role
+from db.models import UowQuery
 from tests.mx.conftest import WORKER_ENTRY, register
 
 #: (method, path, body or raw bytes, the field named). Sent by an admin, so only the input is
@@ -280,3 +281,69 @@ def test_deleting_an_entry_keeps_who_did_it_in_its_history(client, auth, app_sto
         ("create", "token operator"),
         ("delete", "token operator"),
     ]
+
+
+#: (method, path, JSON body, the field named): a NUL character anywhere in the input.
+NUL_INPUT = [
+    ("GET", "/api/v1/processes/a%00b", None, "name"),
+    ("GET", "/api/v1/jobs?process=a%00b", None, "process"),
+    ("GET", "/api/v1/uows/a%00b", None, "uow_id"),
+    ("GET", "/api/v1/boxes?box_id=a%00", None, "box_id"),
+    ("POST", "/api/v1/boxes/b1%00/processes/d/start", None, "box_id"),
+    (
+        "POST",
+        "/api/v1/processes",
+        {"name": "x", "trigger": "every 60", "worker": "a:B", "description": "a\u0000b"},
+        "description",
+    ),
+    (
+        "POST",
+        "/api/v1/processes",
+        {"name": "x", "trigger": "every 60", "worker": "a:B", "arguments": {"k\u0000": 1}},
+        "arguments",
+    ),
+    ("POST", "/api/v1/tasks", {"command": "echo \u0000"}, "command"),
+]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_sql_app(request, tmp_path, nx_server, clock):
+    """The app of ``app`` on SQLite and on PostgreSQL (which cannot store a NUL)."""
+    from db import open_store
+    from mx.app import create_app
+    from settings import load_settings
+    from tests.conftest import fresh_store_uri
+    from tests.scheduler.conftest import RecordingBroker
+
+    with fresh_store_uri(request.param, tmp_path, nx_server) as uri:
+        settings = load_settings(environ={"TACTUS_STORE_URI": uri}, cwd=tmp_path)
+        store = open_store(uri)
+        store.init_schema()
+        try:
+            yield (
+                create_app(
+                    settings, store=store, broker=RecordingBroker(), clock=clock, testing=True
+                ),
+                store,
+            )
+        finally:
+            store.close()
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), NUL_INPUT)
+def test_a_nul_character_is_400_naming_the_field_on_every_store(
+    any_sql_app, method, path, body, field
+):
+    from mx.services.credentials import create_token
+
+    app, store = any_sql_app
+    token = create_token(store, "nul_admin", Role.ADMIN)
+    before = (store.list_processes(), store.find_uows(UowQuery(), limit=10).items)
+    response = app.test_client().open(
+        path, method=method, json=body, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.json["error"]["field"] == field
+    assert (store.list_processes(), store.find_uows(UowQuery(), limit=10).items) == before
+    if method != "GET":  # refused, and still in the audit trail
+        assert store.list_audit(limit=1).items[0].details["status"] == 400
