@@ -46,6 +46,7 @@ from mq import open_broker
 from mq.message import process_queue, status_message, status_queue
 from workers.base import load_worker_class
 from workers.heartbeat import Heartbeat
+from workers.orphans import reap_orphans
 from workers.shell import DRAIN_GRACE, KILL_GRACE
 from workers.slot import RunningUow, Slot
 
@@ -243,6 +244,9 @@ class Worker:
 
     def run(self) -> int:
         """Register, beat and consume until stopped; returns the exit code."""
+        # A worker of this box killed outright may have left its command running: end it
+        # before taking work, so that a retry of its unit of work never runs beside it.
+        reap_orphans()
         self._register()
         self.heartbeat.start()
         for slot in self.slots:

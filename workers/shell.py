@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from workers.base import Outcome
+from workers.orphans import WORKER_PID_VARIABLE
 
 if TYPE_CHECKING:
     import threading
@@ -146,6 +147,9 @@ def command_environment(uow: UnitOfWork, base: Mapping[str, str] | None = None) 
         TACTUS_START_TIMEPERIOD=uow.start_timeperiod,
         TACTUS_END_TIMEPERIOD=uow.end_timeperiod,
     )
+    # Whatever the command starts inherits it: a worker that starts after this one died ends
+    # them (workers.orphans).
+    env[WORKER_PID_VARIABLE] = str(os.getpid())
     return env
 
 

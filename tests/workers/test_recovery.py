@@ -13,6 +13,13 @@ from db.states import UowState
 from tests.polling import wait_until
 
 
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _runs(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
@@ -20,9 +27,14 @@ def _runs(path: Path) -> int:
 def test_sigkilled_worker_is_reaped_and_a_retry_completes_the_uow(harness):
     # given: a command that hangs on its first run and succeeds on the second
     runs = harness.tmp / "runs"
+    # (which also starts a grandchild that outlives nothing it should)
     harness.register(
         "fragile",
-        command=["sh", "-c", f'echo run >> {runs}; [ "$(wc -l < {runs})" -ge 2 ] || sleep 60'],
+        command=[
+            "sh",
+            "-c",
+            f'echo run >> {runs}; [ "$(wc -l < {runs})" -ge 2 ] || (sleep 300 & sleep 60)',
+        ],
         timeout=120,
         retries=2,
     )
@@ -30,12 +42,21 @@ def test_sigkilled_worker_is_reaped_and_a_retry_completes_the_uow(harness):
     first = harness.start_worker("fragile")
     harness.wait_uow(uow.id, UowState.IN_PROGRESS)
     wait_until(lambda: _runs(runs) == 1, what="the first run")
-    orphans = psutil.Process(first.pid).children(recursive=True)
+    orphans = wait_until(
+        lambda: (
+            (found := psutil.Process(first.pid).children(recursive=True))
+            and len(found) >= 3
+            and found
+        ),
+        what="the command and its two sleeps",
+    )
     try:
         # when: the worker dies without a word, and the scheduler's reaper looks (heartbeat
         # every 0.2 s, 3 misses)
         first.kill()
         first.wait(10)
+        # (its command and the grandchild run on, reparented: the worker could not end them)
+        assert all(_alive(orphan) for orphan in orphans)
         failed = wait_until(
             lambda: reap_lost_workers(
                 harness.store,
@@ -64,7 +85,12 @@ def test_sigkilled_worker_is_reaped_and_a_retry_completes_the_uow(harness):
         )
         harness.publish(retried)
         harness.start_worker("fragile")
-        # then
+        # then the new worker ends what the dead one left running before it takes the retry
+        wait_until(
+            lambda: not any(_alive(orphan) for orphan in orphans),
+            deadline=15,
+            what="the orphaned command and grandchild to be ended",
+        )
         done = harness.wait_uow(uow.id, UowState.PROCESSED, UowState.INVALID)
         assert done.state == UowState.PROCESSED, done.error
         assert done.attempt == 2
