@@ -69,6 +69,8 @@ def _check_values(data: Any) -> None:
         if isinstance(value, dict):
             if any("\x00" in str(k) for k in value):
                 raise InvalidInput(_top(field), "a field name contains a NUL character")
+            if "" in value:
+                raise InvalidInput(_top(field), "a field name is empty")
             stack.extend(
                 (f"{path}.{k}" if path else str(k), v, depth + 1) for k, v in value.items()
             )

@@ -108,6 +108,8 @@ BAD_INPUT = [
         "time_qualifier",
     ),
     ("PUT", "/api/v1/registration?x=1", {"processes": []}, "x"),
+    ("PUT", "/api/v1/registration", {"processes": [{"": 1}]}, "processes"),
+    ("POST", "/api/v1/tasks", {"command": "true", "arguments": {"": 1}}, "arguments"),
 ]
 
 
