@@ -37,9 +37,10 @@ Caveats: 2 cores shared by the broker, the database, the workers and the benchma
 work unless the load says otherwise); loopback. Durable writes per unit of work: Tactus on
 RabbitMQ waits for 2 store commits (create, and the outcome written together with the claim of
 the next unit of work already in hand; the uow messages' transaction is shared by 100; the
-status message leaves with the ack, unconfirmed), Tactus on the store queue does 3 to 4 (those
-2, the message ack with the status put; message claims, status claims and status acks are
-shared by the messages claimed together); Celery waits for 1 (the result row): RabbitMQ stores its
+status message leaves with the ack, unconfirmed), Tactus on the store queue 2 as well (the
+message ack, the status put and the next message claim go in the outcome's commit; status
+claims and acks are shared by the statuses claimed together); Celery waits for 1 (the result
+row): RabbitMQ stores its
 persistent task message but the publisher does not wait for a confirm, and the worker acks it
 on receipt, before it runs.
 """
