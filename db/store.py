@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from db.errors import NotFound, StateConflict
+from db.errors import DuplicateKey, NotFound, StateConflict
 from db.models import QueueSettled
 
 if TYPE_CHECKING:
@@ -224,6 +224,25 @@ class Store(ABC):
                 exists.
         """
 
+    def create_uows(
+        self, items: Sequence[tuple[UnitOfWork, Event | None]]
+    ) -> list[UnitOfWork | DuplicateKey]:
+        """Insert several units of work, each with its creation event, together: one
+        transaction (one durable commit) where the backend has them. A unit of work whose
+        unique key (process, start_timeperiod, end_timeperiod, run_key) is taken is refused on
+        its own, :class:`~db.errors.DuplicateKey` in its place; the others are inserted. The
+        scheduler creates what a pass fires this way.
+
+        This default inserts one at a time (MongoDB: a unit of work is one document).
+        """
+        done: list[UnitOfWork | DuplicateKey] = []
+        for uow, event in items:
+            try:
+                done.append(self.create_uow(uow, event=event))
+            except DuplicateKey as exc:
+                done.append(exc)
+        return done
+
     @abstractmethod
     def get_uow(self, uow_id: str) -> UnitOfWork:
         """One unit of work.
@@ -397,6 +416,21 @@ class Store(ABC):
     @abstractmethod
     def set_fire_uow(self, process: str, scheduled_at: datetime, uow_id: str) -> None:
         """Link a recorded fire to the unit of work created for it (no-op if no such fire)."""
+
+    def record_fires(self, fires: Sequence[FireRecord]) -> list[bool]:
+        """:meth:`record_fire` for several fires, together: one transaction where the backend
+        has them (the fires a scheduler's pass makes). This default records one at a time.
+
+        Returns:
+            In the order of ``fires``: True for each this call recorded.
+        """
+        return [self.record_fire(fire) for fire in fires]
+
+    def set_fire_uows(self, links: Sequence[tuple[str, datetime, str]]) -> None:
+        """:meth:`set_fire_uow` for several (process, scheduled_at, uow_id), together where the
+        backend has transactions. This default links one at a time."""
+        for process, scheduled_at, uow_id in links:
+            self.set_fire_uow(process, scheduled_at, uow_id)
 
     @abstractmethod
     def last_fire(self, process: str) -> FireRecord | None:

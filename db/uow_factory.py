@@ -8,7 +8,8 @@ creating a twin.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,22 @@ if TYPE_CHECKING:
     from db.store import Store
 
 log = logging.getLogger(f"tactus.{__name__}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UowSpec:
+    """What to create a unit of work of (the arguments of :func:`create_once`)."""
+
+    entry: ProcessEntry
+    kind: UowKind
+    start: str
+    end: str
+    run_key: str
+    reason: str
+    timeperiod: str | None = None
+    scheduled_at: datetime | None = None
+    arguments: Mapping[str, Any] | None = None
+    retries: int | None = None
 
 
 def create_once(
@@ -46,20 +63,57 @@ def create_once(
     Returns:
         (the unit of work, True if this call created it).
     """
+    spec = UowSpec(
+        entry=entry,
+        kind=kind,
+        start=start,
+        end=end,
+        run_key=run_key,
+        reason=reason,
+        timeperiod=timeperiod,
+        scheduled_at=scheduled_at,
+        arguments=arguments,
+        retries=retries,
+    )
+    uow, event = _new(spec, clock.now(), actor)
+    try:
+        return store.create_uow(uow, event=event), True
+    except DuplicateKey:
+        return _recovered(store, spec), False
+
+
+def create_many_once(
+    store: Store, specs: Sequence[UowSpec], *, clock: Clock, actor: str
+) -> list[tuple[UnitOfWork, bool]]:
+    """:func:`create_once` for several units of work, inserted in one store transaction
+    (:meth:`~db.store.Store.create_uows`); each taken key recovers its stored twin.
+
+    Returns:
+        In the order of ``specs``: (the unit of work, True if this call created it).
+    """
     now = clock.now()
+    stored = store.create_uows([_new(spec, now, actor) for spec in specs])
+    return [
+        (_recovered(store, spec), False) if isinstance(result, DuplicateKey) else (result, True)
+        for spec, result in zip(specs, stored, strict=True)
+    ]
+
+
+def _new(spec: UowSpec, now: datetime, actor: str) -> tuple[UnitOfWork, Event]:
+    entry = spec.entry
     uow = UnitOfWork(
         id=new_id(),
         process=entry.name,
-        kind=kind,
-        start_timeperiod=start,
-        end_timeperiod=end,
-        run_key=run_key,
-        timeperiod=timeperiod,
-        retries=entry.retries if retries is None else retries,
-        arguments={**dict(entry.arguments), **dict(arguments or {})},
+        kind=spec.kind,
+        start_timeperiod=spec.start,
+        end_timeperiod=spec.end,
+        run_key=spec.run_key,
+        timeperiod=spec.timeperiod,
+        retries=entry.retries if spec.retries is None else spec.retries,
+        arguments={**dict(entry.arguments), **dict(spec.arguments or {})},
         created_at=now,
         updated_at=now,
-        scheduled_at=scheduled_at,
+        scheduled_at=spec.scheduled_at,
         submitted_at=now,
     )
     event = Event(
@@ -70,13 +124,14 @@ def create_once(
         from_state=None,
         to_state=uow.state.value,
         actor=actor,
-        reason=reason,
+        reason=spec.reason,
     )
-    try:
-        return store.create_uow(uow, event=event), True
-    except DuplicateKey:
-        existing = store.find_uow_by_key(entry.name, start, end, run_key)
-        if existing is None:  # removed between the two calls: nothing sane to recover
-            raise
-        log.info("uow %s: recovered the unit of work already stored for %s", existing.id, run_key)
-        return existing, False
+    return uow, event
+
+
+def _recovered(store: Store, spec: UowSpec) -> UnitOfWork:
+    existing = store.find_uow_by_key(spec.entry.name, spec.start, spec.end, spec.run_key)
+    if existing is None:  # removed between the two calls: nothing sane to recover
+        raise DuplicateKey("uow", f"{spec.entry.name}/{spec.start}-{spec.end}/{spec.run_key}")
+    log.info("uow %s: recovered the unit of work already stored for %s", existing.id, spec.run_key)
+    return existing

@@ -66,6 +66,12 @@ def make_job(process: str = "site_hourly", timeperiod: str = "2026010513", **fie
     )
 
 
+def _fields(model) -> dict:
+    import dataclasses
+
+    return {f.name: getattr(model, f.name) for f in dataclasses.fields(model)}
+
+
 def make_uow(process: str = "site_hourly", start: str = "2026010513", **fields) -> UnitOfWork:
     return UnitOfWork(
         id=fields.pop("id", new_id()),
@@ -404,6 +410,48 @@ def test_uow_unique_key(store):
     store.create_uow(make_uow(process="other"))
 
 
+def test_create_uows_inserts_a_batch_and_refuses_taken_keys_one_by_one(store):
+    # given one unit of work stored already
+    store.create_uow(make_uow(start="2026010511", end="2026010512"))
+    batch = [
+        make_uow(start=f"20260105{hour:02d}", end=f"20260105{hour + 1:02d}")
+        for hour in range(10, 14)
+    ]
+    # when four are created together, the second of them under the taken key
+    done = store.create_uows(
+        [(uow, event("uow", uow.id, "create", None, "requested")) for uow in batch]
+    )
+    # then the other three are stored with their events, the taken one refused alone
+    assert [type(result) for result in done] == [UnitOfWork, DuplicateKey, UnitOfWork, UnitOfWork]
+    for uow, result in zip(batch, done, strict=True):
+        if isinstance(result, UnitOfWork):
+            assert store.get_uow(uow.id) == result == uow
+            assert [e.trigger for e in store.history("uow", uow.id)] == ["create"]
+        else:
+            assert (
+                store.find_uow_by_key(uow.process, uow.start_timeperiod, uow.end_timeperiod, "0").id
+                != uow.id
+            )
+            assert store.history("uow", uow.id) == []
+    assert store.create_uows([]) == []
+    # and a batch repeating a key inside itself keeps the first
+    twins = [make_uow(start="2026010600"), make_uow(start="2026010600")]
+    assert [type(r) for r in store.create_uows([(u, None) for u in twins])] == [
+        UnitOfWork,
+        DuplicateKey,
+    ]
+
+
+def test_create_uows_with_a_bad_value_writes_nothing(store):
+    good, naive = make_uow(start="2026010520"), make_uow(start="2026010521")
+    naive = UnitOfWork(**{**_fields(naive), "created_at": datetime(2026, 1, 5, 13, 0)})
+    with pytest.raises(InvalidInput):
+        store.create_uows([(good, None), (naive, None)])
+    assert (
+        store.find_uow_by_key(good.process, good.start_timeperiod, good.end_timeperiod, "0") is None
+    )
+
+
 def test_uow_get_missing(store):
     with pytest.raises(NotFound):
         store.get_uow("nope")
@@ -724,6 +772,36 @@ def test_fire_last_and_list_and_link(store):
     assert [f.scheduled_at for f in fires] == [base + timedelta(minutes=i) for i in (4, 3, 2)]
     assert fires[2].reason == "max_active reached"
     assert store.last_fire("other") is None
+
+
+def test_fires_recorded_and_linked_in_batches(store):
+    # given one fire recorded already
+    base = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+    at = [base + timedelta(minutes=i) for i in range(4)]
+
+    def fire(process: str, when: datetime) -> FireRecord:
+        return FireRecord(
+            process=process, scheduled_at=when, outcome=FireOutcome.FIRED, recorded_at=T0
+        )
+
+    store.record_fire(fire("cron", at[1]))
+    # when a pass records four, one of them the recorded one, and links three
+    recorded = store.record_fires(
+        [fire("cron", at[0]), fire("cron", at[1]), fire("cron", at[2]), fire("other", at[0])]
+    )
+    store.set_fire_uows([("cron", at[0], "u0"), ("cron", at[2], "u2"), ("other", at[0], "o0")])
+    store.set_fire_uows([("ghost", at[3], "g3")])  # no such fire: nothing happens
+    # then each is recorded once, the one recorded before is passed over, the links hold
+    assert recorded == [True, False, True, True]
+    assert [(f.scheduled_at, f.uow_id) for f in store.list_fires("cron")] == [
+        (at[2], "u2"),
+        (at[1], None),
+        (at[0], "u0"),
+    ]
+    assert store.last_fire("other").uow_id == "o0"
+    assert store.last_fire("ghost") is None
+    assert store.record_fires([]) == []
+    store.set_fire_uows([])
 
 
 # -- supervised processes -----------------------------------------------------------------------

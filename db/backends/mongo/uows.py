@@ -51,6 +51,28 @@ class UowsMixin(MongoCore):
         return uow_from_doc(doc)
 
     @translated
+    def create_uows(
+        self, items: Sequence[tuple[UnitOfWork, Event | None]]
+    ) -> list[UnitOfWork | DuplicateKey]:
+        """One document insert each (a unit of work and its history are one document); every
+        document is built, so every value checked, before the first is written."""
+        docs = []
+        for uow, event in items:
+            doc = uow_doc(uow)
+            if event is not None:
+                doc["history"] = [event_doc(event)]
+            docs.append((uow, doc))
+        done: list[UnitOfWork | DuplicateKey] = []
+        for uow, doc in docs:
+            try:
+                self._db[UOWS].insert_one(doc)
+            except DuplicateKeyError:
+                done.append(DuplicateKey("uow", _unique_key(uow.process, doc)))
+            else:
+                done.append(uow_from_doc(doc))
+        return done
+
+    @translated
     def get_uow(self, uow_id: str) -> UnitOfWork:
         """One unit of work; NotFound if there is none."""
         doc = self._db[UOWS].find_one({"_id": uow_id}, projection=no_history())

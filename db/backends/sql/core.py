@@ -207,6 +207,12 @@ class SqlCore:
         if event is not None:
             conn.execute(_INSERT_EVENT, rows.event_row(event))
 
+    def _add_events(self, conn: sa.Connection, events: Iterable[Event | None]) -> None:
+        """Append several events in the caller's transaction, in one statement."""
+        batch = [rows.event_row(event) for event in events if event is not None]
+        if batch:
+            conn.execute(_INSERT_EVENT, batch)
+
     def _insert_ignore(self, table: sa.Table) -> sa.Insert:
         """INSERT that silently skips rows whose unique key exists; rowcount counts the others."""
         return _insert_ignore(self.backend, table)

@@ -15,7 +15,8 @@ from db.backends.sql.credentials import CredentialsMixin
 from db.backends.sql.engine import WRITE_OPTION, create_engine, prepare_sqlite, public_url
 from db.backends.sql.jobs import JobsMixin
 from db.backends.sql.queue import QueueMixin
-from db.backends.sql.schema import events, fires, jobs, metadata, processes, supervised, uows
+from db.backends.sql.schema import events, jobs, metadata, processes, supervised, uows
+from db.backends.sql.schema import fires as fires_table
 from db.backends.sql.uows import UowsMixin
 from db.errors import Conflict, InvalidInput, NotFound, TactusError
 from db.store import Store
@@ -253,22 +254,39 @@ class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, S
 
     def record_fire(self, fire: FireRecord) -> bool:
         """Record a fire once; False if (process, scheduled_at) was recorded before."""
-        stmt = self._insert_ignore(fires)
-        row = rows.fire_row(fire)
-        return self._write(lambda conn: conn.execute(stmt, row).rowcount == 1)
+        return self.record_fires([fire])[0]
+
+    def record_fires(self, fires: Sequence[FireRecord]) -> list[bool]:
+        """Record fires once each, in one transaction (INSERT ... ON CONFLICT DO NOTHING, or
+        IGNORE, per fire: the ones recorded before are passed over)."""
+        if not fires:
+            return []
+        stmt = self._insert_ignore(fires_table)
+        batch = [rows.fire_row(fire) for fire in fires]  # bad values: refused before writing
+        return self._write(lambda conn: [conn.execute(stmt, row).rowcount == 1 for row in batch])
 
     def set_fire_uow(self, process: str, scheduled_at: datetime, uow_id: str) -> None:
         """Link a recorded fire to its unit of work (nothing happens for an unknown fire)."""
-        c = fires.c
+        self.set_fire_uows([(process, scheduled_at, uow_id)])
+
+    def set_fire_uows(self, links: Sequence[tuple[str, datetime, str]]) -> None:
+        """Link recorded fires to their units of work, in one transaction."""
+        if not links:
+            return
+        c = fires_table.c
         stmt = (
-            sa.update(fires)
+            sa.update(fires_table)
             .where(
-                c.process == process,
-                c.scheduled_at == rows.instant(scheduled_at, "scheduled_at"),
+                c.process == sa.bindparam("k_process", type_=c.process.type),
+                c.scheduled_at == sa.bindparam("k_at", type_=c.scheduled_at.type),
             )
-            .values(uow_id=uow_id)
+            .values(uow_id=sa.bindparam("v_uow", type_=c.uow_id.type))
         )
-        self._write(lambda conn: conn.execute(stmt))
+        params = [
+            {"k_process": process, "k_at": rows.instant(at, "scheduled_at"), "v_uow": uow_id}
+            for process, at, uow_id in links
+        ]
+        self._write(lambda conn: conn.execute(stmt, params))
 
     def last_fire(self, process: str) -> FireRecord | None:
         """The fire of ``process`` with the latest ``scheduled_at``, or None."""
@@ -278,9 +296,9 @@ class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, S
     def list_fires(self, process: str, *, limit: int = 100) -> list[FireRecord]:
         """The latest fires of ``process``, newest first."""
         _check_positive(limit)
-        c = fires.c
+        c = fires_table.c
         stmt = (
-            sa.select(fires)
+            sa.select(fires_table)
             .where(c.process == process)
             .order_by(c.scheduled_at.desc())
             .limit(limit)

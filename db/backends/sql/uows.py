@@ -15,8 +15,9 @@ from db.backends.base import (
 )
 from db.backends.sql import rows
 from db.backends.sql.core import SqlCore
+from db.backends.sql.engine import is_unique_violation
 from db.backends.sql.schema import uows
-from db.errors import InvalidInput, NotFound, StateConflict
+from db.errors import DuplicateKey, InvalidInput, NotFound, StateConflict
 from db.models import Page, UowTransition
 from db.states import UowState
 
@@ -34,7 +35,7 @@ class UowsMixin(SqlCore):
     def create_uow(self, uow: UnitOfWork, *, event: Event | None = None) -> UnitOfWork:
         """Insert a unit of work and its creation event in one transaction."""
         row = rows.uow_row(uow)
-        key = f"{uow.process}/{uow.start_timeperiod}-{uow.end_timeperiod}/{uow.run_key}"
+        key = _uow_key(uow)
 
         def work(conn: sa.Connection) -> None:
             conn.execute(_INSERT_UOW, row)
@@ -42,6 +43,48 @@ class UowsMixin(SqlCore):
 
         self._write(work, entity="uow", key=key)
         return rows.uow_from(row)
+
+    def create_uows(
+        self, items: Sequence[tuple[UnitOfWork, Event | None]]
+    ) -> list[UnitOfWork | DuplicateKey]:
+        """Insert them in one transaction: the keys already taken are read first, the others
+        inserted with their events in two statements. Should another writer take a key in
+        between (PostgreSQL, MariaDB), the transaction runs again with each insert in a
+        savepoint of its own."""
+        prepared = [(uow, rows.uow_row(uow), event) for uow, event in items]  # bad values: now
+        if not prepared:
+            return []
+
+        def batched(conn: sa.Connection) -> list[UnitOfWork | DuplicateKey]:
+            taken = _taken_keys(conn, [uow for uow, _, _ in prepared])
+            fresh = [(row, event) for uow, row, event in prepared if _key_of(uow) not in taken]
+            if fresh:
+                conn.execute(_INSERT_UOW, [row for row, _ in fresh])
+                self._add_events(conn, (event for _, event in fresh))
+            return [
+                DuplicateKey("uow", _uow_key(uow)) if _key_of(uow) in taken else rows.uow_from(row)
+                for uow, row, _ in prepared
+            ]
+
+        def one_by_one(conn: sa.Connection) -> list[UnitOfWork | DuplicateKey]:
+            done: list[UnitOfWork | DuplicateKey] = []
+            for uow, row, event in prepared:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(_INSERT_UOW, row)
+                        self._add_event(conn, event)
+                    done.append(rows.uow_from(row))
+                except sa.exc.IntegrityError as exc:
+                    if not is_unique_violation(exc):
+                        raise
+                    done.append(DuplicateKey("uow", _uow_key(uow)))
+            return done
+
+        key = f"{len(prepared)} units of work"
+        try:
+            return self._write(batched, entity="uow", key=key)
+        except DuplicateKey:
+            return self._write(one_by_one, entity="uow", key=key)
 
     def get_uow(self, uow_id: str) -> UnitOfWork:
         """One unit of work; NotFound if missing."""
@@ -237,3 +280,23 @@ def _decode_uow_cursor(cursor: str) -> str:
     if not isinstance(value, str):
         raise InvalidInput("cursor", "is not a cursor this server issued")
     return value
+
+
+def _uow_key(uow: UnitOfWork) -> str:
+    """How a unit of work's unique key is named in a DuplicateKey."""
+    return f"{uow.process}/{uow.start_timeperiod}-{uow.end_timeperiod}/{uow.run_key}"
+
+
+def _key_of(uow: UnitOfWork) -> tuple[str, str, str, str]:
+    return (uow.process, uow.start_timeperiod, uow.end_timeperiod, uow.run_key)
+
+
+def _taken_keys(conn: sa.Connection, batch: Sequence[UnitOfWork]) -> set[tuple[str, str, str, str]]:
+    """The unique keys of ``batch`` already stored (one read through the key's index)."""
+    c = uows.c
+    stmt = sa.select(c.process, c.start_timeperiod, c.end_timeperiod, c.run_key).where(
+        c.process.in_(sorted({u.process for u in batch})),
+        c.start_timeperiod.in_(sorted({u.start_timeperiod for u in batch})),
+    )
+    wanted = {_key_of(u) for u in batch}
+    return {tuple(row) for row in conn.execute(stmt)} & wanted  # type: ignore[misc]
