@@ -9,9 +9,10 @@ pass re-posts units of work nobody claimed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from db.uow_factory import create_once
+from db.uow_factory import UowSpec, create_many_once, create_once
 from mq.message import Publish, uow_delivery
 
 if TYPE_CHECKING:
@@ -23,11 +24,23 @@ log = logging.getLogger(f"tactus.{__name__}")
 
 
 class Dispatcher:
-    """Creates units of work and publishes their ids to the process's queue."""
+    """Creates units of work and publishes their ids to the process's queue.
 
-    def __init__(self, store: Store, publish: Publish, clock: Clock, prefix: str) -> None:
+    ``publish_many`` (a broker's, for messages without a delay) lets a pass announce what it
+    created in one broker write; without it each message is published alone.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        publish: Publish,
+        clock: Clock,
+        prefix: str,
+        publish_many: Callable[[Iterable[tuple[str, bytes]]], None] | None = None,
+    ) -> None:
         self.store = store
         self._publish = publish
+        self._publish_many = publish_many
         self.clock = clock
         self.prefix = prefix
 
@@ -39,6 +52,27 @@ class Dispatcher:
         """
         return create_once(self.store, entry, clock=self.clock, actor="scheduler", **fields)
 
+    def create_many(self, specs: Sequence[UowSpec]) -> list[tuple[UnitOfWork, bool]]:
+        """:meth:`create` for several, in one store transaction
+        (:func:`db.uow_factory.create_many_once`)."""
+        if not specs:
+            return []
+        return create_many_once(self.store, specs, clock=self.clock, actor="scheduler")
+
     def publish(self, uow: UnitOfWork) -> None:
         """Announce a unit of work to its process's workers (delayed until ``scheduled_at``)."""
         self._publish(*uow_delivery(uow, self.prefix, self.clock.now()))
+
+    def publish_all(self, uows: Iterable[UnitOfWork]) -> None:
+        """Announce several: the ones due now together, the delayed ones each with its delay."""
+        now = self.clock.now()
+        ready: list[tuple[str, bytes]] = []
+        for uow in uows:
+            queue, body, delay = uow_delivery(uow, self.prefix, now)
+            if delay is None and self._publish_many is not None:
+                ready.append((queue, body))
+            else:
+                self._publish(queue, body, delay)
+        if ready:
+            assert self._publish_many is not None
+            self._publish_many(ready)

@@ -1,10 +1,14 @@
 """Firing freerun triggers: each fire once, by its identity (process, scheduled UTC instant).
 
 A fire is first recorded under its unique identity (a restart, a race or a second scheduler
-finds it taken and does nothing), then its unit of work is created under its own unique key and
-published. A crash between the two is repaired on the next look: the last fire with no unit of
-work gets one. A fire while ``max_active`` units of work are in flight is recorded as skipped,
-visibly.
+finds it taken and does nothing), then its unit of work is created under its own unique key,
+linked to the fire, and published. The fires of one pass go together: all of them recorded in
+one store transaction, their units of work created in one, linked in one, and published in one
+broker write, so a thousand entries firing on the same minute cost a few commits, not three
+thousand. A crash between these steps is repaired on the next look at the process: the fired
+fires of its last pass (one ``recorded_at``) with no unit of work get one, or get the one a
+previous attempt created. A fire while ``max_active`` units of work are in flight is recorded
+as skipped, visibly.
 
 After downtime, ``catchup`` decides: ``all`` fires every missed fire (up to a limit), ``latest``
 only the newest, ``none`` none (the newest is recorded as missed, so it is visible).
@@ -20,8 +24,11 @@ from typing import TYPE_CHECKING
 from db.models import FireRecord, UowQuery
 from db.states import ACTIVE_UOW_STATES, Catchup, FireOutcome, UowKind
 from db.triggers import Trigger, parse_trigger
+from db.uow_factory import UowSpec
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from db.clock import Clock
     from db.models import ProcessEntry, ProcessRecord
     from db.store import Store
@@ -66,10 +73,11 @@ class FreerunFirer:
     def forget(self, name: str) -> None:
         self._due.pop(name, None)
 
-    def _baseline(self, record: ProcessRecord) -> datetime:
+    def _baseline(self, record: ProcessRecord, last: FireRecord | None = None) -> datetime:
         """Fires after this instant are candidates: the last recorded fire, or the last edit
         of the process (a new trigger or a re-enable does not fire what passed before it)."""
-        last = self.store.last_fire(record.name)
+        if last is None:
+            last = self.store.last_fire(record.name)
         baseline = record.updated_at
         if last is not None and last.scheduled_at > baseline:
             baseline = last.scheduled_at
@@ -77,13 +85,83 @@ class FreerunFirer:
 
     def fire_due(self, record: ProcessRecord, now: datetime) -> list[FireRecord]:
         """Fire what is due for ``record`` up to ``now``; returns the fires recorded."""
-        entry = record.entry
-        self._repair_last(entry)
-        trigger = self.trigger(entry)
-        due = self._due_fires(trigger, self._baseline(record), now, entry.catchup)
-        recorded = [self._fire(entry, instant, outcome, now) for instant, outcome in due]
-        self._due.pop(record.name, None)
-        return [r for r in recorded if r is not None]
+        return self.fire_due_together([record], now)
+
+    def fire_due_together(
+        self, records: Sequence[ProcessRecord], now: datetime
+    ) -> list[FireRecord]:
+        """Fire what is due for each of ``records`` up to ``now``, together (module doc);
+        returns the fires recorded."""
+        entries = {record.name: record.entry for record in records}
+        to_create: list[tuple[ProcessEntry, datetime]] = []
+        planned: list[FireRecord] = []
+        for record in records:
+            entry = record.entry
+            last_pass = self._last_pass(entry)
+            repairs = self._interrupted(entry, last_pass)
+            to_create += [(entry, instant) for instant in repairs]
+            last = last_pass[0] if last_pass else None
+            due = self._due_fires(
+                self.trigger(entry), self._baseline(record, last), now, entry.catchup
+            )
+            planned += self._planned(entry, due, now, already=len(repairs))
+            self._due.pop(record.name, None)
+        return self.fire_planned(planned, entries, repairs=to_create)
+
+    def fire_planned(
+        self,
+        planned: Sequence[FireRecord],
+        entries: Mapping[str, ProcessEntry],
+        *,
+        repairs: Sequence[tuple[ProcessEntry, datetime]] = (),
+    ) -> list[FireRecord]:
+        """Record ``planned`` in one store transaction, then create, link and publish the
+        units of work of the ones recorded as fired (and of ``repairs``) together; returns
+        the fires recorded (a fire recorded before is passed over)."""
+        to_create = list(repairs)
+        recorded = [
+            fire
+            for fire, new in zip(planned, self.store.record_fires(planned), strict=True)
+            if new  # False: fired before (a restart, a race or another scheduler)
+        ]
+        for fire in recorded:
+            if fire.outcome is FireOutcome.FIRED:
+                to_create.append((entries[fire.process], fire.scheduled_at))
+            else:
+                log.warning(
+                    "freerun %s: fire at %s %s: %s",
+                    fire.process,
+                    fire.scheduled_at,
+                    fire.outcome,
+                    fire.reason,
+                )
+        self._create(to_create)
+        return recorded
+
+    def complete_interrupted(self, records: Sequence[ProcessRecord]) -> int:
+        """Give the fires that an interrupted pass recorded without a unit of work theirs, for
+        every one of ``records`` (a starting scheduler calls it: a process firing once a day
+        must not wait a day for it). Returns how many were completed."""
+        to_create = [
+            (record.entry, instant)
+            for record in records
+            for instant in self._interrupted(record.entry, self._last_pass(record.entry))
+        ]
+        self._create(to_create)
+        return len(to_create)
+
+    def _interrupted(self, entry: ProcessEntry, last_pass: list[FireRecord]) -> list[datetime]:
+        """The fired instants of the last pass that have no unit of work linked."""
+        instants = [
+            f.scheduled_at for f in last_pass if f.outcome is FireOutcome.FIRED and f.uow_id is None
+        ]
+        if instants:
+            log.warning(
+                "freerun %s: completing %d fire(s) recorded just before a crash",
+                entry.name,
+                len(instants),
+            )
+        return instants
 
     def _due_fires(
         self, trigger: Trigger, baseline: datetime, now: datetime, catchup: Catchup
@@ -98,56 +176,79 @@ class FreerunFirer:
             return [(latest, FireOutcome.MISSED)]
         return [(latest, FireOutcome.FIRED)]
 
-    def _fire(
-        self, entry: ProcessEntry, instant: datetime, outcome: FireOutcome, now: datetime
-    ) -> FireRecord | None:
-        reason = ""
-        if outcome is FireOutcome.MISSED:
-            reason = "scheduler was down (catchup: none)"
-        elif self._in_flight(entry) >= entry.max_active:
-            outcome = FireOutcome.SKIPPED
-            reason = f"max_active {entry.max_active} reached: previous unit of work in flight"
-        fire = FireRecord(
-            process=entry.name,
-            scheduled_at=instant,
-            outcome=outcome,
-            recorded_at=now,
-            reason=reason,
-        )
-        if not self.store.record_fire(fire):
-            return None  # fired before (restart, race or another scheduler)
-        if outcome is FireOutcome.FIRED:
-            self._create(entry, instant)
-        else:
-            log.warning("freerun %s: fire at %s %s: %s", entry.name, instant, outcome, reason)
-        return fire
+    def _planned(
+        self,
+        entry: ProcessEntry,
+        due: list[tuple[datetime, FireOutcome]],
+        now: datetime,
+        *,
+        already: int,
+    ) -> list[FireRecord]:
+        """The fire records of ``due``: fired while ``max_active`` leaves room (counting what
+        is in flight, ``already`` created this pass, and the fires before it), else skipped."""
+        if not due:
+            return []
+        in_flight = already
+        if any(outcome is FireOutcome.FIRED for _, outcome in due):
+            in_flight += self._in_flight(entry)
+        fires = []
+        for instant, outcome in due:
+            reason = ""
+            if outcome is FireOutcome.MISSED:
+                reason = "scheduler was down (catchup: none)"
+            elif in_flight >= entry.max_active:
+                outcome = FireOutcome.SKIPPED
+                reason = f"max_active {entry.max_active} reached: previous unit of work in flight"
+            else:
+                in_flight += 1
+            fires.append(
+                FireRecord(
+                    process=entry.name,
+                    scheduled_at=instant,
+                    outcome=outcome,
+                    recorded_at=now,
+                    reason=reason,
+                )
+            )
+        return fires
 
     def _in_flight(self, entry: ProcessEntry) -> int:
         query = UowQuery(process=entry.name, states=ACTIVE_UOW_STATES)
         return len(self.store.find_uows(query, limit=entry.max_active).items)
 
-    def _create(self, entry: ProcessEntry, instant: datetime) -> None:
-        stamp = fire_stamp(instant)
-        uow, _ = self.dispatcher.create(
-            entry,
-            kind=UowKind.FREERUN,
-            start=stamp,
-            end=stamp,
-            run_key="fire",
-            scheduled_at=instant,
-            reason=f"trigger {entry.trigger!r} fired for {instant.isoformat()}",
-        )
-        self.store.set_fire_uow(entry.name, instant, uow.id)
-        self.dispatcher.publish(uow)
+    def _last_pass(self, entry: ProcessEntry) -> list[FireRecord]:
+        """The fires the last pass recorded for ``entry`` (one ``recorded_at``), newest first:
+        usually one, read with the fire before it in one query."""
+        recent = self.store.list_fires(entry.name, limit=2)
+        if len(recent) == 2 and recent[1].recorded_at == recent[0].recorded_at:
+            recent = self.store.list_fires(entry.name, limit=self.config.catchup_limit + 1)
+        return [f for f in recent if f.recorded_at == recent[0].recorded_at]
 
-    def _repair_last(self, entry: ProcessEntry) -> None:
-        """A fire recorded just before a crash, whose unit of work was never created."""
-        last = self.store.last_fire(entry.name)
-        if last is not None and last.outcome is FireOutcome.FIRED and last.uow_id is None:
-            log.warning(
-                "freerun %s: completing fire %s after a crash", entry.name, last.scheduled_at
+    def _create(self, fires: list[tuple[ProcessEntry, datetime]]) -> None:
+        """Create, link and publish the units of work of ``fires`` (a taken key recovers the
+        unit of work an interrupted attempt created)."""
+        if not fires:
+            return
+        specs = [
+            UowSpec(
+                entry=entry,
+                kind=UowKind.FREERUN,
+                start=fire_stamp(instant),
+                end=fire_stamp(instant),
+                run_key="fire",
+                scheduled_at=instant,
+                reason=f"trigger {entry.trigger!r} fired for {instant.isoformat()}",
             )
-            self._create(entry, last.scheduled_at)
+            for entry, instant in fires
+        ]
+        created = self.dispatcher.create_many(specs)
+        self.store.set_fire_uows(
+            [
+                (entry.name, instant, uow.id)
+                for (entry, instant), (uow, _) in zip(fires, created, strict=True)
+            ]
+        )
+        self.dispatcher.publish_all(uow for uow, _ in created)
 
 
 def _latest_fire(trigger: Trigger, after: datetime, now: datetime) -> datetime | None:

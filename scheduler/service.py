@@ -43,6 +43,10 @@ REGISTRY_REFRESH = timedelta(seconds=10)
 MAX_CASCADE_ROUNDS = 8
 #: Status messages the listener holds, reads and acks together.
 STATUS_PREFETCH = 50
+#: Seconds the status listener lets a trickle of statuses gather before it takes more: on the
+#: store queue each take is a write that the workers' commits queue behind (SQLite has one
+#: writer at a time), so statuses arriving one by one are claimed and acked by the dozen.
+STATUS_LINGER = 0.02
 
 
 @dataclass(slots=True)
@@ -71,7 +75,9 @@ class Scheduler:
         self.broker = broker
         self.clock = clock
         self.config = config
-        self.dispatcher = Dispatcher(store, self._publish, clock, config.queue_prefix)
+        self.dispatcher = Dispatcher(
+            store, self._publish, clock, config.queue_prefix, publish_many=broker.publish_many
+        )
         self.driver = ManagedDriver(store, self.dispatcher, clock, config.window)
         self.firer = FreerunFirer(store, self.dispatcher, clock, config)
         self.recovery = Recovery(store, self.dispatcher, clock, config)
@@ -123,9 +129,17 @@ class Scheduler:
             self.reload()
         report = PassReport()
         if not self._announced:
-            # The first pass: announce what a predecessor may have stored and not published,
-            # before this scheduler publishes anything of its own.
+            # The first pass: finish what a predecessor may have left half done (fires
+            # recorded without a unit of work, units of work stored and not published) before
+            # this scheduler publishes anything of its own.
             self.recovery.repost_on_start(now)
+            self.firer.complete_interrupted(
+                [
+                    r
+                    for r in self._records.values()
+                    if r.entry.kind is ProcessKind.FREERUN and r.entry.enabled
+                ]
+            )
             self._announced = True
         with self._lock:
             woken, self._wake = self._wake, set()
@@ -190,13 +204,17 @@ class Scheduler:
         return trigger.next_fire(now) or now + timedelta(days=365)
 
     def _freeruns(self, now: datetime, report: PassReport) -> None:
+        due = []
         for record in self._records.values():
             entry = record.entry
             if entry.kind is not ProcessKind.FREERUN or not entry.enabled:
                 continue
-            due = self.firer.next_due(record)
-            if due is not None and due <= now:
-                report.fires += len(self.firer.fire_due(record, now))
+            next_due = self.firer.next_due(record)
+            if next_due is not None and next_due <= now:
+                due.append(record)
+        if due:
+            # all of the pass's fires together: a few store transactions, not three a fire
+            report.fires += len(self.firer.fire_due_together(due, now))
 
     def next_wakeup(self) -> datetime:
         """When the next pass is due (the loop also wakes on status messages)."""
@@ -257,8 +275,9 @@ class Scheduler:
                 continue
             self.wake(message.process)
             good.append(delivery)
-        # the store is the truth: a lost status message only delays a look
-        consumer.ack_many(good)
+        # the store is the truth: a lost status message only delays a look, and one delivered
+        # again wakes a process once more, so the acks may wait for the next claim's commit
+        consumer.ack_many(good, defer=True)
 
     def _listen(self) -> None:
         queue = status_queue(self.config.queue_prefix)
@@ -277,6 +296,8 @@ class Scheduler:
                                 break
                             held.append(more)
                         self._take_statuses(consumer, held)
+                        if len(held) < STATUS_PREFETCH:
+                            self._stopping.wait(STATUS_LINGER)
             except TactusError as exc:
                 log.error("status listener: %s; reconnecting", exc)
                 self._stopping.wait(1.0)

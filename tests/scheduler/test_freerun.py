@@ -142,3 +142,107 @@ def test_freerun_across_new_york_spring_forward(kit):
     assert len([p for p in paced if p.date() == datetime(2026, 3, 8).date()]) == len(
         {p for p in paced if p.date() == datetime(2026, 3, 8).date()}
     )
+
+
+def _write_commits(store):
+    """A counter of the SQLite store's committed write transactions (reads are not counted)."""
+    import sqlalchemy as sa
+
+    from db.backends.sql.engine import WRITE_OPTION
+
+    count = [0]
+
+    def committed(conn) -> None:
+        if conn.get_execution_options().get(WRITE_OPTION, False):
+            count[0] += 1
+
+    sa.event.listen(store.engine, "commit", committed)
+    return count
+
+
+def test_a_pass_fires_many_entries_together_in_a_few_commits(kit):
+    # given 50 entries firing on the same minute
+    for i in range(50):
+        freerun(kit, name=f"cron{i:02d}", trigger="* * * * *")
+    kit.run()
+    commits = _write_commits(kit.store)
+    # when the minute comes
+    report = kit.run(seconds=60)
+    # then each fired once, with one unit of work, linked and published
+    assert report.fires == 50
+    for i in range(50):
+        (fire,) = fired(kit, f"cron{i:02d}")
+        (uow,) = kit.uows(f"cron{i:02d}")
+        assert fire.uow_id == uow.id and uow.scheduled_at == fire.scheduled_at
+    assert len(kit.broker.uow_ids()) == 50
+    # and the fires cost three commits (recorded, created, linked), not three each
+    assert commits[0] <= 3 + 2, commits[0]  # (+ the scheduler's heartbeat and recovery)
+
+
+def test_fires_recorded_just_before_a_crash_get_their_units_of_work(kit):
+    # given a pass that recorded three fires (catchup: all) and died before creating them,
+    # and one fire whose unit of work was created but not linked
+    entry = freerun(kit, catchup="all", max_active=10).entry
+    kit.run()
+    now = kit.clock.now() + timedelta(minutes=3)
+    instants = [kit.clock.now() + timedelta(minutes=m) for m in (1, 2, 3)]
+    from db.models import FireRecord
+    from db.uow_factory import UowSpec, create_many_once
+    from scheduler.freerun import fire_stamp
+
+    kit.store.record_fires(
+        [
+            FireRecord(process="cron", scheduled_at=at, outcome=FireOutcome.FIRED, recorded_at=now)
+            for at in instants
+        ]
+    )
+    stamp = fire_stamp(instants[0])
+    ((twin, _),) = create_many_once(
+        kit.store,
+        [
+            UowSpec(
+                entry=entry, kind=UowKind.FREERUN, start=stamp, end=stamp, run_key="fire", reason=""
+            )
+        ],
+        clock=kit.clock,
+        actor="scheduler",
+    )
+    # when a scheduler starts and the process is due again
+    kit.restart()
+    kit.clock.advance(180)
+    kit.run(seconds=1)
+    # then every one of them has one unit of work, the one made before reused, none twice
+    fires = {f.scheduled_at: f for f in fired(kit)}
+    assert set(instants) <= set(fires)
+    uows = kit.uows("cron")
+    assert len(uows) == len(fires)
+    assert fires[instants[0]].uow_id == twin.id
+    assert all(fires[at].uow_id for at in instants)
+
+
+def test_a_pass_that_failed_after_recording_its_fire_is_completed_by_the_next(kit):
+    import pytest
+
+    from db.errors import StoreUnavailable
+
+    # given a pass whose fire was recorded, and whose store then failed
+    freerun(kit)  # every 60, max_active 1
+    kit.run()
+
+    def down(*args, **kwargs):
+        raise StoreUnavailable("the store went away")
+
+    kit.store.create_uows = down
+    with pytest.raises(StoreUnavailable):
+        kit.run(seconds=60)
+    del kit.store.create_uows
+    (first,) = kit.store.list_fires("cron")
+    assert first.uow_id is None and kit.uows("cron") == []
+    # when the next fire is due
+    kit.run(seconds=60)
+    # then the first fire gets its unit of work, which the next fire finds in flight
+    fires = kit.store.list_fires("cron")
+    assert [f.outcome for f in fires] == [FireOutcome.SKIPPED, FireOutcome.FIRED]
+    (uow,) = kit.uows("cron")
+    assert fires[1].uow_id == uow.id and uow.scheduled_at == first.scheduled_at
+    assert kit.broker.uow_ids() == [uow.id]
