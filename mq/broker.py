@@ -112,9 +112,15 @@ class Consumer(ABC):
         ``done`` claimed are in hand for :meth:`get`."""
         raise NotImplementedError(f"{type(self).__name__} has no settlements")
 
-    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+    def ack_many(self, deliveries: Sequence[Delivery], *, defer: bool = False) -> None:
         """:meth:`ack` several deliveries at once (the scheduler acks the status messages it
         holds together): one store write on the store queue. This default acks each.
+
+        With ``defer`` the acks may wait for this consumer's next claim and be written in its
+        transaction (the store queue: one commit for both), at the latest by the next
+        :meth:`get` that claims or finds nothing, or by :meth:`close`. Meanwhile they are
+        settled for this consumer; only a crash before they are written delivers them again,
+        so defer only messages whose redelivery is harmless (hints such as status messages).
 
         Raises:
             BrokerUnavailable: as :meth:`ack`.

@@ -253,6 +253,8 @@ class StoreConsumer(Consumer):
         self._buffer: deque[QueuedMessage] = deque()
         #: Handed out and not yet settled, by id.
         self._held: dict[str, QueuedMessage] = {}
+        #: Acked with ``defer``: deleted in the transaction of the next claim.
+        self._deferred: list[str] = []
         self._pause = POLL_START
         self._closed = False
 
@@ -339,9 +341,12 @@ class StoreConsumer(Consumer):
         if settlement.put:
             self._broker.wakeup.notify({queue for queue, _ in settlement.put})
 
-    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+    def ack_many(self, deliveries: Sequence[Delivery], *, defer: bool = False) -> None:
         ids = [self._settle(delivery) for delivery in deliveries]
         if not ids:
+            return
+        if defer:
+            self._deferred.extend(ids)  # deleted with the next claim (see _claim)
             return
         acked = self._call(
             f"ack {len(ids)} messages", lambda: self._store.queue_ack_many(ids, self.consumer_id)
@@ -403,9 +408,12 @@ class StoreConsumer(Consumer):
             return
         self._closed = True
         unsettled = [m.id for m in self._buffer] + list(self._held)
+        deferred, self._deferred = self._deferred, []
         self._buffer, self._held = deque(), {}
         now = self._broker.clock.now()
         try:
+            if deferred:
+                self._store.queue_ack_many(deferred, self.consumer_id)
             for message_id in unsettled:
                 self._store.queue_release(message_id, self.consumer_id, available_at=now)
         except StoreUnavailable as exc:
@@ -425,20 +433,44 @@ class StoreConsumer(Consumer):
         if room <= 0:
             return False
         now = self._broker.clock.now()
-        claimed = self._call(
-            f"claim from {self.queue}",
-            lambda: self._store.queue_claim(
-                self.queue,
-                self.consumer_id,
-                now=now,
-                visibility=self._broker.visibility,
-                limit=room,
-            ),
-        )
+        if self._deferred:
+            claimed = self._claim_acking(now, room)
+        else:
+            claimed = self._call(
+                f"claim from {self.queue}",
+                lambda: self._store.queue_claim(
+                    self.queue,
+                    self.consumer_id,
+                    now=now,
+                    visibility=self._broker.visibility,
+                    limit=room,
+                ),
+            )
         if claimed:
             self._buffer.extend(claimed)
             self._pause = POLL_START
         return bool(claimed)
+
+    def _claim_acking(self, now: datetime, room: int) -> list[QueuedMessage]:
+        """The claim with the deferred acks in its transaction (:meth:`ack_many` ``defer``)."""
+        ids, self._deferred = self._deferred, []
+        settlement = QueueSettlement(
+            consumer=self.consumer_id,
+            ack=tuple(ids),
+            claim_queue=self.queue,
+            claim_limit=room,
+            now=now,
+            visibility=self._broker.visibility,
+        )
+        try:
+            _, done = self._call(
+                f"ack {len(ids)} and claim from {self.queue}",
+                lambda: self._store.settle_uows([], settlement),
+            )
+        except BrokerUnavailable:
+            self._deferred = ids + self._deferred  # written with a later claim, or on close
+            raise
+        return list(done.claimed)
 
     def _next_buffered(self) -> QueuedMessage | None:
         """The oldest buffered message still ours; a claim less than half left is renewed."""

@@ -300,6 +300,22 @@ def test_ack_many_removes_the_deliveries_held_and_only_those(broker: Broker, que
     assert again == sorted([held[4].body, numbered(6)[5]])
 
 
+def test_deferred_acks_hold_through_the_next_claim_and_a_close(broker: Broker, queue: str):
+    # given four messages, the first two acked with defer
+    broker.publish_many((queue, body) for body in numbered(4))
+    with broker.consumer(queue, prefetch=2) as consumer:
+        first = [receive(consumer), receive(consumer)]
+        consumer.ack_many(first, defer=True)
+        # when the consumer claims the next ones (written with the acks) and acks them so too
+        rest = [receive(consumer), receive(consumer)]
+        assert [d.body for d in first + rest] == numbered(4)
+        consumer.ack_many(rest, defer=True)
+    # then after the close none of the four is left anywhere (purge counts claimed ones too)
+    with broker.consumer(queue, prefetch=4) as again:
+        assert again.get(QUIET) is None
+    assert broker.purge(queue) == 0
+
+
 def test_get_ready_gives_what_is_here_without_waiting(broker: Broker, queue: str):
     with broker.consumer(queue, prefetch=2) as consumer:
         # given an empty queue: nothing, at once
