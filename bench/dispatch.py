@@ -3,15 +3,16 @@
     .venv/bin/python bench/dispatch.py [--n 2000] [--repeat 3] [--quick] [--profile]
                                        [--write docs/benchmarks.md]
 
-Tactus: the benchmark process plays the scheduler. It creates N units of work
-(``db.uow_factory.create_once``, one store transaction each) and publishes their ids with
-``publish_many``, 100 at a time, as a scheduler catching up would; worker OS processes
+Tactus: the benchmark process plays the scheduler. It fires N freerun fires, 100 at a time,
+through the scheduler's own pass (``scheduler.freerun.FreerunFirer.fire_planned``: the fires
+recorded in one store transaction, their units of work created in one, linked in one, their
+ids published with one ``publish_many``), as when 100 entries fire on the same minute; worker OS processes
 (``python -m workers bench_noop --concurrency 1``, ×1 or ×4, ``PYTHONPATH`` = the repository)
 claim each one by compare-and-set (requested → in_progress), run the no-op Python class
 ``bench.dispatch_worker:NoopWorker`` (a Python class: ``command: ["true"]`` would time a fork per
 unit), record processed by compare-and-set, publish the status and ack; a thread of the
-benchmark consumes ``status_queue(prefix)`` (prefetch 50, the ones in hand acked together) and counts distinct ids.
-Timed: from the first create to the N-th distinct status. Brokers: RabbitMQ (127.0.0.1:5672)
+benchmark consumes ``status_queue(prefix)`` as the scheduler's status listener does and counts
+distinct ids. Timed: from the first fire to the N-th distinct status. Brokers: RabbitMQ (127.0.0.1:5672)
 and the embedded store queue; stores: an SQLite file, and PostgreSQL when the test role of
 tests/servers.py can log in. Each run has its own queue prefix (``TACTUS_QUEUE_PREFIX``), its own
 SQLite file or PostgreSQL database (dropped after), and deletes its RabbitMQ queues.
@@ -34,11 +35,11 @@ profiles of three Tactus runs (bench/dispatch_profile.py).
 ``?synchronous=normal`` (commits that do not wait for the disk; see docs/settings.md).
 
 Caveats: 2 cores shared by the broker, the database, the workers and the benchmark (and other
-work unless the load says otherwise); loopback. Durable writes per unit of work: Tactus on
-RabbitMQ waits for 2 store commits (create, and the outcome written together with the claim of
-the next unit of work already in hand; the uow messages' transaction is shared by 100; the
-status message leaves with the ack, unconfirmed), Tactus on the store queue 2 as well (the
-message ack, the status put and the next message claim go in the outcome's commit; status
+work unless the load says otherwise); loopback. Durable writes per unit of work: Tactus 1 and
+a share (the outcome, written together with the claim of the next unit of work already in
+hand; the three commits of a pass of 100 fires; on RabbitMQ the uow messages' transaction is
+shared by 100 and the status message leaves with the ack, unconfirmed; on the store queue the
+message ack, the status put and the next message claim go in the outcome's commit, and status
 claims and acks are shared by the statuses claimed together); Celery waits for 1 (the result
 row): RabbitMQ stores its
 persistent task message but the publisher does not wait for a confirm, and the worker acks it
@@ -61,7 +62,8 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(1, str(ROOT))
+# The project first: bench/scheduler.py must not hide the scheduler package.
+sys.path.insert(0, str(ROOT))
 
 from dispatch_cpu import others_cores  # noqa: E402
 from dispatch_report import Config, render, write_section  # noqa: E402

@@ -140,7 +140,7 @@ def verdict(results: dict[Config, list[RunResult]], celery_rate: dict[int, float
 
 def caveats(others_limit: float, attempts: int) -> list[str]:
     return [
-        "Timed from the first create (publish, for Celery) to the N-th distinct status consumed "
+        "Timed from the first fire (publish, for Celery) to the N-th distinct status consumed "
         "(result collected). Tactus / Celery compares with Celery's row of the same number of "
         'worker processes, k nodes of concurrency 1. "Other work" is the CPU the rest of '
         "the machine used during the timed window (median over the runs, in cores of the 2): "
@@ -152,13 +152,18 @@ def caveats(others_limit: float, attempts: int) -> list[str]:
         "benchmark process (which plays the scheduler, or Celery's client); CPU columns show "
         "who spends them. The RabbitMQ and PostgreSQL columns count the whole server, other "
         "clients included.",
-        "- Durable writes waited for per unit of work: Tactus on RabbitMQ 2 store commits "
-        "(create; the outcome, written with the claim of the next unit of work when its "
-        "message is already in hand; the unit of work messages share one RabbitMQ transaction "
-        "per 100), Tactus on the store queue 2 as well (its message ack, its status message "
-        "and the claim of the next message are written in the outcome's commit; status "
-        "claims and status acks are shared by the statuses claimed together), Celery 1 (its "
-        "result row). Celery's publisher does not wait for a confirm, and its "
+        "- The benchmark process plays the scheduler: it fires 100 fires at a time through "
+        "the scheduler's own freerun pass (the fires recorded in one store transaction, their "
+        "units of work created in one, linked in one, published together), as when 100 "
+        "entries fire on the same minute, and takes the statuses as the scheduler's listener "
+        "does (acked with its next claim, a trickle left to gather for 20 ms).",
+        "- Durable writes waited for per unit of work: Tactus 1 store commit and a share (the "
+        "outcome, written with the claim of the next unit of work when its message is already "
+        "in hand; the three commits of a pass of 100 fires; on RabbitMQ the unit of work "
+        "messages share one RabbitMQ transaction per 100; on the store queue the message ack, "
+        "the status message and the claim of the next message are written in the outcome's "
+        "commit, and status claims and acks are shared by the statuses claimed together), "
+        "Celery 1 (its result row). Celery's publisher does not wait for a confirm, and its "
         "worker acks a task when it receives it (`acks_late` off, prefetch 4 per process), so "
         "a worker that dies loses the tasks it holds. Tactus claims each unit of work by "
         "compare-and-set before running it, acks only after the outcome is stored (a "

@@ -1,11 +1,14 @@
 """The Tactus side of bench/dispatch.py: one measured run of N units of work end to end.
 
-The benchmark process plays the scheduler: it creates units of work with ``create_once`` and
-publishes their ids with ``publish_many`` in batches of :data:`BATCH` (a scheduler catching up),
-while a thread of it consumes ``status_queue(prefix)`` (prefetch 50, the messages in hand acked
-together, as the scheduler's status listener does) and counts distinct unit-of-work ids. Worker
-OS processes (``python -m workers bench_noop --concurrency 1``) claim, run :class:`NoopWorker`, record the
-outcome and publish the status. Timed: from the first create to the N-th distinct status.
+The benchmark process plays the scheduler: :data:`BATCH` fires at a time go through the
+scheduler's own freerun pass (``FreerunFirer.fire_planned``: the fires recorded in one store
+transaction, their units of work created in one, linked in one, and their ids published with
+one ``publish_many``), as when that many entries fire on the same minute, while a thread of it
+consumes ``status_queue(prefix)`` as the scheduler's status listener does (prefetch 50, the
+statuses in hand acked together with the next claim, a trickle left to gather for 20 ms) and
+counts distinct unit-of-work ids. Worker OS processes
+(``python -m workers bench_noop --concurrency 1``) claim, run :class:`NoopWorker`, record the
+outcome and publish the status. Timed: from the first fire to the N-th distinct status.
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ from dispatch_cpu import CpuMeter
 from db import open_store
 from db.clock import SystemClock
 from db.errors import MalformedMessage
-from db.models import ProcessEntry, ProcessRecord
-from db.states import ProcessKind, ProcessSource, UowKind, UowState
-from db.uow_factory import create_once
+from db.models import FireRecord, ProcessEntry, ProcessRecord
+from db.states import FireOutcome, ProcessKind, ProcessSource, UowState
 from mq import open_broker
-from mq.message import Message, process_queue, status_queue, uow_message
+from mq.message import Message, process_queue, status_queue
+from scheduler.config import SchedulerConfig
+from scheduler.dispatch import Dispatcher
+from scheduler.freerun import FreerunFirer
+from scheduler.service import STATUS_LINGER, STATUS_PREFETCH
 
 if TYPE_CHECKING:
     from mq.broker import Broker
@@ -44,8 +50,6 @@ WORKER_CLASS = "bench.dispatch_worker:NoopWorker"
 BATCH = 100
 #: Units of work run (untimed) first, so every worker is connected and warm.
 WARMUP_PER_WORKER = 5
-#: Prefetch of the status consumer (the scheduler's status listener uses 50).
-STATUS_PREFETCH = 50
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
@@ -144,7 +148,9 @@ class StatusCounter(threading.Thread):
                         with self._lock:
                             self.seen.add(uow_id)
                             self._check()
-                    consumer.ack_many(good)
+                    consumer.ack_many(good, defer=True)
+                    if len(held) < STATUS_PREFETCH:
+                        self.stop.wait(STATUS_LINGER)
         except BaseException as exc:  # reported by the main thread
             self.error = exc
             self.ready.set()
@@ -184,6 +190,14 @@ class TactusRun:
         )
         self.broker.declare(self.queue)
         self.broker.declare(self.status_queue)
+        dispatcher = Dispatcher(
+            self.store,
+            lambda queue, body, delay: self.broker.publish(queue, body, delay=delay),
+            self.clock,
+            self.prefix,
+            publish_many=self.broker.publish_many,
+        )
+        self.firer = FreerunFirer(self.store, dispatcher, self.clock, SchedulerConfig())
         self.counter = StatusCounter(self.broker, self.status_queue)
 
     def env(self) -> dict[str, str]:
@@ -241,29 +255,21 @@ class TactusRun:
         )
 
     def create_and_publish(self, count: int) -> None:
-        """``count`` new units of work, created and published ``BATCH`` at a time."""
+        """``count`` new units of work, fired ``BATCH`` at a time by the scheduler's pass."""
         done = 0
         while done < count:
             size = min(BATCH, count - done)
-            uows = []
-            for _ in range(size):
-                start = T0 + timedelta(hours=self.created)
-                uow, _created = create_once(
-                    self.store,
-                    self.entry,
-                    clock=self.clock,
-                    actor="scheduler",
-                    reason="bench",
-                    kind=UowKind.FREERUN,
-                    start=start.strftime("%Y%m%d%H"),
-                    end=(start + timedelta(hours=1)).strftime("%Y%m%d%H"),
-                    run_key="0",
+            fires = [
+                FireRecord(
+                    process=PROCESS,
+                    scheduled_at=T0 + timedelta(seconds=self.created + i),
+                    outcome=FireOutcome.FIRED,
+                    recorded_at=self.clock.now(),
                 )
-                uows.append(uow)
-                self.created += 1
-            self.broker.publish_many(
-                (self.queue, uow_message(u.id, u.process).encode()) for u in uows
-            )
+                for i in range(size)
+            ]
+            self.firer.fire_planned(fires, {PROCESS: self.entry})
+            self.created += size
             done += size
 
     def wait_statuses(self, total: int, timeout: float) -> float:
