@@ -29,10 +29,10 @@ history is jobs only: a real store would also hold their units of work and event
 managed pass reads by id or by state, never by process (part 2b shows what a history of units
 of work does to the freerun path, which does read them by process). APScheduler keeps no
 durable fire identity and does no store write per run (MemoryJobStore); Tactus records the
-fire, creates the unit of work with its history event and links the two (3 write
-transactions) before publishing, which is what makes a fire exactly-once across restarts. A
-no-op broker removes broker cost from the freerun and catch-up figures; simulated workers
-write to the same store as the scheduler.
+fire, creates the unit of work with its history event and links the two, for all the fires of
+a pass together (3 write transactions a pass), before publishing, which is what makes a fire
+exactly-once across restarts. A no-op broker removes broker cost from the freerun and catch-up
+figures; simulated workers write to the same store as the scheduler.
 """
 
 from __future__ import annotations

@@ -23,11 +23,12 @@ the load below says otherwise); one scheduler; simulated workers write to the sa
 the scheduler; a no-op broker takes broker cost out of every figure. The 5-year history is
 processed jobs only: a real store would also hold their units of work and events. APScheduler
 keeps its jobs in memory, keeps no durable identity of a fire and writes nothing per run;
-Tactus, per fire, records the fire under its unique key, creates the unit of work with its
-history event and links the two (3 write transactions and 4 reads, on SQLite with a commit to
-disk each) before publishing: that is what makes each fire exactly-once across restarts, and it
-is most of the difference below. `recorded_at` is the instant the pass started, not the instant
-the fire was written, so "published" is the honest Tactus lateness."""
+Tactus records each fire under its unique key, creates its unit of work with its history
+event and links the two before publishing: that is what makes each fire exactly-once across
+restarts. The fires of one pass go together (3 write transactions a pass whatever the number
+of fires, on SQLite with a commit to disk each, and two reads per firing process: its last
+fires and its units of work in flight). `recorded_at` is the instant the pass started, not the
+instant the fire was written, so "published" is the honest Tactus lateness."""
 
 
 def _ms(value: float) -> str:
