@@ -378,11 +378,15 @@ class Store(ABC):
 
     @abstractmethod
     def count_uows(
-        self, process: str | Iterable[str] | None = None
+        self,
+        process: str | Iterable[str] | None = None,
+        *,
+        states: Iterable[UowState] | None = None,
     ) -> dict[tuple[str, UowState], int]:
         """Number of units of work per (process, state): of one process (a name), of several
-        (any other iterable of names: one query) or of all (None). Processes without units of
-        work have no key."""
+        (any other iterable of names: one query) or of all (None); of the given ``states``
+        only (the scheduler counts what is in flight without reading the history). Processes
+        without units of work have no key."""
 
     # -- history --------------------------------------------------------------------------------
 

@@ -17,11 +17,11 @@ only the newest, ``none`` none (the newest is recorded as missed, so it is visib
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from db.models import FireRecord, UowQuery
+from db.models import FireRecord
 from db.states import ACTIVE_UOW_STATES, Catchup, FireOutcome, UowKind
 from db.triggers import Trigger, parse_trigger
 from db.uow_factory import UowSpec
@@ -94,19 +94,37 @@ class FreerunFirer:
         returns the fires recorded."""
         entries = {record.name: record.entry for record in records}
         to_create: list[tuple[ProcessEntry, datetime]] = []
-        planned: list[FireRecord] = []
+        due: dict[str, list[tuple[datetime, FireOutcome]]] = {}
+        baselines: dict[str, datetime] = {}
         for record in records:
             entry = record.entry
             last_pass = self._last_pass(entry)
-            repairs = self._interrupted(entry, last_pass)
-            to_create += [(entry, instant) for instant in repairs]
+            to_create += [(entry, instant) for instant in self._interrupted(entry, last_pass)]
             last = last_pass[0] if last_pass else None
-            due = self._due_fires(
-                self.trigger(entry), self._baseline(record, last), now, entry.catchup
+            baselines[record.name] = self._baseline(record, last)
+            due[record.name] = self._due_fires(
+                self.trigger(entry), baselines[record.name], now, entry.catchup
             )
-            planned += self._planned(entry, due, now, already=len(repairs))
-            self._due.pop(record.name, None)
-        return self.fire_planned(planned, entries, repairs=to_create)
+        # What is in flight, for every process that may fire: one grouped count.
+        firing = [n for n, fires in due.items() if any(o is FireOutcome.FIRED for _, o in fires)]
+        in_flight = Counter(entry.name for entry, _ in to_create)
+        if firing:
+            counts = self.store.count_uows(firing, states=ACTIVE_UOW_STATES)
+            for (name, _), count in counts.items():
+                in_flight[name] += count
+        planned = [
+            fire
+            for name, fires in due.items()
+            for fire in self._planned(entries[name], fires, now, in_flight=in_flight[name])
+        ]
+        recorded = self.fire_planned(planned, entries, repairs=to_create)
+        # The next due instants follow from what was just recorded (by this pass, or by a
+        # racing scheduler for the same instants): no read of the store needed.
+        for name, fires in due.items():
+            newest = max((instant for instant, _ in fires), default=baselines[name])
+            after = max(baselines[name], newest)
+            self._due[name] = (entries[name], self.trigger(entries[name]).next_fire(after))
+        return recorded
 
     def fire_planned(
         self,
@@ -176,21 +194,17 @@ class FreerunFirer:
             return [(latest, FireOutcome.MISSED)]
         return [(latest, FireOutcome.FIRED)]
 
+    @staticmethod
     def _planned(
-        self,
         entry: ProcessEntry,
         due: list[tuple[datetime, FireOutcome]],
         now: datetime,
         *,
-        already: int,
+        in_flight: int,
     ) -> list[FireRecord]:
-        """The fire records of ``due``: fired while ``max_active`` leaves room (counting what
-        is in flight, ``already`` created this pass, and the fires before it), else skipped."""
-        if not due:
-            return []
-        in_flight = already
-        if any(outcome is FireOutcome.FIRED for _, outcome in due):
-            in_flight += self._in_flight(entry)
+        """The fire records of ``due``: fired while ``max_active`` leaves room (counting the
+        units of work ``in_flight``, those of interrupted fires included, and the fires before
+        it), else skipped."""
         fires = []
         for instant, outcome in due:
             reason = ""
@@ -211,10 +225,6 @@ class FreerunFirer:
                 )
             )
         return fires
-
-    def _in_flight(self, entry: ProcessEntry) -> int:
-        query = UowQuery(process=entry.name, states=ACTIVE_UOW_STATES)
-        return len(self.store.find_uows(query, limit=entry.max_active).items)
 
     def _last_pass(self, entry: ProcessEntry) -> list[FireRecord]:
         """The fires the last pass recorded for ``entry`` (one ``recorded_at``), newest first:

@@ -683,6 +683,28 @@ def test_count_uows(store):
     assert store.count_uows([]) == {}
 
 
+def test_count_uows_of_some_states(store):
+    # given a requested, an in-progress and a processed unit of work of one process
+    store.create_uow(make_uow(process="a"))
+    _claimed_uow(store, process="a", run_key="1")
+    done = _claimed_uow(store, process="a", run_key="2")
+    store.transition_uow(
+        done.id,
+        expected_state=UowState.IN_PROGRESS,
+        new_state=UowState.PROCESSED,
+        event=event("uow", done.id, "succeed", "in_progress", "processed"),
+    )
+    # when only what is in flight is counted
+    active = {UowState.REQUESTED, UowState.IN_PROGRESS, UowState.INVALID}
+    # then the processed one is left out
+    assert store.count_uows(["a", "b"], states=active) == {
+        ("a", UowState.REQUESTED): 1,
+        ("a", UowState.IN_PROGRESS): 1,
+    }
+    assert store.count_uows("a", states=[UowState.PROCESSED]) == {("a", UowState.PROCESSED): 1}
+    assert store.count_uows(states=[]) == {}
+
+
 # -- history ------------------------------------------------------------------------------------
 
 

@@ -117,15 +117,22 @@ class MongoCore:
         return result.matched_count == 1
 
     def _count_by_process_and_state(
-        self, collection: str, process: str | Iterable[str] | None
+        self,
+        collection: str,
+        process: str | Iterable[str] | None,
+        *,
+        states: list[str] | None = None,
     ) -> dict[tuple[str, str], int]:
         """Number of documents per (process, state value) in ``collection``, of one process
-        (a name), several (any other iterable of names) or all (None)."""
+        (a name), several (any other iterable of names) or all (None); of ``states`` only
+        when given."""
         match: dict[str, Any] = {}
         if isinstance(process, str):
             match = {"process": process}
         elif process is not None:
             match = {"process": {"$in": sorted(set(process))}}
+        if states is not None:
+            match["state"] = {"$in": states}
         # Group on one string, "state:process": nx-27017 leaves a compound group _id such as
         # {"p": "$process", "s": "$state"} unevaluated. States never contain ":".
         pipeline: list[dict[str, Any]] = [

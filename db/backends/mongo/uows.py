@@ -182,13 +182,18 @@ class UowsMixin(MongoCore):
 
     @translated
     def count_uows(
-        self, process: str | Iterable[str] | None = None
+        self,
+        process: str | Iterable[str] | None = None,
+        *,
+        states: Iterable[UowState] | None = None,
     ) -> dict[tuple[str, UowState], int]:
-        """Number of units of work per (process, state), of one, several or all processes."""
-        return {
-            (name, UowState(state)): count
-            for (name, state), count in self._count_by_process_and_state(UOWS, process).items()
-        }
+        """Number of units of work per (process, state), of one, several or all processes,
+        of the given ``states`` only when given."""
+        wanted = None if states is None else sorted(UowState(s).value for s in states)
+        if wanted == []:
+            return {}
+        counts = self._count_by_process_and_state(UOWS, process, states=wanted)
+        return {(name, UowState(state)): count for (name, state), count in counts.items()}
 
     @staticmethod
     def _uow_values(changes: Mapping[str, Any] | None) -> dict[str, Any]:

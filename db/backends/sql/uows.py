@@ -255,11 +255,20 @@ class UowsMixin(SqlCore):
         return self._write(work, entity="uow", key=uow_id)
 
     def count_uows(
-        self, process: str | Iterable[str] | None = None
+        self,
+        process: str | Iterable[str] | None = None,
+        *,
+        states: Iterable[UowState] | None = None,
     ) -> dict[tuple[str, UowState], int]:
-        """Units of work per (process, state), of one process, several (one query) or all."""
+        """Units of work per (process, state), of one process, several (one query) or all;
+        with ``states``, read through the (process, state) index for those states only."""
         c = uows.c
         stmt = sa.select(c.process, c.state, sa.func.count()).group_by(c.process, c.state)
+        if states is not None:
+            wanted = sorted(UowState(state).value for state in states)
+            if not wanted:
+                return {}
+            stmt = stmt.where(c.state.in_(wanted))
         if isinstance(process, str):
             stmt = stmt.where(c.process == process)
         elif process is not None:
