@@ -35,6 +35,7 @@ from mx.cli import credentials as cli_credentials
 from mx.cli import listing, options
 from mx.cli.backend import Installation
 from mx.cli.render import Out, duration, human_bytes, iso_instant, render_table
+from mx.services.processes import registration_summary
 from process_starter import run_standalone
 from settings import Settings, load_settings
 from supervisor import daemon as plumbing
@@ -121,11 +122,7 @@ def cmd_register(args: argparse.Namespace, inst: Installation, out: Out) -> int:
     for key, mark in (("created", "+"), ("updated", "~"), ("pruned", "-")):
         for name in result[key]:
             out(f"  {mark} {name}")
-    verb = "registered" if result["applied"] else "would register (check only)"
-    out(
-        f"{verb}: {len(result['created'])} created, {len(result['updated'])} updated, "
-        f"{len(result['unchanged'])} unchanged, {len(result['pruned'])} pruned"
-    )
+    out(registration_summary(result))
     return 0
 
 

@@ -328,16 +328,8 @@ class StoreConsumer(Consumer):
     def settled(self, delivery: Delivery, settlement: QueueSettlement, done: QueueSettled) -> None:
         message_id = self._settle(delivery)
         if done.acked < len(settlement.ack):
-            log.warning(
-                "queue %s: ack of message %s by %s did nothing: the claim was lost (the "
-                "visibility timeout passed and another consumer has it, or it was purged)",
-                self.queue,
-                message_id,
-                self.consumer_id,
-            )
-        if done.claimed:
-            self._buffer.extend(done.claimed)
-            self._pause = POLL_START
+            self._claim_lost("ack", message_id)
+        self._take(done.claimed)
         if settlement.put:
             self._broker.wakeup.notify({queue for queue, _ in settlement.put})
 
@@ -446,10 +438,15 @@ class StoreConsumer(Consumer):
                     limit=room,
                 ),
             )
+        self._take(claimed)
+        return bool(claimed)
+
+    def _take(self, claimed: Sequence[QueuedMessage]) -> None:
+        """Messages claimed for this consumer: in hand for :meth:`get`, and polling goes on
+        at its quickest while they come."""
         if claimed:
             self._buffer.extend(claimed)
             self._pause = POLL_START
-        return bool(claimed)
 
     def _claim_acking(self, now: datetime, room: int) -> list[QueuedMessage]:
         """The claim with the deferred acks in its transaction (:meth:`ack_many` ``defer``)."""
@@ -514,6 +511,10 @@ class StoreConsumer(Consumer):
         """Run a compare-and-set on this consumer's claim; log when the claim was lost."""
         if self._call(f"{what} {message_id}", action):
             return True
+        self._claim_lost(what, message_id)
+        return False
+
+    def _claim_lost(self, what: str, message_id: str) -> None:
         log.warning(
             "queue %s: %s of message %s by %s did nothing: the claim was lost (the visibility "
             "timeout passed and another consumer has it, or it was purged)",
@@ -522,7 +523,6 @@ class StoreConsumer(Consumer):
             message_id,
             self.consumer_id,
         )
-        return False
 
     def _call(self, what: str, action: Callable[[], T]) -> T:
         return self._broker.call(f"queue {self.queue}: {what}", action)

@@ -83,10 +83,6 @@ class FreerunFirer:
             baseline = last.scheduled_at
         return baseline
 
-    def fire_due(self, record: ProcessRecord, now: datetime) -> list[FireRecord]:
-        """Fire what is due for ``record`` up to ``now``; returns the fires recorded."""
-        return self.fire_due_together([record], now)
-
     def fire_due_together(
         self, records: Sequence[ProcessRecord], now: datetime
     ) -> list[FireRecord]:

@@ -32,12 +32,7 @@ class RegistrationResult:
     applied: bool
 
     def summary(self) -> str:
-        p = self.plan
-        verb = "registered" if self.applied else "would register (check only)"
-        return (
-            f"{verb}: {len(p.create)} created, {len(p.update)} updated, "
-            f"{len(p.unchanged)} unchanged, {len(p.prune)} pruned"
-        )
+        return registration_summary(registration_json(self))
 
 
 def register_file(
@@ -121,6 +116,15 @@ def register_entries(
     result = RegistrationResult(plan=plan, applied=True)
     log.info("register %s: %s", source, result.summary())
     return result
+
+
+def registration_summary(done: Mapping[str, Any]) -> str:
+    """One line of what a registration did, from its API shape (:func:`registration_json`)."""
+    verb = "registered" if done["applied"] else "would register (check only)"
+    return (
+        f"{verb}: {len(done['created'])} created, {len(done['updated'])} updated, "
+        f"{len(done['unchanged'])} unchanged, {len(done['pruned'])} pruned"
+    )
 
 
 def registration_json(result: RegistrationResult) -> dict[str, Any]:
