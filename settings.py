@@ -84,6 +84,12 @@ class Settings:
     supervisor_poll: float = 1.0
     #: Supervisor: seconds between two refreshes of the psutil facts (memory, CPU) in the store.
     stats_interval: float = 5.0
+    #: Every daemon waits out an outage of the store or the broker of any length, trying again
+    #: with exponential backoff and jitter; this is the longest pause between two tries (seconds).
+    outage_backoff_max: float = 30.0
+    #: Seconds a worker record stays listed after its worker was declared lost or stopped; then
+    #: the scheduler removes it (its units of work and their history stay).
+    worker_retention: float = 86400.0
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some keys changed (validated like loaded values)."""
@@ -206,6 +212,8 @@ _NUMBERS: dict[str, tuple[type, float]] = {
     "backoff_cap": (float, 0.0),
     "supervisor_poll": (float, 0.05),
     "stats_interval": (float, 0.1),
+    "outage_backoff_max": (float, 0.1),
+    "worker_retention": (float, 0.0),
 }
 
 

@@ -119,17 +119,30 @@ class DuplicateKey(Conflict):
 
 
 class StoreUnavailable(TactusError):
-    """The store cannot be reached or failed for a reason that is not the caller's input."""
+    """The store cannot be reached or failed for a reason that is not the caller's input.
+
+    ``transient`` is False when trying again cannot help (no driver installed): daemons wait out
+    every other one (:mod:`db.outage`).
+    """
 
     code = "store_unavailable"
     http_status = 503
 
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
 
 class BrokerUnavailable(TactusError):
-    """The broker cannot be reached."""
+    """The broker cannot be reached, or refused (``transient`` False: a bad login, an unknown
+    virtual host, a queue declared with other arguments; trying again cannot help)."""
 
     code = "broker_unavailable"
     http_status = 503
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class MalformedMessage(TactusError):

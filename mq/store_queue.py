@@ -216,10 +216,13 @@ class StoreBroker(Broker):
             try:
                 return action()
             except StoreUnavailable as exc:
-                if attempt >= STORE_ATTEMPTS:
-                    raise BrokerUnavailable(f"{self.describe()}: {what} failed: {exc}") from exc
+                if attempt >= STORE_ATTEMPTS or not exc.transient:
+                    raise BrokerUnavailable(
+                        f"{self.describe()}: {what} failed: {exc}", transient=exc.transient
+                    ) from exc
                 pause = backoff(STORE_RETRY_BASE, attempt, jitter=0.2)
-                log.warning(
+                # quiet: a daemon's store waits out outages itself (db.outage) and logs them once
+                log.debug(
                     "%s: %s failed (%s); trying again in %.2f s (attempt %d of %d)",
                     self.describe(),
                     what,
@@ -260,7 +263,7 @@ class StoreConsumer(Consumer):
 
     def get(self, timeout: float) -> Delivery | None:
         if self._closed:
-            raise BrokerUnavailable(f"consumer of {self.queue} is closed")
+            raise BrokerUnavailable(f"consumer of {self.queue} is closed", transient=False)
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             message = self._next_buffered()
@@ -308,7 +311,7 @@ class StoreConsumer(Consumer):
         """The ack of ``delivery``, the ``notices`` and, with ``refill``, the claim of what
         ``prefetch`` leaves room for once it is acked: for the caller's store write."""
         if self._closed:
-            raise BrokerUnavailable(f"consumer of {self.queue} is closed")
+            raise BrokerUnavailable(f"consumer of {self.queue} is closed", transient=False)
         message_id = str(delivery.tag)
         put = tuple((check_queue_name(queue), body) for queue, body in notices)
         room = 0

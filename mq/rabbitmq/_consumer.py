@@ -217,7 +217,7 @@ class RabbitConsumer(Consumer):
 
     def _ensure_open(self) -> BlockingChannel:
         if self._closed:
-            raise BrokerUnavailable(f"consumer of {self.queue} is closed")
+            raise BrokerUnavailable(f"consumer of {self.queue} is closed", transient=False)
         channel = self._channel
         if channel is None or not self._link.is_open or not channel.is_open:
             self._drop()

@@ -75,16 +75,18 @@ def explain(exc: BaseException) -> str:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RetryPolicy:
-    """How hard to try before giving up with :class:`~db.errors.BrokerUnavailable`.
+    """How hard one call tries before it gives up with :class:`~db.errors.BrokerUnavailable`.
 
     ``attempts`` tries in all; before try ``n + 1`` it waits ``db.backoff.backoff(base, n, cap)``
-    with 20 % jitter. The defaults ride out a broker restart (``rabbitmqctl stop_app`` /
-    ``start_app`` takes about 2 s here) and give up after about 18 s of outage.
+    with 20 % jitter. The defaults ride out a blip (a connection dropped, ``rabbitmqctl
+    stop_app`` / ``start_app``, about 2 s here) within one call, quietly (debug lines only);
+    a longer outage is the caller's to wait out: the daemons do, through :mod:`mq.patient`,
+    which logs it once.
     """
 
-    attempts: int = 8
+    attempts: int = 4
     base: timedelta = timedelta(seconds=0.25)
-    cap: timedelta = timedelta(seconds=5)
+    cap: timedelta = timedelta(seconds=2)
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -97,7 +99,8 @@ class RetryPolicy:
         connection) and wait.
 
         Raises:
-            BrokerUnavailable: a permanent refusal, or ``attempts`` transient failures in a row.
+            BrokerUnavailable: a permanent refusal (``transient`` False), or ``attempts``
+                transient failures in a row.
         """
         attempt = 0
         while True:
@@ -109,22 +112,18 @@ class RetryPolicy:
                 if not is_transient(exc):
                     log.error("rabbitmq %s: %s refused: %s", where, what, explain(exc))
                     raise BrokerUnavailable(
-                        f"RabbitMQ at {where}: {what} refused: {explain(exc)}"
+                        f"RabbitMQ at {where}: {what} refused: {explain(exc)}", transient=False
                     ) from exc
                 if attempt == self.attempts:
-                    log.error(
-                        "rabbitmq %s: %s failed %d times, giving up: %s",
-                        where,
-                        what,
-                        attempt,
-                        explain(exc),
+                    log.debug(
+                        "rabbitmq %s: %s failed %d times: %s", where, what, attempt, explain(exc)
                     )
                     raise BrokerUnavailable(
                         f"RabbitMQ at {where}: {what} failed after {attempt} attempts: "
                         f"{explain(exc)}"
                     ) from exc
                 pause = backoff(self.base, attempt, cap=self.cap, jitter=0.2).total_seconds()
-                log.warning(
+                log.debug(
                     "rabbitmq %s: %s failed (attempt %d of %d), retrying in %.2fs: %s",
                     where,
                     what,

@@ -129,7 +129,7 @@ def create_engine(url: URL) -> sa.Engine:
         engine = sa.create_engine(url, **kwargs)
     except (ImportError, sa.exc.NoSuchModuleError) as exc:
         masked = url.render_as_string(hide_password=True)
-        raise StoreUnavailable(f"no driver for {masked}: {exc}") from exc
+        raise StoreUnavailable(f"no driver for {masked}: {exc}", transient=False) from exc
     if synchronous is not None:
         event.listen(engine, "connect", _SqliteSynchronous(synchronous))
     return engine
