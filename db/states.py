@@ -66,6 +66,20 @@ class SupervisedState(StrEnum):
     FATAL = "fatal"
 
 
+class WorkerState(StrEnum):
+    """State of a worker's registration (and of a scheduler's presence record).
+
+    - ``alive``: registered and beating (judged by its last heartbeat, see ``db.liveness``);
+    - ``lost``: silent for longer than ``heartbeat_interval * heartbeat_misses``; its units of
+      work were failed and retried. A lost worker that beats again is alive again;
+    - ``stopped``: it stopped as asked.
+    """
+
+    ALIVE = "alive"
+    LOST = "lost"
+    STOPPED = "stopped"
+
+
 class ProcessKind(StrEnum):
     """Kind of a registered process."""
 

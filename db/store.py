@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from db.errors import DuplicateKey, NotFound, StateConflict
@@ -82,6 +82,18 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections this store opened (not those handed in by the caller)."""
+
+    def server_time(self) -> datetime:
+        """The store's clock: the database server's current instant (aware, UTC).
+
+        Liveness judges heartbeats by this clock, so workers on boxes whose clocks drift apart
+        are judged alike (:class:`db.clock.StoreClock`). This default, for a store kept on this
+        machine (a SQLite file), is the local clock.
+
+        Raises:
+            StoreUnavailable: the server does not answer.
+        """
+        return datetime.now(UTC)
 
     def describe(self) -> str:
         """The store's address with any password masked, for logs and the health route."""
@@ -508,7 +520,8 @@ class Store(ABC):
 
     @abstractmethod
     def beat_worker(self, worker_id: str, at: datetime, *, current_uow: str | None = None) -> None:
-        """Record a heartbeat (and what the worker is running now).
+        """Record a heartbeat (and what the worker is running now). A worker declared ``lost``
+        that beats again is ``alive`` again, in the same write (a stopped one stays stopped).
 
         Raises:
             NotFound: no such worker.

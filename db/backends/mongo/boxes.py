@@ -22,7 +22,7 @@ from db.backends.mongo.documents import (
 from db.backends.mongo.errors import translated
 from db.backends.mongo.schema import SUPERVISED, WORKERS
 from db.errors import NotFound
-from db.states import SupervisedState
+from db.states import SupervisedState, WorkerState
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -136,13 +136,17 @@ class WorkersMixin(MongoCore):
 
     @translated
     def beat_worker(self, worker_id: str, at: datetime, *, current_uow: str | None = None) -> None:
-        """Record a heartbeat and what the worker runs now; NotFound if it is not registered."""
-        result = self._db[WORKERS].update_one(
-            {"_id": worker_id},
-            self._portable(
-                {"$set": {"heartbeat_at": to_utc(at, "at"), "current_uow": current_uow}}
-            ),
+        """Record a heartbeat and what the worker runs now (a lost worker is alive again);
+        NotFound if it is not registered."""
+        beat = {"heartbeat_at": to_utc(at, "at"), "current_uow": current_uow}
+        # Two single-document writes, each atomic: a lost worker revived, else a plain beat.
+        revived = self._db[WORKERS].update_one(
+            {"_id": worker_id, "state": WorkerState.LOST.value},
+            self._portable({"$set": {**beat, "state": WorkerState.ALIVE.value}}),
         )
+        if revived.matched_count:
+            return
+        result = self._db[WORKERS].update_one({"_id": worker_id}, self._portable({"$set": beat}))
         if result.matched_count == 0:
             raise NotFound("worker", worker_id)
 

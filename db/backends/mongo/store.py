@@ -7,6 +7,7 @@ a state is one document carrying its own history, so each state change is one
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
@@ -104,6 +105,17 @@ class MongoStore(
         """Drop the collections Tactus owns and create them again."""
         drop_collections(self._db)
         create_indexes(self._db, nx=self._server_is_nx())
+
+    @translated
+    def server_time(self) -> datetime:
+        """The server's clock (``hello``'s ``localTime``); this machine's if the server does
+        not tell (nx-27017)."""
+        if not isinstance(self._client, pymongo.MongoClient):
+            return super().server_time()  # a test double (mongomock) has no server
+        local = self._client.admin.command("hello").get("localTime")
+        if not isinstance(local, datetime):
+            return super().server_time()
+        return (local if local.tzinfo else local.replace(tzinfo=UTC)).astimezone(UTC)
 
     @translated
     def ping(self) -> None:

@@ -11,7 +11,7 @@ from db.backends.sql import rows
 from db.backends.sql.core import SqlCore
 from db.backends.sql.schema import supervised, workers
 from db.errors import NotFound
-from db.states import SupervisedState
+from db.states import SupervisedState, WorkerState
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -132,11 +132,20 @@ class BoxesMixin(SqlCore):
         self._write(lambda conn: conn.execute(stmt, row))
 
     def beat_worker(self, worker_id: str, at: datetime, *, current_uow: str | None = None) -> None:
-        """Record a heartbeat and the unit of work being run; NotFound for an unknown worker."""
+        """Record a heartbeat and the unit of work being run (a lost worker is alive again);
+        NotFound for an unknown worker."""
+        c = workers.c
         stmt = (
             sa.update(workers)
-            .where(workers.c.worker_id == worker_id)
-            .values(heartbeat_at=rows.instant(at, "at"), current_uow=current_uow)
+            .where(c.worker_id == worker_id)
+            .values(
+                heartbeat_at=rows.instant(at, "at"),
+                current_uow=current_uow,
+                # a lost worker that beats again is alive again (a stopped one stays stopped)
+                state=sa.case(
+                    (c.state == WorkerState.LOST.value, WorkerState.ALIVE.value), else_=c.state
+                ),
+            )
         )
 
         def work(conn: sa.Connection) -> None:

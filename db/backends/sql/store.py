@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -23,7 +24,6 @@ from db.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from datetime import datetime
 
     from db.errors import StateConflict
     from db.models import (
@@ -43,6 +43,11 @@ log = logging.getLogger(f"tactus.{__name__}")
 _BACKENDS = {"sqlite": "sqlite", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
 
 _INSERT_PROCESS = sa.insert(processes)
+#: The server's current instant, by backend (SQLite has no server: the local clock serves).
+_SERVER_TIME = {
+    "postgresql": sa.select(sa.func.now()),
+    "mysql": sa.select(sa.func.utc_timestamp(6)),
+}
 
 
 class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, Store):
@@ -102,6 +107,16 @@ class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, S
     def ping(self) -> None:
         """Check the store answers; StoreUnavailable if not."""
         self._read(lambda conn: conn.execute(sa.select(1)).scalar_one())
+
+    def server_time(self) -> datetime:
+        """The database server's clock (SQLite: this machine's, where its file is)."""
+        query = _SERVER_TIME.get(self.backend)
+        if query is None:
+            return super().server_time()
+        value = self._read(lambda conn: conn.execute(query).scalar_one())
+        if value.tzinfo is None:  # MariaDB's UTC_TIMESTAMP is naive UTC
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
     def close(self) -> None:
         """Dispose of the engine's pool if this store created the engine."""
