@@ -43,12 +43,15 @@ class Message:
         """Parse and validate a message body.
 
         Raises:
-            MalformedMessage: not JSON, wrong version, unknown kind or missing ids (``raw`` kept).
+            MalformedMessage: not JSON, wrong version, unknown kind or missing ids (``raw`` kept);
+                whatever the bytes make the parser raise (a ``RecursionError`` for JSON nested
+                too deep, a ``TypeError`` for a body that is not bytes) is a malformed message,
+                never an error that could end a consumer's thread.
         """
         try:
             data: Any = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedMessage(raw, "not JSON") from exc
+        except Exception as exc:  # noqa: BLE001 - see the docstring: no input may escape
+            raise MalformedMessage(_as_bytes(raw), f"not JSON ({type(exc).__name__})") from exc
         if not isinstance(data, dict):
             raise MalformedMessage(raw, "not a JSON object")
         if data.get("v") != MESSAGE_VERSION:
@@ -61,6 +64,12 @@ class Message:
             if not isinstance(value, str) or (not value and not optional) or len(value) > 200:
                 raise MalformedMessage(raw, f"missing or bad {name}")
         return cls(kind=kind, uow_id=uow_id, process=process)
+
+
+def _as_bytes(raw: object) -> bytes:
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return bytes(raw)
+    return repr(raw).encode(errors="replace")
 
 
 def uow_message(uow_id: str, process: str) -> Message:
