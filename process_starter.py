@@ -38,8 +38,10 @@ from db.builtin import ensure_builtin_processes
 from db.clock import SystemClock
 from db.errors import InvalidInput, NotFound, TactusError
 from db.models import ProcessEntry
+from db.outage import Outages, PatientStore
 from db.placement import Placement, process_of
 from db.states import ProcessKind
+from db.threads import end_process_when_a_thread_dies
 from mx.server import MxServer, run_mx
 from mx.services.processes import register_file
 from scheduler.main import run_scheduler
@@ -104,9 +106,16 @@ def supervised_argv(placed: Placement) -> list[str]:
 
 
 def run_supervisor(settings: Settings, shutdown: threading.Event) -> int:
-    """The supervisor of this box, until SIGTERM; then it stops its processes and ends."""
-    with open_store(settings.store_uri) as store:
-        store.init_schema()
+    """The supervisor of this box, until SIGTERM; then it stops its processes and ends. An
+    outage of the store, at start or later, is waited out (its children run on meanwhile)."""
+    outage = Outages.with_backoff_max(timedelta(seconds=settings.outage_backoff_max)).store
+    with PatientStore(open_store(settings.store_uri), outage, stopping=shutdown) as store:
+        try:
+            store.init_schema()
+        except TactusError:
+            if shutdown.is_set():
+                return 0  # stopped while waiting for the store
+            raise
         supervisor = Supervisor(
             store,
             PosixHost(),
@@ -140,6 +149,7 @@ def run_standalone(
     Raises:
         InvalidInput: a bad registration file, or mx's port cannot be listened on.
     """
+    end_process_when_a_thread_dies()
     clock = SystemClock()
     with open_store(settings.store_uri) as store:
         store.init_schema()
@@ -211,6 +221,7 @@ def resolve(name: str, settings: Settings) -> Program:
         raise InvalidInput("process", f"{name!r} is not a process name")
     with open_store(settings.store_uri) as store:
         store.init_schema()  # a new installation: nothing registered yet, but no error either
+        ensure_builtin_processes(store, SystemClock())  # ``adhoc`` before the first task
         try:
             entry = store.get_process(process_of(name)).entry
         except NotFound:
@@ -289,6 +300,7 @@ def start(name: str, settings: Settings, *, mode: str) -> int:
         InvalidInput: unknown name.
         AlreadyRunning: its pid file names a live process (``daemon`` and ``console``).
     """
+    end_process_when_a_thread_dies()
     program = resolve(name, settings)
     if mode == "supervised":
         log_to_file(plumbing.log_file(settings.log_dir, name))

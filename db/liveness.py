@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from db.errors import StateConflict, TransitionRefused
 from db.models import UowQuery
 from db.state_change import change_uow
-from db.states import UowState
+from db.states import UowState, WorkerState
 
 if TYPE_CHECKING:
     from db.clock import Clock
@@ -31,8 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(f"tactus.{__name__}")
 
-#: Worker record states (``WorkerRecord.state``).
-ALIVE, LOST = "alive", "lost"
+ALIVE, LOST, STOPPED = WorkerState.ALIVE, WorkerState.LOST, WorkerState.STOPPED
 
 
 def silence_limit(interval: timedelta | float, misses: int) -> timedelta:
@@ -101,6 +100,29 @@ def reap_lost_workers(
         if _fail(store, uow, reason=reason, now=now, clock=clock, actor=actor):
             failed.append(uow.id)
     return failed
+
+
+def forget_old_workers(store: Store, *, now: datetime, retention: timedelta) -> list[str]:
+    """Remove the records of workers lost or stopped longer than ``retention`` ago (by their
+    last heartbeat): the workers page and ``list workers`` keep what happened overnight, not
+    every worker that ever ran. Their units of work and the history stay.
+
+    Returns:
+        The ids removed.
+    """
+    cutoff = now - retention
+    removed = []
+    for worker in store.list_workers():
+        if worker.state in (LOST, STOPPED) and worker.heartbeat_at < cutoff:
+            store.delete_worker(worker.worker_id)
+            log.info(
+                "worker %s: %s since %s; record removed",
+                worker.worker_id,
+                worker.state,
+                worker.heartbeat_at.isoformat(timespec="seconds"),
+            )
+            removed.append(worker.worker_id)
+    return removed
 
 
 def _in_progress(store: Store) -> list[UnitOfWork]:

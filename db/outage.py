@@ -32,6 +32,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -208,6 +209,22 @@ class Outage:
                 stopping.wait(min(_SLICE, left))
             else:
                 time.sleep(min(_SLICE, left))
+
+
+@dataclass(frozen=True, slots=True)
+class Outages:
+    """The two dependencies of a daemon, as it sees them."""
+
+    store: Outage
+    broker: Outage
+
+    @classmethod
+    def with_backoff_max(cls, backoff_max: timedelta) -> Outages:
+        """A fresh pair, both capped at ``backoff_max`` (the ``outage_backoff_max`` setting)."""
+        return cls(
+            store=Outage("store", backoff_max=backoff_max),
+            broker=Outage("broker", backoff_max=backoff_max),
+        )
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -28,6 +28,8 @@ class SchedulerConfig:
     #: Worker heartbeat period and the misses after which a worker counts as lost.
     heartbeat_interval: timedelta = timedelta(seconds=5)
     heartbeat_misses: int = 3
+    #: A lost or stopped worker's record is removed this long after its last heartbeat.
+    worker_retention: timedelta = timedelta(days=1)
     #: Jobs of one process looked at per pass beyond ``max_active`` (the active window): the
     #: embryos that may start; more wait for the next look.
     window: int = 50
@@ -42,6 +44,7 @@ class SchedulerConfig:
             "timezone": settings.timezone,
             "heartbeat_interval": timedelta(seconds=settings.heartbeat_interval),
             "heartbeat_misses": settings.heartbeat_misses,
+            "worker_retention": timedelta(seconds=settings.worker_retention),
         }
         values.update(overrides)
         return cls(**values)

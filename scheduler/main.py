@@ -9,9 +9,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from db import open_store
-from db.clock import SystemClock
+from db.clock import StoreClock
+from db.errors import TactusError
+from db.outage import Outages, PatientStore
 from mq import open_broker
 from mq.message import status_queue
+from mq.patient import PatientBroker
 from scheduler.config import SchedulerConfig
 from scheduler.presence import Presence
 from scheduler.service import Scheduler
@@ -33,23 +36,40 @@ def run_scheduler(
     """Run the scheduler until ``stop_event`` is set or SIGTERM/SIGINT arrives.
 
     SIGHUP re-reads the registry at once. The store is the only state: killing this process at
-    any instant loses nothing, and a new one carries on.
+    any instant loses nothing, and a new one carries on. An outage of the store or the broker,
+    at start or later, is waited out (:mod:`db.outage`), however long it lasts.
 
     Returns:
         The process exit code (0 after a graceful stop).
     """
     stop_event = stop_event or threading.Event()
-    store = open_store(settings.store_uri)
-    store.init_schema()
-    broker = open_broker(
-        settings.broker_uri, store, visibility=timedelta(seconds=settings.visibility_timeout)
-    )
-    broker.declare(status_queue(settings.queue_prefix))
-    scheduler_clock = clock or SystemClock()
-    scheduler = Scheduler(store, broker, scheduler_clock, SchedulerConfig.from_settings(settings))
     if install_signals and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: stop_event.set())
+    outages = Outages.with_backoff_max(timedelta(seconds=settings.outage_backoff_max))
+    store = PatientStore(open_store(settings.store_uri), outages.store, stopping=stop_event)
+    try:
+        store.init_schema()
+        broker = PatientBroker(
+            open_broker(
+                settings.broker_uri,
+                store,
+                visibility=timedelta(seconds=settings.visibility_timeout),
+            ),
+            outages.broker,
+            stopping=stop_event,
+        )
+        broker.declare(status_queue(settings.queue_prefix))
+    except TactusError:
+        if stop_event.is_set():
+            store.close()
+            return 0  # stopped while waiting for the store or the broker at start
+        raise
+    scheduler_clock = clock or StoreClock(store.impatient())
+    scheduler = Scheduler(
+        store, broker, scheduler_clock, SchedulerConfig.from_settings(settings), outages=outages
+    )
+    if install_signals and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGHUP, lambda *_: _reload(scheduler))
     log.info(
         "scheduler starting: store %s, broker %s, box %s",
@@ -58,7 +78,7 @@ def run_scheduler(
         settings.box_id,
     )
     presence = Presence(
-        store,
+        store.impatient(),
         scheduler_clock,
         box_id=settings.box_id,
         interval=timedelta(seconds=settings.heartbeat_interval),

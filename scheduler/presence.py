@@ -3,7 +3,8 @@
 
 The record's id is ``scheduler@<box_id>``, so a restart on the same box replaces its record
 instead of adding one; a graceful stop removes it, a crash leaves it to go silent (and be marked
-``lost`` by the reaper, as any worker would be).
+``lost`` by the reaper, as any worker would be). A beat after a store outage makes a record the
+reaper had marked ``lost`` ``alive`` again (``Store.beat_worker``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from db.errors import NotFound, TactusError
+from db.errors import NotFound, StoreUnavailable, TactusError
 from db.models import WorkerRecord
 
 if TYPE_CHECKING:
@@ -70,9 +71,17 @@ class Presence:
     def _beat(self) -> None:
         while not self._stopping.wait(self._interval.total_seconds()):
             try:
-                self._store.beat_worker(self.worker_id, self._clock.now())
-            except NotFound:
-                self._register()  # removed by hand or by a clean-up: register again
+                self._beat_once()
+            except StoreUnavailable:
+                # The store is away: health shows the scheduler silent, which is the truth. The
+                # store's outage tracker logs it (once a minute); the next beat, on time, is
+                # also the probe that ends it.
+                continue
             except TactusError as exc:
-                # The store is away: health shows the scheduler silent, which is the truth.
                 log.warning("scheduler presence: beat failed: %s", exc)
+
+    def _beat_once(self) -> None:
+        try:
+            self._store.beat_worker(self.worker_id, self._clock.now())
+        except NotFound:
+            self._register()  # removed by hand or by a clean-up: register again

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from db.backoff import backoff
 from db.errors import NotFound, StateConflict, TransitionRefused
-from db.liveness import reap_lost_workers
+from db.liveness import forget_old_workers, reap_lost_workers
 from db.models import UowQuery
 from db.state_change import change_uow
 from db.states import UowKind, UowState
@@ -56,12 +56,25 @@ class Recovery:
     """One pass of the recovery rules."""
 
     def __init__(
-        self, store: Store, dispatcher: Dispatcher, clock: Clock, config: SchedulerConfig
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        clock: Clock,
+        config: SchedulerConfig,
+        *,
+        store_up_for: Callable[[], float | None] | None = None,
     ) -> None:
+        """
+        Args:
+            store_up_for: seconds since this scheduler last saw the store come back from an
+                outage (None: it never saw one); liveness waits ``heartbeat_misses`` fresh
+                intervals after that before it declares any worker lost.
+        """
         self.store = store
         self.dispatcher = dispatcher
         self.clock = clock
         self.config = config
+        self._store_up_for = store_up_for
 
     def run(self, entries: Callable[[str], ProcessEntry | None], now: datetime) -> RecoveryReport:
         """Apply every rule once.
@@ -71,13 +84,15 @@ class Recovery:
             now: the current instant.
         """
         report = RecoveryReport()
-        report.lost = reap_lost_workers(
-            self.store,
-            now=now,
-            interval=self.config.heartbeat_interval,
-            misses=self.config.heartbeat_misses,
-            clock=self.clock,
-        )
+        if self._workers_had_their_chance():
+            report.lost = reap_lost_workers(
+                self.store,
+                now=now,
+                interval=self.config.heartbeat_interval,
+                misses=self.config.heartbeat_misses,
+                clock=self.clock,
+            )
+            forget_old_workers(self.store, now=now, retention=self.config.worker_retention)
         for uow in self._all(UowQuery(states=frozenset({UowState.INVALID}), newest_first=False)):
             self._invalid(uow, entries(uow.process), now, report)
         stale = now - self.config.unclaimed_timeout
@@ -85,6 +100,29 @@ class Recovery:
             states=frozenset({UowState.REQUESTED}), submitted_before=stale, newest_first=False
         )
         self._repost(query, stale, f"not claimed for {self.config.unclaimed_timeout}", report)
+        return report
+
+    def _workers_had_their_chance(self) -> bool:
+        """False during an outage of the store as this scheduler saw it, and for
+        ``heartbeat_misses`` heartbeat intervals after it: the workers could not beat either,
+        and must get fresh intervals to do so before any is judged silent."""
+        if self._store_up_for is None:
+            return True
+        up_for = self._store_up_for()
+        if up_for is None:
+            return True
+        grace = self.config.heartbeat_interval * self.config.heartbeat_misses
+        return up_for >= grace.total_seconds()
+
+    def repost_since(self, since: datetime, now: datetime) -> RecoveryReport:
+        """Re-post the requested units of work submitted at or after ``since``: an outage of
+        the store or the broker may have kept them from being published (here or by mx)."""
+        report = RecoveryReport()
+        query = UowQuery(states=frozenset({UowState.REQUESTED}), newest_first=False)
+        why = "re-posted after an outage: its first publish may have failed"
+        self._repost(query, now, why, report, since=since)
+        if report.reposted:
+            log.info("re-posted %d requested unit(s) of work after an outage", len(report.reposted))
         return report
 
     def repost_on_start(self, now: datetime) -> RecoveryReport:
@@ -98,10 +136,20 @@ class Recovery:
             log.info("re-posted %d requested unit(s) of work on start", len(report.reposted))
         return report
 
-    def _repost(self, query: UowQuery, due: datetime, why: str, report: RecoveryReport) -> None:
+    def _repost(
+        self,
+        query: UowQuery,
+        due: datetime,
+        why: str,
+        report: RecoveryReport,
+        *,
+        since: datetime | None = None,
+    ) -> None:
         for uow in self._all(query):
             if uow.scheduled_at is not None and uow.scheduled_at > due:
                 continue  # a delayed task whose message is still on its way
+            if since is not None and (uow.submitted_at or uow.created_at) < since:
+                continue  # published before the outage began
             self._unclaimed(uow, why, report)
 
     def _all(self, query: UowQuery) -> Iterator[UnitOfWork]:

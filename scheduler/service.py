@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from db.backoff import backoff
 from db.errors import MalformedMessage, NotFound, TactusError
 from db.relations import Registry
 from db.states import ProcessKind
@@ -31,6 +32,7 @@ from scheduler.recovery import Recovery
 if TYPE_CHECKING:
     from db.clock import Clock
     from db.models import ProcessRecord
+    from db.outage import Outages
     from db.store import Store
     from mq.broker import Broker, Consumer, Delivery
     from scheduler.config import SchedulerConfig
@@ -47,6 +49,15 @@ STATUS_PREFETCH = 50
 #: store queue each take is a write that the workers' commits queue behind (SQLite has one
 #: writer at a time), so statuses arriving one by one are claimed and acked by the dozen.
 STATUS_LINGER = 0.02
+#: After an outage of the store or the broker, the requested units of work submitted this long
+#: before it began are published again too: a publish that failed shortly before this scheduler
+#: noticed the outage (mx's trigger, another scheduler) is covered.
+REPOST_MARGIN = timedelta(minutes=1)
+#: A pass that fails for another reason than an outage (a bug, bad data) is tried again after
+#: a pause that doubles from this ...
+FAILED_PASS_BASE = timedelta(seconds=1)
+#: ... up to this.
+FAILED_PASS_CAP = timedelta(seconds=30)
 
 
 @dataclass(slots=True)
@@ -70,17 +81,26 @@ class Scheduler:
         broker: Broker,
         clock: Clock,
         config: SchedulerConfig,
+        *,
+        outages: Outages | None = None,
     ) -> None:
         self.store = store
         self.broker = broker
         self.clock = clock
         self.config = config
+        self.outages = outages
         self.dispatcher = Dispatcher(
             store, self._publish, clock, config.queue_prefix, publish_many=broker.publish_many
         )
         self.driver = ManagedDriver(store, self.dispatcher, clock, config.window)
         self.firer = FreerunFirer(store, self.dispatcher, clock, config)
-        self.recovery = Recovery(store, self.dispatcher, clock, config)
+        self.recovery = Recovery(
+            store,
+            self.dispatcher,
+            clock,
+            config,
+            store_up_for=outages.store.up_for if outages is not None else None,
+        )
         self._records: dict[str, ProcessRecord] = {}
         self._registry = Registry({})
         self._loaded_at: datetime | None = None
@@ -93,6 +113,13 @@ class Scheduler:
         self._event = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: Re-post the requested units of work submitted since this instant (an outage ended).
+        self._repost_since: datetime | None = None
+        #: Passes failed in a row (not counting outages, which the store and broker wait out).
+        self._failed_passes = 0
+        if outages is not None:
+            outages.store.on_recovery(self._outage_ended)
+            outages.broker.on_recovery(self._outage_ended)
 
     # -- the pass -------------------------------------------------------------------------------
 
@@ -143,6 +170,9 @@ class Scheduler:
             self._announced = True
         with self._lock:
             woken, self._wake = self._wake, set()
+            repost_since, self._repost_since = self._repost_since, None
+        if repost_since is not None:
+            self.recovery.repost_since(repost_since, now)
         self._managed(now, woken, report)
         self._freeruns(now, report)
         due = (
@@ -157,6 +187,16 @@ class Scheduler:
             if recovered.processes:
                 self._managed(now, recovered.processes, report, scheduled_only=False)
         return report
+
+    def _outage_ended(self, lasted: float) -> None:
+        """An outage of the store or the broker ended: what was stored meanwhile but could not
+        be published (here, or by mx) is published at the next pass, not after
+        ``unclaimed_timeout``. Runs in whichever thread saw the dependency back."""
+        since = self.clock.now() - timedelta(seconds=lasted) - REPOST_MARGIN
+        with self._lock:
+            if self._repost_since is None or since < self._repost_since:
+                self._repost_since = since
+        self._event.set()
 
     def _entry(self, name: str):
         record = self._records.get(name)
@@ -253,17 +293,40 @@ class Scheduler:
         while not self._stopping.is_set():
             try:
                 self.run_pass()
-            except TactusError as exc:
-                log.error("scheduler pass failed: %s", exc)
-            except Exception:
-                log.exception("scheduler pass failed")
-            wait = (self.next_wakeup() - self.clock.now()).total_seconds()
-            self._event.wait(max(0.0, min(wait, self.config.tick.total_seconds())))
+                self._failed_passes = 0
+                wait = (self.next_wakeup() - self.clock.now()).total_seconds()
+                wait = max(0.0, min(wait, self.config.tick.total_seconds()))
+            except Exception as exc:
+                if self._stopping.is_set():
+                    break  # the store or the broker gave up waiting because we stop
+                wait = self._failed_pass(exc)
+            self._event.wait(wait)
             self._event.clear()
+
+    def _failed_pass(self, exc: Exception) -> float:
+        """Log a failed pass and return the pause before the next: doubling with each failure
+        in a row, so a pass that keeps failing (a bug, bad data) never spins and logs a line
+        per attempt, only one per pause."""
+        self._failed_passes += 1
+        pause = backoff(FAILED_PASS_BASE, self._failed_passes, cap=FAILED_PASS_CAP, jitter=0.2)
+        if isinstance(exc, TactusError):
+            log.error(
+                "scheduler pass failed (%d in a row; next try in %.0f s): %s",
+                self._failed_passes,
+                pause.total_seconds(),
+                exc,
+            )
+        else:
+            log.exception(
+                "scheduler pass failed (%d in a row; next try in %.0f s)",
+                self._failed_passes,
+                pause.total_seconds(),
+            )
+        return pause.total_seconds()
 
     def _take_statuses(self, consumer: Consumer, deliveries: list[Delivery]) -> None:
         """Wake the processes the status messages name, then ack them in one go; a malformed
-        one, or one naming no unit of work, is dead-lettered."""
+        one, or one naming no unit of work, is dead-lettered with a log line."""
         good: list[Delivery] = []
         for delivery in deliveries:
             try:
@@ -271,6 +334,7 @@ class Scheduler:
                 if message.kind == "uow_status":
                     self.store.get_uow(message.uow_id)
             except (MalformedMessage, NotFound) as exc:
+                log.warning("status listener: dead-lettering a message: %s", exc)
                 consumer.reject(delivery, str(exc))
                 continue
             self.wake(message.process)
@@ -299,5 +363,9 @@ class Scheduler:
                         if len(held) < STATUS_PREFETCH:
                             self._stopping.wait(STATUS_LINGER)
             except TactusError as exc:
-                log.error("status listener: %s; reconnecting", exc)
-                self._stopping.wait(1.0)
+                if self._stopping.is_set():
+                    return  # the broker gave up waiting because we stop
+                # the broker waits out outages; what reaches here is a refusal (a bad login):
+                # not worth a line a second
+                log.error("status listener: %s; opening the consumer again in 30 s", exc)
+                self._stopping.wait(30.0)

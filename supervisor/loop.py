@@ -145,11 +145,14 @@ class Supervisor:
         self._act.shutting_down = True
         end = time.monotonic() + self._config.stopwaitsecs.total_seconds() + SHUTDOWN_MARGIN
         wait = 0.0
+        failures = 0
         while time.monotonic() < end:
             try:
                 wait = min(self.tick(wait), 0.1)
             except Exception:
-                log.exception("supervisor %s: tick failed while stopping", self._config.box_id)
+                failures += 1
+                if failures == 1:  # the store is away, most likely: once is enough
+                    log.exception("supervisor %s: tick failed while stopping", self._config.box_id)
                 wait = 0.1
             if not any(r.state in SIGNALLABLE_STATES for r in self.records.values()):
                 break
