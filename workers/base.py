@@ -90,6 +90,10 @@ class WorkerSettings(Protocol):
     visibility_timeout: float
     worker_stop_grace: float
     worker_prefetch: int
+    #: Where a worker keeps outcomes the store could not take yet (``<var_dir>/journal``).
+    var_dir: str
+    #: The longest pause while waiting out an outage of the store or the broker.
+    outage_backoff_max: float
 
 
 class UowWorker:

@@ -25,7 +25,8 @@ import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from db.errors import NotFound, StateConflict
+from db.errors import NotFound, StateConflict, StoreUnavailable
+from db.outage import Outage
 from db.states import UowState
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class Heartbeat:
         visibility: timedelta,
         clock: Clock,
         running: Callable[[], Sequence[Running]],
+        register: Callable[[], None] | None = None,
+        outage: Outage | None = None,
     ) -> None:
         """
         Args:
@@ -72,6 +75,11 @@ class Heartbeat:
             visibility: how long each beat extends the hold on a running delivery.
             clock: source of the recorded instants.
             running: returns the units of work running right now.
+            register: registers the worker again when its record is gone (removed after it
+                was declared lost, or by hand).
+            outage: the worker's tracker of store outages: a beat that cannot reach the store
+                reports to it (one log line per outage, not one per beat), and a beat that
+                does ends the outage for every thread of the worker.
         """
         self.store = store
         self.worker_id = worker_id
@@ -79,6 +87,8 @@ class Heartbeat:
         self.visibility = visibility
         self.clock = clock
         self.running = running
+        self.register = register
+        self.outage = outage or Outage("store")
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name=f"heartbeat-{worker_id}", daemon=True
@@ -107,16 +117,29 @@ class Heartbeat:
         """One beat: the worker, then each running unit of work and its delivery."""
         now = self.clock.now()
         tasks = list(self.running())
+        reachable = True
         try:
+            # A worker declared lost (its beats could not reach the store) is alive again.
             self.store.beat_worker(
                 self.worker_id, now, current_uow=tasks[0].uow_id if tasks else None
             )
-            # Declared lost during an outage but alive after all: say so again.
-            self.store.set_worker_state(self.worker_id, "alive", expected_state="lost")
+            self.outage.succeeded()
+        except NotFound:
+            if self.register is not None:
+                log.warning("worker %s: its record was removed; registering again", self.worker_id)
+                self.register()
+        except StoreUnavailable as exc:
+            # Logged once per outage by the tracker; this beat, on time, is also its probe.
+            self.outage.failed(exc)
+            reachable = False
         except Exception as exc:
             log.warning("worker %s: cannot record heartbeat: %s", self.worker_id, exc)
         for task in tasks:
-            self._beat_uow(task, now)
+            if reachable:
+                self._beat_uow(task, now)
+            else:
+                # the deliveries are still held (RabbitMQ's connection keeps answering)
+                task.request_extend(self.visibility)
 
     def _beat_uow(self, task: Running, now: datetime) -> None:
         try:
@@ -128,6 +151,8 @@ class Heartbeat:
         except (StateConflict, NotFound) as exc:
             task.taken_away(f"no longer in progress ({exc})")
             return
+        except StoreUnavailable as exc:
+            self.outage.failed(exc)
         except Exception as exc:
             log.warning("uow %s: cannot record heartbeat: %s", task.uow_id, exc)
         task.request_extend(self.visibility)

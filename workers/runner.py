@@ -38,14 +38,18 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from db import open_store
-from db.clock import SystemClock
+from db.builtin import ADHOC, ensure_builtin_processes
+from db.clock import StoreClock, SystemClock
 from db.errors import InvalidInput, NotFound, TactusError
 from db.models import WorkerRecord
-from db.states import ProcessKind
+from db.outage import Outages, PatientStore
+from db.states import ProcessKind, WorkerState
 from mq import open_broker
 from mq.message import process_queue, status_message, status_queue
+from mq.patient import PatientBroker
 from workers.base import load_worker_class
 from workers.heartbeat import Heartbeat
+from workers.journal import Journal, journal_dir, replay
 from workers.orphans import reap_orphans
 from workers.shell import DRAIN_GRACE, KILL_GRACE
 from workers.slot import RunningUow, Slot
@@ -118,19 +122,28 @@ def run_worker(
         raise InvalidInput("concurrency", f"must be at least 1, got {concurrency}")
     worker: Worker | None = None
     code = EXIT_FAILURE
+    stop_event = stop_event or threading.Event()
+    outages = Outages.with_backoff_max(timedelta(seconds=settings.outage_backoff_max))
     try:
-        with contextlib.ExitStack() as resources:
+        with contextlib.ExitStack() as resources, _stopping_on_signals(stop_event):
             if store is None:
-                store = open_store(settings.store_uri)
+                # waits out an outage of the store, at start as later (db.outage)
+                store = PatientStore(
+                    open_store(settings.store_uri), outages.store, stopping=stop_event
+                )
                 resources.callback(store.close)
             entry, worker_class = _load_process(store, process_name)
             if entry is None:
                 return EXIT_USAGE
             if broker is None:
-                broker = open_broker(
-                    settings.broker_uri,
-                    store,
-                    visibility=timedelta(seconds=settings.visibility_timeout),
+                broker = PatientBroker(
+                    open_broker(
+                        settings.broker_uri,
+                        store,
+                        visibility=timedelta(seconds=settings.visibility_timeout),
+                    ),
+                    outages.broker,
+                    stopping=stop_event,
                 )
                 resources.callback(broker.close)
             worker = Worker(
@@ -139,15 +152,19 @@ def run_worker(
                 worker_class,
                 store=store,
                 broker=broker,
-                clock=clock or SystemClock(),
+                clock=clock or StoreClock(quick(store)),
                 concurrency=concurrency,
-                stop_event=stop_event or threading.Event(),
+                stop_event=stop_event,
             )
             with _stop_on_signals(worker):
                 code = worker.run()
     except TactusError as exc:
-        log.error("worker for %s: %s", process_name, exc)
-        code = EXIT_FAILURE
+        if stop_event.is_set():
+            log.info("worker for %s: stopped while waiting: %s", process_name, exc)
+            code = EXIT_OK
+        else:
+            log.error("worker for %s: %s", process_name, exc)
+            code = EXIT_FAILURE
     if worker is not None and worker.abandoned:
         # A thread still runs a Python call nobody can stop; a normal interpreter exit would
         # wait for it forever.
@@ -161,6 +178,9 @@ def _load_process(
     store: Store, process_name: str
 ) -> tuple[ProcessEntry | None, type[UowWorker] | None]:
     """The entry and (Python workers) the class to run; (None, None) after logging why not."""
+    if process_name == ADHOC:
+        # the built-in process exists once the first task is submitted, or now
+        ensure_builtin_processes(store, SystemClock())
     try:
         entry = store.get_process(process_name).entry
     except NotFound:
@@ -179,6 +199,30 @@ def _load_process(
     except InvalidInput as exc:
         log.error("worker for %s: %s", entry.name, exc)
         return None, None
+
+
+def quick(store: Store) -> Store:
+    """``store`` trying each call once (a heartbeat's beat, an outcome's first write): the
+    impatient view of a :class:`~db.outage.PatientStore`, any other store as it is."""
+    return store.impatient() if isinstance(store, PatientStore) else store
+
+
+@contextlib.contextmanager
+def _stopping_on_signals(stop_event: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop_event`` while the worker starts (main thread only): a
+    worker waiting for the store or the broker at start stops when asked."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop_event.set())
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -221,6 +265,10 @@ class Worker:
         self.concurrency = concurrency
         self.stop_event = stop_event
         self.worker_id = f"{entry.name}@{settings.box_id}:{os.getpid()}-{secrets.token_hex(2)}"
+        #: The store trying each call once: an outcome's first write and the heartbeat.
+        self.quick_store = quick(store)
+        #: Outcomes kept on disk while the store is away (workers/journal.py).
+        self.journal = Journal(journal_dir(settings.var_dir, entry.name))
         self.actor = f"worker {self.worker_id}"
         self.queue = process_queue(settings.queue_prefix, entry.name)
         self.status_queue = status_queue(settings.queue_prefix)
@@ -234,12 +282,14 @@ class Worker:
         self._entry_read: tuple[float, ProcessEntry] | None = None
         self.slots = [Slot(self, index) for index in range(concurrency)]
         self.heartbeat = Heartbeat(
-            store,
+            self.quick_store,
             self.worker_id,
             interval=timedelta(seconds=settings.heartbeat_interval),
             visibility=timedelta(seconds=settings.visibility_timeout),
             clock=clock,
             running=self.running,
+            register=self._register,
+            outage=getattr(store, "outage", None),
         )
 
     def run(self) -> int:
@@ -247,6 +297,15 @@ class Worker:
         # A worker of this box killed outright may have left its command running: end it
         # before taking work, so that a retry of its unit of work never runs beside it.
         reap_orphans()
+        # Outcomes a worker of ours kept and could not store before it ended (workers/journal):
+        # stored before this one takes work, so none of those units of work runs again.
+        replay(
+            self.store,
+            self.journal.directory,
+            clock=self.clock,
+            actor=f"{self.actor} (journal)",
+            notify=self.publish_status,
+        )
         self._register()
         self.heartbeat.start()
         for slot in self.slots:
@@ -355,10 +414,13 @@ class Worker:
             time.sleep(_TICK)
         self.abandoned = any(slot.abandoned or slot.is_alive() for slot in self.slots)
         self.heartbeat.stop(timeout=5.0)
+        self.journal.close()
         try:
-            self.store.beat_worker(self.worker_id, self.clock.now(), current_uow=None)
-            if not self.store.set_worker_state(self.worker_id, "stopped", expected_state="alive"):
-                self.store.set_worker_state(self.worker_id, "stopped", expected_state="lost")
+            store = self.quick_store
+            store.beat_worker(self.worker_id, self.clock.now(), current_uow=None)
+            store.set_worker_state(
+                self.worker_id, WorkerState.STOPPED, expected_state=WorkerState.ALIVE
+            )
         except TactusError as exc:
             log.warning("worker %s: cannot record that it stopped: %s", self.worker_id, exc)
         log.info("worker %s: stopped (exit code %d)", self.worker_id, self.exit_code)

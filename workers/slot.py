@@ -47,6 +47,7 @@ from db.errors import (
     MalformedMessage,
     NotFound,
     StateConflict,
+    StoreUnavailable,
     TactusError,
     TransitionRefused,
 )
@@ -54,17 +55,19 @@ from db.state_change import UowChange, change_uow, change_uows, settle_uows
 from db.states import UowKind, UowState
 from mq.message import Message
 from workers.base import Outcome
+from workers.journal import KeptOutcome
 from workers.shell import POLL_INTERVAL, run_command
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from datetime import timedelta
 
     from db.clock import Clock
-    from db.models import ProcessEntry, UnitOfWork
+    from db.models import ProcessEntry, QueueSettled, UnitOfWork
     from db.store import Store
     from mq.broker import Broker, Consumer, Delivery
     from workers.base import UowWorker, WorkerSettings
+    from workers.journal import Journal
 
 log = logging.getLogger(f"tactus.{__name__}")
 
@@ -82,6 +85,8 @@ class SlotOwner(Protocol):
     entry: ProcessEntry
     worker_class: type[UowWorker] | None
     store: Store
+    quick_store: Store
+    journal: Journal
     broker: Broker
     clock: Clock
     worker_id: str
@@ -231,6 +236,14 @@ class Slot:
                             self.handle(consumer, delivery)
                 finally:
                     self._teardown()
+        except TactusError:
+            if worker.stop_event.is_set():
+                # The store or the broker gave up waiting for itself because we stop: what was
+                # not stored is in the journal, what was not acked comes again.
+                log.info("worker %s: slot %s stopped during an outage", worker.worker_id, self.name)
+                return
+            log.exception("worker %s: slot %s failed; stopping", worker.worker_id, self.name)
+            worker.slot_failed()
         except Exception:
             log.exception("worker %s: slot %s failed; stopping", worker.worker_id, self.name)
             worker.slot_failed()
@@ -342,13 +355,11 @@ class Slot:
         self, consumer: Consumer, delivery: Delivery, uow: UnitOfWork
     ) -> tuple[Delivery, UnitOfWork] | None:
         """Claim alone (the first of a run of deliveries); None when lost to another worker."""
+        change = self._claim_change(delivery, uow)
         (claimed,) = change_uows(
-            self.worker.store,
-            [self._claim_change(delivery, uow)],
-            clock=self.worker.clock,
-            actor=self.worker.actor,
+            self.worker.store, [change], clock=self.worker.clock, actor=self.worker.actor
         )
-        return self._claimed(consumer, delivery, uow, claimed)
+        return self._claimed(consumer, delivery, uow, self._ours(claimed, change))
 
     def _claim_change(self, delivery: Delivery, uow: UnitOfWork) -> UowChange:
         """``requested -> in_progress``, recording who and where runs it from now."""
@@ -370,6 +381,30 @@ class Slot:
             },
             details={"attempt": uow.attempt, "redelivered": delivery.redelivered},
         )
+
+    def _ours(
+        self, result: UnitOfWork | TactusError, change: UowChange
+    ) -> UnitOfWork | TactusError:
+        """A claim refused as a lost race may be our own claim, committed by a try whose
+        connection died during the commit and then refused when tried again (the store waits
+        out outages): the stored claim is ours when it carries this worker's id and the very
+        ``started_at`` this claim wrote."""
+        if not isinstance(result, StateConflict):
+            return result
+        changes = change.changes or {}
+        try:
+            stored = self.worker.store.get_uow(change.uow.id)
+        except NotFound:
+            return result
+        if (
+            stored.state is UowState.IN_PROGRESS
+            and stored.attempt == change.uow.attempt
+            and stored.worker_id == changes.get("worker_id")
+            and stored.started_at == changes.get("started_at")
+        ):
+            log.info("uow %s: the claim committed before the store went away: ours", stored.id)
+            return stored
+        return result
 
     @staticmethod
     def _claimed(
@@ -505,15 +540,21 @@ class Slot:
             notices=(status,),
             refill=not (self.abandoned or worker.stop_event.is_set()),
         )
-        # A store failure here stops the slot; its consumer closes and both messages go back.
         if settlement is None:
-            results = change_uows(worker.store, requests, clock=worker.clock, actor=worker.actor)
+
+            def write(store: Store) -> tuple[list, QueueSettled | None]:
+                return change_uows(store, requests, clock=worker.clock, actor=worker.actor), None
         else:
             # The store queue: the ack, the status and the next claims commit with the outcome.
-            results, settled = settle_uows(
-                worker.store, requests, settlement, clock=worker.clock, actor=worker.actor
-            )
-        finished = results[0]
+            def write(store: Store) -> tuple[list, QueueSettled | None]:
+                return settle_uows(
+                    store, requests, settlement, clock=worker.clock, actor=worker.actor
+                )
+
+        results, settled = self._write_outcome(write, requests[0])
+        if following is not None:
+            results[1] = self._ours(results[1], requests[1])
+        finished = self._outcome_stored(results[0], requests[0])
         if isinstance(finished, TactusError):
             # Canceled by hand, or declared lost and retried, while it ran: that decision
             # stands and this outcome is dropped.
@@ -539,6 +580,59 @@ class Slot:
                 # now rather than leave it in progress until the worker is declared lost.
                 self._release(RunningUow(claimed, task.consumer, following[0]))
             raise
+
+    def _write_outcome(
+        self,
+        write: Callable[[Store], tuple[list, QueueSettled | None]],
+        outcome: UowChange,
+    ) -> tuple[list, QueueSettled | None]:
+        """Store an outcome: tried once; if the store is away, kept in the journal (on disk),
+        then written as soon as the store is back, however long that takes. A worker killed
+        meanwhile leaves the journal to the next one (workers/journal.py); a worker stopped
+        meanwhile raises here, the outcome staying in the journal."""
+        worker = self.worker
+        if worker.quick_store is worker.store:
+            return write(worker.store)  # a store that does not wait: nothing to keep
+        try:
+            return write(worker.quick_store)
+        except StoreUnavailable:
+            pass
+        changes = dict(outcome.changes or {})
+        worker.journal.keep(
+            KeptOutcome(
+                uow_id=outcome.uow.id,
+                attempt=outcome.uow.attempt,
+                trigger=outcome.trigger,
+                reason=outcome.reason,
+                changes=changes,
+                details=dict(outcome.details or {}),
+                worker_id=worker.worker_id,
+            )
+        )
+        written = write(worker.store)  # waits out the outage
+        worker.journal.forget(outcome.uow.id)
+        log.warning("uow %s: outcome %s stored after the outage", outcome.uow.id, outcome.trigger)
+        return written
+
+    def _outcome_stored(
+        self, result: UnitOfWork | TactusError, outcome: UowChange
+    ) -> UnitOfWork | TactusError:
+        """An outcome refused as a lost race may be our own, committed by a try whose
+        connection died during the commit: then the stored unit of work carries it."""
+        if not isinstance(result, StateConflict):
+            return result
+        changes = outcome.changes or {}
+        try:
+            stored = self.worker.store.get_uow(outcome.uow.id)
+        except NotFound:
+            return result
+        if (
+            stored.state in _OUTCOME_STATES
+            and stored.attempt == outcome.uow.attempt
+            and stored.finished_at == changes.get("finished_at")
+        ):
+            return stored
+        return result
 
     def _release(self, task: RunningUow) -> None:
         """Hand an interrupted unit of work back (no attempt used) and requeue its message."""

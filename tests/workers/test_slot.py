@@ -83,6 +83,10 @@ class Owner:
     #: True: the consumer acks on its own after the outcome's commit (no settlements).
     separate_acks: bool = False
 
+    @property
+    def quick_store(self) -> Any:
+        return self.store  # a store that does not wait: outcomes are not journaled
+
     def current_entry(self) -> ProcessEntry:
         return self.entry
 
