@@ -172,7 +172,11 @@ class Scheduler:
             woken, self._wake = self._wake, set()
             repost_since, self._repost_since = self._repost_since, None
         if repost_since is not None:
-            self.recovery.repost_since(repost_since, now)
+            try:
+                self.recovery.repost_since(repost_since, now)
+            except BaseException:
+                self._outage_since(repost_since)  # not done: the next pass tries again
+                raise
         self._managed(now, woken, report)
         self._freeruns(now, report)
         due = (
@@ -192,7 +196,9 @@ class Scheduler:
         """An outage of the store or the broker ended: what was stored meanwhile but could not
         be published (here, or by mx) is published at the next pass, not after
         ``unclaimed_timeout``. Runs in whichever thread saw the dependency back."""
-        since = self.clock.now() - timedelta(seconds=lasted) - REPOST_MARGIN
+        self._outage_since(self.clock.now() - timedelta(seconds=lasted) - REPOST_MARGIN)
+
+    def _outage_since(self, since: datetime) -> None:
         with self._lock:
             if self._repost_since is None or since < self._repost_since:
                 self._repost_since = since
@@ -293,14 +299,15 @@ class Scheduler:
         while not self._stopping.is_set():
             try:
                 self.run_pass()
-                self._failed_passes = 0
-                wait = (self.next_wakeup() - self.clock.now()).total_seconds()
-                wait = max(0.0, min(wait, self.config.tick.total_seconds()))
             except Exception as exc:
                 if self._stopping.is_set():
                     break  # the store or the broker gave up waiting because we stop
-                wait = self._failed_pass(exc)
-            self._event.wait(wait)
+                # status messages do not cut this pause short: a pass that fails would fail again
+                self._stopping.wait(self._failed_pass(exc))
+                continue
+            self._failed_passes = 0
+            wait = (self.next_wakeup() - self.clock.now()).total_seconds()
+            self._event.wait(max(0.0, min(wait, self.config.tick.total_seconds())))
             self._event.clear()
 
     def _failed_pass(self, exc: Exception) -> float:
