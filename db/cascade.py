@@ -66,6 +66,9 @@ def _change_with_retry(
 ) -> Job:
     state_machine = registry.entries[job.process].state_machine
     for attempt in range(CONFLICT_RETRIES):
+        # On every attempt: a job re-read after a conflict may have started another run since
+        # (the scheduler links a new unit of work with each start), and that run goes too.
+        cancel_active_uow(store, job, clock=clock, actor=actor, reason=reason)
         try:
             return change_job(
                 store,
@@ -76,6 +79,8 @@ def _change_with_retry(
                 actor=actor,
                 reason=reason,
                 changes=changes(job) if changes else None,
+                # on the version too: a run started since would be unlinked without its cancel
+                check_version=True,
             )
         except StateConflict:
             if attempt == CONFLICT_RETRIES - 1:
@@ -110,7 +115,6 @@ def _walk(
             continue
         seen.add((job.process, job.timeperiod))
         if root or job.state not in leave:
-            cancel_active_uow(store, job, clock=clock, actor=actor, reason=reason)
             changed.append(
                 _change_with_retry(
                     store,

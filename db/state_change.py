@@ -10,6 +10,11 @@ Each change runs in a fixed order:
    message ever announces a change that was not stored.
 
 No other code sets a state.
+
+A job's start (:func:`start_job`) is one such change that also creates the job's next unit of
+work: the machine decides, then one store write moves the job, links and inserts the unit of
+work and records both events (:meth:`~db.store.Store.start_job`), then the unit of work is
+published. Nothing else creates a managed unit of work.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from db.machines.job import job_machine
 from db.machines.supervised import SUPERVISED_MACHINE
 from db.machines.uow import UOW_MACHINE
 from db.models import Event, Job, SupervisedProcess, UnitOfWork, UowTransition
+from db.states import UowKind
+from db.uow_factory import UowSpec, new_uow
 
 if TYPE_CHECKING:
     from db.clock import Clock
     from db.machines.base import TableMachine
-    from db.models import QueueSettled, QueueSettlement
+    from db.models import ProcessEntry, QueueSettled, QueueSettlement
     from db.states import StateMachineName
     from db.store import Store
 
@@ -180,6 +187,100 @@ def change_job(
         ),
         after_commit=after_commit,
     )
+
+
+def run_key(job: Job) -> str:
+    """The run key of the unit of work that starts ``job`` as it is now: its run and version,
+    so each start of a job has its own key and a repeated attempt of the same start the same."""
+    return f"r{job.run}v{job.version}"
+
+
+def start_job(
+    store: Store,
+    job: Job,
+    trigger: str,
+    *,
+    entry: ProcessEntry,
+    start: str,
+    end: str,
+    clock: Clock,
+    actor: str,
+    reason: str = "",
+    facts: Mapping[str, Any] | None = None,
+    details: Mapping[str, Any] | None = None,
+    after_commit: Callable[[Job, UnitOfWork], None] | None = None,
+) -> tuple[Job, UnitOfWork]:
+    """Move ``job`` by ``trigger`` and create the unit of work of its next run, in one store
+    write (:meth:`~db.store.Store.start_job`), then run ``after_commit`` (publish).
+
+    Args:
+        store: where the job lives.
+        job: the job as the caller last read it; its state and version are expected.
+        trigger: a trigger that starts a run (``start``, ``finalize``, ``run_again``).
+        entry: the job's process (its machine, arguments and retries).
+        start: the unit of work's window, inclusive start.
+        end: the window's exclusive end.
+        clock: source of the events' instant.
+        actor: who asks.
+        reason: why, for the job's history.
+        facts: conditions established by the caller (``closed``, ``finalizable``).
+        details: extra data for the job's history event (the store adds ``uow_id``).
+        after_commit: called with the stored job and unit of work once both are stored.
+
+    Returns:
+        (the job as stored, its unit of work: the new one, or the one an interrupted earlier
+        attempt of this very start stored).
+
+    Raises:
+        TransitionRefused: the machine does not allow it; nothing was written.
+        StateConflict: another actor changed the job first; nothing was written.
+    """
+    dest, event = _decided(
+        job_machine(entry.state_machine),
+        "job",
+        job.key,
+        job.state,
+        trigger,
+        clock=clock,
+        actor=actor,
+        reason=reason,
+        facts=dict(facts or {}),
+        details=details,
+    )
+    spec = UowSpec(
+        entry=entry,
+        kind=UowKind.MANAGED,
+        start=start,
+        end=end,
+        run_key=run_key(job),
+        reason=f"{trigger} job {job.key}",
+        timeperiod=job.timeperiod,
+    )
+    uow, uow_event = new_uow(spec, event.at, actor, managed=True)
+    stored_job, stored_uow = store.start_job(
+        job.process,
+        job.timeperiod,
+        expected_state=job.state,
+        expected_version=job.version,
+        new_state=dest,
+        event=event,
+        uow=uow,
+        uow_event=uow_event,
+    )
+    _logged("job", job.key, event)
+    if stored_uow.id == uow.id:
+        _logged("uow", uow.id, uow_event)
+    else:
+        log.info(
+            "uow %s: linked to job %s (stored by an interrupted start)", stored_uow.id, job.key
+        )
+    if after_commit is not None:
+        try:
+            after_commit(stored_job, stored_uow)
+        except Exception:
+            # As in _change: stored is stored; the recovery re-posts what was not published.
+            log.exception("job %s: after-commit hook failed", job.key)
+    return stored_job, stored_uow
 
 
 def change_uow(

@@ -1,8 +1,12 @@
 """Creating a unit of work exactly once, shared by the scheduler and the actions.
 
-The unit of work is inserted under its unique key (process, start, end, run_key); a second
-attempt with the same key (a retry after a crash, a race) recovers the stored one instead of
-creating a twin.
+A freerun fire's or an ad-hoc task's unit of work is inserted under its unique key (process,
+start, end, run_key); a second attempt with the same key (a retry after a crash, a race)
+recovers the stored one instead of creating a twin.
+
+A managed unit of work is not created here: it is a job's run, created with the job's start in
+one store write (:func:`db.state_change.start_job`), so none ever exists without its job linked
+to it. :func:`new_uow` builds it.
 """
 
 from __future__ import annotations
@@ -13,14 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from db.errors import DuplicateKey
+from db.errors import DuplicateKey, InvalidInput
 from db.ids import new_id
 from db.models import Event, UnitOfWork
+from db.states import UowKind
 
 if TYPE_CHECKING:
     from db.clock import Clock
     from db.models import ProcessEntry
-    from db.states import UowKind
     from db.store import Store
 
 log = logging.getLogger(f"tactus.{__name__}")
@@ -62,6 +66,9 @@ def create_once(
 
     Returns:
         (the unit of work, True if this call created it).
+
+    Raises:
+        InvalidInput: ``kind`` is managed (a job's run is created with the job's start).
     """
     spec = UowSpec(
         entry=entry,
@@ -75,7 +82,7 @@ def create_once(
         arguments=arguments,
         retries=retries,
     )
-    uow, event = _new(spec, clock.now(), actor)
+    uow, event = new_uow(spec, clock.now(), actor)
     try:
         return store.create_uow(uow, event=event), True
     except DuplicateKey:
@@ -90,16 +97,40 @@ def create_many_once(
 
     Returns:
         In the order of ``specs``: (the unit of work, True if this call created it).
+
+    Raises:
+        InvalidInput: a spec is of a managed unit of work; nothing was written.
     """
     now = clock.now()
-    stored = store.create_uows([_new(spec, now, actor) for spec in specs])
+    stored = store.create_uows([new_uow(spec, now, actor) for spec in specs])
     return [
         (_recovered(store, spec), False) if isinstance(result, DuplicateKey) else (result, True)
         for spec, result in zip(specs, stored, strict=True)
     ]
 
 
-def _new(spec: UowSpec, now: datetime, actor: str) -> tuple[UnitOfWork, Event]:
+def new_uow(
+    spec: UowSpec, now: datetime, actor: str, *, managed: bool = False
+) -> tuple[UnitOfWork, Event]:
+    """The unit of work ``spec`` describes, with its creation event, not stored yet.
+
+    Args:
+        spec: what to create.
+        now: its creation instant.
+        actor: who creates it (for the event).
+        managed: True for a job's run (:func:`db.state_change.start_job`); else a managed
+            ``spec`` is refused, so that none is created apart from its job.
+
+    Raises:
+        InvalidInput: a managed ``spec`` without ``managed``.
+    """
+    if (spec.kind is UowKind.MANAGED) is not managed:
+        raise InvalidInput(
+            "kind",
+            "a managed unit of work is created with its job's start (db.state_change.start_job)"
+            if not managed
+            else f"a job's run is a managed unit of work (got {spec.kind})",
+        )
     entry = spec.entry
     uow = UnitOfWork(
         id=new_id(),

@@ -1,23 +1,24 @@
-"""Creating units of work and announcing them, idempotently.
+"""Creating freerun units of work and announcing units of work, idempotently.
 
-Order matters: the unit of work is inserted under its unique key first (a retry after a crash
-finds the same key and recovers the existing one instead of creating a twin), the job is linked
-by compare-and-set, and only then the id is published. A lost publish only delays: the recovery
-pass re-posts units of work nobody claimed.
+Order matters: a fire's unit of work is inserted under its unique key first (a retry after a
+crash finds the same key and recovers the existing one instead of creating a twin), and only
+once it is stored is its id published. A managed job's unit of work is created with the job's
+start, in one store write (:func:`db.state_change.start_job`), and published here after it.
+A lost publish only delays: the recovery pass re-posts units of work nobody claimed.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from db.uow_factory import UowSpec, create_many_once, create_once
+from db.uow_factory import UowSpec, create_many_once
 from mq.message import Publish, uow_delivery
 
 if TYPE_CHECKING:
     from db.clock import Clock
-    from db.models import ProcessEntry, UnitOfWork
+    from db.models import UnitOfWork
     from db.store import Store
 
 log = logging.getLogger(f"tactus.{__name__}")
@@ -44,17 +45,13 @@ class Dispatcher:
         self.clock = clock
         self.prefix = prefix
 
-    def create(self, entry: ProcessEntry, **fields: Any) -> tuple[UnitOfWork, bool]:
-        """Insert a unit of work or recover the stored twin (:func:`db.uow_factory.create_once`).
+    def create_many(self, specs: Sequence[UowSpec]) -> list[tuple[UnitOfWork, bool]]:
+        """Insert units of work or recover their stored twins, in one store transaction
+        (:func:`db.uow_factory.create_many_once`).
 
         Returns:
-            (the unit of work, True if this call created it).
+            In the order of ``specs``: (the unit of work, True if this call created it).
         """
-        return create_once(self.store, entry, clock=self.clock, actor="scheduler", **fields)
-
-    def create_many(self, specs: Sequence[UowSpec]) -> list[tuple[UnitOfWork, bool]]:
-        """:meth:`create` for several, in one store transaction
-        (:func:`db.uow_factory.create_many_once`)."""
         if not specs:
             return []
         return create_many_once(self.store, specs, clock=self.clock, actor="scheduler")

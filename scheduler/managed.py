@@ -2,9 +2,18 @@
 
 Each look at a process reads only its active window (embryo, in_progress and final_run jobs,
 oldest first), so a pass costs the same with five years of processed history as with none.
-Periods run in parallel up to ``max_active``; with 1 (the default) strictly in time order. A job
-that waits or fails never blocks later periods beyond that limit (unlike Synergy's
-one-period-per-tick head-of-line blocking).
+
+``max_active`` counts the process's units of work in flight (requested, in progress, or invalid
+and waiting for a retry), not its unfinished jobs: a job whose run is over and that only waits
+(for its children or dependencies to finalize, for its next scheduled run while its period is
+open) holds no slot. Free slots go to the jobs that need a new unit of work, closed periods
+first and oldest first, then the open period: an open period of a continuous process never
+holds back a reprocessed or late closed one. With ``max_active`` 1, periods also start in time
+order: an embryo that cannot start yet holds back the later ones.
+
+A job that waits on its relations says so in its history (a ``wait`` event, once per reason);
+related periods that can never exist (before the related process's first period) are not
+waited for, and the event that moves the job on says so.
 
 Every decision goes through :mod:`db.state_change`; a lost race (``StateConflict``) just means
 another actor moved the job first: the next look sees the new state.
@@ -13,21 +22,22 @@ another actor moved the job first: the next look sees the new state.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from db.errors import NotFound, StateConflict
-from db.models import JobQuery
+from db.errors import DuplicateKey, NotFound, StateConflict
+from db.models import Event, JobQuery
 from db.relations import Readiness, Registry, readiness, timeperiod_of
-from db.state_change import change_job, change_uow
+from db.state_change import change_job, change_uow, start_job
 from db.states import (
     ACTIVE_JOB_STATES,
+    ACTIVE_UOW_STATES,
+    FINISHED_JOB_STATES,
     Blocking,
     JobState,
     Qualifier,
     StateMachineName,
-    UowKind,
     UowState,
 )
 from db.timeperiod import Timeperiod
@@ -42,6 +52,17 @@ log = logging.getLogger(f"tactus.{__name__}")
 
 ACTOR = "scheduler"
 
+#: Trigger of the history event a job gets when it starts waiting on its relations.
+WAIT = "wait"
+#: Jobs whose last wait reason the driver remembers (to write each reason once); beyond this
+#: it forgets them all and asks the history again.
+NOTED_LIMIT = 50_000
+
+#: What a job that needs no new unit of work did in a look.
+FINISHED = "finished"  # it moved to processed, noop or skipped
+IN_FLIGHT = "in_flight"  # its unit of work is in flight: it holds a max_active slot
+WAITING = "waiting"  # nothing to do now; holds no slot
+
 
 @dataclass(frozen=True, slots=True)
 class LookResult:
@@ -53,6 +74,21 @@ class LookResult:
     changed_finished: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Want:
+    """A job that needs a new unit of work, hence a slot."""
+
+    job: Job
+    trigger: str
+    #: The unit of work covers the whole period (discrete, final run), not up to now.
+    final: bool
+    #: Its period is over: served before the open period.
+    closed: bool
+    reason: str
+    facts: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 class ManagedDriver:
     """Moves the jobs of managed processes; one instance per scheduler."""
 
@@ -61,6 +97,8 @@ class ManagedDriver:
         self.dispatcher = dispatcher
         self.clock = clock
         self.window = window
+        #: job key -> (job version, reason) of the last wait event written or found.
+        self._noted: dict[str, tuple[int, str]] = {}
 
     def look(self, entry: ProcessEntry, registry: Registry, *, scheduled: bool) -> LookResult:
         """Advance every active job of ``entry`` that can move now.
@@ -77,123 +115,123 @@ class ManagedDriver:
             JobQuery(process=entry.name, states=ACTIVE_JOB_STATES, newest_first=False),
             limit=entry.max_active + self.window,
         ).items
-        started = finished = 0
-        running = 0
+        finished = in_flight = 0
+        wants: list[_Want] = []
         for job in jobs:
-            if job.state is JobState.EMBRYO:
-                continue
-            outcome = self._advance(entry, registry, job, now, scheduled)
-            if outcome in (JobState.PROCESSED, JobState.NOOP, JobState.SKIPPED):
-                finished += 1
-            else:
-                running += 1
-        slots = entry.max_active - running
+            if job.state is not JobState.EMBRYO:
+                step = self._advance(entry, registry, job, now, scheduled)
+                in_flight += step == IN_FLIGHT
+                finished += step == FINISHED
+                if isinstance(step, _Want):
+                    wants.append(step)
+        slots = entry.max_active - in_flight
         for job in jobs:
             if job.state is not JobState.EMBRYO:
                 continue
+            if sum(w.closed and w.job.timeperiod < job.timeperiod for w in wants) >= slots:
+                break  # older closed periods take every free slot (the next embryos are newer)
+            step = self._embryo(entry, registry, job, now)
+            finished += step == FINISHED
+            if isinstance(step, _Want):
+                wants.append(step)
+            elif step == WAITING and entry.max_active == 1:
+                break  # periods start in time order: one that cannot start holds back the rest
+        started = 0
+        # closed periods first, each group oldest first
+        for want in sorted(wants, key=lambda w: (not w.closed, w.job.timeperiod)):
             if slots <= 0:
                 break
-            outcome = self._embryo(entry, registry, job, now)
-            if outcome is None:
+            stored = self._start(entry, want, now)
+            if stored is None:
                 if entry.max_active == 1:
-                    break  # strict time order: a waiting period holds back the later ones
+                    break  # it changed under us: the next look decides again, in order
                 continue
-            if outcome in (JobState.IN_PROGRESS, JobState.FINAL_RUN):
-                started += 1
+            started += 1
+            job, uow = stored
+            if uow.state in ACTIVE_UOW_STATES:
                 slots -= 1
-            else:
-                finished += 1
+            else:  # an interrupted start's run, finished meanwhile: the job can move on now
+                finished += self._advance(entry, registry, job, now, False) == FINISHED
         return LookResult(started=started, finished=finished, changed_finished=finished > 0)
 
     # -- embryo ---------------------------------------------------------------------------------
 
     def _embryo(
         self, entry: ProcessEntry, registry: Registry, job: Job, now: datetime
-    ) -> JobState | None:
-        """Start, finalize or skip an embryo job; None when it must wait."""
+    ) -> _Want | str:
+        """What an embryo job needs: a start, a skip, or to wait."""
         period = timeperiod_of(job)
-        lag = entry.lag if entry.state_machine is StateMachineName.DISCRETE else timedelta(0)
+        discrete = entry.state_machine is StateMachineName.DISCRETE
+        lag = entry.lag if discrete else timedelta(0)
         closed = now >= period.end + lag
-        ready = readiness(self.store, registry, job)
-        if entry.blocking is Blocking.DEPENDENCIES:
-            if ready.dependency_skipped:
-                return self._move(entry, job, "skip", reason="a dependency was skipped")
-            if not ready.dependencies_succeeded:
-                return None
-        if entry.blocking is Blocking.CHILDREN and not ready.finalizable:
-            return None
-        if entry.state_machine is StateMachineName.DISCRETE:
-            if not closed:
-                return None
-            return self._start(entry, job, "start", now, facts={"closed": True}, final=True)
+        if discrete and not closed:
+            return WAITING  # not due yet: the period and lag say until when
+        ready: Readiness | None = None
+        if entry.blocking is not Blocking.NORMAL:
+            ready = readiness(self.store, registry, job, now)
+            if entry.blocking is Blocking.DEPENDENCIES:
+                if ready.dependency_skipped:
+                    names = ", ".join(ready.skipped_dependencies)
+                    return self._move(entry, job, "skip", reason=f"dependency {names} skipped")
+                if not ready.dependencies_succeeded:
+                    return self._wait(job, ready, now)
+            if entry.blocking is Blocking.CHILDREN and not ready.finalizable:
+                return self._wait(job, ready, now)
+        if discrete:
+            return _want(job, "start", ready, final=True, closed=True, facts={"closed": True})
+        if ready is None:
+            ready = readiness(self.store, registry, job, now)
         if closed and ready.finalizable:
-            return self._start(
-                entry, job, "finalize", now, facts={"closed": True, "finalizable": True}, final=True
-            )
-        return self._start(entry, job, "start", now, facts={}, final=False)
+            facts = {"closed": True, "finalizable": True}
+            return _want(job, "finalize", ready, final=True, closed=True, facts=facts)
+        return _want(job, "start", ready, final=False, closed=closed, facts={})
 
     # -- in_progress and final_run ----------------------------------------------------------------
 
     def _advance(
         self, entry: ProcessEntry, registry: Registry, job: Job, now: datetime, scheduled: bool
-    ) -> JobState | None:
+    ) -> _Want | str:
+        """What a started job needs: to finish, a new unit of work, or to wait."""
         uow = self._uow(job)
         if uow is None:
             # linked unit of work missing (should not happen): give the job a fresh one
             log.warning("job %s: unit of work %s missing; reprocessing", job.key, job.uow_id)
-            return self._move(entry, job, "reprocess", reason="its unit of work is missing")
-        if uow.state is UowState.CANCELED:
-            return self._move(entry, job, "skip", reason=f"unit of work {uow.id} canceled")
-        if job.state is JobState.FINAL_RUN:
-            if uow.state is UowState.PROCESSED:
-                return self._move(entry, job, "complete", reason=f"unit of work {uow.id} processed")
-            if uow.state is UowState.NOOP:
-                return self._move(entry, job, "complete_noop", reason=f"unit of work {uow.id} noop")
-            return job.state
-        # in_progress
-        if entry.state_machine is StateMachineName.DISCRETE:
-            if uow.state not in (UowState.PROCESSED, UowState.NOOP):
-                return job.state
-            ready = readiness(self.store, registry, job)
-            if not ready.finalizable:
-                return job.state  # processed, waiting for children/dependencies to finalize
-            trigger = "complete" if uow.state is UowState.PROCESSED else "complete_noop"
             return self._move(
                 entry,
                 job,
-                trigger,
-                facts={"finalizable": True},
-                reason=f"unit of work {uow.id} {uow.state}",
+                "reprocess",
+                reason="its unit of work is missing",
+                changes={"run": job.run + 1, "uow_id": None},
             )
-        return self._advance_open(entry, registry, job, uow, now, scheduled)
-
-    def _advance_open(
-        self,
-        entry: ProcessEntry,
-        registry: Registry,
-        job: Job,
-        uow: UnitOfWork,
-        now: datetime,
-        scheduled: bool,
-    ) -> JobState | None:
-        """Continuous and recomputing jobs while in_progress."""
-        period = timeperiod_of(job)
-        closed = now >= period.end
-        if uow.state in (UowState.REQUESTED, UowState.IN_PROGRESS, UowState.INVALID):
+        if uow.state is UowState.CANCELED:
+            return self._move(entry, job, "skip", reason=f"unit of work {uow.id} canceled")
+        if uow.state in ACTIVE_UOW_STATES:
             if (
                 entry.state_machine is StateMachineName.RECOMPUTING
+                and job.state is JobState.IN_PROGRESS
                 and uow.state is UowState.REQUESTED
             ):
                 self._widen(entry, job, uow, now)
-            return job.state
-        ready: Readiness = readiness(self.store, registry, job)
-        if closed and ready.finalizable:
-            return self._start(
-                entry, job, "finalize", now, facts={"closed": True, "finalizable": True}, final=True
+            return IN_FLIGHT
+        # the unit of work succeeded (processed or noop)
+        done = "complete" if uow.state is UowState.PROCESSED else "complete_noop"
+        if job.state is JobState.FINAL_RUN:
+            return self._move(entry, job, done, reason=f"unit of work {uow.id} {uow.state}")
+        closed = now >= timeperiod_of(job).end
+        if entry.state_machine is not StateMachineName.DISCRETE and not closed:
+            if not scheduled:
+                return WAITING  # its next run comes with its trigger
+            return _want(job, "run_again", None, final=False, closed=False, facts={})
+        ready = readiness(self.store, registry, job, now)
+        if not ready.finalizable:
+            return self._wait(job, ready, now)
+        if entry.state_machine is StateMachineName.DISCRETE:
+            reason, details = _with_note(f"unit of work {uow.id} {uow.state}", ready)
+            return self._move(
+                entry, job, done, facts={"finalizable": True}, reason=reason, details=details
             )
-        if not closed and scheduled:
-            return self._start(entry, job, "run_again", now, facts={}, final=False)
-        return job.state
+        facts = {"closed": True, "finalizable": True}
+        return _want(job, "finalize", ready, final=True, closed=True, facts=facts)
 
     def _widen(self, entry: ProcessEntry, job: Job, uow: UnitOfWork, now: datetime) -> None:
         """Recomputing: a unit of work nobody picked up yet grows to cover the newer data."""
@@ -233,38 +271,46 @@ class ManagedDriver:
             return None
 
     def _start(
-        self,
-        entry: ProcessEntry,
-        job: Job,
-        trigger: str,
-        now: datetime,
-        *,
-        facts: dict,
-        final: bool,
-    ) -> JobState | None:
-        """Create the job's next unit of work, move the job, then publish."""
+        self, entry: ProcessEntry, want: _Want, now: datetime
+    ) -> tuple[Job, UnitOfWork] | None:
+        """Move the job and create its next unit of work in one store write (the funnel's
+        :func:`~db.state_change.start_job`), then publish it.
+
+        Returns:
+            The job and its unit of work as stored, or None if the job changed under us.
+        """
+        job = want.job
         period = timeperiod_of(job)
-        end = str(period.next()) if final else _horizon(period, now)
-        uow, _ = self.dispatcher.create(
-            entry,
-            kind=UowKind.MANAGED,
-            start=str(period),
-            end=end,
-            run_key=f"r{job.run}v{job.version}",
-            timeperiod=job.timeperiod,
-            reason=f"{trigger} job {job.key}",
-        )
-        moved = self._move(
-            entry,
-            job,
-            trigger,
-            facts=facts,
-            changes={"uow_id": uow.id},
-            reason=f"unit of work {uow.id}",
-        )
-        if moved is not None and uow.state is UowState.REQUESTED:
+        try:
+            stored = start_job(
+                self.store,
+                job,
+                want.trigger,
+                entry=entry,
+                start=str(period),
+                end=str(period.next()) if want.final else _horizon(period, now),
+                clock=self.clock,
+                actor=ACTOR,
+                reason=want.reason,
+                facts=want.facts,
+                details=want.details or None,
+                after_commit=self._publish,
+            )
+        except StateConflict:
+            return None
+        except DuplicateKey as exc:
+            # Only data no current Tactus writes can hold a job's key (see Store.start_job).
+            log.error("job %s: cannot start: %s", job.key, exc)
+            self._note(job, f"cannot start: {exc}", {}, now)
+            return None
+        self._noted.pop(job.key, None)
+        return stored
+
+    def _publish(self, job: Job, uow: UnitOfWork) -> None:
+        """After the commit: announce the job's unit of work (one an interrupted start stored
+        may be past requested already, and then there is nothing to announce)."""
+        if uow.state is UowState.REQUESTED:
             self.dispatcher.publish(uow)
-        return moved
 
     def _move(
         self,
@@ -275,7 +321,8 @@ class ManagedDriver:
         reason: str,
         facts: dict | None = None,
         changes: dict | None = None,
-    ) -> JobState | None:
+        details: dict | None = None,
+    ) -> str:
         try:
             moved = change_job(
                 self.store,
@@ -287,10 +334,90 @@ class ManagedDriver:
                 reason=reason,
                 facts=facts,
                 changes=changes,
+                details=details,
             )
         except StateConflict:
-            return None
-        return moved.state
+            return WAITING  # moved by someone else: the next look sees where to
+        self._noted.pop(job.key, None)
+        return FINISHED if moved.state in FINISHED_JOB_STATES else WAITING
+
+    def _wait(self, job: Job, ready: Readiness, now: datetime) -> str:
+        """A job that waits on its relations: say so in its history, once per reason."""
+        self._note(
+            job,
+            f"waiting for {ready.waiting_for} to finish",
+            {"waiting_for": {label: dict(counts) for label, counts in ready.waiting.items()}},
+            now,
+        )
+        return WAITING
+
+    def _note(self, job: Job, reason: str, details: dict[str, Any], now: datetime) -> None:
+        """Append a ``wait`` event to the job's history unless its last one says the same."""
+        if self._noted.get(job.key) == (job.version, reason):
+            return
+        if job.key not in self._noted:
+            # not seen since this scheduler started: its predecessor may have said it already
+            last = self.store.history("job", job.key, limit=1)
+            if last and last[-1].trigger == WAIT and last[-1].reason == reason:
+                self._remember(job, reason)
+                return
+        self.store.append_event(
+            Event(
+                entity="job",
+                entity_id=job.key,
+                at=now,
+                trigger=WAIT,
+                from_state=job.state.value,
+                to_state=job.state.value,
+                actor=ACTOR,
+                reason=reason,
+                details=details,
+            )
+        )
+        log.info("job %s: %s", job.key, reason)
+        self._remember(job, reason)
+
+    def _remember(self, job: Job, reason: str) -> None:
+        if len(self._noted) >= NOTED_LIMIT:
+            self._noted.clear()
+        self._noted[job.key] = (job.version, reason)
+
+
+def _want(
+    job: Job,
+    trigger: str,
+    ready: Readiness | None,
+    *,
+    final: bool,
+    closed: bool,
+    facts: dict[str, Any],
+) -> _Want:
+    """A start request, its reason in words (with the related periods not waited for)."""
+    if trigger == "finalize":
+        why = "the period is closed and finalizable: final run"
+    elif trigger == "run_again":
+        why = "another run while the period is open"
+    elif final:
+        why = "the period is closed"
+    else:
+        why = "the period is closed, not finalizable yet" if closed else "the period is open"
+    reason, details = _with_note(why, ready)
+    return _Want(
+        job=job,
+        trigger=trigger,
+        final=final,
+        closed=closed,
+        reason=reason,
+        facts=facts,
+        details=details,
+    )
+
+
+def _with_note(reason: str, ready: Readiness | None) -> tuple[str, dict[str, Any]]:
+    """``reason``, and the history details, naming the related periods not waited for."""
+    if ready is None or not ready.not_waited_for:
+        return reason, {}
+    return f"{reason}; {ready.not_waited_for}", {"not_waited_for": ready.not_waited_for}
 
 
 def _horizon(period: Timeperiod, now: datetime) -> str:

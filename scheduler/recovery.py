@@ -23,11 +23,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from db.backoff import backoff
-from db.errors import NotFound, StateConflict, TransitionRefused
+from db.errors import StateConflict, TransitionRefused
 from db.liveness import forget_old_workers, reap_lost_workers
 from db.models import UowQuery
 from db.state_change import change_uow
-from db.states import UowKind, UowState
+from db.states import UowState
 
 if TYPE_CHECKING:
     from db.clock import Clock
@@ -205,18 +205,10 @@ class Recovery:
             pass  # changed under us (canceled by hand, claimed ...): the next pass sees it
 
     def _unclaimed(self, uow: UnitOfWork, why: str, report: RecoveryReport) -> None:
+        """Publish a unit of work nobody claimed again. Every one is somebody's: a managed unit
+        of work exists only as its job's run (created with the job's start, in one store
+        write), so there is no orphan to tell apart and nothing here cancels."""
         try:
-            if uow.kind is UowKind.MANAGED and not self._linked(uow):
-                change_uow(
-                    self.store,
-                    uow,
-                    "cancel",
-                    clock=self.clock,
-                    actor=ACTOR,
-                    reason="orphan: its job is linked to another unit of work",
-                )
-                report.canceled.append(uow.id)
-                return
             reposted = change_uow(
                 self.store,
                 uow,
@@ -230,13 +222,6 @@ class Recovery:
             report.reposted.append(uow.id)
         except (StateConflict, TransitionRefused):
             pass
-
-    def _linked(self, uow: UnitOfWork) -> bool:
-        try:
-            job = self.store.get_job(uow.process, uow.timeperiod or "")
-        except NotFound:
-            return False
-        return job.uow_id == uow.id
 
 
 def entry_lookup(entries: Mapping[str, ProcessEntry]) -> Callable[[str], ProcessEntry | None]:

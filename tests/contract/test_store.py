@@ -370,6 +370,155 @@ def test_count_jobs_by_process_and_state(store):
     assert store.count_jobs("b") == {("b", JobState.SKIPPED): 1}
 
 
+# -- starting a job: the job's compare-and-set and its unit of work, as one ---------------------
+
+
+def _start(store, job: Job, uow: UnitOfWork | None = None, **kw):
+    """``store.start_job`` of ``job`` as read, with a fresh unit of work of its run."""
+    uow = uow or make_uow(run_key=f"r{job.run}v{job.version}")
+    at = kw.pop("at", T0)
+    return store.start_job(
+        job.process,
+        job.timeperiod,
+        expected_state=kw.pop("expected_state", job.state),
+        expected_version=kw.pop("expected_version", job.version),
+        new_state=JobState.IN_PROGRESS,
+        event=event("job", job.key, "start", job.state, "in_progress", at=at, **kw),
+        uow=uow,
+        uow_event=event("uow", uow.id, "create", None, "requested", at=at),
+    )
+
+
+def _job_uows(store, job: Job) -> list[UnitOfWork]:
+    query = UowQuery(process=job.process, timeperiod=job.timeperiod, newest_first=False)
+    return store.find_uows(query, limit=100).items
+
+
+def test_start_job_moves_links_and_inserts_with_both_events(store):
+    # given an embryo job
+    job = store.create_job(make_job())
+    uow = make_uow(run_key="r0v1")
+    at = T0 + timedelta(minutes=5)
+    # when it is started
+    started, linked = _start(store, job, uow, at=at)
+    # then the job moved and points to the unit of work, which is stored as given
+    assert started.state is JobState.IN_PROGRESS and started.version == job.version + 1
+    assert started.uow_id == uow.id and started.updated_at == at
+    assert store.get_job(job.process, job.timeperiod) == started
+    assert linked == uow == store.get_uow(uow.id)
+    (job_event,) = store.history("job", job.key)
+    assert (job_event.trigger, job_event.to_state) == ("start", "in_progress")
+    assert job_event.details == {"uow_id": uow.id}
+    assert [e.trigger for e in store.history("uow", uow.id)] == ["create"]
+
+
+def test_start_job_refused_writes_nothing(store):
+    # given a job at version 1, and another already started
+    job = store.create_job(make_job())
+    done = store.create_job(make_job(timeperiod="2026010512", state=JobState.PROCESSED))
+    # when a start expects another version, another state, or a job that does not exist
+    with pytest.raises(StateConflict):
+        _start(store, job, expected_version=2)
+    with pytest.raises(StateConflict):
+        _start(store, done, make_uow(start="2026010512"), expected_state=JobState.EMBRYO)
+    with pytest.raises(NotFound):
+        _start(store, make_job(timeperiod="2026010511"), make_uow(start="2026010511"))
+    # then no job changed, no unit of work and no event was left behind
+    assert store.get_job(job.process, job.timeperiod) == job
+    assert store.get_job(done.process, done.timeperiod) == done
+    assert store.find_uows(UowQuery(), limit=10).items == []
+    assert store.history("job", job.key) == [] and store.history("job", done.key) == []
+
+
+def test_start_job_links_the_unit_of_work_an_interrupted_start_stored(store):
+    # given a unit of work stored under the key of the job's start, never linked (what a
+    # scheduler killed between the two writes of a start leaves on MongoDB), since claimed
+    job = store.create_job(make_job())
+    stored = store.create_uow(make_uow(run_key="r0v1", state=UowState.IN_PROGRESS))
+    # when the start is made again, with a unit of work of its own
+    started, linked = _start(store, job, make_uow(run_key="r0v1"))
+    # then the stored one is linked as it is (not inserted twice, not canceled, not revived)
+    assert linked == stored and started.uow_id == stored.id
+    assert _job_uows(store, job) == [stored]
+    assert store.history("job", job.key)[-1].details == {"uow_id": stored.id, "adopted": True}
+
+
+def test_start_job_refuses_a_key_or_a_unit_of_work_of_something_else(store):
+    job = store.create_job(make_job())
+    # a freerun's unit of work, or one of another job, as the job's run
+    for wrong in (
+        make_uow(run_key="r0v1", kind=UowKind.FREERUN, timeperiod=None),
+        make_uow(run_key="r0v1", timeperiod="2026010512"),
+        make_uow(process="other", run_key="r0v1"),
+    ):
+        with pytest.raises(InvalidInput):
+            _start(store, job, wrong)
+    # the key held by another job's unit of work
+    store.create_uow(make_uow(run_key="r0v1", timeperiod="2026010500"))
+    with pytest.raises(DuplicateKey):
+        _start(store, job, make_uow(run_key="r0v1"))
+    # a naive instant
+    naive = UnitOfWork(
+        **{**_fields(make_uow(run_key="r0v2")), "created_at": T0.replace(tzinfo=None)}
+    )
+    with pytest.raises(InvalidInput):
+        _start(store, job, naive)
+    assert store.get_job(job.process, job.timeperiod) == job
+    assert store.history("job", job.key) == []
+    assert len(store.find_uows(UowQuery(), limit=10).items) == 1
+
+
+def _interrupt_the_job_write(store, monkeypatch) -> type[Exception]:
+    """Make the job's compare-and-set of ``start_job`` fail as a crash would, after the unit of
+    work's write on MongoDB, inside the transaction on SQL."""
+
+    class Crash(Exception):
+        pass
+
+    if hasattr(store, "_cas"):  # SQL: one transaction, rolled back by the crash
+        real = store._cas
+
+        def crashing(conn, table, *args, **kwargs):
+            if table.name == "jobs":
+                raise Crash
+            return real(conn, table, *args, **kwargs)
+
+        monkeypatch.setattr(store, "_cas", crashing)
+    else:  # MongoDB: the unit of work is written first, then the job
+        real = store._change
+
+        def crashing(collection, **kwargs):
+            if collection.name == "jobs":
+                raise Crash
+            return real(collection, **kwargs)
+
+        monkeypatch.setattr(store, "_change", crashing)
+    return Crash
+
+
+def test_start_job_interrupted_between_its_writes_is_completed_by_the_next_start(
+    store, monkeypatch
+):
+    # given a start interrupted at the job's write
+    job = store.create_job(make_job())
+    crash = _interrupt_the_job_write(store, monkeypatch)
+    first = make_uow(run_key="r0v1")
+    with pytest.raises(crash):
+        _start(store, job, first)
+    monkeypatch.undo()
+    # then the job is untouched; what is left is nothing (SQL) or the unit of work, requested
+    assert store.get_job(job.process, job.timeperiod) == job
+    left = _job_uows(store, job)
+    assert left == [] or [(u.id, u.state) for u in left] == [(first.id, UowState.REQUESTED)]
+    # when a restarted scheduler starts the same job version again
+    started, linked = _start(store, job, make_uow(run_key="r0v1"))
+    # then exactly one unit of work exists, requested and linked; none was ever canceled
+    assert _job_uows(store, job) == [linked]
+    assert started.uow_id == linked.id and linked.state is UowState.REQUESTED
+    assert [e.trigger for e in store.history("uow", linked.id)] == ["create"]
+    assert [e.trigger for e in store.history("job", job.key)] == ["start"]
+
+
 # -- units of work ------------------------------------------------------------------------------
 
 
@@ -953,6 +1102,33 @@ def test_race_threads_transition_job_exactly_one_wins(concurrent_store_uri):
     assert len(winners) == 1 and len(losers) == 5, results
     stored = setup.get_job(job.process, job.timeperiod)
     assert stored.uow_id == winners[0].uow_id
+    assert len(setup.history("job", job.key)) == 1
+    for s in [setup, *stores]:
+        s.close()
+
+
+@pytest.mark.parametrize("windows", ["same", "different"])
+def test_race_threads_start_job_exactly_one_wins(concurrent_store_uri, windows):
+    # given an embryo job
+    setup = open_store(concurrent_store_uri)
+    job = setup.create_job(make_job())
+    stores = [open_store(concurrent_store_uri) for _ in range(6)]
+
+    # when six threads start it at once, each with a unit of work of the same key, or each
+    # with its own window (a continuous run's end is the hour after the racer's now)
+    def start(i):
+        end = "2026010514" if windows == "same" else f"202601{15 + i}00"
+        return _start(stores[i], job, make_uow(run_key="r0v1", end=end), actor=f"t{i}")
+
+    results = _race_threads(6, start)
+    # then one won, the others lost the compare-and-set, and one unit of work exists: linked
+    winners = [r for r in results if isinstance(r, tuple)]
+    losers = [r for r in results if isinstance(r, StateConflict)]
+    assert len(winners) == 1 and len(losers) == 5, results
+    stored = setup.get_job(job.process, job.timeperiod)
+    ((won, linked),) = winners
+    assert stored == won and stored.uow_id == linked.id
+    assert _job_uows(setup, job) == [linked]
     assert len(setup.history("job", job.key)) == 1
     for s in [setup, *stores]:
         s.close()

@@ -8,21 +8,30 @@ from datetime import UTC, datetime
 import pytest
 
 from db import open_store
-from db.errors import StateConflict, TransitionRefused
+from db.errors import InvalidInput, StateConflict, TransitionRefused
 from db.ids import new_id
 from db.machines.job import JOB_MACHINES, JOB_TABLES
 from db.machines.supervised import SUPERVISED_MACHINE, SUPERVISED_TRANSITIONS
 from db.machines.uow import UOW_MACHINE, UOW_TRANSITIONS
-from db.models import Job, SupervisedProcess, UnitOfWork
-from db.state_change import UowChange, change_job, change_supervised, change_uow, change_uows
+from db.models import Job, ProcessEntry, SupervisedProcess, UnitOfWork, UowQuery
+from db.state_change import (
+    UowChange,
+    change_job,
+    change_supervised,
+    change_uow,
+    change_uows,
+    start_job,
+)
 from db.states import (
     JobState,
+    ProcessKind,
     Qualifier,
     StateMachineName,
     SupervisedState,
     UowKind,
     UowState,
 )
+from db.uow_factory import create_once
 
 T0 = datetime(2026, 1, 5, 13, 0, tzinfo=UTC)
 
@@ -196,6 +205,85 @@ def test_change_job_refused_writes_nothing(sqlite_store):
     # then
     assert sqlite_store.get_job("p", "2026010512") == job
     assert sqlite_store.history("job", job.key) == []
+
+
+def _entry(**fields) -> ProcessEntry:
+    return ProcessEntry(
+        name="p",
+        kind=ProcessKind.MANAGED,
+        time_qualifier=Qualifier.HOURLY,
+        command=("true",),
+        arguments={"a": 1},
+        retries=2,
+        **fields,
+    )
+
+
+def test_start_job_moves_the_job_and_creates_its_run_together(sqlite_store):
+    # given
+    job = _job(sqlite_store)
+    seen = []
+    # when
+    started, uow = start_job(
+        sqlite_store,
+        job,
+        "start",
+        entry=_entry(),
+        start="2026010512",
+        end="2026010513",
+        clock=_Clock(),
+        actor="scheduler",
+        reason="the period is closed",
+        facts={"closed": True},
+        after_commit=lambda j, u: seen.append((j, u)),
+    )
+    # then the job points to a fresh unit of work of its run, and the hook saw both stored
+    assert started.state is JobState.IN_PROGRESS and started.uow_id == uow.id
+    assert (uow.kind, uow.timeperiod, uow.run_key) == (UowKind.MANAGED, "2026010512", "r0v1")
+    assert (uow.arguments, uow.retries, uow.state) == ({"a": 1}, 2, UowState.REQUESTED)
+    assert seen == [(started, uow)] and sqlite_store.get_uow(uow.id) == uow
+    (ev,) = sqlite_store.history("job", job.key)
+    assert (ev.trigger, ev.reason, ev.details) == (
+        "start",
+        "the period is closed",
+        {"uow_id": uow.id},
+    )
+
+
+def test_start_job_refused_by_the_machine_writes_nothing(sqlite_store):
+    # given a discrete job whose period is not closed
+    job = _job(sqlite_store)
+    # when
+    with pytest.raises(TransitionRefused):
+        start_job(
+            sqlite_store,
+            job,
+            "start",
+            entry=_entry(),
+            start="2026010512",
+            end="2026010513",
+            clock=_Clock(),
+            actor="scheduler",
+        )
+    # then
+    assert sqlite_store.get_job("p", "2026010512") == job
+    assert sqlite_store.find_uows(UowQuery(), limit=10).items == []
+
+
+def test_create_once_refuses_a_managed_unit_of_work():
+    # a job's run is created with the job's start only (never apart from its job)
+    with pytest.raises(InvalidInput):
+        create_once(
+            None,
+            _entry(),
+            clock=_Clock(),
+            actor="test",
+            reason="",
+            kind=UowKind.MANAGED,
+            start="2026010512",
+            end="2026010513",
+            run_key="r0v1",
+        )
 
 
 def test_change_job_race_exactly_one_wins(sqlite_store, tmp_path):

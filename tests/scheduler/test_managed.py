@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from db.state_change import change_uow
 from db.states import UowState
+from tests.scheduler.conftest import Kit, RecordingBroker
 
 
 def hourly(kit, name="site_hourly", **fields):
@@ -226,3 +229,100 @@ def test_disabled_process_does_nothing(kit):
     hourly(kit, enabled=False)
     report = kit.run()
     assert report.started == 0 and kit.states("site_hourly") == {}
+
+
+# -- a start interrupted between its writes -------------------------------------------------------
+
+
+def _on_mongo(kit) -> Kit:
+    """The kit's clock and config over a MongoDB store (mongomock)."""
+    import mongomock
+
+    from db.backends.mongo import MongoStore
+
+    store = MongoStore(client=mongomock.MongoClient(tz_aware=True), database="sched")
+    store.init_schema()
+    return Kit(store, kit.clock, RecordingBroker(), kit.config)
+
+
+@pytest.fixture(params=["sqlite", "mongomock"])
+def any_kit(request, kit):
+    """The kit on SQLite (one transaction per start) and on MongoDB (two writes per start)."""
+    return kit if request.param == "sqlite" else _on_mongo(kit)
+
+
+class Killed(BaseException):
+    """The scheduler dies here (not an error it could catch)."""
+
+
+def _killed_at_the_job_write(store, monkeypatch) -> None:
+    """The next job compare-and-set of a start dies as the process would under SIGKILL: on SQL
+    inside the transaction (nothing is committed), on MongoDB after the unit of work's write."""
+    if hasattr(store, "_cas"):
+        real_cas = store._cas
+
+        def cas(conn, table, *args, **kwargs):
+            if table.name == "jobs":
+                raise Killed
+            return real_cas(conn, table, *args, **kwargs)
+
+        monkeypatch.setattr(store, "_cas", cas)
+    else:
+        real_change = store._change
+
+        def change(collection, **kwargs):
+            if collection.name == "jobs":
+                raise Killed
+            return real_change(collection, **kwargs)
+
+        monkeypatch.setattr(store, "_change", change)
+
+
+def test_a_scheduler_killed_while_starting_a_job_loses_nothing_and_cancels_nothing(
+    any_kit, monkeypatch
+):
+    kit = any_kit
+    # given a scheduler killed in the middle of starting a closed period
+    hourly(kit, start_timeperiod="2026010512")
+    _killed_at_the_job_write(kit.store, monkeypatch)
+    with pytest.raises(Killed):
+        kit.run()
+    monkeypatch.undo()
+    assert kit.states("site_hourly")["2026010512"] == "embryo"
+    kit.broker.published.clear()
+    # when a new scheduler starts, and a recovery interval passes
+    kit.restart()
+    kit.run()
+    kit.run(seconds=kit.config.recovery_interval.total_seconds())
+    # then the period is started once, with one unit of work that was never canceled
+    (uow,) = kit.uows("site_hourly")
+    job = kit.job("site_hourly", "2026010512")
+    assert (job.state.value, job.uow_id) == ("in_progress", uow.id)
+    assert uow.state is UowState.REQUESTED
+    assert "cancel" not in [e.trigger for e in kit.store.history("uow", uow.id)]
+    assert set(kit.broker.uow_ids()) == {uow.id}
+    # and it runs to processed
+    kit.work(uow.id)
+    kit.run()
+    assert kit.states("site_hourly")["2026010512"] == "processed"
+
+
+def test_a_run_an_interrupted_start_left_that_a_worker_finished_is_the_jobs_run(kit, monkeypatch):
+    kit = _on_mongo(kit)
+    # given a start killed between its writes on MongoDB, whose unit of work a worker then ran
+    # (the restarted scheduler re-posts what is requested before it looks at the jobs)
+    hourly(kit, start_timeperiod="2026010512")
+    _killed_at_the_job_write(kit.store, monkeypatch)
+    with pytest.raises(Killed):
+        kit.run()
+    monkeypatch.undo()
+    (left,) = kit.uows("site_hourly")
+    kit.work(left.id)
+    # when the scheduler starts again
+    kit.restart()
+    kit.run()
+    kit.run()
+    # then the job is linked to that run and processed: nothing ran twice
+    assert kit.states("site_hourly")["2026010512"] == "processed"
+    assert [u.id for u in kit.uows("site_hourly")] == [left.id]
+    assert kit.job("site_hourly", "2026010512").uow_id == left.id

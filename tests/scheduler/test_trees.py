@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from db import cascade
 from db.cascade import reprocess, skip
 from db.errors import TransitionRefused
 from db.relations import Registry
@@ -286,3 +287,34 @@ def test_refused_actions_change_nothing(processed_world):
     with pytest.raises(TransitionRefused):
         reprocess(kit.store, registry(kit), "site_hourly", "2026010513", clock=kit.clock, actor="b")
     assert kit.states("site_daily")["2026010400"] == "processed"
+
+
+def test_reprocess_cancels_a_run_the_scheduler_started_under_it(kit, monkeypatch):
+    # given a continuous hourly job whose open period ran once (now 13:00)
+    kit.register(
+        name="live_hourly",
+        kind="managed",
+        time_qualifier="hourly",
+        command=["true"],
+        state_machine="continuous",
+        start_timeperiod="2026010513",
+        trigger="every 600",
+    )
+    kit.run()
+    kit.work_all("live_hourly")
+    real_cancel = cascade.cancel_active_uow
+    raced = []
+
+    def cancel_while_the_scheduler_runs_it_again(store, job, **kwargs):
+        real_cancel(store, job, **kwargs)
+        if not raced:  # the scheduler's next run starts between the action's read and write
+            raced.append(kit.run(seconds=600))
+
+    monkeypatch.setattr(cascade, "cancel_active_uow", cancel_while_the_scheduler_runs_it_again)
+    # when the job is reprocessed
+    reprocess(kit.store, registry(kit), "live_hourly", "2026010513", clock=kit.clock, actor="a")
+    # then the run started meanwhile was canceled with the job's restart: none is left running
+    assert raced[0].started == 1
+    assert kit.states("live_hourly")["2026010513"] == "embryo"
+    assert kit.uows("live_hourly", "requested") == []
+    assert len(kit.uows("live_hourly", "canceled")) == 1

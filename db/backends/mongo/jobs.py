@@ -15,18 +15,28 @@ from db.backends.base import (
     encode_cursor,
 )
 from db.backends.mongo.core import MongoCore
-from db.backends.mongo.documents import job_doc, job_from_doc, no_history, to_utc
+from db.backends.mongo.documents import (
+    event_doc,
+    job_doc,
+    job_from_doc,
+    no_history,
+    to_utc,
+    uow_doc,
+    uow_from_doc,
+)
 from db.backends.mongo.errors import only_duplicates, translated
-from db.backends.mongo.schema import JOBS
-from db.errors import DuplicateKey, InvalidInput, NotFound, StoreUnavailable
+from db.backends.mongo.schema import JOBS, UOWS
+from db.errors import DuplicateKey, InvalidInput, NotFound, StateConflict, StoreUnavailable
 from db.models import Page
-from db.states import JobState
+from db.states import JobState, UowState
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from db.models import Event, Job, JobQuery
+    from db.models import Event, Job, JobQuery, UnitOfWork
 
+#: The fields of a unit of work's unique key.
+_UOW_KEY = ("process", "start_timeperiod", "end_timeperiod", "run_key")
 #: Jobs sent per ``insert_many`` by ``ensure_jobs`` (one round trip each).
 ENSURE_BATCH = 1000
 
@@ -147,6 +157,77 @@ class JobsMixin(MongoCore):
             expected_version=expected_version,
         )
         return job_from_doc(doc)
+
+    @translated
+    def start_job(
+        self,
+        process: str,
+        timeperiod: str,
+        *,
+        expected_state: JobState,
+        expected_version: int,
+        new_state: JobState,
+        event: Event,
+        uow: UnitOfWork,
+        uow_event: Event,
+    ) -> tuple[Job, UnitOfWork]:
+        """Two single-document writes, in the one order that is safe to interrupt: the unit of
+        work first (with its creation event), then the job's compare-and-set (with its event).
+
+        - Interrupted after the first write: the unit of work waits, ``requested``, under a key
+          that names this job version; the next start of the same version finds it by that key
+          and links it (recovery may publish it meanwhile, and a worker run it: it is the job's
+          work). Nothing cancels it.
+        - Racing callers: one compare-and-set wins. A loser with the same key adopted the
+          winner's unit of work and leaves it; a loser that inserted its own (another window)
+          deletes it, which is safe because nothing linked it and, if still ``requested``,
+          nobody ran it.
+        """
+        self._check_start(process, timeperiod, uow)
+        doc = uow_doc(uow)
+        doc["history"] = [event_doc(uow_event)]
+        event_doc(event)  # a bad instant: refused before the first write
+        values = {"state": JobState(new_state).value, "updated_at": to_utc(event.at, "event.at")}
+        match = {"process": process, "timeperiod": timeperiod}
+        key = f"{process}/{timeperiod}"
+        try:
+            self._db[UOWS].insert_one(doc)
+            linked, inserted = uow_from_doc(doc), True
+        except DuplicateKeyError as exc:
+            stored = self._db[UOWS].find_one(
+                {name: doc[name] for name in _UOW_KEY}, projection=no_history()
+            )
+            if stored is None:
+                # Withdrawn since the insert failed: its inserter lost the job's compare-and-set,
+                # so the job changed and this call would lose it too.
+                current = self._db[JOBS].find_one(match, projection={"state": True})
+                if current is None:
+                    raise NotFound("job", key) from exc
+                raise StateConflict("job", key, str(expected_state), current["state"]) from exc
+            linked, inserted = self._start_twin(timeperiod, uow, uow_from_doc(stored)), False
+        try:
+            job = self._change(
+                self._db[JOBS],
+                entity="job",
+                key=key,
+                match=match,
+                expected_state=JobState(expected_state).value,
+                values={**values, "uow_id": linked.id},
+                event=self._start_event(event, linked, adopted=not inserted),
+                expected_version=expected_version,
+            )
+        except (StateConflict, NotFound):
+            if inserted:
+                self._withdraw(match, linked.id)
+            raise
+        return job_from_doc(job), linked
+
+    def _withdraw(self, match: Mapping[str, Any], uow_id: str) -> None:
+        """Delete the unit of work a losing :meth:`start_job` inserted, unless a racer that
+        adopted it linked it, or a worker claimed it (then it is left to run: at least once)."""
+        if self._db[JOBS].find_one({**match, "uow_id": uow_id}, projection={"_id": True}):
+            return
+        self._db[UOWS].delete_one({"_id": uow_id, "state": UowState.REQUESTED.value})
 
     @translated
     def count_jobs(

@@ -17,6 +17,7 @@ from db.backends.base import (
 from db.backends.sql import rows
 from db.backends.sql.core import SqlCore
 from db.backends.sql.schema import jobs as job_table
+from db.backends.sql.schema import uows as uow_table
 from db.errors import InvalidInput, NotFound
 from db.models import Page
 from db.states import JobState
@@ -24,12 +25,13 @@ from db.states import JobState
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from db.models import Event, Job, JobQuery
+    from db.models import Event, Job, JobQuery, UnitOfWork
 
 #: Jobs per batch of ``ensure_jobs``: one transaction and one executemany each.
 ENSURE_BATCH = 500
 
 _INSERT_JOB = sa.insert(job_table)
+_INSERT_UOW = sa.insert(uow_table)
 
 
 class JobsMixin(SqlCore):
@@ -187,6 +189,61 @@ class JobsMixin(SqlCore):
             return rows.job_from(row)
 
         return self._write(work, entity="job", key=key)
+
+    def start_job(
+        self,
+        process: str,
+        timeperiod: str,
+        *,
+        expected_state: JobState,
+        expected_version: int,
+        new_state: JobState,
+        event: Event,
+        uow: UnitOfWork,
+        uow_event: Event,
+    ) -> tuple[Job, UnitOfWork]:
+        """Compare-and-set the job, insert its unit of work, both events: one transaction.
+
+        The job's row is updated first, so of racing callers the others wait on its lock (or,
+        on SQLite, for the write transaction) and then find the state changed: they insert
+        nothing. A unit of work already stored under the key (which only a start interrupted
+        under an older Tactus can leave on SQL) is linked instead of inserted.
+        """
+        self._check_start(process, timeperiod, uow)
+        uow_row = rows.uow_row(uow)  # bad values: refused before the transaction
+        values = rows.normalise({"uow_id": uow.id})
+        values["state"] = JobState(new_state).value
+        values["updated_at"] = rows.instant(event.at, "at")
+        key = f"{process}/{timeperiod}"
+        uow_key = {
+            name: uow_row[name]
+            for name in ("process", "start_timeperiod", "end_timeperiod", "run_key")
+        }
+
+        def work(conn: sa.Connection) -> tuple[Job, UnitOfWork]:
+            stored = self._get_row(conn, uow_table, uow_key)
+            twin = None
+            if stored is not None:
+                twin = self._start_twin(timeperiod, uow, rows.uow_from(stored))
+            row = self._cas(
+                conn,
+                job_table,
+                {"process": process, "timeperiod": timeperiod},
+                entity="job",
+                key=key,
+                expected_state=expected_state,
+                expected_version=expected_version,
+                values=values if twin is None else {**values, "uow_id": twin.id},
+            )
+            linked = twin
+            if linked is None:
+                conn.execute(_INSERT_UOW, uow_row)
+                self._add_event(conn, uow_event)
+                linked = rows.uow_from(uow_row)
+            self._add_event(conn, self._start_event(event, linked, adopted=twin is not None))
+            return rows.job_from(row), linked
+
+        return self._write(work, entity="uow", key=f"{key} ({uow.run_key})")
 
     def count_jobs(
         self, process: str | Iterable[str] | None = None
