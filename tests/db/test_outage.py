@@ -80,7 +80,7 @@ def test_pauses_double_with_jitter_up_to_the_cap(attempt, low, high):
     outage = Outage("store", backoff_max=timedelta(seconds=30))
     pauses = [outage.pause(attempt) for _ in range(200)]
     assert all(low <= p <= high for p in pauses)
-    assert len(set(pauses)) > 100  # jittered, not in lockstep
+    assert len(set(pauses)) > 50  # jittered, not in lockstep (at the cap, only downwards)
 
 
 def test_a_wait_ends_when_another_call_gets_through():
