@@ -305,7 +305,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     )
 
     def out(line: str) -> None:
-        sys.stdout.write(line + "\n")
+        # A stored string that is not Unicode text (a lone surrogate, from before mx refused
+        # them) must not end the command: it is shown replaced.
+        sys.stdout.write(line.encode("utf-8", "replace").decode("utf-8") + "\n")
 
     try:
         settings = load_settings(environ)

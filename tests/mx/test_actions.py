@@ -73,7 +73,7 @@ def test_trigger_respects_max_active(ctx):
 def test_trigger_managed_wakes_the_scheduler_and_daemon_is_refused(ctx, published):
     register(ctx, name="h", kind="managed", time_qualifier="hourly", command=["true"])
     register(ctx, name="d", kind="daemon", command=["sleep", "1"])
-    assert actions.trigger(ctx, "h") == {"process": "h", "uow": None}
+    assert actions.trigger(ctx, "h") == {"process": "h", "uow": None, "published": True}
     assert [(q, m.kind, m.process) for q, m, _ in published] == [("tactus.uow_status", "wake", "h")]
     with pytest.raises(InvalidInput):
         actions.trigger(ctx, "d")

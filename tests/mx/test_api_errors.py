@@ -249,14 +249,16 @@ def test_an_edit_that_lost_a_race_is_409_and_changes_nothing(client, auth, app_s
     real_get = app_store.get_process
     stale = real_get("cron")
     client.patch("/api/v1/processes/cron", json={"retries": 7}, headers=auth.headers("admin"))
-    app_store.get_process = lambda name: stale if name == "cron" else real_get(name)
+    # (mx's store is the patient wrapper around app_store: the stale read is planted there)
+    mx_store = client.application.extensions["tactus"].store
+    mx_store.get_process = lambda name: stale if name == "cron" else real_get(name)
     try:
         # when it writes on the version it read
         response = client.patch(
             "/api/v1/processes/cron", json={"retries": 9}, headers=auth.headers("admin")
         )
     finally:
-        del app_store.get_process
+        del mx_store.get_process
     # then it is refused, and the other edit stands
     assert response.status_code == 409, response.json
     assert response.json["error"]["code"] == "conflict"
