@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="launch.py",
         description="Tactus: job scheduler and process supervisor.",
+        # No abbreviations at the top: `list jobs --to T` must reach the command's --to, not
+        # be taken for an ambiguous prefix of --token.
+        allow_abbrev=False,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     daemons = parser.add_mutually_exclusive_group()

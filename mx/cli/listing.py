@@ -7,6 +7,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from mx.cli.render import Out, print_json, render_table
+from mx.services import validate
 
 if TYPE_CHECKING:
     from mx.cli.backend import Backend, Installation
@@ -42,6 +43,8 @@ def cmd_list(args: argparse.Namespace, inst: Installation, out: Out) -> int:
 
     Filters, ``--limit`` and ``--cursor`` are checked by the services (here or behind the API),
     so a bad one exits 2 with the API's reason in both modes."""
+    # Lists that the command line prints whole take --limit too: refused alike, used by none.
+    validate.limit(args.limit)
     with inst.backend() as backend:
         rows, next_cursor = _rows(args, backend)
     if args.json:

@@ -309,3 +309,8 @@ def snapshot(store) -> dict[str, Any]:
         "audit": store.list_audit(limit=1000).items,
         "queue": {p.name: store.queue_depth(f"tactus.{p.name}", now=T0) for p in processes},
     }
+
+
+def state_of(store) -> dict[str, Any]:
+    """:func:`snapshot` less the audit trail, which records refused requests too."""
+    return {key: value for key, value in snapshot(store).items() if key != "audit"}
