@@ -38,8 +38,8 @@ CAPACITY = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A message to publish: its queue, body, and the monotonic instant it is due (delayed
-    messages keep their due time, however late they are published)."""
+    """A message to publish: its queue, body, and the monotonic instant it is due (a delayed
+    message keeps its due time, however late it is published)."""
 
     queue: str
     body: bytes
@@ -151,51 +151,50 @@ class Announcer:
     # -- the thread ------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            while not self._stopping.is_set():
+        while not self._stopping.is_set():
+            try:
                 self._wait()
                 if self._stopping.is_set():
                     return
                 self._step()
-        except Exception:  # a dying thread must say so; mx serves on, and the scheduler re-posts
-            log.exception("announcer: thread failed; unpublished units wait for the scheduler")
+            except Exception:
+                # Not the broker's outage (that is BrokerUnavailable, handled in _step): a bug.
+                # The thread must not die of it, or nothing would publish again; it says so
+                # loudly and backs off like after a failed try.
+                log.exception("announcer: unexpected error; trying again after a pause")
+                self._attempt += 1
 
     def _wait(self) -> None:
-        """Sleep until there is something to try: a due message, or a probe during an outage;
-        after a failed try, for the outage's backoff (new messages do not cut it short)."""
+        """Sleep until there is something to try: a message, or a probe during an outage; after
+        a failed try, for the outage's backoff (new messages do not cut it short)."""
         if self._attempt:
             self._stopping.wait(self.outage.pause(self._attempt))
             return
         with self._condition:
             while not self._stopping.is_set():
-                now = self._monotonic()
-                due = min((p.due for p in self._pending), default=None)
-                if due is not None and due <= now:
-                    return
-                if due is None and not self.outage.up:
-                    return  # probe: the outage ends only when a call goes through
-                self._condition.wait(None if due is None else due - now)
+                if self._pending or not self.outage.up:
+                    return  # an outage ends only when a call goes through: probe
+                self._condition.wait()
 
     def _step(self) -> None:
-        """Publish every due message in order; on the first failure, back off."""
+        """Publish every message in order, a delayed one with what is left of its delay (the
+        broker holds it until then); on the first failure, back off."""
         try:
             if not self._pending:
-                if not self.outage.up:
-                    self._probe()
+                self._probe()
                 self._attempt = 0
                 return
             while True:
                 with self._condition:
-                    now = self._monotonic()
-                    item = next((p for p in self._pending if p.due <= now), None)
-                if item is None:
-                    break
-                left = max(0.0, item.due - self._monotonic())
-                self.broker.publish(
-                    item.queue, item.body, delay=timedelta(seconds=left) if left else None
-                )
+                    if not self._pending:
+                        break
+                    item = self._pending[0]
+                left = item.due - self._monotonic()
+                delay = timedelta(seconds=left) if left > 0 else None
+                self.broker.publish(item.queue, item.body, delay=delay)
                 with self._condition:
-                    self._pending.remove(item)
+                    if self._pending and self._pending[0] is item:
+                        self._pending.popleft()
                 self.published += 1
             self._attempt = 0
         except BrokerUnavailable:

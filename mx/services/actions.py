@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from db import cascade
-from db.errors import Conflict, InvalidInput, NotFound
+from db.errors import Conflict, NotFound
 from db.ids import new_id
 from db.models import Event, UowQuery
 from db.state_change import change_uow
@@ -42,15 +42,17 @@ def trigger(ctx: ServiceContext, name: str) -> dict[str, Any]:
         triggering again would run the process twice.
 
     Raises:
-        InvalidInput: a malformed name, or a daemon (nothing to trigger).
+        InvalidInput: a malformed name.
         NotFound: no such process.
-        Conflict: the process is disabled (nothing would run it), or a freerun already has
-            ``max_active`` units of work in flight.
+        Conflict: a daemon (nothing to trigger), a disabled process (nothing would run it), or
+            a freerun that already has ``max_active`` units of work in flight.
     """
     record = ctx.store.get_process(validate.process_name(name, "name"))
     entry = record.entry
     if entry.kind is ProcessKind.DAEMON:
-        raise InvalidInput("name", f"{name} is a daemon: there is nothing to trigger")
+        # A well-formed name of a process whose kind has nothing to fire: the process's state
+        # refuses it, not the input (409, as for a disabled one).
+        raise Conflict("process", name, "is a daemon: there is nothing to trigger")
     if not entry.enabled:
         # Its workers are not run and the scheduler does not look at it: the work would wait.
         raise Conflict("process", name, "is disabled: enable it first, then trigger it")

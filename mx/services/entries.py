@@ -38,8 +38,10 @@ log = logging.getLogger(f"tactus.{__name__}")
 PROGRAM_FIELDS = frozenset({"command", "shell"})
 #: Fields an edit may not change (a process is renamed or re-kinded by its file).
 FIXED_FIELDS = ("name", "kind")
-#: Numeric fields of an entry (seconds or counts).
-NUMERIC_FIELDS = ("lag", "retry_delay", "timeout", "max_active", "retries", "workers")
+#: Numeric fields of an entry: counts, and seconds.
+COUNT_FIELDS = ("max_active", "retries", "workers", "noop_exit_code")
+DURATION_FIELDS = ("lag", "retry_delay", "timeout")
+NUMERIC_FIELDS = (*DURATION_FIELDS, *COUNT_FIELDS)
 #: Largest magnitude a numeric field may have at run time (about 31 years in seconds): beyond
 #: it ``timedelta`` and the stores' 64-bit integers overflow, which the registration rules do
 #: not catch yet, so the API answers 400 here instead of 500.
@@ -178,6 +180,12 @@ def delete_freerun(ctx: ServiceContext, name: str) -> dict[str, Any]:
 
 def _validated(fields: Mapping[str, Any], given: Mapping[str, Any]) -> ProcessEntry:
     """The entry by the registration rules, with numbers kept in range first."""
+    fields = dict(fields)
+    for field in COUNT_FIELDS:
+        if field in fields:
+            fields[field] = validate.whole(fields[field])
+    for field in DURATION_FIELDS:
+        validate.seconds(field, fields.get(field))
     for field in NUMERIC_FIELDS:
         value = fields.get(field)
         if isinstance(value, int | float) and not isinstance(value, bool):

@@ -53,6 +53,7 @@ def submit(
         when = require_aware(scheduled_at, "scheduled_at")
     else:
         when = _parse_instant(scheduled_at)
+    retries = validate.whole(retries)
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
         raise InvalidInput("retries", "must be an integer from 0 to 100")
     if arguments is None:

@@ -53,8 +53,9 @@ def text(field: str, value: str) -> str:
 
 def json_value(data: Any, field: str = "body") -> Any:
     """Refuse, in a JSON value, what no store can keep: nesting deeper than ``MAX_DEPTH``,
-    integers beyond 64 bits, NaN and infinities (Python's parser accepts them), empty field
-    names, NUL characters and lone surrogates (in names and values).
+    numbers beyond 64-bit integers (-2**63 to 2**63 - 1), NaN and infinities (Python's parser
+    accepts them), empty field names, NUL characters and lone surrogates (in names and
+    values).
 
     Args:
         data: the decoded value.
@@ -93,6 +94,10 @@ def json_value(data: Any, field: str = "body") -> Any:
             raise InvalidInput(top, "integer out of range (64 bits)")
         elif isinstance(value, float) and not math.isfinite(value):
             raise InvalidInput(top, "must be a finite number")
+        elif isinstance(value, float) and not -(2**63) <= value < 2**63:
+            # The same bound for every number: JSON (and its Schema) does not tell 1e19 from
+            # 10000000000000000000, and stores that keep 64-bit integers cannot keep the latter.
+            raise InvalidInput(top, "number out of range (beyond 64-bit integers)")
     return data
 
 
@@ -205,3 +210,23 @@ def identifier(value: str, field: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidInput(field, "must not be empty")
     return text(field, value)
+
+
+def whole(value: Any) -> Any:
+    """A JSON number that is whole, as an ``int``: JSON does not tell ``7`` from ``7.0`` (nor
+    does JSON Schema's ``integer``), so neither may the count fields. Anything else is returned
+    as it is, for the field's own rule."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+#: The finest duration a store keeps (``timedelta`` has microseconds).
+MIN_SECONDS = 1e-6
+
+
+def seconds(field: str, value: Any) -> Any:
+    """Refuse a positive duration shorter than a microsecond: it would be kept as 0."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < MIN_SECONDS:
+        raise InvalidInput(field, f"must be at least {MIN_SECONDS:f} seconds (got {value!r})")
+    return value

@@ -139,6 +139,11 @@ def process_trigger(name: str) -> ResponseReturnValue:
         uow = result["uow"]
         if uow is None:
             return f"Asked the scheduler to look at {name} now."
+        if not result["published"]:
+            return (
+                f"Triggered {name}: unit of work {uow['id']} is stored; the broker is away, "
+                "so it is published as soon as the broker is back (do not trigger again)."
+            )
         return f"Triggered {name}: unit of work {uow['id']}."
 
     return act(

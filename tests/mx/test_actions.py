@@ -8,7 +8,7 @@ import pytest
 
 from db import open_store
 from db.clock import FakeClock
-from db.errors import Conflict, InvalidInput, NotFound, TransitionRefused
+from db.errors import Conflict, NotFound, TransitionRefused
 from db.models import ProcessRecord
 from db.registration import entry_from_mapping
 from db.states import JobState, ProcessSource, UowState
@@ -75,7 +75,7 @@ def test_trigger_managed_wakes_the_scheduler_and_daemon_is_refused(ctx, publishe
     register(ctx, name="d", kind="daemon", command=["sleep", "1"])
     assert actions.trigger(ctx, "h") == {"process": "h", "uow": None, "published": True}
     assert [(q, m.kind, m.process) for q, m, _ in published] == [("tactus.uow_status", "wake", "h")]
-    with pytest.raises(InvalidInput):
+    with pytest.raises(Conflict, match="is a daemon"):
         actions.trigger(ctx, "d")
     with pytest.raises(NotFound):
         actions.trigger(ctx, "ghost")

@@ -57,7 +57,6 @@ BAD_INPUT = [
     ("PATCH", "/api/v1/processes/cron", {"trigger": "at 25:00"}, "trigger"),
     ("PATCH", "/api/v1/processes/h", {"depends_on": ["ghost"]}, "depends_on"),
     ("DELETE", "/api/v1/processes/cron?force=1", None, "force"),
-    ("POST", "/api/v1/processes/d/trigger", None, "name"),
     ("GET", "/api/v1/jobs?state=bogus", None, "state"),
     ("GET", "/api/v1/jobs?from=yesterday", None, "from"),
     ("GET", "/api/v1/jobs?to=20260105", None, "to"),
@@ -174,6 +173,7 @@ CONFLICTS = [
     ("POST", "/api/v1/jobs/h/2026010512/skip", None, "transition_refused"),
     ("POST", "/api/v1/uows/{finished}/cancel", None, "transition_refused"),
     ("POST", "/api/v1/processes/off/trigger", None, "conflict"),
+    ("POST", "/api/v1/processes/d/trigger", None, "conflict"),
 ]
 
 

@@ -209,3 +209,19 @@ def test_a_token_never_seen_cannot_scrape_during_a_store_outage(client, auth, se
     response = client.get("/metrics", headers=auth.headers(Role.VIEWER))
     assert response.status_code == 503
     assert response.json["error"]["code"] == "store_unavailable"
+
+
+def test_the_page_says_a_trigger_waits_for_the_broker(
+    client, auth, app_store, seed, recording_broker
+):
+    csrf = auth.login(Role.OPERATOR)
+    recording_broker.down = True
+    response = client.post(
+        "/processes/cron/trigger",
+        data={"csrf_token": csrf},
+        headers={"Accept": "text/html"},
+        follow_redirects=True,
+    )
+    assert response.status_code == 200
+    assert "is stored; the broker is away" in response.get_data(as_text=True)
+    assert len(_uows(app_store, "cron")) == 1
