@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="launch.py",
         description="Tactus: job scheduler and process supervisor.",
+        # No abbreviations at the top: `list jobs --to T` must reach the command's --to, not
+        # be taken for an ambiguous prefix of --token.
+        allow_abbrev=False,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     daemons = parser.add_mutually_exclusive_group()
@@ -305,7 +308,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     )
 
     def out(line: str) -> None:
-        sys.stdout.write(line + "\n")
+        # A stored string that is not Unicode text (a lone surrogate, from before mx refused
+        # them) must not end the command: it is shown replaced.
+        sys.stdout.write(line.encode("utf-8", "replace").decode("utf-8") + "\n")
 
     try:
         settings = load_settings(environ)

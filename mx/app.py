@@ -11,17 +11,24 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, jsonify, redirect, render_template, request, url_for
+from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from db import open_store
 from db.clock import SystemClock
-from db.errors import InvalidInput, InvalidInputs, TactusError
+from db.errors import (
+    BrokerUnavailable,
+    InvalidInput,
+    InvalidInputs,
+    StoreUnavailable,
+    TactusError,
+)
 from mq import open_broker
 from mx import api, auth, metrics
 from mx.runtime import EXTENSION, MxRuntime
+from mx.services import validate
 from mx.views import register_views
 
 if TYPE_CHECKING:
@@ -40,6 +47,16 @@ MAX_BODY = 1024 * 1024
 SECRET_FILE = "mx.secret"
 #: Name of the session cookie (the OpenAPI document names it too).
 SESSION_COOKIE = "tactus_session"
+
+
+class TextSafeResponse(Response):
+    """A response whose text body is encoded with lone surrogates replaced: the last guard
+    (after the templates' ``finalize``) so that no stored string can make a page a 500."""
+
+    def set_data(self, value: bytes | str) -> None:
+        if isinstance(value, str):
+            value = value.encode("utf-8", "replace")
+        super().set_data(value)
 
 
 def create_app(
@@ -65,6 +82,7 @@ def create_app(
         token is written to ``settings.admin_token_file`` and its path logged.
     """
     app = Flask(__name__)
+    app.response_class = TextSafeResponse
     app.config.update(
         TESTING=testing,
         SECRET_KEY=secrets.token_bytes(32) if testing else _secret_key(settings),
@@ -75,6 +93,18 @@ def create_app(
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
     )
     owned: list[Store | Broker] = []
+
+    def make_broker(patient_store: Store) -> Broker:
+        if broker is not None:
+            return broker
+        opened = open_broker(
+            settings.broker_uri,
+            patient_store,
+            visibility=timedelta(seconds=settings.visibility_timeout),
+        )
+        owned.append(opened)
+        return opened
+
     try:
         if store is None:
             # The embedded SQLite store lives under var_dir, which a fresh installation lacks.
@@ -83,22 +113,19 @@ def create_app(
             owned.append(store)
         # Idempotent: adds what an older schema lacks (the credential and audit tables).
         store.init_schema()
-        if broker is None:
-            broker = open_broker(
-                settings.broker_uri,
-                store,
-                visibility=timedelta(seconds=settings.visibility_timeout),
-            )
-            owned.append(broker)
+        rt = MxRuntime.wire(
+            settings=settings,
+            store=store,
+            open_broker=make_broker,
+            clock=clock or SystemClock(),
+            owned=owned,
+        )
     except BaseException:
         for resource in reversed(owned):
             resource.close()
         raise
-    rt = MxRuntime(
-        settings=settings, store=store, broker=broker, clock=clock or SystemClock(), owned=owned
-    )
     app.extensions[EXTENSION] = rt
-    app.before_request(_refuse_nul)
+    app.before_request(_refuse_bad_text)
     auth.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(metrics.bp)
@@ -151,7 +178,7 @@ def _tactus_error(exc: TactusError) -> ResponseReturnValue:
             if request.headers.get("HX-Request") == "true":
                 return "", 401  # a live part: tactus.js sends the browser to the login page
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-        if exc.http_status >= 500:
+        if exc.http_status >= 500 and not _is_outage(exc):
             log.error("%s %s: %s", request.method, request.path, exc)
         page = render_template(
             "error.html", status=exc.http_status, title=exc.code.replace("_", " "), message=exc
@@ -165,9 +192,15 @@ def _tactus_error(exc: TactusError) -> ResponseReturnValue:
     response, status = error_response(exc.http_status, exc.code, exc.message, **extra)
     if status == 401:
         return response, status, {"WWW-Authenticate": 'Bearer realm="tactus"'}
-    if status >= 500:
+    if status >= 500 and not _is_outage(exc):
         log.error("%s %s: %s", request.method, request.path, exc)
     return response, status
+
+
+def _is_outage(exc: TactusError) -> bool:
+    """An outage of the store or the broker: logged once by its tracker (``db.outage``), not
+    once per request it refuses."""
+    return isinstance(exc, StoreUnavailable | BrokerUnavailable) and getattr(exc, "transient", True)
 
 
 def _http_error(exc: HTTPException) -> ResponseReturnValue:
@@ -187,22 +220,30 @@ def _unexpected(exc: Exception) -> ResponseReturnValue:
     return error_response(500, "internal", "internal error (logged on the server)")
 
 
-def _refuse_nul() -> None:
-    """Refuse a NUL character in a path part, a query parameter or a form field, naming it:
-    PostgreSQL cannot store one, and no name, id or timeperiod holds one (JSON bodies are
-    checked by ``mx.api.common.json_body``)."""
-    for source, items in (
+def _refuse_bad_text() -> None:
+    """Refuse a path part, query parameter or (on the page) form field that no store can keep
+    or no page can show, naming it (:func:`mx.services.validate.text`: NUL characters, lone
+    surrogates). JSON bodies are checked by ``mx.api.common.json_body``; the API never reads
+    its body as a form, whatever the content type."""
+    sources: list[tuple[str, Any]] = [
         ("path", (request.view_args or {}).items()),
         ("query", request.args.items(multi=True)),
-        (
-            "form",
-            request.form.items(multi=True) if request.mimetype.endswith("form-urlencoded") else (),
-        ),
-    ):
+    ]
+    if _is_api():
+        # Keep the raw body before anything reads it as a form (the CSRF check may): the API
+        # parses it as JSON whatever its content type, and a form parsed later reads a copy.
+        request.get_data(cache=True, parse_form_data=False)
+    elif request.mimetype.endswith("form-urlencoded"):
+        sources.append(("form", request.form.items(multi=True)))
+    for source, items in sources:
         for name, value in items:
-            if "\x00" in str(name) or "\x00" in str(value):
-                field = str(name).replace("\x00", "") or source
-                raise InvalidInput(field, "must not contain NUL characters")
+            field = str(name).replace("\x00", "") or source
+            validate.text(field, str(name))
+            validate.text(field, str(value))
+
+
+def _is_api() -> bool:
+    return request.path.startswith("/api/")
 
 
 def _register_errors(app: Flask) -> None:

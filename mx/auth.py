@@ -39,7 +39,7 @@ from flask import (
 )
 
 from db.credentials import CredentialKind, Role
-from db.errors import TactusError
+from db.errors import StoreUnavailable, TactusError
 from mx.runtime import runtime
 from mx.services.credentials import (
     Principal,
@@ -49,6 +49,7 @@ from mx.services.credentials import (
     create_user,
     ensure_admin_token,
     principal_by_id,
+    token_hash,
 )
 
 if TYPE_CHECKING:
@@ -196,13 +197,18 @@ def _authenticate() -> None:
         scheme, _, secret = header.strip().partition(" ")
         principal = None
         if scheme.lower() == "bearer":
-            principal = authenticate_token(store, secret.strip())
+            principal = _token_principal(store, secret.strip(), is_public)
         if principal is None and not is_public:
             raise Unauthenticated("the Authorization header holds no valid bearer token")
         g.principal, g.via = principal, "token"
     elif session.get("credential"):
         kind, name, credential_id = session["credential"]
-        g.principal = principal_by_id(store, CredentialKind(kind), name, credential_id)
+        try:
+            g.principal = principal_by_id(store, CredentialKind(kind), name, credential_id)
+        except StoreUnavailable:
+            if not is_public:
+                raise
+            g.principal = None  # health and the login page answer during an outage
         g.via = "session"
         if g.principal is None:
             session.pop("credential", None)  # the credential was deleted: log out
@@ -214,6 +220,25 @@ def _authenticate() -> None:
     require_role(needed)
     if g.via == "session" and request.method not in SAFE_METHODS:
         _check_csrf()
+
+
+def _token_principal(store: Any, secret: str, is_public: bool) -> Principal | None:
+    """The principal of a bearer token. While the store is away, a token that authenticated in
+    the last minutes still may read ``/metrics`` (which says the store is down); any other
+    request meets the outage (503), and a public one goes on without a principal."""
+    recent = runtime().recent_tokens
+    try:
+        principal = authenticate_token(store, secret)
+    except StoreUnavailable:
+        if is_public:
+            return None
+        remembered = recent.recall(token_hash(secret)) if request.path == "/metrics" else None
+        if remembered is None:
+            raise
+        return remembered
+    if principal is not None:
+        recent.remember(token_hash(secret), principal)
+    return principal
 
 
 def _check_csrf() -> None:
@@ -253,8 +278,10 @@ def _audit(response: Response) -> Response:
         )
     except TactusError as exc:
         # The action itself is done (or refused) already; losing its audit line must not turn
-        # the answer into an error, but it is logged loudly.
-        log.error("audit: cannot record %s %s by %s: %s", request.method, rule, who, exc)
+        # the answer into an error, but it is logged loudly, unless the request was refused
+        # because the store is away (the outage is logged once, not once per request).
+        level = logging.DEBUG if response.status_code == 503 else logging.ERROR
+        log.log(level, "audit: cannot record %s %s by %s: %s", request.method, rule, who, exc)
     return response
 
 

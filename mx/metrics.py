@@ -1,6 +1,7 @@
 """``/metrics``: Prometheus text read from the store on each scrape.
 
-A custom collector (no counters kept in mx's memory, so every mx instance answers the same):
+A custom collector; what it reads from the store is the same on every mx instance, and a few
+families come from this mx's memory (the outages it saw, the messages waiting for the broker):
 jobs and units of work by state, fire lateness from the recent fire records, dispatch latency of
 recent units of work, queue depth per process queue, worker liveness and supervised-process
 states. Needs a viewer (Prometheus sends the token with ``authorization.credentials``).
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from db.errors import TactusError
@@ -44,19 +45,35 @@ class StoreCollector(Collector):
         self.rt = rt
 
     def collect(self) -> Iterator[Metric]:
-        """Every metric family; ``tactus_store_up`` 0 and nothing else when the store fails."""
-        up = GaugeMetricFamily("tactus_store_up", "1 when the store answered this scrape.")
+        """Every metric family. The scrape is itself the probe of the store (its reads) and of
+        the broker (the depths of the queues, at least the status queue's): ``tactus_store_up``
+        and ``tactus_broker_up`` say whether each answered this scrape. With the store down,
+        only the up gauges, the outage counters and what mx keeps in memory are exported."""
+        rt = self.rt
         try:
             families = list(self._store_families())
+            store_up = True
         except TactusError as exc:
-            log.warning("metrics: store %s: %s", self.rt.store.describe(), exc)
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
+            log.debug("metrics: store: %s", exc)
+            families, store_up = [], False
+        broker_families = list(self._queue_families(list_processes=store_up))
+        yield _gauge("tactus_store_up", "1 when the store answered this scrape.", store_up)
+        yield _gauge(
+            "tactus_broker_up", "1 when the broker answered this scrape.", bool(broker_families)
+        )
+        for name, outage in (("store", rt.store_outage), ("broker", rt.broker_outage)):
+            outages = CounterMetricFamily(
+                f"tactus_{name}_outages", f"Outages of the {name} this mx saw since it started."
+            )
+            outages.add_metric([], outage.outages)
+            yield outages
+        yield _gauge(
+            "tactus_unpublished_messages",
+            "Units of work mx stored while the broker was away, waiting to be published.",
+            rt.announcer.pending,
+        )
         yield from families
-        yield from self._queue_families()
+        yield from broker_families
 
     def _store_families(self) -> Iterator[Metric]:
         store, now = self.rt.store, self.rt.clock.now()
@@ -162,31 +179,35 @@ class StoreCollector(Collector):
         yield mean
         yield worst
 
-    def _queue_families(self) -> Iterator[Metric]:
+    def _queue_families(self, *, list_processes: bool) -> Iterator[Metric]:
+        """Queue depths: the status queue's, and each process queue's when the store can say
+        which processes there are. Nothing when the broker does not answer."""
         prefix = self.rt.settings.queue_prefix
         depth = GaugeMetricFamily(
             "tactus_queue_depth",
             "Messages waiting in a queue (ready or delayed).",
             labels=["queue"],
         )
-        up = GaugeMetricFamily("tactus_broker_up", "1 when the broker answered this scrape.")
         names = [status_queue(prefix)]
         try:
-            names += [
-                process_queue(prefix, r.name)
-                for r in self.rt.store.list_processes()
-                if r.entry.kind is not ProcessKind.DAEMON
-            ]
+            if list_processes:
+                names += [
+                    process_queue(prefix, r.name)
+                    for r in self.rt.store.list_processes()
+                    if r.entry.kind is not ProcessKind.DAEMON
+                ]
             for name, count in self.rt.broker.depths(names).items():
                 depth.add_metric([name], count)
         except TactusError as exc:
-            log.warning("metrics: broker %s: %s", self.rt.broker.describe(), exc)
-            up.add_metric([], 0)
-            yield up
+            log.debug("metrics: queue depths: %s", exc)
             return
-        up.add_metric([], 1)
-        yield up
         yield depth
+
+
+def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, text)
+    gauge.add_metric([], float(value))
+    return gauge
 
 
 def registry_for(rt: MxRuntime) -> CollectorRegistry:

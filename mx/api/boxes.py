@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 
 from flask import jsonify
 
-from mx.api.common import bp, ctx, page, query
+from mx.api.common import bp, ctx, query
 from mx.runtime import runtime
 from mx.services import boxes
+from mx.services.paging import page
 
 if TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
@@ -19,8 +20,13 @@ if TYPE_CHECKING:
 def boxes_list() -> ResponseReturnValue:
     """Supervised processes per box with their states, by (box_id, process)."""
     params = query({"box_id"})
-    items = boxes.list_boxes(runtime().store, box_id=params.get("box_id") or None)
-    return jsonify(page(items, lambda r: f"{r['box_id']}\x00{r['process']}", params))
+    items = boxes.list_boxes(runtime().store, box_id=params.get("box_id"))
+    return jsonify(page(items, _box_key, limit=params.get("limit"), cursor=params.get("cursor")))
+
+
+def _box_key(record: dict) -> str:
+    """The order of the boxes list: by box, then process (NUL sorts before any character)."""
+    return f"{record['box_id']}\x00{record['process']}"
 
 
 @bp.get("/workers")
@@ -28,13 +34,18 @@ def workers_list() -> ResponseReturnValue:
     """Registered workers with their last heartbeat and whether they look alive."""
     params = query({"box_id", "process"})
     rt = runtime()
-    items = [
-        w
-        for w in boxes.list_workers(rt.store, now=rt.clock.now(), liveness=rt.liveness)
-        if params.get("box_id") in (None, "", w["box_id"])
-        and params.get("process") in (None, "", w["process"])
-    ]
-    return jsonify(page(items, lambda w: w["worker_id"], params))
+    items = boxes.list_workers(
+        rt.store,
+        now=rt.clock.now(),
+        liveness=rt.liveness,
+        box_id=params.get("box_id"),
+        process=params.get("process"),
+    )
+    return jsonify(
+        page(
+            items, lambda w: w["worker_id"], limit=params.get("limit"), cursor=params.get("cursor")
+        )
+    )
 
 
 @bp.post("/boxes/<box_id>/processes/<name>/start")

@@ -3,29 +3,17 @@ reprocess and skip cascades."""
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from flask import jsonify
 
-from db.errors import InvalidInput
-from mx.api.common import bp, ctx, cursor_of, limit_of, query
+from mx.api.common import bp, ctx, query
 from mx.runtime import runtime
 from mx.services import actions
 from mx.services.jobs import get_job, list_jobs
 
 if TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
-
-#: A timeperiod bound of the ``from``/``to`` filters (SPEC section 2: ten digits).
-TIMEPERIOD = re.compile(r"[0-9]{10}")
-
-
-def _timeperiod(params: dict[str, str], name: str) -> str | None:
-    value = params.get(name)
-    if value is not None and not TIMEPERIOD.fullmatch(value):
-        raise InvalidInput(name, f"must be a timeperiod of ten digits, e.g. 2026010513 ({value!r})")
-    return value
 
 
 @bp.get("/jobs")
@@ -36,12 +24,12 @@ def jobs_list() -> ResponseReturnValue:
     return jsonify(
         list_jobs(
             runtime().store,
-            process=params.get("process") or None,
+            process=params.get("process"),
             state=params.get("state"),
-            from_timeperiod=_timeperiod(params, "from"),
-            to_timeperiod=_timeperiod(params, "to"),
-            limit=limit_of(params),
-            cursor=cursor_of(params),
+            from_timeperiod=params.get("from"),
+            to_timeperiod=params.get("to"),
+            limit=params.get("limit"),
+            cursor=params.get("cursor"),
         )
     )
 

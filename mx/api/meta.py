@@ -60,12 +60,12 @@ def health() -> ResponseReturnValue:
         rt.store.ping()
         scheduler = scheduler_liveness(rt.store, rt.clock.now(), rt.liveness)
     except TactusError as exc:
-        log.warning("health: store %s: %s", rt.store.describe(), exc)
+        log.debug("health: store: %s", exc)  # the outage itself is logged once (db.outage)
         store_ok = False
     try:
         rt.broker.depth(status_queue(rt.settings.queue_prefix))
     except TactusError as exc:
-        log.warning("health: broker %s: %s", rt.broker.describe(), exc)
+        log.debug("health: broker: %s", exc)
         broker_ok = False
     body = {
         "status": "ok" if store_ok and broker_ok else "degraded",

@@ -9,42 +9,90 @@ from __future__ import annotations
 
 from typing import Any
 
-from mx.api.openapi_schemas import SCHEMAS, STR, ref
+from db.states import JobState, ProcessKind, UowState
+from mx.api.openapi_schemas import PROCESS_NAME, SCHEMAS, STR, TIMEPERIOD, ref
 
 #: Error statuses every authenticated route may answer.
 AUTH_ERRORS = (401, 403)
+#: Every route may answer 503 ``store_unavailable`` while the store is away (SPEC section 15).
+OUTAGE = 503
+#: The format of each list's ``cursor``: only the list that issued a cursor takes it back.
+CURSOR_FORMATS = {
+    "tactus-cursor-processes": "/processes",
+    "tactus-cursor-jobs": "/jobs",
+    "tactus-cursor-uows": "/uows",
+    "tactus-cursor-boxes": "/boxes",
+    "tactus-cursor-workers": "/workers",
+}
+_STATES = {
+    "job": "|".join(s.value for s in JobState),
+    "uow": "|".join(s.value for s in UowState),
+}
+#: Query parameters by name: what each filter takes (an empty ``process``, ``state`` or
+#: ``box_id`` means no filter).
+_QUERY: dict[str, dict[str, Any]] = {
+    "process": {"type": "string", "pattern": "^[a-z0-9_]*$", "maxLength": 191},
+    "box_id": STR,
+    "kind": {"type": "string", "enum": [k.value for k in ProcessKind]},
+    "from": {**TIMEPERIOD, "description": "Timeperiod to start at (inclusive)."},
+    "to": {**TIMEPERIOD, "description": "Timeperiod to stop before (exclusive)."},
+}
+#: Path parameters by name.
+_PATH: dict[str, dict[str, Any]] = {
+    "name": PROCESS_NAME,
+    "process": PROCESS_NAME,
+    "timeperiod": TIMEPERIOD,
+}
 
 
-_LIMIT = {
-    "name": "limit",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-}
-_CURSOR = {
-    "name": "cursor",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": "`next_cursor` of the previous page.",
-}
+def _states(entity: str) -> dict[str, Any]:
+    names = _STATES[entity]
+    return {
+        "type": "string",
+        "pattern": f"^(({names})(,({names}))*)?$",
+        "description": "One state, or several separated by commas; empty: every state.",
+    }
+
+
+def _page(listing: str) -> list[dict[str, Any]]:
+    """``limit`` and ``cursor`` of the list at ``listing``."""
+    fmt = next(name for name, path in CURSOR_FORMATS.items() if path == listing)
+    return [
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+        },
+        {
+            "name": "cursor",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "format": fmt},
+            "description": "`next_cursor` of the previous page of this list (opaque); empty: "
+            "the first page.",
+        },
+    ]
 
 
 def _path(*names: str) -> list[dict[str, Any]]:
     return [
-        {"name": n, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+        {
+            "name": n,
+            "in": "path",
+            "required": True,
+            "schema": _PATH.get(n, {"type": "string", "minLength": 1}),
+        }
         for n in names
     ]
 
 
-def _filters(*names: str, described: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    described = described or {}
-    params = []
-    for name in names:
-        param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": STR}
-        if name in described:
-            param["description"] = described[name]
-        params.append(param)
+def _filters(*names: str, states: str | None = None) -> list[dict[str, Any]]:
+    params = [{"name": n, "in": "query", "required": False, "schema": _QUERY[n]} for n in names]
+    if states:
+        params.append(
+            {"name": "state", "in": "query", "required": False, "schema": _states(states)}
+        )
     return params
 
 
@@ -66,7 +114,7 @@ def _op(
     responses: dict[str, Any] = {
         str(code): {"description": "Success", "content": content} for code in (status, *also)
     }
-    codes = set(errors) | {400}
+    codes = set(errors) | {400, OUTAGE}
     if not public:
         codes |= set(AUTH_ERRORS)
     for code in sorted(codes):
@@ -89,10 +137,6 @@ def _op(
     return op
 
 
-_PAGE = [_LIMIT, _CURSOR]
-_STATE_NOTE = {"state": "One state, or several separated by commas."}
-
-
 def build_document(version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document for this version of Tactus."""
     paths: dict[str, dict[str, Any]] = {
@@ -105,15 +149,13 @@ def build_document(version: str) -> dict[str, Any]:
                 errors=(503,),
             )
         },
-        "/api/v1/openapi.json": {
-            "get": _op("This document", None, tag="meta", public=True, media="application/json")
-        },
+        "/api/v1/openapi.json": {"get": _op("This document", "OpenApi", tag="meta", public=True)},
         "/api/v1/processes": {
             "get": _op(
                 "Registered processes with enabled, next_fire and counts by state",
                 "ProcessPage",
                 tag="processes",
-                params=[*_filters("kind"), *_PAGE],
+                params=[*_filters("kind"), *_page("/processes")],
             ),
             "post": _op(
                 "Create a freerun entry",
@@ -148,7 +190,8 @@ def build_document(version: str) -> dict[str, Any]:
         },
         "/api/v1/processes/{name}/trigger": {
             "post": _op(
-                "Fire now: 201 with the new unit of work (202 for a managed process)",
+                "Fire now: 201 with the new unit of work; 202 when it is stored but waits for "
+                "the broker (published when it is back), and for a managed process",
                 "Trigger",
                 tag="processes",
                 status=201,
@@ -172,10 +215,7 @@ def build_document(version: str) -> dict[str, Any]:
                 "Jobs, newest first",
                 "JobPage",
                 tag="jobs",
-                params=[
-                    *_filters("process", "state", "from", "to", described=_STATE_NOTE),
-                    *_PAGE,
-                ],
+                params=[*_filters("process", "from", "to", states="job"), *_page("/jobs")],
             )
         },
         "/api/v1/jobs/{process}/{timeperiod}": {
@@ -210,7 +250,7 @@ def build_document(version: str) -> dict[str, Any]:
                 "Units of work, newest first",
                 "UowPage",
                 tag="uows",
-                params=[*_filters("process", "state", described=_STATE_NOTE), *_PAGE],
+                params=[*_filters("process", states="uow"), *_page("/uows")],
             )
         },
         "/api/v1/uows/{uow_id}": {
@@ -233,10 +273,12 @@ def build_document(version: str) -> dict[str, Any]:
         },
         "/api/v1/tasks": {
             "post": _op(
-                "Submit an ad-hoc shell command (admin)",
-                "Task",
+                "Submit an ad-hoc shell command (admin): 201, or 202 when it is stored but "
+                "waits for the broker (published when the broker is back)",
+                "TaskSubmitted",
                 tag="tasks",
                 status=201,
+                also=(202,),
                 body="TaskCreate",
             )
         },
@@ -254,7 +296,7 @@ def build_document(version: str) -> dict[str, Any]:
                 "Supervised processes per box with their states",
                 "SupervisedPage",
                 tag="boxes",
-                params=[*_filters("box_id"), *_PAGE],
+                params=[*_filters("box_id"), *_page("/boxes")],
             )
         },
         "/api/v1/workers": {
@@ -262,7 +304,7 @@ def build_document(version: str) -> dict[str, Any]:
                 "Workers with their last heartbeat",
                 "WorkerPage",
                 tag="boxes",
-                params=[*_filters("box_id", "process"), *_PAGE],
+                params=[*_filters("box_id", "process"), *_page("/workers")],
             )
         },
         "/api/v1/boxes/{box_id}/processes/{name}/start": {

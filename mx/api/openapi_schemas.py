@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from db.states import JobState, ProcessKind, UowState
+from db.models import COMMAND_PLACEHOLDERS
+from db.registration_rules import MAX_COUNT, MAX_SECONDS
+from db.states import (
+    Blocking,
+    Catchup,
+    JobState,
+    ProcessKind,
+    Qualifier,
+    StateMachineName,
+    UowState,
+)
+from mx.services.validate import MIN_SECONDS
 
 STR = {"type": "string"}
 STR_OR_NULL = {"type": ["string", "null"]}
@@ -33,40 +44,141 @@ def _page(item: str) -> dict[str, Any]:
     }
 
 
-#: Fields of an entry (SPEC section 4) as JSON, for creating and editing.
-ENTRY_FIELDS: dict[str, Any] = {
-    "name": {"type": "string", "pattern": "^[a-z0-9_]+$", "maxLength": 191},
-    "kind": {"type": "string", "enum": [k.value for k in ProcessKind]},
-    "worker": {"type": ["string", "null"], "description": "module:Class"},
-    "command": {
-        "oneOf": [{"type": "array", "items": STR}, STR_OR_NULL],
-        "description": "argv list, or one string (run by /bin/sh -c only with shell: true). "
-        "Needs the admin role.",
-    },
-    "shell": {"type": ["boolean", "null"], "description": "Needs the admin role."},
-    "time_qualifier": {"type": ["string", "null"]},
-    "state_machine": {"type": ["string", "null"]},
-    "blocking": {"type": ["string", "null"]},
-    "tree": {"type": ["string", "null"]},
-    "depends_on": {"type": ["array", "null"], "items": STR},
-    "start_timeperiod": {"type": ["string", "null"]},
-    "lag": {"type": ["number", "null"], "minimum": 0},
-    "trigger": {
+#: A process name (SPEC section 4), as a path part or a field.
+PROCESS_NAME = {"type": "string", "pattern": "^[a-z0-9_]+$", "maxLength": 191}
+#: A timeperiod (SPEC section 2): ten digits, UTC.
+TIMEPERIOD = {"type": "string", "pattern": "^[0-9]{10}$"}
+#: One word of an argv: ``{placeholder}`` only for the known placeholders, ``{{``/``}}`` for
+#: literal braces.
+_PLACEHOLDER = "|".join(sorted(COMMAND_PLACEHOLDERS))
+ARGV_WORD = {
+    "type": "string",
+    "pattern": "^([^{}]|\\{\\{|\\}\\}|\\{(" + _PLACEHOLDER + ")(![rsa])?(:[^{}]*)?\\})*$",
+}
+#: Numbers of an entry: counts and seconds, within what every store and datetime can hold.
+_COUNT_MAX = MAX_COUNT
+_SECONDS = {"type": ["number", "null"], "minimum": MIN_SECONDS, "maximum": MAX_SECONDS}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    kind = schema["type"]
+    return {**schema, "type": [kind, "null"] if isinstance(kind, str) else [*kind, "null"]}
+
+
+#: Fields of a freerun entry (SPEC section 4) as JSON, for creating and editing it; null means
+#: the default. Fields of other kinds are refused (``additionalProperties``) unless null or
+#: their default.
+FREERUN_FIELDS: dict[str, Any] = {
+    "name": PROCESS_NAME,
+    "kind": {"enum": [ProcessKind.FREERUN.value, None]},
+    "worker": {
         "type": ["string", "null"],
-        "description": "*/5 * * * *, every 300, at 10:00,22:00, once 2026-12-24T18:00:00Z",
+        "pattern": r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$",
+        "description": "module.path:Class of a UowWorker (give worker or command).",
     },
-    "timezone": {"type": ["string", "null"]},
-    "catchup": {"type": ["string", "null"], "enum": ["all", "latest", "none", None]},
-    "max_active": {"type": ["integer", "null"], "minimum": 1},
-    "retries": {"type": ["integer", "null"], "minimum": 0},
-    "retry_delay": {"type": ["number", "null"], "minimum": 0},
-    "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0},
-    "arguments": {"type": ["object", "null"]},
-    "boxes": {"type": ["array", "null"], "items": STR},
-    "workers": {"type": ["integer", "null"], "minimum": 0},
+    "command": {
+        "description": "An argv list, or one string (split into words unless shell is true). "
+        "Placeholders: " + ", ".join(f"{{{p}}}" for p in sorted(COMMAND_PLACEHOLDERS)) + ". "
+        "Needs the admin role.",
+        "anyOf": [
+            {
+                "type": "array",
+                "minItems": 1,
+                "items": ARGV_WORD,
+                "prefixItems": [{**ARGV_WORD, "minLength": 1}],
+            },
+            {"type": "string", "format": "tactus-command"},
+            {"type": "null"},
+        ],
+    },
+    "shell": {
+        "type": ["boolean", "null"],
+        "description": "Run a string command by /bin/sh -c. Needs the admin role.",
+    },
+    "trigger": {
+        "type": "string",
+        "format": "tactus-trigger",
+        "description": "A trigger of docs/triggers.md: '*/5 * * * *', 'every 300', "
+        "'every 1h30m', 'at 10:00,22:00', 'at Mon-Fri 09:30', 'once 2026-12-24T18:00:00Z'.",
+    },
+    "timezone": {
+        "type": ["string", "null"],
+        "format": "tactus-timezone",
+        "description": "An IANA time zone (Europe/Paris); default: the timezone setting.",
+    },
+    "catchup": {"enum": [c.value for c in Catchup] + [None]},
+    "max_active": {"type": ["integer", "null"], "minimum": 1, "maximum": _COUNT_MAX},
+    "retries": {"type": ["integer", "null"], "minimum": 0, "maximum": _COUNT_MAX},
+    "retry_delay": _SECONDS,
+    "timeout": _SECONDS,
+    "arguments": {"oneOf": [ref("JsonObject"), {"type": "null"}]},
+    "boxes": {
+        "type": ["array", "null"],
+        "minItems": 1,
+        "items": {"type": "string", "format": "tactus-regex"},
+        "description": "Python regular expressions of the boxes that run it.",
+    },
+    "workers": {"type": ["integer", "null"], "minimum": 0, "maximum": _COUNT_MAX},
     "enabled": {"type": ["boolean", "null"]},
     "description": {"type": ["string", "null"]},
-    "noop_exit_code": {"type": ["integer", "null"]},
+    "noop_exit_code": {"type": ["integer", "null"], "minimum": 1, "maximum": 255},
+}
+#: What runs a freerun: exactly one of a worker, an argv, or a string command (``shell`` only
+#: with a string).
+PROGRAM = [
+    {
+        "required": ["worker"],
+        "properties": {
+            "worker": {"type": "string"},
+            "command": {"type": "null"},
+            "shell": {"enum": [False, None]},
+        },
+    },
+    {
+        "required": ["command"],
+        "properties": {
+            "command": {"type": "array"},
+            "worker": {"type": "null"},
+            "shell": {"enum": [False, None]},
+        },
+    },
+    {
+        "required": ["command"],
+        "properties": {"command": {"type": "string"}, "worker": {"type": "null"}},
+    },
+]
+#: Every field of an entry of any kind (a registration file's entry; what GET answers).
+ENTRY_FIELDS: dict[str, Any] = {
+    **FREERUN_FIELDS,
+    "kind": {"type": "string", "enum": [k.value for k in ProcessKind]},
+    "trigger": {**FREERUN_FIELDS["trigger"], "type": ["string", "null"]},
+    "time_qualifier": {"enum": [q.value for q in Qualifier] + [None]},
+    "state_machine": {"enum": [m.value for m in StateMachineName] + [None]},
+    "blocking": {"enum": [b.value for b in Blocking] + [None]},
+    "tree": _nullable(PROCESS_NAME),
+    "depends_on": {"type": ["array", "null"], "items": PROCESS_NAME, "uniqueItems": True},
+    "start_timeperiod": {"type": ["string", "null"]},
+    "lag": {
+        "oneOf": [
+            {"const": 0},
+            {"type": "number", "minimum": MIN_SECONDS, "maximum": MAX_SECONDS},
+            {"type": "null"},
+        ]
+    },
+}
+#: A JSON value any store keeps: numbers within 64-bit integers, no empty field names.
+JSON_VALUE = {
+    "anyOf": [
+        {"type": ["string", "boolean", "null"]},
+        {"type": "number", "minimum": -(2**63), "maximum": 2**63 - 1},
+        {"type": "array", "items": ref("JsonValue")},
+        ref("JsonObject"),
+    ]
+}
+JSON_OBJECT = {
+    "type": "object",
+    "propertyNames": {"minLength": 1},
+    "additionalProperties": ref("JsonValue"),
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -124,16 +236,24 @@ SCHEMAS: dict[str, Any] = {
     },
     "ProcessCreate": {
         "type": "object",
+        "description": "A freerun entry (only freerun entries are created at run time: managed "
+        "and daemon entries come from a registration file).",
         "required": ["name", "trigger"],
-        "properties": ENTRY_FIELDS,
+        "properties": FREERUN_FIELDS,
+        "oneOf": PROGRAM,
         "additionalProperties": False,
     },
     "ProcessPatch": {
         "type": "object",
+        "description": "Fields to change (null: back to the default). The fields of another kind "
+        "than the process's are refused; name and kind cannot change.",
         "minProperties": 1,
-        "properties": ENTRY_FIELDS,
+        "properties": {k: v for k, v in ENTRY_FIELDS.items() if k not in ("name", "kind")},
         "additionalProperties": False,
     },
+    "JsonValue": JSON_VALUE,
+    "OpenApi": {"type": "object", "required": ["openapi", "info", "paths"]},
+    "JsonObject": JSON_OBJECT,
     "Registration": {
         "type": "object",
         "required": ["processes"],
@@ -231,7 +351,16 @@ SCHEMAS: dict[str, Any] = {
     },
     "Trigger": {
         "type": "object",
-        "properties": {"process": STR, "uow": {"oneOf": [ref("Uow"), {"type": "null"}]}},
+        "required": ["process", "uow", "published"],
+        "properties": {
+            "process": STR,
+            "uow": {"oneOf": [ref("Uow"), {"type": "null"}]},
+            "published": {
+                "type": "boolean",
+                "description": "false: the unit of work is stored but the broker did not take "
+                "it yet; it is published as soon as the broker is back (do not trigger again).",
+            },
+        },
     },
     "Event": {
         "type": "object",
@@ -249,12 +378,27 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["command"],
         "properties": {
-            "command": {"type": "string", "minLength": 1, "maxLength": 10000},
+            "command": {"type": "string", "pattern": "\\S", "maxLength": 10000},
             "scheduled_at": {"type": ["string", "null"], "format": "date-time"},
-            "arguments": {"type": ["object", "null"]},
+            "arguments": {
+                "oneOf": [
+                    {"allOf": [ref("JsonObject"), {"not": {"required": ["command"]}}]},
+                    {"type": "null"},
+                ]
+            },
             "retries": {"type": "integer", "minimum": 0, "maximum": 100},
         },
         "additionalProperties": False,
+    },
+    "TaskSubmitted": {
+        "allOf": [
+            ref("Task"),
+            {
+                "type": "object",
+                "required": ["published"],
+                "properties": {"published": {"type": "boolean"}},
+            },
+        ]
     },
     "Task": {
         "type": "object",

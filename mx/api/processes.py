@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING
 from flask import jsonify
 
 from db.credentials import Role
-from db.errors import InvalidInput
-from db.states import ProcessKind
-from mx.api.common import audit_target, bp, ctx, json_body, page, query
+from mx.api.common import audit_target, bp, ctx, json_body, query
 from mx.auth import require_role
 from mx.runtime import runtime
-from mx.services import actions, entries
+from mx.services import actions, entries, validate
+from mx.services.paging import page
 from mx.services.processes import process_records, process_views
 
 if TYPE_CHECKING:
@@ -23,17 +22,15 @@ if TYPE_CHECKING:
 def processes_list() -> ResponseReturnValue:
     """Registered processes by name, with ``enabled``, ``next_fire`` and counts by state."""
     params = query({"kind"})
-    kind = None
-    if "kind" in params:
-        try:
-            kind = ProcessKind(params["kind"])
-        except ValueError:
-            known = ", ".join(k.value for k in ProcessKind)
-            raise InvalidInput("kind", f"must be one of {known}") from None
     rt = runtime()
     # Cut the page first, then count for its processes only: counting every process's whole
     # history for a page of 100 is what made this route slow on a big store.
-    chosen = page(process_records(rt.store, kind), lambda record: record.name, params)
+    chosen = page(
+        process_records(rt.store, validate.kind(params.get("kind"))),
+        lambda record: record.name,
+        limit=params.get("limit"),
+        cursor=params.get("cursor"),
+    )
     chosen["items"] = process_views(
         rt.store, chosen["items"], now=rt.clock.now(), default_timezone=rt.settings.timezone
     )
@@ -84,8 +81,10 @@ def processes_delete(name: str) -> ResponseReturnValue:
 
 @bp.post("/processes/<name>/trigger")
 def processes_trigger(name: str) -> ResponseReturnValue:
-    """Fire now: 201 with the new unit of work (202 for a managed process, which the scheduler
-    looks at at once)."""
+    """Fire now: 201 with the new unit of work; 202 when it is stored but waits for the broker
+    (published as soon as the broker is back: do not trigger again), and for a managed process
+    (the scheduler looks at it at once)."""
     query()
     result = actions.trigger(ctx(), name)
-    return jsonify(result), 201 if result["uow"] is not None else 202
+    created = result["uow"] is not None and result["published"]
+    return jsonify(result), 201 if created else 202

@@ -11,9 +11,10 @@ from flask import jsonify
 from db.credentials import Role
 from db.errors import InvalidInput
 from db.registration import load_entries
-from mx.api.common import audit_target, bp, ctx, json_body, only_fields, query
+from mx.api.common import audit_target, bp, ctx, json_body, query
 from mx.auth import requires
 from mx.services.processes import register_entries, registration_json
+from mx.services.validate import only_fields
 
 if TYPE_CHECKING:
     from flask.typing import ResponseReturnValue

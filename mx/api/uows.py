@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from flask import jsonify
 
-from mx.api.common import bp, ctx, cursor_of, limit_of, query
+from mx.api.common import bp, ctx, query
 from mx.runtime import runtime
 from mx.services import actions
 from mx.services.uows import get_uow, list_uows
@@ -22,10 +22,10 @@ def uows_list() -> ResponseReturnValue:
     return jsonify(
         list_uows(
             runtime().store,
-            process=params.get("process") or None,
+            process=params.get("process"),
             state=params.get("state"),
-            limit=limit_of(params),
-            cursor=cursor_of(params),
+            limit=params.get("limit"),
+            cursor=params.get("cursor"),
         )
     )
 

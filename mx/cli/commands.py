@@ -6,6 +6,7 @@ prints the result, so the command line, the API and the page cannot disagree."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
 from mx.cli.render import Out, print_json
@@ -61,6 +62,16 @@ def _print(args: argparse.Namespace, out: Out, data: Any, summary: str) -> int:
     return 0
 
 
+def _unpublished(result: dict[str, Any], what: str) -> None:
+    """Say on standard error that a stored unit of work waits for the broker (exit code 0: the
+    action is done, and repeating it would run the work twice)."""
+    if result.get("published") is False and what:
+        sys.stderr.write(
+            f"note: the broker did not take {what} now; it is stored and is published when "
+            "the broker is back (do not repeat the command)\n"
+        )
+
+
 def _changed(changed: list[dict[str, Any]]) -> str:
     lines = [f"  {j['process']} {j['timeperiod']} -> {j['state']}" for j in changed]
     return "\n".join([f"{len(changed)} jobs changed", *lines])
@@ -70,6 +81,7 @@ def cmd_trigger(args: argparse.Namespace, inst: Installation, out: Out) -> int:
     with inst.backend() as backend:
         result = backend.trigger(args.process)
     uow = result["uow"]
+    _unpublished(result, f"unit of work {uow['id']}" if uow else "")
     text = (
         f"{args.process}: unit of work {uow['id']} requested"
         if uow
@@ -116,6 +128,7 @@ def cmd_submit(args: argparse.Namespace, inst: Installation, out: Out) -> int:
         task = backend.submit(
             args.task_command, scheduled_at=args.scheduled_at, retries=args.retries
         )
+    _unpublished(task, f"task {task['task_id']}")
     return _print(args, out, task, task["task_id"])
 
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from db.errors import InvalidInput
-from db.store import MAX_PAGE_SIZE
 from mx.cli.render import Out, print_json, render_table
+from mx.services import validate
 
 if TYPE_CHECKING:
     from mx.cli.backend import Backend, Installation
@@ -40,12 +39,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_list(args: argparse.Namespace, inst: Installation, out: Out) -> int:
-    """Print one list as a table (with the next page's cursor) or as the API's JSON array."""
-    if not 1 <= args.limit <= MAX_PAGE_SIZE:
-        # The API's bound, checked here too so that both modes refuse the same pages.
-        raise InvalidInput(
-            "limit", f"must be an integer from 1 to {MAX_PAGE_SIZE} (got '{args.limit}')"
-        )
+    """Print one list as a table (with the next page's cursor) or as the API's JSON array.
+
+    Filters, ``--limit`` and ``--cursor`` are checked by the services (here or behind the API),
+    so a bad one exits 2 with the API's reason in both modes."""
+    # Lists that the command line prints whole take --limit too: refused alike, used by none.
+    validate.limit(args.limit)
     with inst.backend() as backend:
         rows, next_cursor = _rows(args, backend)
     if args.json:

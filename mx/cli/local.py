@@ -111,12 +111,10 @@ class LocalBackend(contextlib.AbstractContextManager):
         return boxes.list_boxes(self.store(), box_id=box_id)
 
     def list_workers(self, *, box_id: str | None, process: str | None) -> list[Json]:
-        # The liveness and the order of GET /workers.
+        # The liveness, filters and order of GET /workers.
         liveness = silence_limit(self._settings.heartbeat_interval, self._settings.heartbeat_misses)
-        found = boxes.list_workers(self.store(), now=self.now(), liveness=liveness)
-        return sorted(
-            (w for w in found if box_id in (None, w["box_id"]) and process in (None, w["process"])),
-            key=lambda w: w["worker_id"],
+        return boxes.list_workers(
+            self.store(), now=self.now(), liveness=liveness, box_id=box_id, process=process
         )
 
     def trigger(self, process: str) -> Json:

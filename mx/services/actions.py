@@ -11,12 +11,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from db import cascade
-from db.errors import Conflict, InvalidInput
+from db.errors import Conflict, NotFound
 from db.ids import new_id
 from db.models import Event, UowQuery
 from db.state_change import change_uow
 from db.states import ACTIVE_UOW_STATES, ProcessKind, UowKind
 from db.uow_factory import create_once
+from mx.services import validate
 from mx.services.serialize import job_json, process_json, uow_json
 
 if TYPE_CHECKING:
@@ -34,24 +35,29 @@ def trigger(ctx: ServiceContext, name: str) -> dict[str, Any]:
     a managed process is looked at by the scheduler at once.
 
     Returns:
-        ``{"process", "uow"}``: the new unit of work (None for a managed process).
+        ``{"process", "uow", "published"}``: the new unit of work (None for a managed process),
+        and whether its message (a managed process: the scheduler's wake) went to the broker
+        now. When it did not, the unit of work is stored all the same and published later
+        (:meth:`~mx.services.context.ServiceContext.announce`): the trigger is done, and
+        triggering again would run the process twice.
 
     Raises:
+        InvalidInput: a malformed name.
         NotFound: no such process.
-        Conflict: the process is disabled (nothing would run it), or a freerun already has
-            ``max_active`` units of work in flight.
-        InvalidInput: a daemon has nothing to trigger.
+        Conflict: a daemon (nothing to trigger), a disabled process (nothing would run it), or
+            a freerun that already has ``max_active`` units of work in flight.
     """
-    record = ctx.store.get_process(name)
+    record = ctx.store.get_process(validate.process_name(name, "name"))
     entry = record.entry
     if entry.kind is ProcessKind.DAEMON:
-        raise InvalidInput("name", f"{name} is a daemon: there is nothing to trigger")
+        # A well-formed name of a process whose kind has nothing to fire: the process's state
+        # refuses it, not the input (409, as for a disabled one).
+        raise Conflict("process", name, "is a daemon: there is nothing to trigger")
     if not entry.enabled:
         # Its workers are not run and the scheduler does not look at it: the work would wait.
         raise Conflict("process", name, "is disabled: enable it first, then trigger it")
     if entry.kind is ProcessKind.MANAGED:
-        ctx.wake(name)
-        return {"process": name, "uow": None}
+        return {"process": name, "uow": None, "published": ctx.wake(name)}
     in_flight = ctx.store.find_uows(
         UowQuery(process=name, states=ACTIVE_UOW_STATES), limit=entry.max_active
     ).items
@@ -70,18 +76,19 @@ def trigger(ctx: ServiceContext, name: str) -> dict[str, Any]:
         run_key=f"manual-{new_id()}",
         scheduled_at=ctx.clock.now(),
     )
-    ctx.announce(uow)
-    return {"process": name, "uow": uow_json(uow)}
+    published = ctx.announce(uow)
+    return {"process": name, "uow": uow_json(uow), "published": published}
 
 
 def set_enabled(ctx: ServiceContext, name: str, enabled: bool) -> dict[str, Any]:
     """Turn a process on or off (a run-time edit that survives re-registering).
 
     Raises:
+        InvalidInput: a malformed name.
         NotFound: no such process.
         Conflict: it changed concurrently (try again).
     """
-    record = ctx.store.get_process(name)
+    record = ctx.store.get_process(validate.process_name(name, "name"))
     if record.entry.enabled == enabled:
         return process_json(record)
     now = ctx.clock.now()
@@ -107,9 +114,12 @@ def reprocess(ctx: ServiceContext, process: str, timeperiod: str) -> list[dict[s
     """Reprocess (P, t) with its cascade; returns the jobs that changed.
 
     Raises:
-        NotFound: no such job.
+        InvalidInput: a malformed process name or timeperiod.
+        NotFound: no such managed process (it may have been removed while its jobs remain),
+            or no such job.
         TransitionRefused: the job cannot be reprocessed from its state.
     """
+    _managed(ctx, process, timeperiod)
     changed = cascade.reprocess(
         ctx.store, ctx.registry(), process, timeperiod, clock=ctx.clock, actor=ctx.actor
     )
@@ -121,9 +131,12 @@ def skip(ctx: ServiceContext, process: str, timeperiod: str) -> list[dict[str, A
     """Skip (P, t) with its cascade; returns the jobs that changed.
 
     Raises:
-        NotFound: no such job.
+        InvalidInput: a malformed process name or timeperiod.
+        NotFound: no such managed process (it may have been removed while its jobs remain),
+            or no such job.
         TransitionRefused: the job is already finished.
     """
+    _managed(ctx, process, timeperiod)
     changed = cascade.skip(
         ctx.store, ctx.registry(), process, timeperiod, clock=ctx.clock, actor=ctx.actor
     )
@@ -135,12 +148,31 @@ def cancel(ctx: ServiceContext, uow_id: str) -> dict[str, Any]:
     """Cancel a unit of work for good (its job then becomes skipped).
 
     Raises:
+        InvalidInput: an empty id, or one with a NUL or a lone surrogate.
         NotFound: no such unit of work.
         TransitionRefused: it is already finished.
     """
-    uow = ctx.store.get_uow(uow_id)
+    uow = ctx.store.get_uow(validate.identifier(uow_id, "uow_id"))
     canceled = change_uow(
         ctx.store, uow, "cancel", clock=ctx.clock, actor=ctx.actor, reason="canceled by hand"
     )
     ctx.wake(canceled.process)
     return uow_json(canceled)
+
+
+def _managed(ctx: ServiceContext, process: str, timeperiod: str) -> None:
+    """Refuse a cascade on a job whose process is not (or no longer) registered as managed:
+    its tree and dependencies, which the cascade walks, are unknown.
+
+    Raises:
+        InvalidInput: a malformed process name or timeperiod.
+        NotFound: no such managed process.
+    """
+    validate.process_name(process)
+    validate.timeperiod(timeperiod)
+    try:
+        record = ctx.store.get_process(process)
+    except NotFound:
+        raise NotFound("managed process", process) from None
+    if record.entry.kind is not ProcessKind.MANAGED:
+        raise NotFound("managed process", process)

@@ -10,6 +10,7 @@ from db.models import Event, SupervisedProcess
 from db.placement import process_of
 from db.state_change import change_supervised
 from db.states import SupervisedState
+from mx.services import validate
 from mx.services.serialize import supervised_json, worker_json
 
 if TYPE_CHECKING:
@@ -21,17 +22,45 @@ DEFAULT_LIVENESS = timedelta(seconds=30)
 
 
 def list_boxes(store: Store, *, box_id: str | None = None) -> list[dict[str, Any]]:
-    """Supervised processes per box with their states."""
-    return [supervised_json(r) for r in store.list_supervised(box_id)]
+    """Supervised processes per box with their states, by (box_id, process).
+
+    Args:
+        store: the store.
+        box_id: only this box (None or empty: every box).
+
+    Raises:
+        InvalidInput: a ``box_id`` with a NUL character or a lone surrogate.
+    """
+    box = validate.text("box_id", box_id) if box_id else None
+    records = store.list_supervised(box)
+    return [supervised_json(r) for r in sorted(records, key=lambda r: (r.box_id, r.process))]
 
 
 def list_workers(
-    store: Store, *, now: datetime, liveness: timedelta = DEFAULT_LIVENESS
+    store: Store,
+    *,
+    now: datetime,
+    liveness: timedelta = DEFAULT_LIVENESS,
+    box_id: str | None = None,
+    process: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Registered workers with their last heartbeat and whether they look alive."""
+    """Registered workers with their last heartbeat and whether they look alive, by worker id.
+
+    Args:
+        store: the store.
+        now: the current instant.
+        liveness: how long a worker may stay silent and still count as alive.
+        box_id: only the workers of this box (None or empty: every box).
+        process: only the workers of this process (None or empty: every process).
+
+    Raises:
+        InvalidInput: a bad filter (the field is named).
+    """
+    box = validate.text("box_id", box_id) if box_id else None
+    name = validate.process_filter(process)
     return [
         worker_json(w, alive=w.state == "alive" and now - w.heartbeat_at <= liveness)
-        for w in store.list_workers()
+        for w in sorted(store.list_workers(box_id=box, process=name), key=lambda w: w.worker_id)
     ]
 
 
@@ -86,6 +115,8 @@ def stop_process(
 
 
 def _instances(store: Store, box_id: str, process: str) -> list[SupervisedProcess]:
+    validate.identifier(box_id, "box_id")
+    validate.identifier(process, "name")
     found = [
         r
         for r in store.list_supervised(box_id)

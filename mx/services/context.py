@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from db.errors import BrokerUnavailable
 from db.models import ProcessEntry
 from db.relations import Registry
 from db.states import ProcessKind
@@ -15,10 +17,17 @@ if TYPE_CHECKING:
     from db.models import UnitOfWork
     from db.store import Store
 
+log = logging.getLogger(f"tactus.{__name__}")
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceContext:
-    """Passed to every verb by the API, the page and the command line."""
+    """Passed to every verb by the API, the page and the command line.
+
+    A verb stores first and publishes after (STYLE 2.9), so once it has stored, a failed
+    publish must not turn its answer into an error that a client would retry (SPEC section 15):
+    :meth:`announce` and :meth:`wake` never raise :class:`~db.errors.BrokerUnavailable`.
+    """
 
     store: Store
     clock: Clock
@@ -27,6 +36,10 @@ class ServiceContext:
     timezone: str = "UTC"
     #: Who acts, for the history and the audit (``cli``, ``user alice``, ``token deploy``).
     actor: str = "cli"
+    #: Publishes later what ``publish`` could not (mx's :class:`~mx.announcer.Announcer`);
+    #: None: nobody in this process will (the command line exits), and the unit of work waits
+    #: for the scheduler, which posts requested units again.
+    later: Publish | None = None
 
     def acting_as(self, actor: str) -> ServiceContext:
         return replace(self, actor=actor)
@@ -39,11 +52,43 @@ class ServiceContext:
     def entry(self, name: str) -> ProcessEntry:
         return self.store.get_process(name).entry
 
-    def wake(self, *processes: str) -> None:
-        """Ask the scheduler to look at these processes now (after the change is stored)."""
-        for process in dict.fromkeys(processes):
-            self.publish(status_queue(self.queue_prefix), wake_message(process).encode(), None)
+    def wake(self, *processes: str) -> bool:
+        """Ask the scheduler to look at these processes now (after the change is stored). A
+        wake that cannot be sent is only logged: the scheduler looks at every process on its own
+        schedule anyway, a little later.
 
-    def announce(self, uow: UnitOfWork) -> None:
-        """Publish a unit of work to its process's workers (delayed until ``scheduled_at``)."""
-        self.publish(*uow_delivery(uow, self.queue_prefix, self.clock.now()))
+        Returns:
+            Whether every wake was sent.
+        """
+        sent = True
+        for process in dict.fromkeys(processes):
+            try:
+                self.publish(status_queue(self.queue_prefix), wake_message(process).encode(), None)
+            except BrokerUnavailable as exc:
+                sent = False
+                log.info("process %s: wake not sent (the scheduler looks anyway): %s", process, exc)
+        return sent
+
+    def announce(self, uow: UnitOfWork) -> bool:
+        """Publish a unit of work to its process's workers (delayed until ``scheduled_at``).
+
+        Returns:
+            True when it was published now; False when the broker could not take it: the unit
+            of work is stored (``requested``), and is published by ``later`` when the broker
+            is back, or else posted again by the scheduler.
+        """
+        queue, body, delay = uow_delivery(uow, self.queue_prefix, self.clock.now())
+        try:
+            self.publish(queue, body, delay)
+            return True
+        except BrokerUnavailable as exc:
+            if self.later is not None:
+                self.later(queue, body, delay)
+                log.info("uow %s: stored; published when the broker is back (%s)", uow.id, exc)
+            else:
+                log.warning(
+                    "uow %s: stored but not published (%s); the scheduler posts it again",
+                    uow.id,
+                    exc,
+                )
+            return False

@@ -20,7 +20,7 @@ from db.errors import Conflict, DuplicateKey, InvalidInput
 from db.models import Event, ProcessRecord
 from db.registration import entry_from_mapping, validate_entries
 from db.states import ProcessKind, ProcessSource
-from mx.services import actions
+from mx.services import actions, validate
 from mx.services.processes import next_fire
 from mx.services.serialize import process_json
 
@@ -38,8 +38,10 @@ log = logging.getLogger(f"tactus.{__name__}")
 PROGRAM_FIELDS = frozenset({"command", "shell"})
 #: Fields an edit may not change (a process is renamed or re-kinded by its file).
 FIXED_FIELDS = ("name", "kind")
-#: Numeric fields of an entry (seconds or counts).
-NUMERIC_FIELDS = ("lag", "retry_delay", "timeout", "max_active", "retries", "workers")
+#: Numeric fields of an entry: counts, and seconds.
+COUNT_FIELDS = ("max_active", "retries", "workers", "noop_exit_code")
+DURATION_FIELDS = ("lag", "retry_delay", "timeout")
+NUMERIC_FIELDS = (*DURATION_FIELDS, *COUNT_FIELDS)
 #: Largest magnitude a numeric field may have at run time (about 31 years in seconds): beyond
 #: it ``timedelta`` and the stores' 64-bit integers overflow, which the registration rules do
 #: not catch yet, so the API answers 400 here instead of 500.
@@ -50,9 +52,10 @@ def show_process(store: Store, name: str, *, now: datetime, default_timezone: st
     """One process in its API shape, with its counts by state and its next fire.
 
     Raises:
+        InvalidInput: a malformed name.
         NotFound: no such process.
     """
-    record = store.get_process(name)
+    record = store.get_process(validate.process_name(name, "name"))
     if record.entry.kind is ProcessKind.MANAGED:
         counts_source: Mapping[tuple[str, Any], int] = store.count_jobs(name)
     else:
@@ -73,10 +76,15 @@ def create_freerun(ctx: ServiceContext, data: Any) -> dict[str, Any]:
     """
     if not isinstance(data, Mapping):
         raise InvalidInput("body", "must be a JSON object with the fields of the entry")
-    fields = dict(data)
-    fields.setdefault("kind", ProcessKind.FREERUN.value)
+    fields = dict(validate.json_value(data))
+    if fields.get("kind") is None:
+        fields["kind"] = ProcessKind.FREERUN.value
     if fields["kind"] != ProcessKind.FREERUN.value:
+        # Managed and daemon entries need a registration file: their trees, dependencies and
+        # boxes are checked together, and they are removed by registering again with --prune.
         raise InvalidInput("kind", "only freerun entries are created at run time")
+    if "name" in fields:
+        validate.process_name(fields["name"], "name")
     entry = _validated(fields, fields)
     stored = {r.name: r.entry for r in ctx.store.list_processes()}
     if entry.name in stored:
@@ -114,7 +122,8 @@ def edit_process(ctx: ServiceContext, name: str, changes: Any) -> dict[str, Any]
     """
     if not isinstance(changes, Mapping) or not changes:
         raise InvalidInput("body", "must be a JSON object with at least one field to change")
-    record = ctx.store.get_process(name)
+    validate.json_value(changes)
+    record = ctx.store.get_process(validate.process_name(name, "name"))
     current = record.entry.to_dict()
     for field in FIXED_FIELDS:
         if field in changes and changes[field] != current[field]:
@@ -151,7 +160,7 @@ def delete_freerun(ctx: ServiceContext, name: str) -> dict[str, Any]:
         NotFound: no such process.
         Conflict: it is not a freerun entry, or it is the built-in ad-hoc process.
     """
-    record = ctx.store.get_process(name)
+    record = ctx.store.get_process(validate.process_name(name, "name"))
     if record.entry.kind is not ProcessKind.FREERUN:
         raise Conflict(
             "process",
@@ -171,6 +180,12 @@ def delete_freerun(ctx: ServiceContext, name: str) -> dict[str, Any]:
 
 def _validated(fields: Mapping[str, Any], given: Mapping[str, Any]) -> ProcessEntry:
     """The entry by the registration rules, with numbers kept in range first."""
+    fields = dict(fields)
+    for field in COUNT_FIELDS:
+        if field in fields:
+            fields[field] = validate.whole(fields[field])
+    for field in DURATION_FIELDS:
+        validate.seconds(field, fields.get(field))
     for field in NUMERIC_FIELDS:
         value = fields.get(field)
         if isinstance(value, int | float) and not isinstance(value, bool):

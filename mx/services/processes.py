@@ -7,11 +7,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from db.errors import InvalidInput
 from db.models import Event, ProcessRecord
 from db.registration import RegistrationPlan, load_file, plan_registration
 from db.states import ProcessKind, ProcessSource
 from db.timeperiod import Timeperiod
 from db.triggers import parse_trigger
+from mx.services import validate
 from mx.services.serialize import process_json
 
 if TYPE_CHECKING:
@@ -82,6 +84,12 @@ def register_entries(
     """Upsert validated entries as one registration file's (:func:`register_file`; the REST
     API's registration, sent by ``launch.py register --url``, comes here with the entries the
     sender read from ``source``)."""
+    for entry in entries:
+        try:
+            validate.json_value(entry.to_dict(), "entry")
+            validate.process_name(entry.name, "name")
+        except InvalidInput as exc:
+            raise InvalidInput(exc.field, exc.problem, entity=f"process {entry.name!r}") from None
     existing = {r.name: (r.entry, r.registered, r.source.value) for r in store.list_processes()}
     plan = plan_registration(existing, entries, prune=prune)
     if check:

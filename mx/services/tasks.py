@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from db.builtin import ADHOC, ensure_builtin_processes
@@ -11,6 +11,7 @@ from db.errors import InvalidInput
 from db.ids import new_id
 from db.states import UowKind, UowState
 from db.uow_factory import create_once
+from mx.services import validate
 from mx.services.serialize import instant
 
 if TYPE_CHECKING:
@@ -33,13 +34,17 @@ def submit(
     (now when None), retried ``retries`` times on failure.
 
     Returns:
-        The task in the API's shape (``task_id`` ...).
+        The task in the API's shape (``task_id`` ...) with ``published``: whether it went to
+        the broker now. When it did not, it is stored all the same and published later
+        (:meth:`~mx.services.context.ServiceContext.announce`): submitting again would run the
+        command twice.
 
     Raises:
         InvalidInput: a bad command, instant, retries or arguments (the field is named).
     """
     if not isinstance(command, str) or not command.strip():
         raise InvalidInput("command", "must be a non-empty string")
+    validate.text("command", command)
     if len(command) > MAX_COMMAND:
         raise InvalidInput("command", f"is longer than {MAX_COMMAND} characters")
     if scheduled_at is None:
@@ -48,12 +53,14 @@ def submit(
         when = require_aware(scheduled_at, "scheduled_at")
     else:
         when = _parse_instant(scheduled_at)
+    retries = validate.whole(retries)
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
         raise InvalidInput("retries", "must be an integer from 0 to 100")
     if arguments is None:
         arguments = {}
     if not isinstance(arguments, dict) or "command" in arguments:
         raise InvalidInput("arguments", "must be a JSON object (without a 'command' key)")
+    validate.json_value(arguments, "arguments")
     ensure_builtin_processes(ctx.store, ctx.clock)
     stamp = when.strftime("%Y%m%d%H%M%S")
     uow, _ = create_once(
@@ -70,8 +77,8 @@ def submit(
         arguments={**arguments, "command": command},
         retries=retries,
     )
-    ctx.announce(uow)
-    return task_json(uow)
+    published = ctx.announce(uow)
+    return {**task_json(uow), "published": published}
 
 
 def _parse_instant(text: Any) -> datetime:
@@ -84,6 +91,8 @@ def _parse_instant(text: Any) -> datetime:
     if value.tzinfo is None:
         raise InvalidInput("scheduled_at", "needs an offset or Z (e.g. 2026-12-24T18:00:00Z)")
     try:
+        # An instant that exists with its offset but not in UTC (year 1 or 9999 at the edge).
+        value.astimezone(UTC)
         return require_aware(value, "scheduled_at")
     except OverflowError as exc:
         raise InvalidInput("scheduled_at", f"{text!r} is out of the representable range") from exc
@@ -115,6 +124,7 @@ def status_of(ctx: ServiceContext, task_id: str) -> dict[str, Any]:
     """A task's state and timestamps (any unit of work id works too).
 
     Raises:
+        InvalidInput: an empty id, or one with a NUL or a lone surrogate.
         NotFound: no such task.
     """
-    return task_json(ctx.store.get_uow(task_id))
+    return task_json(ctx.store.get_uow(validate.identifier(task_id, "task_id")))

@@ -13,8 +13,8 @@ from db.errors import InvalidInput, TactusError
 from db.states import ProcessKind
 from mx.auth import require_role, requires
 from mx.runtime import runtime
-from mx.services import actions, entries
-from mx.services.processes import next_fire
+from mx.services import actions, entries, validate
+from mx.services.processes import next_fire, process_records
 from mx.services.serialize import fire_json, instant
 from mx.views.common import act, ctx, render
 from mx.views.forms import command_text, entry_fields
@@ -39,8 +39,7 @@ def process_list() -> ResponseReturnValue:
             **record.entry.to_dict(),
             "next_fire": instant(next_fire(record, now, rt.settings.timezone)),
         }
-        for record in rt.store.list_processes()
-        if not kind or record.entry.kind.value == kind
+        for record in process_records(rt.store, validate.kind(kind or None))
     ]
     return render("entries/list.html", processes=rows, kind=kind, kinds=list(ProcessKind))
 
@@ -140,6 +139,11 @@ def process_trigger(name: str) -> ResponseReturnValue:
         uow = result["uow"]
         if uow is None:
             return f"Asked the scheduler to look at {name} now."
+        if not result["published"]:
+            return (
+                f"Triggered {name}: unit of work {uow['id']} is stored; the broker is away, "
+                "so it is published as soon as the broker is back (do not trigger again)."
+            )
         return f"Triggered {name}: unit of work {uow['id']}."
 
     return act(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from markupsafe import Markup
 
 from mx.auth import current_principal
 from mx.runtime import runtime
@@ -79,7 +82,21 @@ def size(value: Any) -> str:
     return ""
 
 
+#: A lone surrogate: not Unicode text, so UTF-8 cannot encode a page holding one.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def shown(value: Any) -> Any:
+    """Every value a template prints (Jinja's ``finalize``): a string stored before mx refused
+    lone surrogates shows them as U+FFFD instead of making the page fail to encode."""
+    if isinstance(value, str) and _SURROGATE.search(value):
+        cleaned = _SURROGATE.sub("\ufffd", value)
+        return Markup(cleaned) if isinstance(value, Markup) else cleaned
+    return value
+
+
 def init_app(app: Flask) -> None:
+    app.jinja_env.finalize = shown
     app.jinja_env.filters.update(when=when, ago=ago, size=size, span=span)
     app.jinja_env.globals["took"] = took
     app.context_processor(lambda: {"principal": current_principal()})

@@ -35,5 +35,6 @@ def task_create() -> ResponseReturnValue:
         field = getattr(exc, "field", None)
         message = f"{field}: {exc.message}" if field else exc.message
         return render("tasks/new.html", form=request.form.to_dict(), error=message), exc.http_status
-    flash(f"Submitted task {task['task_id']}.", "ok")
+    waiting = "" if task["published"] else " (the broker is away: it is published when it is back)"
+    flash(f"Submitted task {task['task_id']}{waiting}.", "ok")
     return redirect(url_for("work.uow_detail", uow_id=task["task_id"]), code=303)

@@ -471,3 +471,37 @@ def test_remote_next_runs_needs_no_installation(capsys, settings):
     argv = ["next-runs", "every 60", "--after", "2026-01-01T00:00:00Z", "--count", "1"]
     assert launch.main([*argv, "--url", "http://127.0.0.1:9"], environ={}) == 0
     assert capsys.readouterr().out.startswith("2026-01-01T00:01:00Z")
+
+
+#: (arguments, the field named): input the services refuse, so the command line refuses it
+#: with exit 2 whether it acts on the store or through the API (which answers 400).
+BAD_INPUT = [
+    (["list", "jobs", "--from", "abc"], "from"),
+    (["list", "jobs", "--to", "2026"], "to"),
+    (["list", "jobs", "--limit", "0"], "limit"),
+    (["list", "uows", "--limit", "1001"], "limit"),
+    (["list", "jobs", "--cursor", "not a cursor"], "cursor"),
+    (["list", "jobs", "--process", "Hourly"], "process"),
+    (["list", "uows", "--state", "done"], "state"),
+    (["list", "workers", "--process", "a b"], "process"),
+    (["list", "processes", "--limit", "0"], "limit"),
+    (["reprocess", "hourly", "abc"], "timeperiod"),
+    (["skip", "Hourly", "2026010100"], "process"),
+    (["trigger", "Cron"], "name"),
+    (["submit", "--command", "echo \udcff"], "command"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "field"), BAD_INPUT, ids=lambda v: " ".join(v) if isinstance(v, list) else v
+)
+def test_bad_input_exits_2_with_the_same_reason_locally_and_remotely(cli, store, args, field):
+    before = state_of(store)
+    local = cli.local(*args)
+    remote = cli.run(*args, role=Role.ADMIN)
+    for code, _, err in (local, remote):
+        assert code == 2, err
+        assert f"field '{field}'" in err, err
+        assert len(err.strip().splitlines()) == 1, err
+    assert local[2] == remote[2]
+    assert state_of(store) == before

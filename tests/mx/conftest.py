@@ -13,6 +13,7 @@ import pytest
 
 from db import open_store
 from db.credentials import CredentialKind, Role
+from db.errors import BrokerUnavailable, StoreUnavailable
 from db.models import (
     FireRecord,
     JobQuery,
@@ -52,14 +53,74 @@ def app_store(settings):
     store.close()
 
 
+class DownableStore:
+    """The test store, whose every call raises ``StoreUnavailable`` while ``down`` is set: the
+    store taken away, as mx sees it."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name.startswith("_") or name in ("describe", "close") or not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise StoreUnavailable("test: the store is down")
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+class DownableBroker(RecordingBroker):
+    """A recording broker whose calls raise ``BrokerUnavailable`` while ``down`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise BrokerUnavailable("test: the broker is down")
+
+    def publish(self, queue, body, *, delay=None):
+        self._check()
+        super().publish(queue, body, delay=delay)
+
+    def depth(self, queue):
+        self._check()
+        return 0
+
+    def depths(self, queues):
+        self._check()
+        return dict.fromkeys(queues, 0)
+
+
 @pytest.fixture
 def recording_broker():
-    return RecordingBroker()
+    """mx's broker in these tests (``down`` takes it away)."""
+    return DownableBroker()
 
 
 @pytest.fixture
 def app(settings, app_store, recording_broker, clock):
-    return create_app(settings, store=app_store, broker=recording_broker, clock=clock, testing=True)
+    app = create_app(
+        settings,
+        store=DownableStore(app_store),
+        broker=recording_broker,
+        clock=clock,
+        testing=True,
+    )
+    yield app
+    app.extensions["tactus"].close()  # stops the announcer's thread if a test started it
+
+
+@pytest.fixture
+def store_switch(app) -> DownableStore:
+    """The store under mx's (``down`` takes it away; ``app_store`` stays reachable)."""
+    return app.extensions["tactus"].store.inner
 
 
 @pytest.fixture
@@ -248,3 +309,8 @@ def snapshot(store) -> dict[str, Any]:
         "audit": store.list_audit(limit=1000).items,
         "queue": {p.name: store.queue_depth(f"tactus.{p.name}", now=T0) for p in processes},
     }
+
+
+def state_of(store) -> dict[str, Any]:
+    """:func:`snapshot` less the audit trail, which records refused requests too."""
+    return {key: value for key, value in snapshot(store).items() if key != "audit"}

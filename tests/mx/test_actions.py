@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from db import open_store
 from db.clock import FakeClock
-from db.errors import Conflict, InvalidInput, NotFound, TransitionRefused
+from db.errors import BrokerUnavailable, Conflict, NotFound, TransitionRefused
 from db.models import ProcessRecord
 from db.registration import entry_from_mapping
 from db.states import JobState, ProcessSource, UowState
@@ -73,9 +74,9 @@ def test_trigger_respects_max_active(ctx):
 def test_trigger_managed_wakes_the_scheduler_and_daemon_is_refused(ctx, published):
     register(ctx, name="h", kind="managed", time_qualifier="hourly", command=["true"])
     register(ctx, name="d", kind="daemon", command=["sleep", "1"])
-    assert actions.trigger(ctx, "h") == {"process": "h", "uow": None}
+    assert actions.trigger(ctx, "h") == {"process": "h", "uow": None, "published": True}
     assert [(q, m.kind, m.process) for q, m, _ in published] == [("tactus.uow_status", "wake", "h")]
-    with pytest.raises(InvalidInput):
+    with pytest.raises(Conflict, match="is a daemon"):
         actions.trigger(ctx, "d")
     with pytest.raises(NotFound):
         actions.trigger(ctx, "ghost")
@@ -120,3 +121,36 @@ def test_reprocess_skip_cancel_through_a_scheduler(ctx):
     assert actions.skip(ctx, "h", "2026010511")[0]["state"] == "skipped"
     with pytest.raises(TransitionRefused):
         actions.skip(ctx, "h", "2026010511")
+
+
+def _broker_away(queue, body, delay):
+    raise BrokerUnavailable("test: the broker is away")
+
+
+def test_a_unit_stored_while_the_broker_is_away_is_done_and_goes_to_later(ctx):
+    # given the broker away, and someone to publish later (mx's announcer)
+    register(ctx, name="cron", kind="freerun", trigger="every 3600", command=["true"])
+    kept = []
+    away = replace(ctx, publish=_broker_away, later=lambda *message: kept.append(message))
+    # when a freerun is triggered
+    result = actions.trigger(away, "cron")
+    # then the unit is stored and handed on, and the verb does not fail
+    assert result["published"] is False
+    assert ctx.store.get_uow(result["uow"]["id"]).state is UowState.REQUESTED
+    assert [Message.decode(body).uow_id for _, body, _ in kept] == [result["uow"]["id"]]
+
+
+def test_without_anyone_to_publish_later_the_unit_waits_for_the_scheduler(ctx, caplog):
+    # the command line: nobody in the process publishes later; the scheduler re-posts
+    register(ctx, name="cron", kind="freerun", trigger="every 3600", command=["true"])
+    result = actions.trigger(replace(ctx, publish=_broker_away), "cron")
+    assert result["published"] is False
+    assert ctx.store.get_uow(result["uow"]["id"]).state is UowState.REQUESTED
+    assert "the scheduler posts it again" in caplog.text
+
+
+def test_a_wake_that_cannot_be_sent_does_not_fail_the_action(ctx):
+    register(ctx, name="cron", kind="freerun", trigger="every 3600", command=["true"])
+    record = actions.set_enabled(replace(ctx, publish=_broker_away), "cron", False)
+    assert record["enabled"] is False
+    assert ctx.store.get_process("cron").entry.enabled is False

@@ -57,7 +57,6 @@ BAD_INPUT = [
     ("PATCH", "/api/v1/processes/cron", {"trigger": "at 25:00"}, "trigger"),
     ("PATCH", "/api/v1/processes/h", {"depends_on": ["ghost"]}, "depends_on"),
     ("DELETE", "/api/v1/processes/cron?force=1", None, "force"),
-    ("POST", "/api/v1/processes/d/trigger", None, "name"),
     ("GET", "/api/v1/jobs?state=bogus", None, "state"),
     ("GET", "/api/v1/jobs?from=yesterday", None, "from"),
     ("GET", "/api/v1/jobs?to=20260105", None, "to"),
@@ -174,6 +173,7 @@ CONFLICTS = [
     ("POST", "/api/v1/jobs/h/2026010512/skip", None, "transition_refused"),
     ("POST", "/api/v1/uows/{finished}/cancel", None, "transition_refused"),
     ("POST", "/api/v1/processes/off/trigger", None, "conflict"),
+    ("POST", "/api/v1/processes/d/trigger", None, "conflict"),
 ]
 
 
@@ -249,14 +249,16 @@ def test_an_edit_that_lost_a_race_is_409_and_changes_nothing(client, auth, app_s
     real_get = app_store.get_process
     stale = real_get("cron")
     client.patch("/api/v1/processes/cron", json={"retries": 7}, headers=auth.headers("admin"))
-    app_store.get_process = lambda name: stale if name == "cron" else real_get(name)
+    # (mx's store is the patient wrapper around app_store: the stale read is planted there)
+    mx_store = client.application.extensions["tactus"].store
+    mx_store.get_process = lambda name: stale if name == "cron" else real_get(name)
     try:
         # when it writes on the version it read
         response = client.patch(
             "/api/v1/processes/cron", json={"retries": 9}, headers=auth.headers("admin")
         )
     finally:
-        del app_store.get_process
+        del mx_store.get_process
     # then it is refused, and the other edit stands
     assert response.status_code == 409, response.json
     assert response.json["error"]["code"] == "conflict"

@@ -120,4 +120,4 @@ def test_processes_trigger_freerun_is_201_with_the_uow(client, auth, seed, recor
 def test_processes_trigger_managed_is_202_without_a_uow(client, auth, seed):
     response = client.post("/api/v1/processes/h/trigger", headers=auth.headers(Role.OPERATOR))
     assert response.status_code == 202
-    assert response.json == {"process": "h", "uow": None}
+    assert response.json == {"process": "h", "uow": None, "published": True}
