@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import yaml
 
 from db import open_store
 from db.states import SupervisedState
@@ -149,6 +150,10 @@ class FaultInstallation(Installation):
         self.env.update(settings or {})
         self.daemons: dict[str, Daemon] = {}
         self._token: str | None = None
+
+    def register_processes(self, *entries: dict[str, Any]) -> None:
+        """``launch.py register`` of a YAML process_context holding ``entries``."""
+        self.register(yaml.safe_dump({"processes": list(entries)}, sort_keys=False))
 
     @property
     def store(self):
@@ -340,3 +345,26 @@ def _decoded(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw.decode("utf-8", "replace")
+
+
+#: How ``supervisor/logs.py`` starts each line: the local time (``%(asctime)s``).
+_ASCTIME = "%Y-%m-%d %H:%M:%S,%f"
+
+
+def file_lines_between(path: Path, start: datetime, end: datetime) -> list[str]:
+    """Lines of a daemon's log file written in [start, end) (naive local instants, as the log
+    format writes them); a line without a time stamp (a traceback) goes with the one before."""
+    if not path.exists():
+        return []
+    found: list[str] = []
+    inside = False
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            stamp = datetime.strptime(line[:23], _ASCTIME)
+        except ValueError:
+            stamp = None
+        if stamp is not None:
+            inside = start <= stamp < end
+        if inside:
+            found.append(line)
+    return found
