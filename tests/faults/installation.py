@@ -368,3 +368,15 @@ def file_lines_between(path: Path, start: datetime, end: datetime) -> list[str]:
         if inside:
             found.append(line)
     return found
+
+
+def alive_pids(pids: dict[str, int]) -> dict[str, int]:
+    """The instances whose process still runs (not a zombie), of {instance: pid}."""
+    alive = {}
+    for instance, pid in pids.items():
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive[instance] = pid
+        except psutil.NoSuchProcess:
+            continue
+    return alive

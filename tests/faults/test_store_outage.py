@@ -20,13 +20,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import psutil
 import pytest
 
 from db.states import TERMINAL_UOW_STATES, UowState
 from tests.faults.counting import command, tally, units_of
 from tests.faults.drill import Verdict, Window, hold
-from tests.faults.installation import file_lines_between
+from tests.faults.installation import alive_pids, file_lines_between
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_server]
 
@@ -54,18 +53,6 @@ def flow(runs_path) -> dict:
         "retry_delay": 1,
         "command": command(runs_path, RUN_SECONDS),
     }
-
-
-def alive_pids(pids: dict[str, int]) -> dict[str, int]:
-    """The instances whose worker process still runs (not a zombie)."""
-    alive = {}
-    for instance, pid in pids.items():
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive[instance] = pid
-        except psutil.NoSuchProcess:
-            continue
-    return alive
 
 
 def test_store_outage_loses_nothing_runs_nothing_twice_kills_no_daemon(installation, runs):
