@@ -149,6 +149,8 @@ class FaultInstallation(Installation):
         )
         self.env.update(settings or {})
         self.daemons: dict[str, Daemon] = {}
+        #: Daemons replaced by a restart (killed in a drill).
+        self.retired: list[Daemon] = []
         self._token: str | None = None
 
     def register_processes(self, *entries: dict[str, Any]) -> None:
@@ -163,17 +165,21 @@ class FaultInstallation(Installation):
 
     # -- daemons ----------------------------------------------------------------------------------
 
-    def start(self, name: str, *, ready: float = 60.0) -> Daemon:
+    def start(self, name: str, *, ready: float = 60.0, env: dict[str, str] | None = None) -> Daemon:
         """``launch.py --start NAME --console`` in its own session; returns once it is ready
-        (the scheduler and the supervisor said they started, mx answers its health route)."""
+        (the scheduler and the supervisor said they started, mx answers its health route).
+        ``env`` overrides settings for this daemon only (another proxy, say)."""
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "launch.py"), "--start", name, "--console"],
             cwd=self.root,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        previous = self.daemons.get(name)
+        if previous is not None:  # a restart: keep the old one's output for the report
+            self.retired.append(previous)
         tap = LogTap(proc.stdout, self.root / f"{name}.console.log")
         daemon = Daemon(name, proc, tap)
         with contextlib.suppress(psutil.Error):
@@ -189,12 +195,13 @@ class FaultInstallation(Installation):
             self.wait(lambda: tap.contains(marker), ready, f"{name} to start")
         return daemon
 
-    def start_all(self) -> None:
+    def start_all(self, *, scheduler_env: dict[str, str] | None = None) -> None:
         """The store's schema, then the scheduler, the supervisor (which starts the workers) and
         mx."""
         result = self.launch("db", "--init")
         assert result.returncode == 0, result.stderr
-        for name in ("scheduler", "supervisor", "mx"):
+        self.start("scheduler", env=scheduler_env)
+        for name in ("supervisor", "mx"):
             self.start(name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -226,7 +233,7 @@ class FaultInstallation(Installation):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(daemon.pid, signal.SIGKILL)
                 daemon.proc.wait(10)
-        for daemon in self.daemons.values():
+        for daemon in [*self.retired, *self.daemons.values()]:
             if daemon.alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(daemon.pid, signal.SIGKILL)
@@ -242,7 +249,10 @@ class FaultInstallation(Installation):
 
     def report(self) -> str:
         """The tail of every daemon's output and of the workers' log files, for a failure."""
-        parts = [f"--- {d.name} (pid {d.pid})\n{d.tap.tail()}" for d in self.daemons.values()]
+        parts = [
+            f"--- {d.name} (pid {d.pid})\n{d.tap.tail()}"
+            for d in [*self.retired, *self.daemons.values()]
+        ]
         for path in sorted((self.var / "log").glob("*.log")):
             if path.stem in self.daemons:
                 continue

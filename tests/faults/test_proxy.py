@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.proxy import TcpProxy
+from tests.faults.proxy import TcpProxy, Tripwire
 from tests.polling import wait_until
 
 
@@ -24,6 +24,8 @@ class _Echo(socketserver.BaseRequestHandler):
             server.accepted += 1
         try:
             while data := self.request.recv(65536):
+                with server.lock:
+                    server.received += data
                 self.request.sendall(data)
         except OSError:
             pass
@@ -43,6 +45,7 @@ class EchoServer(socketserver.ThreadingTCPServer):
         self.lock = threading.Lock()
         self.accepted = 0
         self.closed = 0
+        self.received = b""
 
 
 @pytest.fixture
@@ -224,3 +227,23 @@ def test_proxy_close_leaves_nothing_listening(echo):
     assert not any(t.name == "proxy-loop" for t in threading.enumerate())
     with contextlib.suppress(OSError):
         sock.close()
+
+
+def test_proxy_tripwire_holds_what_follows_the_chosen_commit(proxy, echo):
+    # given a tripwire on the second "write then commit" of any connection
+    fired = []
+    wire = Tripwire(arm=b"INSERT", then=b"COMMIT", count=2, action=lambda: fired.append(1))
+    proxy.tripwire(wire)
+    with connect(proxy) as one, connect(proxy) as two:
+        assert round_trip(one, b"BEGIN; INSERT x") == b"BEGIN; INSERT x"
+        assert round_trip(one, b"COMMIT") == b"COMMIT"
+        assert round_trip(two, b"SELECT; COMMIT") == b"SELECT; COMMIT"  # no write: not counted
+        assert round_trip(two, b"INSERT y; COMMIT") == b"INSERT y; COMMIT"
+        assert not fired and wire.commits == 2
+        # when anything is sent next, on either connection
+        one.sendall(b"UPDATE link")
+        # then it is held, the action runs once, and every connection is dropped
+        assert wire.done.wait(5) and fired == [1]
+        wait_until(lambda: is_closed(one) and is_closed(two), 5, what="both dropped")
+        assert echo.accepted == 2 and proxy.connections_open == 0
+        assert b"UPDATE" not in echo.received
