@@ -103,7 +103,7 @@ def test_broker_outage_consumers_wait_and_work_fired_meanwhile_runs(installation
                 )
                 >= 3
             ),
-            30,
+            20,
             "three units of work after the outage processed",
         )
     except AssertionError:
@@ -115,7 +115,7 @@ def test_broker_outage_consumers_wait_and_work_fired_meanwhile_runs(installation
                 u.state in TERMINAL_UOW_STATES
                 for u in units_of(inst.store, ["flow"], created_before=cutoff)
             ),
-            20,
+            15,
             "every unit of work made before the count to end",
         )
     except AssertionError:

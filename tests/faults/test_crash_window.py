@@ -84,7 +84,7 @@ def test_scheduler_killed_between_unit_and_link_loses_no_period(installation, ru
             return all(s in (JobState.PROCESSED, JobState.SKIPPED) for s in states)
 
         try:
-            inst.wait(settled, 60, "every period to be processed (or skipped)")
+            inst.wait(settled, 40, "every period to be processed (or skipped)")
         except AssertionError:
             pass
         # then every period was processed, once

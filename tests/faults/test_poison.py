@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.needs_server]
 
 #: Seconds the jobs get to be processed again after the poison (a look, a run of 0.5 s, a
 #: status: a couple of seconds when the scheduler listens).
-AFTER_POISON = 30.0
+AFTER_POISON = 20.0
 
 
 def poison_bodies(process: str) -> dict[str, bytes]:
@@ -151,7 +151,7 @@ def test_poison_is_dead_lettered_and_takes_no_thread_down(installation, runs):
         )
 
     try:
-        inst.wait(all_dead_lettered, 10, "every poison message dead-lettered")
+        inst.wait(all_dead_lettered, 5, "every poison message dead-lettered")
     except AssertionError:
         pass
     dead_process = dead_letters(inst, process_queue)

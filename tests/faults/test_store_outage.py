@@ -97,7 +97,7 @@ def test_store_outage_loses_nothing_runs_nothing_twice_kills_no_daemon(installat
                 )
                 >= 3
             ),
-            60,
+            30,
             "three units of work after the outage processed",
         )
     except AssertionError:
@@ -111,7 +111,7 @@ def test_store_outage_loses_nothing_runs_nothing_twice_kills_no_daemon(installat
                 u.state in TERMINAL_UOW_STATES
                 for u in units_of(inst.store, ["flow"], created_before=cutoff)
             ),
-            45,
+            20,
             "every unit of work made before the count to end",
         )
     except AssertionError:
