@@ -47,8 +47,12 @@ from tests.supervisor.installation import BOX, ROOT, Installation
 DAEMONS = ("mx", "scheduler", "supervisor")
 #: Seconds a daemon gets between SIGTERM and SIGKILL of its group at the end of a test.
 STOP_WAIT = 20.0
-#: Settings every drill uses: short enough that a drill lasts seconds, as long as a test on two
-#: busy cores can afford (a heartbeat a second, lost after three missed).
+#: Settings every drill uses, short so that a drill lasts seconds and not minutes:
+#: - a heartbeat a second, a worker lost after three missed: a 10 s outage is over three
+#:   liveness windows, so a daemon that judges workers by stale beats after an outage shows it;
+#: - outage back-off capped at 2 s (default 30 s): a daemon notices the return within ~2 s,
+#:   well inside the issue's 10 s for the health route;
+#: - a grace of 2 s for running units of work when a worker stops, so teardown is quick.
 FAULT_SETTINGS = {
     "TACTUS_HEARTBEAT_INTERVAL": "1",
     "TACTUS_HEARTBEAT_MISSES": "3",
@@ -162,6 +166,13 @@ class FaultInstallation(Installation):
         if self._store is None:
             self._store = open_store(self.direct_store_uri)
         return self._store
+
+    def reopen_store(self) -> None:
+        """Forget the test's own store connections (after the server itself restarted, every
+        pooled connection is dead)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     # -- daemons ----------------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ What is proven, by counting (``counting.py``) rather than by reading logs:
 - each daemon writes at most a handful of log lines a minute while the store is away;
 - ``/api/v1/health`` says the scheduler is alive within 10 s of the store's return;
 - a worker whose command finished while the store was away stores that outcome once the store is
-  back: the command ran once (SPEC 15: the outcome is kept in a journal, never run again).
+  back: the command ran once (SPEC 15: the outcome is kept in a journal, never run again); this
+  drill runs twice, with the proxy cutting the store off and with the private cluster itself
+  stopped as in a crash (``pg_ctl stop -m immediate``) and started again.
 
 The installation: PostgreSQL (private cluster, through its proxy) and RabbitMQ (through its own
 proxy, left alone here), heartbeats every second and lost after three missed, outage back-off
@@ -150,7 +152,26 @@ def test_store_outage_loses_nothing_runs_nothing_twice_kills_no_daemon(installat
     verdict.check(f"{counts}\n{inst.report()}")
 
 
-def test_store_outage_busy_worker_stores_its_outcome_afterwards(installation, runs):
+def store_away(inst, kind: str) -> None:
+    """Take the store away: ``proxy`` drops and refuses every connection (the network or the
+    server's machine is gone); ``crash`` stops the private cluster itself as in a crash
+    (``pg_ctl stop -m immediate``)."""
+    if kind == "proxy":
+        inst.pg.proxy.down()
+    else:
+        inst.pg.cluster.stop("immediate")
+
+
+def store_back(inst, kind: str) -> None:
+    if kind == "proxy":
+        inst.pg.proxy.up()
+    else:
+        inst.pg.cluster.start()
+        inst.reopen_store()
+
+
+@pytest.mark.parametrize("kind", ["proxy", "crash"])
+def test_store_outage_busy_worker_stores_its_outcome_afterwards(installation, runs, kind):
     inst = installation
     # given one long command running on one worker
     inst.register_processes(
@@ -173,14 +194,14 @@ def test_store_outage_busy_worker_stores_its_outcome_afterwards(installation, ru
     # store comes back 10 s later
     outage = Window()
     outage.open()
-    inst.pg.proxy.down()
+    store_away(inst, kind)
     finished_during = True
     try:
         inst.wait(lambda: runs.ended(uow_id) == 1, 15, "the command to end during the outage")
     except AssertionError:
         finished_during = False
     hold(SHORT_STORE_OUTAGE)
-    inst.pg.proxy.up()
+    store_back(inst, kind)
     outage.close()
     # then the unit of work is processed with its one run, and the worker stayed up
     state = None
