@@ -7,7 +7,8 @@ What is proven, by counting (``counting.py``) rather than by reading logs:
   is declared lost because the store was away);
 - no daemon dies: the scheduler, the supervisor and mx keep their processes, no worker exits;
 - each daemon writes at most a handful of log lines a minute while the store is away;
-- ``/api/v1/health`` says the scheduler is alive within 10 s of the store's return;
+- ``/api/v1/health`` says the scheduler is alive within 10 s of the store's return, and mx
+  answers 503 ``store_unavailable`` at once while the store is away;
 - a worker whose command finished while the store was away stores that outcome once the store is
   back: the command ran once (SPEC 15: the outcome is kept in a journal, never run again); this
   drill runs twice, with the proxy cutting the store off and with the private cluster itself
@@ -20,6 +21,7 @@ capped at 2 s so that the daemons notice the return within seconds.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -78,7 +80,12 @@ def test_store_outage_loses_nothing_runs_nothing_twice_kills_no_daemon(installat
     outage = Window()
     outage.open()
     inst.pg.proxy.down()
-    hold(STORE_OUTAGE)
+    hold(5.0)
+    # (mx answers at once meanwhile, with 503 store_unavailable: SPEC 15)
+    asked = time.monotonic()
+    api_status, api_body = inst.api("GET", "/uows?limit=1", timeout=30)
+    api_seconds = round(time.monotonic() - asked, 1)
+    hold(STORE_OUTAGE - (time.monotonic() - outage.start))
     inst.pg.proxy.up()
     outage.close()
     # then the scheduler is seen alive again soon after
@@ -136,6 +143,15 @@ def test_store_outage_loses_nothing_runs_nothing_twice_kills_no_daemon(installat
     )
     verdict.equal("workers gone", sorted(set(workers) - set(alive_pids(workers))), [])
     verdict.equal("worker exits recorded", inst.worker_exits("flow", 3, outage.start_utc), [])
+    verdict.equal(
+        "mx during the outage: status and code",
+        (
+            api_status,
+            (api_body.get("error") or {}).get("code") if isinstance(api_body, dict) else api_body,
+        ),
+        (503, "store_unavailable"),
+    )
+    verdict.at_most("mx during the outage: seconds to answer", api_seconds, 5.0)
     verdict.at_most("health: seconds until the scheduler is alive", health_after, HEALTH_WITHIN)
     limit = outage.handful()
     for name in ("scheduler", "supervisor", "mx"):
