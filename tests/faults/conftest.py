@@ -176,9 +176,9 @@ def installation(tmp_path: Path, pg: ProxiedStore, rabbit: ProxiedRabbit):
         direct_store_uri=pg.direct_uri,
         broker_uri=rabbit.uri,
         queue_prefix=rabbit.prefix,
+        pg=pg,
+        rabbit=rabbit,
     )
-    inst.pg = pg
-    inst.rabbit = rabbit
     try:
         yield inst
     finally:

@@ -138,8 +138,14 @@ class FaultInstallation(Installation):
         broker_uri: str,
         queue_prefix: str,
         settings: dict[str, str] | None = None,
+        pg: Any = None,
+        rabbit: Any = None,
     ) -> None:
         super().__init__(root)
+        #: The proxied store and broker (``conftest.ProxiedStore``, ``conftest.ProxiedRabbit``):
+        #: a drill reaches their proxies through them.
+        self.pg = pg
+        self.rabbit = rabbit
         self.direct_store_uri = direct_store_uri
         self.queue_prefix = queue_prefix
         self.mx_port = free_port()

@@ -12,7 +12,8 @@ target. Its controls act at once and return when done, from any thread:
 - :meth:`TcpProxy.latency`: hold every forwarded chunk that many seconds;
 - :meth:`TcpProxy.blackhole`: a partition: connections are accepted but nothing is forwarded
   either way (data waits, as in the kernel's buffers) until it heals;
-- :meth:`TcpProxy.tripwire`: a :class:`Tripwire` kills the client between two chosen writes;
+- :meth:`TcpProxy.tripwire`: a ``Tripwire`` (``tripwire.py``) kills the client between two
+  chosen writes;
 - counters: :attr:`TcpProxy.connections_seen`, :attr:`TcpProxy.connections_open`, bytes each way.
 
 All sockets are served by one selector loop in one thread, so a control is one command run by
@@ -35,7 +36,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.faults.tripwire import Tripwire
 
 log = logging.getLogger("tests.faults.proxy")
 
@@ -78,58 +82,6 @@ class _Pair:
 
     def other(self, side: _Side) -> _Side | None:
         return self.upstream if side is self.client else self.client
-
-
-class Tripwire:
-    """Kills a client at a chosen instant of its conversation with the server: a crash window
-    made deterministic.
-
-    It watches what clients send. Once a connection has sent ``arm`` and then ``then`` (a write
-    and the commit that makes it durable: ``b"INSERT INTO uows"``, ``b"COMMIT"``) for the
-    ``count``-th time, the very next bytes any client sends through the proxy are held and never
-    forwarded, ``action`` runs (a SIGKILL of the daemon), and every connection is dropped. So the
-    server has durably done everything up to that commit and nothing after it, whatever the
-    client tried next: it is killed between two store writes.
-
-    Only one client should talk through a proxy with a tripwire (give that daemon a proxy of its
-    own), so that "the next bytes" are that daemon's.
-    """
-
-    def __init__(
-        self, *, arm: bytes, then: bytes, action: Callable[[], None], count: int = 1
-    ) -> None:
-        self.arm = arm
-        self.then = then
-        self.action = action
-        self.count = count
-        #: Commits seen after ``arm`` so far (all connections).
-        self.commits = 0
-        self.tripped = False
-        #: Set once ``action`` ran.
-        self.done = threading.Event()
-        self._armed: set[int] = set()
-
-    def hold(self, pair: object, data: bytes) -> bool:
-        """Called by the proxy loop with bytes a client sent; True to hold them back."""
-        if self.tripped:
-            return True
-        if self.commits >= self.count:
-            self.tripped = True
-            return True
-        key = id(pair)
-        at = data.find(self.arm)
-        if at >= 0:
-            self._armed.add(key)
-        if key in self._armed and data.find(self.then, max(at, 0)) >= 0:
-            self._armed.discard(key)
-            self.commits += 1
-        return False
-
-    def fire(self) -> None:
-        try:
-            self.action()
-        finally:
-            self.done.set()
 
 
 class TcpProxy:

@@ -26,7 +26,8 @@ from db.states import JobState
 from db.timeperiod import Timeperiod
 from tests.faults.counting import command, tally, units_of
 from tests.faults.drill import Verdict
-from tests.faults.proxy import TcpProxy, Tripwire
+from tests.faults.proxy import TcpProxy
+from tests.faults.tripwire import Tripwire
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_server]
 

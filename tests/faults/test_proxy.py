@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.proxy import TcpProxy, Tripwire
+from tests.faults.proxy import TcpProxy
+from tests.faults.tripwire import Tripwire
 from tests.polling import wait_until
 
 
