@@ -156,7 +156,7 @@ def run_standalone(
         result = register_file(store, context_file, clock=clock, actor="standalone")
         ensure_builtin_processes(store, clock)
     log.info("standalone: %s (%s)", result.summary(), context_file)
-    mx = MxServer(settings)
+    mx = MxServer(settings, stopping=shutdown)
     if announce is not None:
         announce(mx.url)
     parts = {

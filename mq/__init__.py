@@ -21,7 +21,13 @@ BROKER_BACKENDS = {
 }
 
 
-def open_broker(uri: str, store: Store, *, visibility: timedelta | None = None) -> Broker:
+def open_broker(
+    uri: str,
+    store: Store,
+    *,
+    visibility: timedelta | None = None,
+    attempts: int | None = None,
+) -> Broker:
     """Open the broker named by ``uri``: ``store`` (the embedded queue in ``store``) or
     ``amqp://user:pass@host:5672/vhost``.
 
@@ -30,6 +36,8 @@ def open_broker(uri: str, store: Store, *, visibility: timedelta | None = None) 
         store: the store (holds the embedded queue; RabbitMQ ignores it).
         visibility: how long the embedded queue hides a claimed message (the
             ``visibility_timeout`` setting); RabbitMQ tracks its consumers' connections instead.
+        attempts: how often one call is tried before it raises ``BrokerUnavailable`` (default:
+            the backend's, a few tries that ride out a blip); mx passes 1 and answers at once.
 
     Raises:
         InvalidInput: unknown scheme (field ``broker_uri``).
@@ -41,6 +49,7 @@ def open_broker(uri: str, store: Store, *, visibility: timedelta | None = None) 
     module_name, class_name = target.split(":")
     module = importlib.import_module(module_name)
     broker_class = getattr(module, class_name)
+    options: dict[str, object] = {} if attempts is None else {"attempts": attempts}
     if scheme == "store" and visibility is not None:
-        return broker_class(uri, store=store, visibility=visibility)
-    return broker_class(uri, store=store)
+        options["visibility"] = visibility
+    return broker_class(uri, store=store, **options)

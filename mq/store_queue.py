@@ -140,9 +140,13 @@ class StoreBroker(Broker):
         store: Store,
         visibility: timedelta = DEFAULT_VISIBILITY,
         clock: Clock | None = None,
+        attempts: int = STORE_ATTEMPTS,
     ) -> None:
         if uri != "store" and urlsplit(uri).scheme.lower() != "store":
             raise InvalidInput("broker_uri", f"{uri!r} is not the store queue (use store)")
+        if attempts < 1:
+            raise InvalidInput("attempts", f"must be at least 1 (got {attempts})")
+        self.attempts = attempts
         self.store = store
         self.visibility = _check_visibility(visibility)
         self.clock: Clock = clock or SystemClock()
@@ -216,7 +220,7 @@ class StoreBroker(Broker):
             try:
                 return action()
             except StoreUnavailable as exc:
-                if attempt >= STORE_ATTEMPTS or not exc.transient:
+                if attempt >= self.attempts or not exc.transient:
                     raise BrokerUnavailable(
                         f"{self.describe()}: {what} failed: {exc}", transient=exc.transient
                     ) from exc
@@ -229,7 +233,7 @@ class StoreBroker(Broker):
                     exc,
                     pause.total_seconds(),
                     attempt + 1,
-                    STORE_ATTEMPTS,
+                    self.attempts,
                 )
                 time.sleep(pause.total_seconds())
                 attempt += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,6 @@ from flask import Flask, Response, jsonify, redirect, render_template, request, 
 from werkzeug.exceptions import HTTPException
 
 from db import open_store
-from db.clock import SystemClock
 from db.errors import (
     BrokerUnavailable,
     InvalidInput,
@@ -25,6 +25,7 @@ from db.errors import (
     StoreUnavailable,
     TactusError,
 )
+from db.outage import Outage, PatientStore
 from mq import open_broker
 from mx import api, auth, metrics
 from mx.runtime import EXTENSION, MxRuntime
@@ -66,6 +67,7 @@ def create_app(
     broker: Broker | None = None,
     clock: Clock | None = None,
     testing: bool = False,
+    stopping: threading.Event | None = None,
 ) -> Flask:
     """Build the mx application.
 
@@ -74,8 +76,11 @@ def create_app(
         store: a ready store; default: open ``settings.store_uri`` (closed by
             ``app.extensions["tactus"].close()``).
         broker: a ready broker; default: open ``settings.broker_uri`` on the store.
-        clock: default: the system clock.
+        clock: default: the store's clock (:class:`db.clock.StoreClock`), by which workers'
+            heartbeats are judged.
         testing: Flask's testing mode, a throw-away session key, and no first-start token file.
+        stopping: with it, a store that is away at start is waited for (SPEC 15: mx waits out
+            an outage at start like every daemon, answering 503 once it serves) until it is set.
 
     Returns:
         The application. On first start (no credential in the store, not ``testing``) an admin
@@ -101,6 +106,7 @@ def create_app(
             settings.broker_uri,
             patient_store,
             visibility=timedelta(seconds=settings.visibility_timeout),
+            attempts=1,  # a request answers at once; the announcer and the next one try again
         )
         owned.append(opened)
         return opened
@@ -112,12 +118,13 @@ def create_app(
             store = open_store(settings.store_uri)
             owned.append(store)
         # Idempotent: adds what an older schema lacks (the credential and audit tables).
-        store.init_schema()
+        starting = Outage("store", backoff_max=timedelta(seconds=settings.outage_backoff_max))
+        PatientStore(store, starting, stopping=stopping, wait=stopping is not None).init_schema()
         rt = MxRuntime.wire(
             settings=settings,
             store=store,
             open_broker=make_broker,
-            clock=clock or SystemClock(),
+            clock=clock,
             owned=owned,
         )
     except BaseException:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
+from db.clock import StoreClock
 from db.liveness import silence_limit
 from db.outage import Outage, PatientStore
 from mq.message import status_queue
@@ -96,7 +97,7 @@ class MxRuntime:
         settings: Settings,
         store: Store,
         open_broker: Callable[[Store], Broker],
-        clock: Clock,
+        clock: Clock | None,
         owned: list[Store | Broker],
     ) -> MxRuntime:
         """Wrap ``store`` and the broker ``open_broker`` makes on it (the embedded queue lives in
@@ -115,7 +116,8 @@ class MxRuntime:
             settings=settings,
             store=patient_store,
             broker=patient_broker,
-            clock=clock,
+            # the store's clock judges heartbeats, as the scheduler does (db.clock.StoreClock)
+            clock=clock or StoreClock(patient_store),
             store_outage=store_outage,
             broker_outage=broker_outage,
             announcer=announcer,

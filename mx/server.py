@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from werkzeug.serving import get_sockaddr, make_server, select_address_family
 
-from db.errors import InvalidInput
+from db.errors import InvalidInput, TactusError
 from mx.app import create_app
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class MxServer:
         InvalidInput: ``mx_host:mx_port`` cannot be listened on (field ``mx_port``).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, stopping: threading.Event | None = None) -> None:
         self.settings = settings
         host, port = settings.mx_host, settings.mx_port
         # Bound here rather than by werkzeug, which answers a port in use with sys.exit(1).
@@ -48,7 +48,8 @@ class MxServer:
                 "(choose another with TACTUS_MX_PORT, or TACTUS_MX_HOST)",
             ) from None
         try:
-            self.app = create_app(settings)
+            # with ``stopping``, a store away at start is waited for (until it is set)
+            self.app = create_app(settings, stopping=stopping)
             self.server = make_server(host, port, self.app, threaded=True, fd=listening.fileno())
         finally:
             listening.close()  # the server holds its own duplicate of the socket
@@ -78,4 +79,10 @@ class MxServer:
 
 def run_mx(settings: Settings, shutdown: threading.Event) -> int:
     """Serve mx on ``mx_host:mx_port`` until ``shutdown`` is set."""
-    return MxServer(settings).serve(shutdown)
+    try:
+        server = MxServer(settings, stopping=shutdown)
+    except TactusError:
+        if shutdown.is_set():
+            return 0  # stopped while waiting for the store at start
+        raise
+    return server.serve(shutdown)

@@ -41,4 +41,8 @@ def _install(handler: logging.Handler, level: int) -> logging.Handler:
     root.setLevel(level)
     # The transitions library logs every callback at INFO; db.state_change logs each change.
     logging.getLogger("transitions").setLevel(max(level, logging.WARNING))
+    # pika logs several ERROR lines for every connection attempt that fails; Tactus reports the
+    # outcome itself (db.outage: one line when a broker outage starts, one a minute, one at its
+    # end), so during an outage pika's own lines would only drown that.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     return handler

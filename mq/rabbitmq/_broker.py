@@ -58,11 +58,14 @@ class RabbitBroker(Broker):
         *,
         store: Store | None = None,
         retry: RetryPolicy | None = None,
+        attempts: int | None = None,
         delay_queue_grace: timedelta = DELAY_QUEUE_GRACE,
     ) -> None:
         del store
         self._uri = uri
-        self._retry = retry or RetryPolicy()
+        if retry is None:
+            retry = RetryPolicy() if attempts is None else RetryPolicy(attempts=attempts)
+        self._retry = retry
         self._grace = delay_queue_grace
         self._link = Link(uri, "publisher", reopen_when_idle=True)
         self._lock = threading.Lock()

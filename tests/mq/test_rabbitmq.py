@@ -1,18 +1,17 @@
-"""Behaviour only the RabbitMQ broker has: reconnects across a real broker restart, transactional
-publish confirmation, delay queues that expire, failures translated to BrokerUnavailable. The
-rules every broker obeys are in tests/contract/test_broker.py."""
+"""Behaviour only the RabbitMQ broker has: reconnects across an outage (every connection
+dropped by a proxy of the test's own, the shared server never stopped), transactional publish
+confirmation, delay queues that expire, failures translated to BrokerUnavailable. The rules every
+broker obeys are in tests/contract/test_broker.py."""
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pika
 import pytest
@@ -20,10 +19,13 @@ from pika import exceptions as pika_errors
 from pika.adapters.blocking_connection import BlockingChannel
 
 from db.errors import BrokerUnavailable
+from db.outage import Outage
 from mq import open_broker
+from mq.patient import PatientBroker
 from mq.rabbitmq import RabbitBroker, RetryPolicy
 from tests import servers
 from tests.conftest import RABBITMQ_URI, rabbitmq_problem
+from tests.faults.proxy import TcpProxy
 from tests.polling import wait_until
 
 #: Longest wait for a message that should come.
@@ -67,39 +69,50 @@ def raw_channel(rabbit_uri: str) -> Iterator[BlockingChannel]:
         connection.close()
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
-
-
-def _start_app() -> None:
-    _rabbitmqctl("start_app")
-    _rabbitmqctl("await_startup")
-    wait_until(lambda: rabbitmq_problem() is None, deadline=60, what="RabbitMQ's port")
+@pytest.fixture
+def proxy(rabbit_uri: str) -> Iterator[TcpProxy]:
+    """A TCP proxy of this test in front of the shared RabbitMQ: an outage is made by dropping
+    every connection through it and refusing new ones, never by stopping the shared server."""
+    parts = urlsplit(rabbit_uri)
+    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672, name="amqp-proxy") as proxy:
+        yield proxy
 
 
 @pytest.fixture
-def broker_restart(rabbit_uri: str) -> Iterator[Callable[[Callable[[], None] | None], None]]:
-    """``restart(during)``: stop the RabbitMQ application, run ``during`` while it is down, start
-    it again (``rabbitmqctl stop_app`` / ``start_app``: queues on disk survive, connections die).
-    """
-    if shutil.which("rabbitmqctl") is None:
-        servers.unavailable("rabbitmqctl is not installed: cannot restart RabbitMQ")
-    if os.geteuid() != 0:
-        servers.unavailable("restarting RabbitMQ with rabbitmqctl needs root")
-    stopped = False
+def patient(rabbit_uri: str, proxy: TcpProxy, names: list[str]) -> Iterator[PatientBroker]:
+    """RabbitMQ through the proxy, as the daemons use it: waiting out outages."""
+    host, port = proxy.address
+    uri = rabbit_uri.replace(f"@{urlsplit(rabbit_uri).netloc.split('@')[-1]}", f"@{host}:{port}")
+    outage = Outage("broker", base=timedelta(milliseconds=100), backoff_max=timedelta(seconds=1))
+    broker = PatientBroker(RabbitBroker(uri), outage)
+    try:
+        yield broker
+    finally:
+        direct = RabbitBroker(rabbit_uri)
+        for name in names:
+            direct.delete(name)
+        direct.close()
+        broker.close()
 
-    def restart(during: Callable[[], None] | None = None) -> None:
-        nonlocal stopped
-        _rabbitmqctl("stop_app")
-        stopped = True
+
+@pytest.fixture
+def broker_outage(proxy: TcpProxy) -> Iterator[Callable[[Callable[[], None] | None], None]]:
+    """``outage(during)``: every connection through the proxy dropped and new ones refused,
+    ``during`` run meanwhile, then the broker reachable again."""
+    down = False
+
+    def outage(during: Callable[[], None] | None = None) -> None:
+        nonlocal down
+        proxy.down()
+        down = True
         if during is not None:
             during()
-        _start_app()
-        stopped = False
+        proxy.up()
+        down = False
 
-    yield restart
-    if stopped:  # a failed test must not leave the broker down for everyone else
-        _start_app()
+    yield outage
+    if down:
+        proxy.up()
 
 
 def message_count(channel: BlockingChannel, queue: str) -> int:
@@ -147,8 +160,9 @@ def test_publish_many_waits_for_one_commit_per_batch(rabbit, names, monkeypatch)
 
 @pytest.mark.needs_server
 @pytest.mark.slow
-def test_confirmed_messages_survive_a_broker_restart(rabbit, names, broker_restart):
+def test_confirmed_messages_survive_a_broker_outage(patient, names, broker_outage):
     # given messages confirmed in a batch and singly, one of them delivered but never acked
+    rabbit = patient
     queue = names[0]
     bodies = [b"batch-%02d" % i for i in range(20)] + [b"single"]
     rabbit.publish_many((queue, body) for body in bodies[:-1])
@@ -156,8 +170,8 @@ def test_confirmed_messages_survive_a_broker_restart(rabbit, names, broker_resta
     with rabbit.consumer(queue) as consumer:
         held = consumer.get(DEADLINE)
         assert held is not None and held.body == bodies[0]
-        # when the broker restarts
-        broker_restart(None)
+        # when the broker goes away (every connection dropped) and comes back
+        broker_outage(lambda: time.sleep(1.0))
         # then acking the delivery of the lost connection is a harmless no-op
         consumer.ack(held)
         # and the same consumer reconnects and gets everything, the held one again first
@@ -174,8 +188,9 @@ def test_confirmed_messages_survive_a_broker_restart(rabbit, names, broker_resta
 
 @pytest.mark.needs_server
 @pytest.mark.slow
-def test_publisher_and_consumer_ride_out_a_broker_restart(rabbit, names, broker_restart):
+def test_publisher_and_consumer_ride_out_a_broker_outage(patient, names, broker_outage):
     # given a consumer thread consuming continuously
+    rabbit = patient
     queue = names[0]
     received: list[tuple[bytes, bool]] = []
     errors: list[BaseException] = []
@@ -221,7 +236,7 @@ def test_publisher_and_consumer_ride_out_a_broker_restart(rabbit, names, broker_
             publisher_thread.start()
             time.sleep(1.0)
 
-        broker_restart(while_down)
+        broker_outage(while_down)
         publisher_thread.join(60)
         rabbit.publish_many((queue, body) for body in after)
         # then nothing was lost; a message arrives twice only if it was redelivered
