@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +19,9 @@ Publish = Callable[[str, bytes, "timedelta | None"], None]
 
 #: Version written into every message and checked on read.
 MESSAGE_VERSION = 1
+#: Ids and process names a message may carry: what Tactus makes (hex ids, ``[a-z0-9_]`` names),
+#: with room to spare, and nothing a store could choke on (NUL, control characters, spaces).
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,200}")
 #: What a message announces: a unit of work to run, a unit of work whose state changed, or a
 #: process whose jobs an action changed (``wake``: the scheduler looks at it at once).
 KINDS = frozenset({"uow", "uow_status", "wake"})
@@ -54,14 +58,18 @@ class Message:
             raise MalformedMessage(_as_bytes(raw), f"not JSON ({type(exc).__name__})") from exc
         if not isinstance(data, dict):
             raise MalformedMessage(raw, "not a JSON object")
-        if data.get("v") != MESSAGE_VERSION:
-            raise MalformedMessage(raw, f"unsupported version {data.get('v')!r}")
+        version = data.get("v")
+        if type(version) is not int or version != MESSAGE_VERSION:
+            raise MalformedMessage(raw, f"unsupported version {version!r:.40}")
         kind, uow_id, process = data.get("kind"), data.get("uow_id"), data.get("process")
-        if kind not in KINDS:
-            raise MalformedMessage(raw, f"unknown kind {kind!r}")
+        # type first: a list or an object is not hashable, and `in KINDS` would raise
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise MalformedMessage(raw, f"unknown kind {kind!r:.40}")
         for name, value in (("uow_id", uow_id), ("process", process)):
             optional = name == "uow_id" and kind == "wake"
-            if not isinstance(value, str) or (not value and not optional) or len(value) > 200:
+            if not isinstance(value, str) or not (
+                (optional and not value) or _ID_PATTERN.fullmatch(value)
+            ):
                 raise MalformedMessage(raw, f"missing or bad {name}")
         return cls(kind=kind, uow_id=uow_id, process=process)
 

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from db.backoff import backoff
-from db.errors import MalformedMessage, NotFound, TactusError
+from db.errors import InvalidInput, MalformedMessage, NotFound, TactusError
 from db.relations import Registry
 from db.states import ProcessKind
 from db.triggers import parse_trigger
@@ -340,7 +340,7 @@ class Scheduler:
                 message = Message.decode(delivery.body)
                 if message.kind == "uow_status":
                     self.store.get_uow(message.uow_id)
-            except (MalformedMessage, NotFound) as exc:
+            except (MalformedMessage, NotFound, InvalidInput) as exc:
                 log.warning("status listener: dead-lettering a message: %s", exc)
                 consumer.reject(delivery, str(exc))
                 continue

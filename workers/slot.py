@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from db.errors import (
+    InvalidInput,
     MalformedMessage,
     NotFound,
     StateConflict,
@@ -331,8 +332,8 @@ class Slot:
             return None
         try:
             uow = worker.store.get_uow(message.uow_id)
-        except NotFound:
-            log.warning("uow %s: unknown; dead-lettering its message", message.uow_id)
+        except (NotFound, InvalidInput) as exc:
+            log.warning("uow %s: unknown; dead-lettering its message (%s)", message.uow_id, exc)
             consumer.reject(delivery, "unknown unit of work")
             return None
         if uow.process != worker.entry.name:

@@ -24,6 +24,13 @@ POISON = [
         b'{"v": 1, "kind": "uow", "uow_id": "' + b"u" * 500 + b'", "process": "p"}', id="long"
     ),
     pytest.param(b'{"v": 1e999, "kind": "uow"}', id="infinite version"),
+    pytest.param(b'{"v": true, "kind": "uow", "uow_id": "u", "process": "p"}', id="true version"),
+    pytest.param(b'{"v": 1, "kind": ["uow"], "uow_id": "u", "process": "p"}', id="unhashable kind"),
+    pytest.param(b'{"v": 1, "kind": {"a": 1}, "uow_id": "u", "process": "p"}', id="object kind"),
+    pytest.param(b'{"v": [1], "kind": "uow", "uow_id": "u", "process": "p"}', id="list version"),
+    pytest.param(b'{"v": 1, "kind": "uow", "uow_id": "a\\u0000b", "process": "p"}', id="NUL id"),
+    pytest.param(b'{"v": 1, "kind": "uow", "uow_id": "u", "process": "a b"}', id="space"),
+    pytest.param(b'{"v": 1, "kind": "uow", "uow_id": "", "process": "p"}', id="empty id"),
     pytest.param(b"1" * 100_000, id="a huge number"),
     pytest.param("a str, not bytes", id="not bytes"),
     pytest.param(None, id="None"),
