@@ -69,13 +69,18 @@ class Verdict:
         ok = value is not None and value >= limit
         self.rows.append((what, value, f">= {limit}", ok))
 
+    def table(self) -> str:
+        return "\n".join(
+            f"  {'ok  ' if ok else 'FAIL'} {what}: {value!r} (expected {rule})"
+            for what, value, rule, ok in self.rows
+        )
+
     def check(self, details: str = "") -> None:
+        """Fail listing every row if one fails; print the rows either way, so that a passing
+        drill's numbers are read with ``pytest -rP`` (the figures of docs/reliability.md)."""
+        print(f"drill verdict:\n{self.table()}")  # noqa: T201
         failed = [row for row in self.rows if not row[3]]
         if failed:
-            table = "\n".join(
-                f"  {'ok  ' if ok else 'FAIL'} {what}: {value!r} (expected {rule})"
-                for what, value, rule, ok in self.rows
-            )
             raise AssertionError(
-                f"{len(failed)} of {len(self.rows)} checks failed:\n{table}\n{details}"
+                f"{len(failed)} of {len(self.rows)} checks failed:\n{self.table()}\n{details}"
             )
