@@ -38,7 +38,7 @@ from db.builtin import ensure_builtin_processes
 from db.clock import SystemClock
 from db.errors import InvalidInput, NotFound, TactusError
 from db.models import ProcessEntry
-from db.outage import Outages, PatientStore
+from db.outage import Outages, open_patient_store
 from db.placement import Placement, process_of
 from db.states import ProcessKind
 from db.threads import end_process_when_a_thread_dies
@@ -109,7 +109,7 @@ def run_supervisor(settings: Settings, shutdown: threading.Event) -> int:
     """The supervisor of this box, until SIGTERM; then it stops its processes and ends. An
     outage of the store, at start or later, is waited out (its children run on meanwhile)."""
     outage = Outages.with_backoff_max(timedelta(seconds=settings.outage_backoff_max)).store
-    with PatientStore(open_store(settings.store_uri), outage, stopping=shutdown) as store:
+    with open_patient_store(settings.store_uri, outage, stopping=shutdown) as store:
         try:
             store.init_schema()
         except TactusError:

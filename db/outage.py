@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from db import open_store
 from db.backoff import backoff
 from db.errors import StoreUnavailable
 from db.store import Store
@@ -323,3 +324,10 @@ class PatientStore:
 
 
 Store.register(PatientStore)
+
+
+def open_patient_store(
+    uri: str, outage: Outage, *, stopping: threading.Event | None = None
+) -> PatientStore:
+    """Open the store named by ``uri`` for a daemon: every call waits out an outage."""
+    return PatientStore(open_store(uri), outage, stopping=stopping)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from db.errors import BrokerUnavailable
 from db.outage import call_patiently
+from mq import open_broker
 from mq.broker import Broker, Consumer
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
     from db.models import QueueSettled, QueueSettlement
     from db.outage import Outage
+    from db.store import Store
     from mq.broker import Delivery
 
 T = TypeVar("T")
@@ -103,6 +105,19 @@ class PatientConsumer(Consumer):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def open_patient_broker(
+    uri: str,
+    store: Store,
+    outage: Outage,
+    *,
+    visibility: timedelta,
+    stopping: threading.Event | None = None,
+) -> PatientBroker:
+    """Open the broker named by ``uri`` (:func:`mq.open_broker`) for a daemon: every call, and
+    every call of its consumers, waits out an outage."""
+    return PatientBroker(open_broker(uri, store, visibility=visibility), outage, stopping=stopping)
 
 
 class PatientBroker(Broker):

@@ -8,13 +8,11 @@ import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from db import open_store
 from db.clock import StoreClock
 from db.errors import TactusError
-from db.outage import Outages, PatientStore
-from mq import open_broker
+from db.outage import Outages, open_patient_store
 from mq.message import status_queue
-from mq.patient import PatientBroker
+from mq.patient import open_patient_broker
 from scheduler.config import SchedulerConfig
 from scheduler.presence import Presence
 from scheduler.service import Scheduler
@@ -47,16 +45,14 @@ def run_scheduler(
         signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: stop_event.set())
     outages = Outages.with_backoff_max(timedelta(seconds=settings.outage_backoff_max))
-    store = PatientStore(open_store(settings.store_uri), outages.store, stopping=stop_event)
+    store = open_patient_store(settings.store_uri, outages.store, stopping=stop_event)
     try:
         store.init_schema()
-        broker = PatientBroker(
-            open_broker(
-                settings.broker_uri,
-                store,
-                visibility=timedelta(seconds=settings.visibility_timeout),
-            ),
+        broker = open_patient_broker(
+            settings.broker_uri,
+            store,
             outages.broker,
+            visibility=timedelta(seconds=settings.visibility_timeout),
             stopping=stop_event,
         )
         broker.declare(status_queue(settings.queue_prefix))

@@ -37,16 +37,14 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from db import open_store
 from db.builtin import ADHOC, ensure_builtin_processes
 from db.clock import StoreClock, SystemClock
 from db.errors import InvalidInput, NotFound, TactusError
 from db.models import WorkerRecord
-from db.outage import Outages, PatientStore
+from db.outage import Outages, PatientStore, open_patient_store
 from db.states import ProcessKind, WorkerState
-from mq import open_broker
 from mq.message import process_queue, status_message, status_queue
-from mq.patient import PatientBroker
+from mq.patient import open_patient_broker
 from workers.base import load_worker_class
 from workers.heartbeat import Heartbeat
 from workers.journal import Journal, journal_dir, replay
@@ -128,21 +126,17 @@ def run_worker(
         with contextlib.ExitStack() as resources, _stopping_on_signals(stop_event):
             if store is None:
                 # waits out an outage of the store, at start as later (db.outage)
-                store = PatientStore(
-                    open_store(settings.store_uri), outages.store, stopping=stop_event
-                )
+                store = open_patient_store(settings.store_uri, outages.store, stopping=stop_event)
                 resources.callback(store.close)
             entry, worker_class = _load_process(store, process_name)
             if entry is None:
                 return EXIT_USAGE
             if broker is None:
-                broker = PatientBroker(
-                    open_broker(
-                        settings.broker_uri,
-                        store,
-                        visibility=timedelta(seconds=settings.visibility_timeout),
-                    ),
+                broker = open_patient_broker(
+                    settings.broker_uri,
+                    store,
                     outages.broker,
+                    visibility=timedelta(seconds=settings.visibility_timeout),
                     stopping=stop_event,
                 )
                 resources.callback(broker.close)
