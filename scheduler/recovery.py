@@ -62,12 +62,12 @@ class Recovery:
         clock: Clock,
         config: SchedulerConfig,
         *,
-        store_up_for: Callable[[], float | None] | None = None,
+        store_up_for: Callable[[], float] | None = None,
     ) -> None:
         """
         Args:
-            store_up_for: seconds since this scheduler last saw the store come back from an
-                outage (None: it never saw one); liveness waits ``heartbeat_misses`` fresh
+            store_up_for: seconds this scheduler has seen the store up without a break (since
+                an outage ended, or since it started); liveness waits ``heartbeat_misses`` fresh
                 intervals after that before it declares any worker lost.
         """
         self.store = store
@@ -105,14 +105,12 @@ class Recovery:
     def _workers_had_their_chance(self) -> bool:
         """False during an outage of the store as this scheduler saw it, and for
         ``heartbeat_misses`` heartbeat intervals after it: the workers could not beat either,
-        and must get fresh intervals to do so before any is judged silent."""
+        and must get fresh intervals to do so before any is judged silent. The same after this
+        scheduler starts: it cannot tell whether the store was away while none ran."""
         if self._store_up_for is None:
             return True
-        up_for = self._store_up_for()
-        if up_for is None:
-            return True
         grace = self.config.heartbeat_interval * self.config.heartbeat_misses
-        return up_for >= grace.total_seconds()
+        return self._store_up_for() >= grace.total_seconds()
 
     def repost_since(self, since: datetime, now: datetime) -> RecoveryReport:
         """Re-post the requested units of work submitted at or after ``since``: an outage of

@@ -214,3 +214,18 @@ def test_the_status_listener_survives_poison_and_goes_on(kit, tmp_path):
     finally:
         scheduler._stopping.set()
         listener.join(5)
+
+
+def test_a_starting_scheduler_gives_workers_fresh_heartbeats_too(kit):
+    # given: a scheduler that starts after a crash, not knowing how long the store was away; a
+    # worker whose last beat is a minute old (it could not beat while the store was away)
+    monotonic = FakeMonotonic()
+    scheduler = _scheduler(kit, _outages(monotonic))
+    _worker(kit, "w1", silent_for=timedelta(seconds=60))
+    # when it recovers at once
+    scheduler.run_pass()
+    # then the worker gets heartbeat_interval * misses (15 s) from the start to beat
+    assert _state(kit, "w1") == WorkerState.ALIVE
+    monotonic.now += 16
+    kit.run(seconds=16)
+    assert _state(kit, "w1") == WorkerState.LOST
