@@ -99,8 +99,6 @@ class Outage:
         self._ended = 0
         #: Monotonic instant the last outage ended (None: none ended yet).
         self.recovered_at: float | None = None
-        #: When this tracker, and so its daemon, started: until then the daemon saw nothing.
-        self.started_at = monotonic()
         #: Outages seen since the daemon started (for ``/metrics``).
         self.outages = 0
         self._listeners: list[Callable[[float], None]] = []
@@ -115,15 +113,6 @@ class Outage:
         """Seconds the current outage has lasted (0 while up)."""
         since = self._down_since
         return 0.0 if since is None else max(0.0, self._monotonic() - since)
-
-    def up_for(self) -> float:
-        """Seconds the daemon has seen the dependency up without a break: since the last
-        outage ended, or since the daemon started (it saw nothing before: a scheduler started
-        after a crash does not know how long the store was away); 0 during an outage."""
-        if self._down_since is not None:
-            return 0.0
-        since = self.started_at if self.recovered_at is None else self.recovered_at
-        return max(0.0, self._monotonic() - since)
 
     def on_recovery(self, listener: Callable[[float], None]) -> None:
         """Call ``listener(seconds the outage lasted)`` each time an outage ends, in the thread

@@ -62,8 +62,19 @@ def run_scheduler(
             return 0  # stopped while waiting for the store or the broker at start
         raise
     scheduler_clock = clock or StoreClock(store.impatient())
+    presence = Presence(
+        store.impatient(),
+        scheduler_clock,
+        box_id=settings.box_id,
+        interval=timedelta(seconds=settings.heartbeat_interval),
+    )
     scheduler = Scheduler(
-        store, broker, scheduler_clock, SchedulerConfig.from_settings(settings), outages=outages
+        store,
+        broker,
+        scheduler_clock,
+        SchedulerConfig.from_settings(settings),
+        outages=outages,
+        store_steady_for=presence.steady_for,
     )
     if install_signals and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGHUP, lambda *_: _reload(scheduler))
@@ -73,14 +84,8 @@ def run_scheduler(
         broker.describe(),
         settings.box_id,
     )
-    presence = Presence(
-        store.impatient(),
-        scheduler_clock,
-        box_id=settings.box_id,
-        interval=timedelta(seconds=settings.heartbeat_interval),
-    )
-    scheduler.start()
     presence.start()
+    scheduler.start()
     try:
         stop_event.wait()
     finally:

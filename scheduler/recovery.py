@@ -62,19 +62,19 @@ class Recovery:
         clock: Clock,
         config: SchedulerConfig,
         *,
-        store_up_for: Callable[[], float] | None = None,
+        store_steady_for: Callable[[], float] | None = None,
     ) -> None:
         """
         Args:
-            store_up_for: seconds this scheduler has seen the store up without a break (since
-                an outage ended, or since it started); liveness waits ``heartbeat_misses`` fresh
-                intervals after that before it declares any worker lost.
+            store_steady_for: seconds this scheduler's own beats have reached the store on time
+                (:meth:`scheduler.presence.Presence.steady_for`); liveness waits until that is
+                ``heartbeat_misses`` intervals before it declares any worker lost.
         """
         self.store = store
         self.dispatcher = dispatcher
         self.clock = clock
         self.config = config
-        self._store_up_for = store_up_for
+        self._store_steady_for = store_steady_for
 
     def run(self, entries: Callable[[str], ProcessEntry | None], now: datetime) -> RecoveryReport:
         """Apply every rule once.
@@ -103,14 +103,15 @@ class Recovery:
         return report
 
     def _workers_had_their_chance(self) -> bool:
-        """False during an outage of the store as this scheduler saw it, and for
-        ``heartbeat_misses`` heartbeat intervals after it: the workers could not beat either,
-        and must get fresh intervals to do so before any is judged silent. The same after this
-        scheduler starts: it cannot tell whether the store was away while none ran."""
-        if self._store_up_for is None:
+        """False unless this scheduler's own beats have reached the store on time for
+        ``heartbeat_misses`` intervals: during an outage of the store, or a stall (a lock held
+        elsewhere), and for that long after it, the workers could not beat either, and must get
+        fresh intervals to do so before any is judged silent. The same after this scheduler
+        starts: it cannot tell whether the store was away while none ran."""
+        if self._store_steady_for is None:
             return True
         grace = self.config.heartbeat_interval * self.config.heartbeat_misses
-        return self._store_up_for() >= grace.total_seconds()
+        return self._store_steady_for() >= grace.total_seconds()
 
     def repost_since(self, since: datetime, now: datetime) -> RecoveryReport:
         """Re-post the requested units of work submitted at or after ``since``: an outage of

@@ -30,6 +30,8 @@ from scheduler.managed import ManagedDriver
 from scheduler.recovery import Recovery
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from db.clock import Clock
     from db.models import ProcessRecord
     from db.outage import Outages
@@ -83,7 +85,15 @@ class Scheduler:
         config: SchedulerConfig,
         *,
         outages: Outages | None = None,
+        store_steady_for: Callable[[], float] | None = None,
     ) -> None:
+        """
+        Args:
+            outages: the daemon's outage trackers: when one ends, what was stored meanwhile is
+                published again.
+            store_steady_for: how long this scheduler's own beats have reached the store on
+                time (its :class:`~scheduler.presence.Presence`); liveness waits for it.
+        """
         self.store = store
         self.broker = broker
         self.clock = clock
@@ -99,7 +109,7 @@ class Scheduler:
             self.dispatcher,
             clock,
             config,
-            store_up_for=outages.store.up_for if outages is not None else None,
+            store_steady_for=store_steady_for,
         )
         self._records: dict[str, ProcessRecord] = {}
         self._registry = Registry({})

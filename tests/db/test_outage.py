@@ -48,19 +48,6 @@ def test_an_outage_is_logged_when_it_starts_once_a_minute_and_when_it_ends(caplo
     assert outage.up and outage.outages == 1
 
 
-def test_up_for_counts_from_the_end_of_the_last_outage_or_the_start():
-    clock = FakeMonotonic()
-    outage = Outage("store", monotonic=clock)
-    clock.now += 3
-    assert outage.up_for() == 3  # never down: up since the daemon started
-    outage.failed(StoreUnavailable("down"))
-    clock.now += 30
-    assert outage.up_for() == 0.0 and outage.down_for == 30
-    outage.succeeded()
-    clock.now += 7
-    assert outage.up_for() == 7
-
-
 def test_recovery_listeners_get_the_length_of_the_outage():
     clock = FakeMonotonic()
     outage = Outage("broker", monotonic=clock)

@@ -8,11 +8,14 @@ import threading
 import time
 from datetime import timedelta
 
+import pytest
+
 from db.errors import StoreUnavailable
 from db.ids import new_id
 from db.models import UnitOfWork, WorkerRecord
 from db.outage import Outage, Outages
 from db.states import UowKind, UowState, WorkerState
+from scheduler.presence import Presence
 from scheduler.service import Scheduler
 from tests.polling import wait_until
 
@@ -131,43 +134,94 @@ def _state(kit, worker_id: str) -> str:
     return record.state
 
 
+class Gate:
+    """Stands for the scheduler's presence: how long its own beats have gone through on time."""
+
+    def __init__(self) -> None:
+        self.steady = 0.0
+
+    def __call__(self) -> float:
+        return self.steady
+
+
+def _gated(kit, gate: Gate) -> Scheduler:
+    kit.scheduler = Scheduler(kit.store, kit.broker, kit.clock, kit.config, store_steady_for=gate)
+    kit.scheduler.reload()
+    return kit.scheduler
+
+
 def test_workers_get_fresh_heartbeats_after_the_schedulers_own_outage(kit):
     # given: the scheduler could not reach the store for a minute; neither could the worker
-    monotonic = FakeMonotonic()
-    outages = _outages(monotonic)
-    scheduler = _scheduler(kit, outages)
-    outages.store.failed(StoreUnavailable("down"))
-    monotonic.now += 60
+    gate = Gate()
+    scheduler = _gated(kit, gate)
     _worker(kit, "w1", silent_for=timedelta(seconds=60))
-    # when the store is back and the scheduler recovers at once
-    outages.store.succeeded()
+    # when the store is back (the scheduler's beats go through again) and it recovers at once
     scheduler.run_pass()
     # then the worker is not judged yet: it has heartbeat_interval * misses (15 s) to beat
     assert _state(kit, "w1") == WorkerState.ALIVE
-    monotonic.now += 10
+    gate.steady = 10
     kit.run(seconds=10)
     assert _state(kit, "w1") == WorkerState.ALIVE
     # when it stays silent past the grace
-    monotonic.now += 6
+    gate.steady = 16
     kit.run(seconds=6)
     # then it is lost
     assert _state(kit, "w1") == WorkerState.LOST
 
 
 def test_a_worker_that_beats_within_the_grace_is_never_lost(kit):
-    monotonic = FakeMonotonic()
-    outages = _outages(monotonic)
-    scheduler = _scheduler(kit, outages)
-    outages.store.failed(StoreUnavailable("down"))
-    monotonic.now += 120
+    gate = Gate()
+    scheduler = _gated(kit, gate)
     _worker(kit, "w1", silent_for=timedelta(seconds=120))
-    outages.store.succeeded()
     scheduler.run_pass()
-    monotonic.now += 4
+    gate.steady = 4
     kit.store.beat_worker("w1", kit.clock.advance(4))
-    monotonic.now += 20
+    gate.steady = 20
     kit.run(seconds=2)
     assert _state(kit, "w1") == WorkerState.ALIVE
+
+
+def test_presence_is_steady_only_while_its_beats_go_through_on_time(kit):
+    # given the scheduler's presence, beating every 5 s
+    monotonic = FakeMonotonic()
+    presence = Presence(
+        kit.store, kit.clock, box_id="b1", interval=timedelta(seconds=5), monotonic=monotonic
+    )
+    assert presence.steady_for() == 0.0  # nothing went through yet
+    presence._register()
+    for _ in range(3):
+        monotonic.now += 5
+        presence._beat_once()
+    assert presence.steady_for() == 15
+    # when a beat hangs behind a lock held elsewhere for 25 s (a stall, not an error)
+    monotonic.now += 11
+    assert presence.steady_for() == 0.0  # overdue: the workers' beats hang too
+    monotonic.now += 14
+    presence._beat_once()  # it went through at last
+    # then a new run starts: the grace counts from here
+    assert presence.steady_for() == 0.0
+    monotonic.now += 5
+    presence._beat_once()
+    assert presence.steady_for() == 5
+
+
+def test_presence_beats_that_fail_do_not_count(kit):
+    monotonic = FakeMonotonic()
+
+    class Away:
+        def beat_worker(self, *args, **kwargs):
+            raise StoreUnavailable("down")
+
+    presence = Presence(
+        kit.store, kit.clock, box_id="b1", interval=timedelta(seconds=5), monotonic=monotonic
+    )
+    presence._register()
+    presence._store = Away()
+    monotonic.now += 5
+    with pytest.raises(StoreUnavailable):
+        presence._beat_once()
+    monotonic.now += 6
+    assert presence.steady_for() == 0.0
 
 
 def test_lost_and_stopped_workers_are_removed_after_the_retention(kit):
@@ -217,15 +271,15 @@ def test_the_status_listener_survives_poison_and_goes_on(kit, tmp_path):
 
 
 def test_a_starting_scheduler_gives_workers_fresh_heartbeats_too(kit):
-    # given: a scheduler that starts after a crash, not knowing how long the store was away; a
-    # worker whose last beat is a minute old (it could not beat while the store was away)
-    monotonic = FakeMonotonic()
-    scheduler = _scheduler(kit, _outages(monotonic))
+    # given: a scheduler that starts after a crash, not knowing how long the store was away
+    # (its presence has only just registered); a worker whose last beat is a minute old
+    gate = Gate()
+    scheduler = _gated(kit, gate)
     _worker(kit, "w1", silent_for=timedelta(seconds=60))
     # when it recovers at once
     scheduler.run_pass()
     # then the worker gets heartbeat_interval * misses (15 s) from the start to beat
     assert _state(kit, "w1") == WorkerState.ALIVE
-    monotonic.now += 16
+    gate.steady = 16
     kit.run(seconds=16)
     assert _state(kit, "w1") == WorkerState.LOST
