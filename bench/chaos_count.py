@@ -186,6 +186,7 @@ def count(rig: Rig, cutoff: datetime, done: list[Done], started: datetime) -> Co
 def _reason(text: str) -> str:
     """A failure reason without its ids and numbers, to group alike ones."""
     first = (text or "").splitlines()[0] if text else "(none)"
+    first = re.sub(r"\S+@\S+:\d+-[0-9a-f]+", "<worker>", first)
     first = re.sub(r"[0-9a-f]{24}", "<uow>", first)
     first = re.sub(r"\d+(\.\d+)?", "N", first)
     return first[:90]

@@ -63,8 +63,8 @@ RESTART_DELAY = (0.5, 5.0)
 #: Share of PostgreSQL outages that are a crash and restart of the server itself
 #: (``pg_ctl stop -m immediate``), the others a cut of the proxy.
 SERVER_CRASH_SHARE = 0.3
-#: Prefix of the line a worker's SIGKILL leaves in the runs file (four words: ``RunLog`` reads
-#: lines of two or three words only), so that the counts can tell whether a command ended
+#: Prefix of the line a worker's SIGKILL leaves in the runs file (``chaos kill-worker PID
+#: INSTANCE HH:MM:SS.ffffff``, UTC: ``RunLog`` reads lines of two or three words only), so that the counts can tell whether a command ended
 #: before or after its worker was killed.
 KILL_MARK = "chaos kill-worker"
 
@@ -249,7 +249,8 @@ class Injector:
             return
         instance, proc = workers[int(pick * len(workers))]
         record.target = f"{instance} pid {proc.pid}"
-        append(str(self.rig.runs.path), f"{KILL_MARK} {proc.pid} {instance}")
+        stamp = f"{datetime.now(UTC):%H:%M:%S.%f}"
+        append(str(self.rig.runs.path), f"{KILL_MARK} {proc.pid} {instance} {stamp}")
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
 
