@@ -93,6 +93,8 @@ class Twice:
     #: ``case 2``, ``case 2 (orphan)`` or ``unnamed``.
     case: str
     worker: str = ""
+    #: Why and when the store failed the earlier attempt, and the fault just before that.
+    failed: str = ""
 
 
 @dataclass
@@ -158,7 +160,7 @@ def count(rig: Rig, cutoff: datetime, done: list[Done], started: datetime) -> Co
     now = datetime.now(UTC)
     result.periods_closed = len(closed_periods(rig, now))
     result.periods_unprocessed = unprocessed_periods(rig, now)
-    result.twice = attribute(rig, by_id)
+    result.twice = attribute(rig, by_id, done)
     for twice in result.twice:
         result.twice_by_kind[kind_of(rig, twice.process)] += 1
     result.dead_daemons = rig.inst.dead_daemons()
@@ -192,7 +194,7 @@ def _reason(text: str) -> str:
     return first[:90]
 
 
-def attribute(rig: Rig, by_id: dict[str, Any]) -> list[Twice]:
+def attribute(rig: Rig, by_id: dict[str, Any], done: list[Done]) -> list[Twice]:
     """Every run that should not have happened, with the at-least-once case it falls in."""
     lines = rig.runs.path.read_text().splitlines() if rig.runs.path.exists() else []
     killed_at: dict[int, tuple[int, str]] = {}
@@ -227,7 +229,12 @@ def attribute(rig: Rig, by_id: dict[str, Any]) -> list[Twice]:
         if earlier is None:
             continue
         twice = Twice(uow_id, by_id[uow_id].process, detail, "unnamed")
-        pids = claims(rig, uow_id).get(earlier[0], [])
+        claimed, failed = attempts(rig, uow_id)
+        if earlier[0] in failed:
+            at, reason = failed[earlier[0]]
+            twice.failed = f"attempt {earlier[0]} failed at {at:%H:%M:%S.%f}"[:-3] + f": {reason}"
+            twice.failed += after_fault(at, done)
+        pids = claimed.get(earlier[0], [])
         for pid in pids:
             if pid in killed_at:
                 kill_index, instance = killed_at[pid]
@@ -240,21 +247,42 @@ def attribute(rig: Rig, by_id: dict[str, Any]) -> list[Twice]:
     return found
 
 
-def claims(rig: Rig, uow_id: str) -> dict[int, list[int]]:
-    """attempt -> pids of the workers that claimed it, from the unit's history (the claim's
-    ``attempt`` detail; without one, attempts are counted as invalid ones go back to
-    requested)."""
+def attempts(rig: Rig, uow_id: str) -> tuple[dict[int, list[int]], dict[int, tuple[Any, str]]]:
+    """From the unit's history: attempt -> pids of the workers that claimed it, and attempt ->
+    (instant, reason) of its failure (the events' ``attempt`` detail; without one, attempts
+    are counted as invalid ones go back to requested)."""
     attempt = 1
-    found: dict[int, list[int]] = {}
+    claimed: dict[int, list[int]] = {}
+    failed: dict[int, tuple[Any, str]] = {}
     for event in rig.inst.store.history("uow", uow_id):
         if event.from_state == "invalid" and event.to_state == "requested":
             attempt += 1
+        number = int((event.details or {}).get("attempt", attempt))
         if event.to_state == "in_progress":
             match = _ACTOR_PID.search(event.actor or "")
-            claimed = (event.details or {}).get("attempt", attempt)
             if match:
-                found.setdefault(int(claimed), []).append(int(match.group(1)))
-    return found
+                claimed.setdefault(number, []).append(int(match.group(1)))
+        elif event.to_state in ("invalid", "canceled") and event.from_state == "in_progress":
+            failed.setdefault(number, (event.at, f"{event.actor}: {event.reason}"))
+    return claimed, failed
+
+
+def after_fault(at: datetime, done: list[Done]) -> str:
+    """Where ``at`` lies against the faults: during one, or how long after the last one."""
+    last = None
+    for record in done:
+        window = record.window
+        begun = window.start_utc if window else record.utc
+        ended = window.end_utc if window else record.utc
+        if begun is None or begun > at:
+            continue
+        if ended is None or ended >= at:
+            return f" (during {record.fault.kind}, {record.target})"
+        last = (record, ended)
+    if last is None:
+        return ""
+    record, ended = last
+    return f" ({(at - ended).total_seconds():.1f} s after {record.fault.kind}, {record.target})"
 
 
 def log_lines(rig: Rig, done: list[Done]) -> dict[str, Any]:

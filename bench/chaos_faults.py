@@ -122,6 +122,8 @@ class Done:
 
     fault: Fault
     started: float  #: seconds after injection started
+    #: When it was injected (UTC).
+    utc: datetime = field(default_factory=lambda: datetime.now(UTC))
     target: str = ""
     #: The outage window (outages only).
     window: Window | None = None

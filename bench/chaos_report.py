@@ -135,6 +135,7 @@ def render_one(result: dict[str, Any]) -> list[str]:
         lines += [
             f"- `{t.uow}` ({t.process}): {t.detail}; {t.case}"
             + (f", worker {t.worker} SIGKILLed" if t.worker else "")
+            + (f"; {t.failed}" if t.failed else "")
             for t in counts.twice[:20]
         ]
     if counts.lost:

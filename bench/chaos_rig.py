@@ -64,8 +64,8 @@ TASK_SECONDS = 1.0
 
 def hourly_seconds(minutes: float, periods: int) -> float:
     """How long each hourly job's command runs so that the backlog lasts about 80 % of the run
-    (``HOURLY_MAX_ACTIVE`` at a time), between 0.5 and 8 s."""
-    return round(min(8.0, max(0.5, minutes * 60 * 0.8 * HOURLY_MAX_ACTIVE / periods)), 1)
+    (``HOURLY_MAX_ACTIVE`` at a time), between 0.5 and 12 s."""
+    return round(min(12.0, max(0.5, minutes * 60 * 0.8 * HOURLY_MAX_ACTIVE / periods)), 1)
 
 
 @dataclass
