@@ -197,7 +197,7 @@ def _reason(text: str) -> str:
 def attribute(rig: Rig, by_id: dict[str, Any], done: list[Done]) -> list[Twice]:
     """Every run that should not have happened, with the at-least-once case it falls in."""
     lines = rig.runs.path.read_text().splitlines() if rig.runs.path.exists() else []
-    killed_at: dict[int, tuple[int, str]] = {}
+    killed_at: dict[int, tuple[int, str, datetime | None]] = {}
     begun: set[tuple[str, int]] = set()
     #: uow -> (attempt, line index) of the first run that ended with exit code 0.
     succeeded: dict[str, tuple[int, int]] = {}
@@ -205,7 +205,7 @@ def attribute(rig: Rig, by_id: dict[str, Any], done: list[Done]) -> list[Twice]:
     for index, line in enumerate(lines):
         kill = parse_kill_line(line)
         if kill is not None:
-            killed_at.setdefault(kill[0], (index, kill[1]))
+            killed_at.setdefault(kill[0], (index, kill[1], kill[2]))
             continue
         words = line.split()
         if not words or words[0] not in by_id:
@@ -230,19 +230,23 @@ def attribute(rig: Rig, by_id: dict[str, Any], done: list[Done]) -> list[Twice]:
             continue
         twice = Twice(uow_id, by_id[uow_id].process, detail, "unnamed")
         claimed, failed = attempts(rig, uow_id)
+        failed_at = None
         if earlier[0] in failed:
-            at, reason = failed[earlier[0]]
-            twice.failed = f"attempt {earlier[0]} failed at {at:%H:%M:%S.%f}"[:-3] + f": {reason}"
-            twice.failed += after_fault(at, done)
-        pids = claimed.get(earlier[0], [])
-        for pid in pids:
-            if pid in killed_at:
-                kill_index, instance = killed_at[pid]
-                twice.worker = f"{instance} pid {pid}"
-                if 0 <= earlier[1] < kill_index:
-                    twice.case = "case 2"
-                elif earlier[1] > kill_index:
-                    twice.case = "case 2 (orphan)"
+            failed_at, reason = failed[earlier[0]]
+            twice.failed = f"attempt {earlier[0]} failed at {failed_at:%H:%M:%S.%f}"[:-3]
+            twice.failed += f": {reason}{after_fault(failed_at, done)}"
+        for pid in claimed.get(earlier[0], []):
+            if pid not in killed_at:
+                continue
+            kill_index, instance, kill_at = killed_at[pid]
+            # the SIGKILL is the cause only if it came before the store failed the attempt
+            if kill_index > index or (failed_at and kill_at and kill_at > failed_at):
+                continue
+            twice.worker = f"{instance} pid {pid}"
+            if 0 <= earlier[1] < kill_index:
+                twice.case = "case 2"
+            elif earlier[1] > kill_index:
+                twice.case = "case 2 (orphan)"
         found.append(twice)
     return found
 

@@ -64,7 +64,7 @@ RESTART_DELAY = (0.5, 5.0)
 #: (``pg_ctl stop -m immediate``), the others a cut of the proxy.
 SERVER_CRASH_SHARE = 0.3
 #: Prefix of the line a worker's SIGKILL leaves in the runs file (``chaos kill-worker PID
-#: INSTANCE HH:MM:SS.ffffff``, UTC: ``RunLog`` reads lines of two or three words only), so that the counts can tell whether a command ended
+#: INSTANCE ISO-INSTANT``: ``RunLog`` reads lines of two or three words only), so that the counts can tell whether a command ended
 #: before or after its worker was killed.
 KILL_MARK = "chaos kill-worker"
 
@@ -251,7 +251,7 @@ class Injector:
             return
         instance, proc = workers[int(pick * len(workers))]
         record.target = f"{instance} pid {proc.pid}"
-        stamp = f"{datetime.now(UTC):%H:%M:%S.%f}"
+        stamp = datetime.now(UTC).isoformat()
         append(str(self.rig.runs.path), f"{KILL_MARK} {proc.pid} {instance} {stamp}")
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
@@ -323,12 +323,16 @@ def log(text: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {text}", file=sys.stderr, flush=True)
 
 
-def parse_kill_line(line: str) -> tuple[int, str] | None:
-    """(pid, instance) of a :data:`KILL_MARK` line of the runs file, else None."""
+def parse_kill_line(line: str) -> tuple[int, str, datetime | None] | None:
+    """(pid, instance, instant) of a :data:`KILL_MARK` line of the runs file, else None."""
     if not line.startswith(KILL_MARK):
         return None
     words = line.split()
-    return int(words[2]), words[3]
+    at = None
+    if len(words) > 4:
+        with contextlib.suppress(ValueError):
+            at = datetime.fromisoformat(words[4])
+    return int(words[2]), words[3], at
 
 
 def describe(faults: list[Fault]) -> list[dict[str, Any]]:
