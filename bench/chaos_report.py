@@ -21,7 +21,14 @@ KIND_ORDER = ("freerun", "managed", "ad-hoc")
 def machine() -> str:
     cpus = os.cpu_count()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{platform.system()} {platform.machine()}, {cpus} cores, load average {load} at the end"
+    try:
+        system = platform.freedesktop_os_release()["PRETTY_NAME"]
+    except (OSError, KeyError):
+        system = platform.system()
+    return (
+        f"{system} {platform.machine()}, Python {platform.python_version()}, {cpus} cores, "
+        f"load average {load} at the end"
+    )
 
 
 def render_one(result: dict[str, Any]) -> list[str]:
