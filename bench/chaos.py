@@ -17,8 +17,9 @@ starts the workers) on this workload, every command the counting command of the 
 - freerun ``flow`` every 3 s running 2 s (so some runs are mid-way at every fault) and ``tick``
   every 2 s running 0.2 s, 2 workers each, up to 3 units in flight;
 - managed ``hourly`` under ``daily`` in a tree, from midnight two days back: a catch-up backlog
-  of 48+ hourly periods, 2 at a time, each command long enough that the backlog lasts about
-  80 % of the run; a day's daily job runs once its 24 hourly children are done; 2 workers each;
+  of 48+ hourly periods, 2 at a time, each command long enough that the backlog lasts most of
+  the run (80 %, with commands of at most 12 s: 70 % of 10 minutes at 70 periods); a day's
+  daily job runs once its 24 hourly children are done; 2 workers each;
 - ad-hoc tasks (``POST /api/v1/tasks``, 5 retries) every 8-25 s, run by the built-in ``adhoc``.
 
 Every process retries a failed attempt 5 times (first after 1 s). Faults, one at a time, 10-40 s

@@ -138,7 +138,8 @@ def render_one(result: dict[str, Any]) -> list[str]:
             + "."
         )
     if counts.twice:
-        lines += ["", "Runs that should not have happened:", ""]
+        shown = "" if len(counts.twice) <= 20 else f" (the first 20 of {len(counts.twice)})"
+        lines += ["", f"Runs that should not have happened{shown}:", ""]
         lines += [
             f"- `{t.uow}` ({t.process}): {t.detail}; {t.case}"
             + (f", worker {t.worker} SIGKILLed" if t.worker else "")
@@ -146,7 +147,8 @@ def render_one(result: dict[str, Any]) -> list[str]:
             for t in counts.twice[:20]
         ]
     if counts.lost:
-        lines += ["", "Lost:", ""] + [f"- `{line[:160]}`" for line in counts.lost[:20]]
+        shown = "" if len(counts.lost) <= 20 else f" (the first 20 of {len(counts.lost)})"
+        lines += ["", f"Lost{shown}:", ""] + [f"- `{line[:160]}`" for line in counts.lost[:20]]
     if result["unexpected_exits"]:
         lines += ["", "Exits nobody caused:", ""]
         lines += ["```", *(e for e in result["unexpected_exits"][:5]), "```"]
