@@ -37,7 +37,8 @@ Then no more faults: the run waits (``--drain`` seconds at most) until every uni
 before that instant is terminal and every closed managed period is processed, and counts
 (``chaos_count.py``). Exit status 1 if a unit or period was lost, a command ran twice outside
 docs/faults.md's named at-least-once cases, a daemon is dead at the end or exited on its own,
-a worker is missing, or poison was not dead-lettered.
+a worker is missing, poison was not dead-lettered, the drain ran past its deadline, or an
+installation could not run here (no PostgreSQL server binaries, no RabbitMQ).
 
 Caveats: a 2-core machine shared with other work; one box; faults never overlap; heartbeats
 every second and a worker lost after 3 missed, outage back-off capped at 2 s (the fault suite's
@@ -66,6 +67,8 @@ from chaos_faults import Init, Injector, describe, log, schedule  # noqa: E402
 from chaos_report import render, write  # noqa: E402
 from chaos_rig import INSTALLATIONS, RETRIES, Rig, problem, rig, task_command  # noqa: E402
 
+from tests.faults.counting import units_of  # noqa: E402
+
 #: Seconds between two ad-hoc tasks (uniform).
 TASK_EVERY = (8.0, 25.0)
 
@@ -87,13 +90,14 @@ class Submitter:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(60)
+        if self._thread.is_alive():
+            self._thread.join(60)
 
     def submit(self) -> None:
         body = {"command": task_command(self.rig.runs), "retries": RETRIES}
         try:
             status, answer = self.rig.inst.api("POST", "/tasks", body, timeout=15)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - a timeout, a reset: the answer that was not
             self.answers[f"no answer ({type(exc).__name__})"] += 1
             return
         self.answers[str(status)] += 1
@@ -124,21 +128,28 @@ def run_one(name: str, seed: int, minutes: float, drain_deadline: float, keep: b
         r.inst.wait_workers("adhoc", 1, 120)
         started = datetime.now(UTC)
         init = Init(r)
-        init.start()
         injector = Injector(r, faults, init)
-        injector.start()
-        submitter.start()
-        end = time.monotonic() + minutes * 60
-        while time.monotonic() < end:
-            time.sleep(min(30.0, max(0.0, end - time.monotonic())))
-            log(f"{name}: {len(injector.done)} faults injected, {len(r.runs.starts())} runs")
-        submitter.stop()
-        injector.stop()
+        init.start()
+        try:
+            injector.start()
+            submitter.start()
+            end = time.monotonic() + minutes * 60
+            while time.monotonic() < end:
+                time.sleep(min(30.0, max(0.0, end - time.monotonic())))
+                runs = len(r.runs.starts())
+                log(f"{name}: {len(injector.done)} faults injected, {runs} runs")
+        finally:
+            # (every outage is undone before the drain, or before the installation stops)
+            submitter.stop()
+            injector.stop()
         cutoff = datetime.now(UTC)
         log(f"{name}: injection over; draining (at most {drain_deadline:.0f} s)")
-        drained, left = drain(r, cutoff, drain_deadline)
+        try:
+            drained, left = drain(r, cutoff, drain_deadline)
+        finally:
+            # the init system watches through the drain, and not while the installation stops
+            init.stop()
         log(f"{name}: drained in {drained} s" if drained is not None else f"left: {left[:20]}")
-        init.stop()
         counts = count(r, cutoff, injector.done, started)
         stored = {u.id for u in _adhoc_units(r)}
         not_stored = [i for i in submitter.ids if i not in stored]
@@ -165,8 +176,6 @@ def run_one(name: str, seed: int, minutes: float, drain_deadline: float, keep: b
 
 
 def _adhoc_units(r: Rig) -> list[Any]:
-    from tests.faults.counting import units_of
-
     return units_of(r.inst.store, ["adhoc"])
 
 

@@ -149,7 +149,8 @@ class Init:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(120)
+        if self._thread.is_alive():
+            self._thread.join(120)
 
     def restart(self, name: str) -> None:
         """``launch.py --start NAME`` again (under :attr:`lock`); a failure is counted and
@@ -191,7 +192,8 @@ class Injector:
     def stop(self) -> None:
         """Inject no more (a fault in progress ends first: every outage is undone)."""
         self._stop.set()
-        self._thread.join(600)
+        if self._thread.is_alive():
+            self._thread.join(600)
 
     def _run(self) -> None:
         for fault in self.faults:

@@ -25,10 +25,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pika
+
 from db.clock import SystemClock
 from db.timeperiod import Timeperiod
 from mq import open_broker
 from mq.message import process_queue, status_queue
+from mq.rabbitmq import RabbitBroker
 from tests.conftest import RABBITMQ_URI, rabbitmq_problem
 from tests.faults.conftest import ProxiedRabbit, ProxiedStore
 from tests.faults.counting import COUNT_RUN, RunLog, command
@@ -271,8 +274,6 @@ def rig(name: str, minutes: float, *, keep: bool) -> Iterator[Rig]:
 def _delete_queues(made: Rig, prefix: str) -> None:
     """Delete this run's queues on the shared RabbitMQ (with their dead-letter and delay
     queues), then any other queue whose name starts with the run's prefix."""
-    from mq.rabbitmq import RabbitBroker
-
     broker = RabbitBroker(RABBITMQ_URI)
     try:
         for queue in made.queues():
@@ -290,8 +291,6 @@ def _delete_queues(made: Rig, prefix: str) -> None:
     )
     left = [n for n in listed.stdout.split() if n.startswith(prefix)]
     if left:
-        import pika
-
         connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URI))
         try:
             channel = connection.channel()
