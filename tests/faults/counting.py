@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from db.models import UowQuery
-from db.states import SUCCESSFUL_UOW_STATES, UowState
+from db.states import SUCCESSFUL_UOW_STATES, TERMINAL_UOW_STATES, UowState
 
 if TYPE_CHECKING:
     from db.models import UnitOfWork
@@ -192,3 +192,18 @@ def unit_state(store: Store, uow_id: str) -> UowState | None:
         return store.get_uow(uow_id).state
     except Exception:  # noqa: BLE001 - not stored (yet), or the store hiccuped: not an answer
         return None
+
+
+def processed_after(store: Store, processes: list[str], instant: datetime) -> int:
+    """Units of work of ``processes`` created after ``instant`` and processed: work flows."""
+    return sum(
+        u.state is UowState.PROCESSED and u.created_at > instant for u in units_of(store, processes)
+    )
+
+
+def settled(store: Store, processes: list[str], cutoff: datetime) -> bool:
+    """Every unit of work of ``processes`` created before ``cutoff`` has ended (retries
+    included): what a drill counts is final."""
+    return all(
+        u.state in TERMINAL_UOW_STATES for u in units_of(store, processes, created_before=cutoff)
+    )

@@ -277,6 +277,15 @@ class FaultInstallation(Installation):
             parts.append(f"--- {path.name}\n" + "\n".join(lines))
         return "\n".join(parts)
 
+    def observe(self, predicate, deadline: float) -> bool:
+        """Wait up to ``deadline`` for ``predicate``; False when it did not come (a drill then
+        counts and reports what happened instead of stopping at the first miss)."""
+        try:
+            wait_until(predicate, deadline=deadline, interval=0.1)
+        except AssertionError:
+            return False
+        return True
+
     def wait(self, predicate, deadline: float, what: str):
         """``wait_until``, failing with the daemons' output."""
         try:

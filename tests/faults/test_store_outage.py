@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 import pytest
 
 from db.states import TERMINAL_UOW_STATES, UowState
-from tests.faults.counting import command, tally, units_of
+from tests.faults.counting import command, processed_after, settled, tally, units_of
 from tests.faults.drill import Verdict, Window, hold
 from tests.faults.installation import alive_pids, file_lines_between
 
@@ -97,34 +97,11 @@ def test_store_outage_loses_nothing_runs_nothing_twice_kills_no_daemon(installat
     except AssertionError:
         pass
     # and work flows again: three units of work created after the outage are processed
-    try:
-        inst.wait(
-            lambda: (
-                sum(
-                    u.state is UowState.PROCESSED and u.created_at > outage.end_utc
-                    for u in units_of(inst.store, ["flow"])
-                )
-                >= 3
-            ),
-            30,
-            "three units of work after the outage processed",
-        )
-    except AssertionError:
-        pass
+    inst.observe(lambda: processed_after(inst.store, ["flow"], outage.end_utc) >= 3, 30)
     after = [u for u in units_of(inst.store, ["flow"]) if u.created_at > outage.end_utc]
     # every unit of work made up to now ends (retries included) before it is counted
     cutoff = datetime.now(UTC)
-    try:
-        inst.wait(
-            lambda: all(
-                u.state in TERMINAL_UOW_STATES
-                for u in units_of(inst.store, ["flow"], created_before=cutoff)
-            ),
-            20,
-            "every unit of work made before the count to end",
-        )
-    except AssertionError:
-        pass
+    inst.observe(lambda: settled(inst.store, ["flow"], cutoff), 20)
     counts = tally(inst.store, runs, ["flow"], created_before=cutoff)
     verdict = Verdict()
     verdict.at_least("units of work counted", counts.units, 6)
