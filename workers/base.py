@@ -49,8 +49,11 @@ The rules a worker relies on:
 - **Stopping.** On SIGTERM the worker takes no new messages and waits ``worker_stop_grace``
   seconds for running calls; a call still running then is abandoned in the same way, and its
   unit of work goes back to ``requested`` without using up an attempt.
-- **Logging.** Use a logger under ``tactus.`` (or your own); the unit of work's id in each line
-  makes the log searchable. Printed output is not captured for Python workers.
+- **Output.** What ``process_uow`` prints (``sys.stdout``, ``sys.stderr``) and logs (any
+  logger, at the worker's log level) while it runs is kept as the attempt's output, like a
+  command's: the last 64 KiB, in the unit of work's ``output``, shown on its page. It still
+  reaches the worker's own log as well. Use a logger under ``tactus.`` (or your own); the unit
+  of work's id in each line makes the log searchable.
 """
 
 from __future__ import annotations

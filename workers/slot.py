@@ -56,8 +56,9 @@ from db.state_change import UowChange, change_uow, change_uows, settle_uows
 from db.states import UowKind, UowState
 from mq.message import Message
 from workers.base import Outcome
+from workers.capture import capturing
 from workers.journal import KeptOutcome
-from workers.shell import POLL_INTERVAL, run_command
+from workers.shell import POLL_INTERVAL, OutputTail, run_command
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -189,6 +190,9 @@ class _Verdict:
     #: One line for the history event.
     reason: str = ""
     seconds: float = 0.0
+    #: What a worker class's call came to (``processed``, ``noop``, ``exception``,
+    #: ``timed out``, ``bad return``), kept in the history event's details; None for commands.
+    returned: str | None = None
 
 
 _TRIGGERS = {Outcome.PROCESSED: "succeed", Outcome.NOOP: "finish_noop"}
@@ -464,10 +468,13 @@ class Slot:
         )
 
     def _run_python(self, entry: ProcessEntry, task: RunningUow) -> _Verdict:
+        """Call ``process_uow`` in the slot's executor thread, capturing what it prints and
+        logs (workers/capture.py) as the attempt's output tail."""
         assert self._executor is not None and self._instance is not None
         started = time.monotonic()
         timeout = entry.timeout.total_seconds()
-        future = self._executor.submit(self._instance.process_uow, task.uow)
+        tail = OutputTail()
+        future = self._executor.submit(self._call_captured, task.uow, tail)
         while True:
             try:
                 value: Any = future.result(timeout=POLL_INTERVAL)
@@ -484,7 +491,11 @@ class Slot:
                         f"worker {self.worker.worker_id} exits for a clean restart"
                     )
                     return _Verdict(
-                        trigger="fail", error=error, reason=f"timed out after {timeout:g} s"
+                        trigger="fail",
+                        error=error,
+                        reason=f"timed out after {timeout:g} s",
+                        output=tail.text(),
+                        returned="timed out",
                     )
             except BaseException as exc:  # SystemExit in a worker is a failed attempt too
                 return _Verdict(
@@ -492,14 +503,32 @@ class Slot:
                     error="".join(traceback.format_exception(exc)),
                     reason=f"{type(exc).__name__}: {exc}"[:500],
                     seconds=time.monotonic() - started,
+                    output=tail.text(),
+                    returned="exception",
                 )
         seconds = time.monotonic() - started
         if value is None or value == Outcome.PROCESSED:
-            return _Verdict(trigger="succeed", seconds=seconds)
+            return _Verdict(
+                trigger="succeed", seconds=seconds, output=tail.text(), returned="processed"
+            )
         if value == Outcome.NOOP:
-            return _Verdict(trigger="finish_noop", seconds=seconds)
+            return _Verdict(
+                trigger="finish_noop", seconds=seconds, output=tail.text(), returned="noop"
+            )
         error = f"process_uow returned {value!r}; expected None, Outcome.PROCESSED or Outcome.NOOP"
-        return _Verdict(trigger="fail", error=error, reason=error, seconds=seconds)
+        return _Verdict(
+            trigger="fail",
+            error=error,
+            reason=error,
+            seconds=seconds,
+            output=tail.text(),
+            returned="bad return",
+        )
+
+    def _call_captured(self, uow: UnitOfWork, tail: OutputTail) -> Any:
+        assert self._instance is not None
+        with capturing(tail):
+            return self._instance.process_uow(uow)
 
     def _finish(self, task: RunningUow, verdict: _Verdict) -> tuple[Delivery, UnitOfWork] | None:
         """Record the outcome through the funnel, then ack with the status notice: the status
@@ -530,6 +559,7 @@ class Slot:
                     "attempt": task.uow.attempt,
                     "exit_code": verdict.exit_code,
                     "seconds": round(verdict.seconds, 3),
+                    **({} if verdict.returned is None else {"returned": verdict.returned}),
                 },
             )
         ]
