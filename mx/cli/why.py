@@ -38,7 +38,7 @@ def render_why(answer: dict[str, Any]) -> str:
     lines = [head]
     for item in answer["reasons"]:
         lines.append(f"  {item['code']}: {item['message']}")
-        for key, value in item["facts"].items():
+        for key, value in sorted(item["facts"].items()):
             shown = value if isinstance(value, str) else json.dumps(value)
             lines.append(f"      {key}: {shown}")
     return "\n".join(lines)

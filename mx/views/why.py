@@ -27,7 +27,7 @@ def why_panel(process: str, timeperiod: str | None = None) -> dict[str, Any]:
     reasons = [
         {
             **item,
-            "shown": [(key, _text(value)) for key, value in item["facts"].items()],
+            "shown": [(key, _text(value)) for key, value in sorted(item["facts"].items())],
             "facts_json": json.dumps(item["facts"], sort_keys=True),
         }
         for item in answer["reasons"]
