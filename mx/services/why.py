@@ -344,8 +344,8 @@ def _embryo(look: _Look, registry: Registry, job: Job, window: list[Job]) -> Non
         if look.now < period.end:
             look.add(
                 "not_due",
-                f"the period {period} has not ended yet: it ends at {instant(period.end)}, "
-                f"and the job runs after its lag, at {instant(until)}",
+                f"the period {period} has not ended yet: it ends at {instant(period.end)}"
+                + (f", and the job runs after its lag, at {instant(until)}" if entry.lag else ""),
                 timeperiod=str(period),
                 ends_at=instant(period.end),
                 runs_after=instant(until),
