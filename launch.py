@@ -33,6 +33,7 @@ from mx.cli import boxes as cli_boxes
 from mx.cli import commands as cli_commands
 from mx.cli import credentials as cli_credentials
 from mx.cli import listing, options
+from mx.cli import why as cli_why
 from mx.cli.backend import Installation
 from mx.cli.render import Out, duration, human_bytes, iso_instant, render_table
 from mx.services.processes import registration_summary
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli_commands.add_parsers(sub)
     cli_credentials.add_parsers(sub)
+    cli_why.add_parsers(sub)
 
     nxt = sub.add_parser("next-runs", help="preview the next fires of a trigger")
     nxt.add_argument("trigger", help="e.g. '*/15 * * * *', 'every 1h30m', 'at Mon-Fri 09:30'")
@@ -267,6 +269,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Installation, Out], int]] = {
     "token": cli_credentials.cmd_token,
     "user": cli_credentials.cmd_user,
     **cli_commands.COMMANDS,
+    **cli_why.COMMANDS,
 }
 
 

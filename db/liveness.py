@@ -26,7 +26,7 @@ from db.states import UowState, WorkerState
 
 if TYPE_CHECKING:
     from db.clock import Clock
-    from db.models import UnitOfWork
+    from db.models import UnitOfWork, WorkerRecord
     from db.store import Store
 
 log = logging.getLogger(f"tactus.{__name__}")
@@ -45,6 +45,13 @@ def silence_limit(interval: timedelta | float, misses: int) -> timedelta:
     if misses < 1:
         raise ValueError(f"misses must be at least 1, got {misses}")
     return interval * misses
+
+
+def is_live(worker: WorkerRecord, now: datetime, limit: timedelta) -> bool:
+    """Whether a worker (or a scheduler's presence record) counts as alive at ``now``: its
+    record says ``alive`` and it beat within ``limit`` (:func:`silence_limit`). The reaper
+    marks ``lost`` exactly the ``alive`` records this is false for."""
+    return worker.state == ALIVE and now - worker.heartbeat_at <= limit
 
 
 def reap_lost_workers(

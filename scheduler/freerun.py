@@ -21,6 +21,7 @@ from collections import Counter, deque
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from db.gates import fire_baseline, free_slots
 from db.models import FireRecord
 from db.states import ACTIVE_UOW_STATES, Catchup, FireOutcome, UowKind
 from db.triggers import Trigger, parse_trigger
@@ -78,10 +79,7 @@ class FreerunFirer:
         of the process (a new trigger or a re-enable does not fire what passed before it)."""
         if last is None:
             last = self.store.last_fire(record.name)
-        baseline = record.updated_at
-        if last is not None and last.scheduled_at > baseline:
-            baseline = last.scheduled_at
-        return baseline
+        return fire_baseline(record.updated_at, last)
 
     def fire_due_together(
         self, records: Sequence[ProcessRecord], now: datetime
@@ -206,7 +204,7 @@ class FreerunFirer:
             reason = ""
             if outcome is FireOutcome.MISSED:
                 reason = "scheduler was down (catchup: none)"
-            elif in_flight >= entry.max_active:
+            elif not free_slots(entry.max_active, in_flight):
                 outcome = FireOutcome.SKIPPED
                 reason = f"max_active {entry.max_active} reached: previous unit of work in flight"
             else:

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from db.errors import DuplicateKey, NotFound, StateConflict
+from db.gates import BlockingVerdict, blocking_verdict, closes_at, free_slots
 from db.models import Event, JobQuery
 from db.relations import Readiness, Registry, readiness, timeperiod_of
 from db.state_change import change_job, change_uow, start_job
@@ -124,7 +125,7 @@ class ManagedDriver:
                 finished += step == FINISHED
                 if isinstance(step, _Want):
                     wants.append(step)
-        slots = entry.max_active - in_flight
+        slots = free_slots(entry.max_active, in_flight)
         for job in jobs:
             if job.state is not JobState.EMBRYO:
                 continue
@@ -160,22 +161,18 @@ class ManagedDriver:
         self, entry: ProcessEntry, registry: Registry, job: Job, now: datetime
     ) -> _Want | str:
         """What an embryo job needs: a start, a skip, or to wait."""
-        period = timeperiod_of(job)
         discrete = entry.state_machine is StateMachineName.DISCRETE
-        lag = entry.lag if discrete else timedelta(0)
-        closed = now >= period.end + lag
+        closed = now >= closes_at(entry, timeperiod_of(job))
         if discrete and not closed:
             return WAITING  # not due yet: the period and lag say until when
         ready: Readiness | None = None
         if entry.blocking is not Blocking.NORMAL:
             ready = readiness(self.store, registry, job, now)
-            if entry.blocking is Blocking.DEPENDENCIES:
-                if ready.dependency_skipped:
-                    names = ", ".join(ready.skipped_dependencies)
-                    return self._move(entry, job, "skip", reason=f"dependency {names} skipped")
-                if not ready.dependencies_succeeded:
-                    return self._wait(job, ready, now)
-            if entry.blocking is Blocking.CHILDREN and not ready.finalizable:
+            verdict = blocking_verdict(entry.blocking, ready)
+            if verdict is BlockingVerdict.SKIP:
+                names = ", ".join(ready.skipped_dependencies)
+                return self._move(entry, job, "skip", reason=f"dependency {names} skipped")
+            if verdict is BlockingVerdict.WAIT:
                 return self._wait(job, ready, now)
         if discrete:
             return _want(job, "start", ready, final=True, closed=True, facts={"closed": True})

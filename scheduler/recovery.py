@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from db.backoff import backoff
 from db.errors import StateConflict, TransitionRefused
+from db.gates import attempts_remain, retry_time
 from db.liveness import forget_old_workers, reap_lost_workers
 from db.models import UowQuery
 from db.state_change import change_uow
@@ -164,7 +164,7 @@ class Recovery:
         self, uow: UnitOfWork, entry: ProcessEntry | None, now: datetime, report: RecoveryReport
     ) -> None:
         try:
-            if entry is None or uow.attempt > uow.retries:
+            if entry is None or not attempts_remain(uow):
                 # no attempt left: give up at once, no retry delay to wait out
                 why = "retries exhausted" if entry else f"process {uow.process} is not registered"
                 change_uow(self.store, uow, "give_up", clock=self.clock, actor=ACTOR, reason=why)
@@ -172,8 +172,7 @@ class Recovery:
                 report.processes.add(uow.process)
                 return
             if uow.retry_at is None:
-                failed_at = uow.finished_at or uow.updated_at
-                retry_at = failed_at + backoff(entry.retry_delay, uow.attempt)
+                retry_at = retry_time(uow, entry.retry_delay)
                 self.store.update_uow(
                     uow.id, expected_state=UowState.INVALID, changes={"retry_at": retry_at}
                 )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from flask import jsonify
 
 from db.errors import TactusError
+from db.liveness import is_live
 from mq.message import status_queue
 from mx.api.common import bp
 from mx.api.openapi import build_document
@@ -43,7 +44,7 @@ def scheduler_liveness(store: Store, now: datetime, liveness: timedelta) -> dict
     records = store.list_workers(process=SCHEDULER)
     if not records:
         return {"alive": None, "leader": None}
-    alive = [r for r in records if r.state == "alive" and now - r.heartbeat_at <= liveness]
+    alive = [r for r in records if is_live(r, now, liveness)]
     leader = max(alive, key=lambda r: r.heartbeat_at).worker_id if alive else None
     return {"alive": bool(alive), "leader": leader}
 

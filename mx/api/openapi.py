@@ -36,6 +36,7 @@ _QUERY: dict[str, dict[str, Any]] = {
     "kind": {"type": "string", "enum": [k.value for k in ProcessKind]},
     "from": {**TIMEPERIOD, "description": "Timeperiod to start at (inclusive)."},
     "to": {**TIMEPERIOD, "description": "Timeperiod to stop before (exclusive)."},
+    "timeperiod": {**TIMEPERIOD, "description": "A timeperiod of the process's grid."},
 }
 #: Path parameters by name.
 _PATH: dict[str, dict[str, Any]] = {
@@ -198,6 +199,20 @@ def build_document(version: str) -> dict[str, Any]:
                 also=(202,),
                 params=_path("name"),
                 errors=(404, 409),
+            )
+        },
+        "/api/v1/processes/{name}/why": {
+            "get": _op(
+                "Why the process (at a timeperiod) has not run or is waiting",
+                "Why",
+                tag="processes",
+                params=[*_path("name"), *_filters("timeperiod")],
+                errors=(404,),
+                description="Reasons from the stored state, each a stable `code`, a plain "
+                "`message` and the `facts` it rests on (docs/why.md). `timeperiod`: a managed "
+                "process's period (default: its oldest unfinished job); 400 when it is not a "
+                "period of the process's grid (a daily process's ends in 00), or given for a "
+                "freerun process, which has none.",
             )
         },
         "/api/v1/registration": {

@@ -16,6 +16,7 @@ from db.states import (
     UowState,
 )
 from mx.services.validate import MIN_SECONDS
+from mx.services.why import CODES as WHY_CODES
 
 STR = {"type": "string"}
 STR_OR_NULL = {"type": ["string", "null"]}
@@ -360,6 +361,27 @@ SCHEMAS: dict[str, Any] = {
                 "description": "false: the unit of work is stored but the broker did not take "
                 "it yet; it is published as soon as the broker is back (do not trigger again).",
             },
+        },
+    },
+    "WhyReason": {
+        "type": "object",
+        "required": ["code", "message", "facts"],
+        "properties": {
+            "code": {"type": "string", "enum": list(WHY_CODES)},
+            "message": STR,
+            "facts": _OBJ,
+        },
+    },
+    "Why": {
+        "type": "object",
+        "required": ["process", "kind", "timeperiod", "state", "checked_at", "reasons"],
+        "properties": {
+            "process": STR,
+            "kind": STR,
+            "timeperiod": STR_OR_NULL,
+            "state": STR_OR_NULL,
+            "checked_at": _INSTANT,
+            "reasons": {"type": "array", "minItems": 1, "items": ref("WhyReason")},
         },
     },
     "Event": {

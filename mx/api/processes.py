@@ -10,7 +10,7 @@ from db.credentials import Role
 from mx.api.common import audit_target, bp, ctx, json_body, query
 from mx.auth import require_role
 from mx.runtime import runtime
-from mx.services import actions, entries, validate
+from mx.services import actions, entries, validate, why
 from mx.services.paging import page
 from mx.services.processes import process_records, process_views
 
@@ -88,3 +88,21 @@ def processes_trigger(name: str) -> ResponseReturnValue:
     result = actions.trigger(ctx(), name)
     created = result["uow"] is not None and result["published"]
     return jsonify(result), 201 if created else 202
+
+
+@bp.get("/processes/<name>/why")
+def processes_why(name: str) -> ResponseReturnValue:
+    """Why the process (at ``timeperiod``) has not run or is waiting: ``reasons``, each a
+    ``code``, a ``message`` and the stored ``facts`` it rests on (docs/why.md)."""
+    params = query({"timeperiod"})
+    rt = runtime()
+    return jsonify(
+        why.explain(
+            rt.store,
+            name,
+            params.get("timeperiod"),
+            now=rt.clock.now(),
+            liveness=rt.liveness,
+            default_timezone=rt.settings.timezone,
+        )
+    )

@@ -19,6 +19,7 @@ from mx.cli.remote import RemoteBackend
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from db.clock import Clock
     from db.models import ProcessEntry
     from mx.client import ApiClient
     from settings import Settings
@@ -95,6 +96,10 @@ class Backend(Protocol):
     def stop_process(self, box_id: str, process: str) -> list[Json]:
         """Desire a process (or instance) stopped on a box; its instances after it."""
 
+    def why(self, process: str, timeperiod: str | None) -> Json:
+        """Why a process (at a timeperiod) has not run or is waiting: ``{"process", "kind",
+        "timeperiod", "state", "checked_at", "reasons"}`` (GET /processes/<name>/why)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Installation:
@@ -102,6 +107,9 @@ class Installation:
 
     settings: Settings
     client: ApiClient | None = None
+    #: The clock of the commands on this machine's store (None: the store's clock for what
+    #: judges liveness, the system clock for the rest); tests pass a fake one.
+    clock: Clock | None = None
 
     @property
     def remote(self) -> bool:
@@ -114,5 +122,5 @@ class Installation:
         if self.client is not None:
             yield RemoteBackend(self.client)
             return
-        with LocalBackend(self.settings) as local:
+        with LocalBackend(self.settings, clock=self.clock) as local:
             yield local

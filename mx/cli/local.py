@@ -7,15 +7,16 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from db import open_store
-from db.clock import SystemClock
+from db.clock import StoreClock, SystemClock
 from db.liveness import silence_limit
 from mq import open_broker
-from mx.services import actions, boxes, entries, jobs, processes, tasks, uows
+from mx.services import actions, boxes, entries, jobs, processes, tasks, uows, why
 from mx.services.context import ServiceContext
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
+    from db.clock import Clock
     from db.models import ProcessEntry
     from db.store import Store
     from settings import Settings
@@ -30,9 +31,10 @@ class LocalBackend(contextlib.AbstractContextManager):
     """Opens the store on first use (reads) and the broker with it for actions; closes both on
     exit."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
         self._settings = settings
-        self._clock = SystemClock()
+        self._given_clock = clock
+        self._clock = clock or SystemClock()
         self._resources = contextlib.ExitStack()
         self._store: Store | None = None
         self._context: ServiceContext | None = None
@@ -110,11 +112,25 @@ class LocalBackend(contextlib.AbstractContextManager):
     def list_boxes(self, box_id: str | None) -> list[Json]:
         return boxes.list_boxes(self.store(), box_id=box_id)
 
+    def _liveness(self) -> timedelta:
+        return silence_limit(self._settings.heartbeat_interval, self._settings.heartbeat_misses)
+
     def list_workers(self, *, box_id: str | None, process: str | None) -> list[Json]:
         # The liveness, filters and order of GET /workers.
-        liveness = silence_limit(self._settings.heartbeat_interval, self._settings.heartbeat_misses)
         return boxes.list_workers(
-            self.store(), now=self.now(), liveness=liveness, box_id=box_id, process=process
+            self.store(), now=self.now(), liveness=self._liveness(), box_id=box_id, process=process
+        )
+
+    def why(self, process: str, timeperiod: str | None) -> Json:
+        # Judged by the store's clock, as the scheduler and mx judge heartbeats.
+        clock = self._given_clock or StoreClock(self.store())
+        return why.explain(
+            self.store(),
+            process,
+            timeperiod,
+            now=clock.now(),
+            liveness=self._liveness(),
+            default_timezone=self._settings.timezone,
         )
 
     def trigger(self, process: str) -> Json:

@@ -130,3 +130,7 @@ class RemoteBackend:
     def stop_process(self, box_id: str, process: str) -> list[Json]:
         route = f"/boxes/{_seg(box_id, 'boxid')}/processes/{_seg(process, 'process')}/stop"
         return _unwrap(self._client.post(route), "items", route)
+
+    def why(self, process: str, timeperiod: str | None) -> Json:
+        route = f"/processes/{_seg(process, 'process')}/why"
+        return self._client.get(route, {"timeperiod": timeperiod})

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from db.errors import NotFound, StateConflict
+from db.liveness import is_live
 from db.models import Event, SupervisedProcess
 from db.placement import process_of
 from db.state_change import change_supervised
@@ -59,7 +60,7 @@ def list_workers(
     box = validate.text("box_id", box_id) if box_id else None
     name = validate.process_filter(process)
     return [
-        worker_json(w, alive=w.state == "alive" and now - w.heartbeat_at <= liveness)
+        worker_json(w, alive=is_live(w, now, liveness))
         for w in sorted(store.list_workers(box_id=box, process=name), key=lambda w: w.worker_id)
     ]
 

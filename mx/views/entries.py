@@ -18,6 +18,7 @@ from mx.services.processes import next_fire, process_records
 from mx.services.serialize import fire_json, instant
 from mx.views.common import act, ctx, render
 from mx.views.forms import command_text, entry_fields
+from mx.views.why import why_panel
 
 if TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
@@ -57,6 +58,7 @@ def process_detail(name: str) -> ResponseReturnValue:
         fires=fires,
         form=_form_values(process),
         error=None,
+        why=why_panel(name),
     )
 
 
@@ -110,6 +112,7 @@ def process_edit(name: str) -> ResponseReturnValue:
             form=dict(form.to_dict(), enabled=_on(form)),
             process=process,
             fires=fires,
+            why=why_panel(name),
         )
     flash(f"Saved {name}.", "ok")
     return redirect(url_for(".process_detail", name=name), code=303)

@@ -13,6 +13,7 @@ from db.states import JobState, UowState
 from mx.runtime import runtime
 from mx.services import actions, jobs, uows
 from mx.views.common import act, ctx, render
+from mx.views.why import why_panel
 
 if TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
@@ -59,7 +60,11 @@ def job_list() -> ResponseReturnValue:
 def job_detail(process: str, timeperiod: str) -> ResponseReturnValue:
     job = jobs.get_job(runtime().store, process, timeperiod)
     return render(
-        "work/job.html", fragment="work/_job.html", job=job, active_states=ACTIVE_UOW_STATES
+        "work/job.html",
+        fragment="work/_job.html",
+        job=job,
+        active_states=ACTIVE_UOW_STATES,
+        why=why_panel(process, timeperiod),
     )
 
 

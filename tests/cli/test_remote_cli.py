@@ -168,6 +168,17 @@ def test_remote_list_prints_what_local_prints(cli, store, target):
     assert cli.run("list", target)[1] == cli.local("list", target)[1]
 
 
+@pytest.mark.parametrize("args", [["hourly"], ["hourly", "2026010101"], ["cron"], ["d"]])
+def test_remote_why_prints_what_local_prints(cli, args):
+    local = cli.local("why", *args, "--json")
+    remote = cli.run("why", *args, "--json", role=Role.VIEWER)
+    assert remote[0] == local[0] == 0, remote[2]
+    reasons = json.loads(remote[1])
+    assert reasons == json.loads(local[1])
+    assert reasons and all(set(r) == {"code", "message", "facts"} for r in reasons)
+    assert cli.run("why", *args, role=Role.VIEWER)[1] == cli.local("why", *args)[1]
+
+
 def test_remote_list_filters_limit_and_cursor(cli):
     # when the jobs are read two at a time
     code, out, _ = cli.run("list", "jobs", "--process", "hourly", "--limit", "2")
@@ -489,6 +500,10 @@ BAD_INPUT = [
     (["skip", "Hourly", "2026010100"], "process"),
     (["trigger", "Cron"], "name"),
     (["submit", "--command", "echo \udcff"], "command"),
+    (["why", "hourly", "abc"], "timeperiod"),
+    (["why", "hourly", "2026023001"], "timeperiod"),
+    (["why", "cron", "2026010100"], "timeperiod"),
+    (["why", "Hourly"], "name"),
 ]
 
 

@@ -269,6 +269,7 @@ ROUTES = [
     Route("PATCH", "/api/v1/processes/cron", _O, {"retries": 5}),
     Route("DELETE", "/api/v1/processes/cron", _O),
     Route("POST", "/api/v1/processes/cron/trigger", _O, None, 201),
+    Route("GET", "/api/v1/processes/h/why?timeperiod=2026010512", _V),
     Route("GET", "/api/v1/jobs", _V),
     Route("GET", "/api/v1/jobs/h/2026010511", _V),
     Route("POST", "/api/v1/jobs/h/2026010511/reprocess", _O),

@@ -27,14 +27,16 @@ docs/triggers.md), ``tactus-timezone`` (an IANA zone), ``tactus-command`` (a str
 shell words with known placeholders), ``tactus-regex`` (a box pattern) and ``tactus-cursor-*``
 (a cursor the list issued: opaque, so only the server's own and the empty one are valid). The
 strategies below draw members of those languages; invalid strings of them are covered by the
-bad-input tables of test_api_errors.py. Two operations are left out of ``positive_data_acceptance`` only, because whether their body is
-valid depends on what is stored, which no JSON Schema can state: ``PUT /registration`` (rules
-between its entries and the processes already registered: unique names, dependencies and trees
-that exist and agree, no cycles; SPEC section 4) and ``PATCH /processes/{name}`` (the fields
-allowed depend on the kind of the process named, and the edited entry must still obey the rules
-of its kind: a freerun keeps a trigger, one program). Their document still states every field's
-own rule, their valid bodies are tested in test_api_processes.py and test_api_errors.py, and
-every other check runs on them.
+bad-input tables of test_api_errors.py. Three operations are left out of
+``positive_data_acceptance`` only, because whether their input is valid depends on what is
+stored, which no JSON Schema can state: ``PUT /registration`` (rules between its entries and the
+processes already registered: unique names, dependencies and trees that exist and agree, no
+cycles; SPEC section 4), ``PATCH /processes/{name}`` (the fields allowed depend on the kind of
+the process named, and the edited entry must still obey the rules of its kind: a freerun keeps a
+trigger, one program) and ``GET /processes/{name}/why`` (its ``timeperiod`` must be a period of
+the named process's grid, and a freerun has none). Their document still states every field's
+own rule, their valid inputs are tested in test_api_processes.py, test_api_errors.py and
+test_why.py, and every other check runs on them.
 NUL characters are refused everywhere (400, documented
 in the document's description and tested there too), so the generator does not put them in
 valid cases (``allow_x00=False``).
@@ -70,7 +72,11 @@ OPERATIONS = [
 
 #: Operations whose valid bodies obey rules that JSON Schema cannot state (see the module
 #: docstring): every check but ``positive_data_acceptance`` runs on them.
-RULES_BETWEEN_FIELDS = {("/api/v1/registration", "PUT"), ("/api/v1/processes/{name}", "PATCH")}
+RULES_BETWEEN_FIELDS = {
+    ("/api/v1/registration", "PUT"),
+    ("/api/v1/processes/{name}", "PATCH"),
+    ("/api/v1/processes/{name}/why", "GET"),
+}
 
 #: Triggers of every form (docs/triggers.md).
 TRIGGERS = st.one_of(
