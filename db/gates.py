@@ -21,6 +21,13 @@ if TYPE_CHECKING:
     from db.timeperiod import Timeperiod
 
 
+#: The trigger that paces a managed process's looks when its entry sets none.
+DEFAULT_MANAGED_TRIGGER = "every 60"
+#: Jobs of one process the scheduler looks at per pass beyond ``max_active`` (its active
+#: window): the embryos that may start; more wait for the next look.
+LOOK_WINDOW = 50
+
+
 class BlockingVerdict(StrEnum):
     """What a job's ``blocking`` type makes of its relations' readiness (SPEC section 3)."""
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from db.gates import LOOK_WINDOW
+
 if TYPE_CHECKING:
     from settings import Settings
 
@@ -32,7 +34,7 @@ class SchedulerConfig:
     worker_retention: timedelta = timedelta(days=1)
     #: Jobs of one process looked at per pass beyond ``max_active`` (the active window): the
     #: embryos that may start; more wait for the next look.
-    window: int = 50
+    window: int = LOOK_WINDOW
     #: A freerun with ``catchup: all`` fires at most this many missed fires after downtime;
     #: older ones are recorded as missed.
     catchup_limit: int = 1000

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from db.backoff import backoff
 from db.errors import InvalidInput, MalformedMessage, NotFound, TactusError
+from db.gates import DEFAULT_MANAGED_TRIGGER
 from db.relations import Registry
 from db.states import ProcessKind
 from db.triggers import parse_trigger
@@ -256,7 +257,9 @@ class Scheduler:
         return names
 
     def _next(self, entry, now: datetime) -> datetime:
-        trigger = parse_trigger(entry.trigger or "every 60", entry.timezone or self.config.timezone)
+        trigger = parse_trigger(
+            entry.trigger or DEFAULT_MANAGED_TRIGGER, entry.timezone or self.config.timezone
+        )
         return trigger.next_fire(now) or now + timedelta(days=365)
 
     def _freeruns(self, now: datetime, report: PassReport) -> None:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from db.errors import InvalidInput, NotFound
 from db.gates import (
+    DEFAULT_MANAGED_TRIGGER,
+    LOOK_WINDOW,
     BlockingVerdict,
     attempts_remain,
     blocking_verdict,
@@ -54,12 +56,8 @@ if TYPE_CHECKING:
 
 #: The process name of the scheduler's presence records (``scheduler/presence.py``).
 SCHEDULER = "scheduler"
-#: Jobs of one process the scheduler looks at beyond ``max_active`` (``SchedulerConfig.window``).
-WINDOW = 50
 #: Related jobs or periods a fact lists at most (the count says how many there are).
 LISTED = 20
-#: The managed trigger when none is set (``scheduler/service.py``).
-MANAGED_TRIGGER = "every 60"
 
 #: Every code :func:`explain` can answer with, in the order reasons are listed.
 CODES = (
@@ -256,7 +254,7 @@ def _managed(look: _Look, timeperiod: str | None) -> tuple[str, str | None]:
     entry = look.entry
     window = look.store.find_jobs(
         JobQuery(process=entry.name, states=ACTIVE_JOB_STATES, newest_first=False),
-        limit=entry.max_active + WINDOW,
+        limit=entry.max_active + LOOK_WINDOW,
     ).items
     if timeperiod is None:
         period = (
@@ -306,7 +304,7 @@ def _no_job(look: _Look, period: Timeperiod) -> None:
         )
     else:
         newest = look.store.find_jobs(JobQuery(process=entry.name), limit=1).items
-        trigger = entry.trigger or MANAGED_TRIGGER
+        trigger = entry.trigger or DEFAULT_MANAGED_TRIGGER
         look.add(
             "not_created",
             f"the job of {period} is not created yet: the scheduler creates the missing jobs "
@@ -406,7 +404,7 @@ def _embryo(look: _Look, registry: Registry, job: Job, window: list[Job]) -> Non
         f"nothing blocks the job {job.timeperiod}: the scheduler starts it at its next look",
         timeperiod=job.timeperiod,
         state=job.state.value,
-        trigger=entry.trigger or MANAGED_TRIGGER,
+        trigger=entry.trigger or DEFAULT_MANAGED_TRIGGER,
     )
 
 
@@ -450,7 +448,7 @@ def _started(look: _Look, registry: Registry, job: Job) -> None:
     period = timeperiod_of(job)
     if job.state is JobState.IN_PROGRESS:
         if entry.state_machine is not StateMachineName.DISCRETE and look.now < period.end:
-            trigger = entry.trigger or MANAGED_TRIGGER
+            trigger = entry.trigger or DEFAULT_MANAGED_TRIGGER
             next_look = parse_trigger(trigger, look.timezone).next_fire(look.now)
             look.add(
                 "not_due",
