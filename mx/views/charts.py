@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from mx.views.filters import span, when
+from mx.views.filters import run_span, span, when
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -29,7 +29,7 @@ GUTTER = 190
 ROW = 22
 AXIS = 30
 #: The narrowest bar drawn: a one-second run on a 24 hour axis still shows.
-MIN_BAR = 2.0
+MIN_BAR = 3.0
 #: Tick steps tried on a time axis, finest first (seconds).
 TIME_STEPS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 
@@ -114,11 +114,13 @@ def _time_chart(
     ``lanes``: (label, href, mark) per row. ``bars``: (row, from, to, state, title, href, mark).
     """
     right = WIDTH - 10
-    scale = (right - GUTTER) / max(1.0, (end - start).total_seconds())
+    # Room for the longest row name (about 7 px a character at the lanes' font size).
+    left = max(GUTTER, 7.2 * max((len(label) for label, _, _ in lanes), default=0) + 16)
+    scale = (right - left) / max(1.0, (end - start).total_seconds())
     drawn = []
     for row, first, last, state, title, href, mark in bars:
         first, last = max(first, start), min(last, end)
-        x = GUTTER + (first - start).total_seconds() * scale
+        x = left + (first - start).total_seconds() * scale
         width = max(MIN_BAR, (last - first).total_seconds() * scale)
         drawn.append(
             Bar(
@@ -141,7 +143,8 @@ def _time_chart(
             Lane(y=i * ROW + ROW / 2, label=label, href=href, mark=mark)
             for i, (label, href, mark) in enumerate(lanes)
         ],
-        ticks=_time_ticks(start, end, GUTTER, scale),
+        ticks=_time_ticks(start, end, left, scale),
+        left=round(left, 1),
         right=right,
         axis_y=axis_y,
     )
@@ -173,7 +176,7 @@ def timeline(
             f"{attempt.uow_id} attempt {attempt.number}: {attempt.outcome}"
             f"{f' ({what})' if what else ''}, {when(attempt.started)} – "
             f"{when(attempt.finished) if attempt.finished else 'running'}, "
-            f"took {span(((attempt.finished or now) - attempt.started).total_seconds())}"
+            f"took {run_span(((attempt.finished or now) - attempt.started).total_seconds())}"
         )
         lanes.append((f"{attempt.uow_id} #{attempt.number}", href, mark))
         bars.append(
@@ -193,7 +196,7 @@ def gantt(
         for run in runs:
             title = (
                 f"{process} {run.label}: {run.state}, {when(run.started)} – "
-                f"{when(run.finished) if run.finished else 'running'}, took {span(run.seconds)}"
+                f"{when(run.finished) if run.finished else 'running'}, took {run_span(run.seconds)}"
             )
             bars.append((row, run.started, run.finished or now, run.state, title, None, ""))
     chart = _time_chart(lanes, bars, start, now)
@@ -229,7 +232,7 @@ def durations(runs: Sequence[Run], *, uow_href: Callable[[str], str]) -> Chart |
         h = max(MIN_BAR, run.seconds / longest * height)
         x = GUTTER + i * slot + slot * 0.15
         title = (
-            f"{run.label}: {run.state}, took {span(run.seconds)}, started {when(run.started)}, "
+            f"{run.label}: {run.state}, took {run_span(run.seconds)}, started {when(run.started)}, "
             f"finished {when(run.finished) if run.finished else '(running)'}"
             + (f", landed {span(run.landed_after)} after" if run.landed_after is not None else "")
         )
@@ -242,12 +245,12 @@ def durations(runs: Sequence[Run], *, uow_href: Callable[[str], str]) -> Chart |
                 state=run.state,
                 title=title,
                 href=uow_href(run.uow_id),
-                label=span(run.seconds),
+                label=run_span(run.seconds),
             )
         )
         if i % every == 0 or i == len(runs) - 1:
             ticks.append(Tick(x=round(x + slot * 0.35, 1), label=short_label(run.label)))
-    lanes = [Lane(y=8, label=f"took (longest {span(longest)})"), Lane(y=height - 4, label="0s")]
+    lanes = [Lane(y=8, label=f"took (longest {run_span(longest)})"), Lane(y=height - 4, label="0s")]
     landed = [r.landed_after for r in runs if r.landed_after is not None]
     below = None
     if landed:
