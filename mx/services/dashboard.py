@@ -1,9 +1,13 @@
 """The dashboard grid: processes × their recent timeperiods (managed) or recent runs (freerun),
 each cell one job or unit of work coloured by its state, the way Airflow's grid reads.
 
+Under the grid, the last 24 hours of the same rows as a Gantt chart: each run a bar from its
+start to its end, coloured by its outcome.
+
 Cost is bounded by what is shown, never by the history: rows are paged; the managed rows of a
 qualifier are one indexed read of their recent jobs, and each freerun row one indexed read of at
-most ``columns`` units of work (by (process, id)). Nothing counts the whole history.
+most ``columns`` units of work (by (process, id)); the Gantt reads each row's newest 50 units of
+work (by (process, id)). Nothing counts the whole history.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from db.models import JobQuery, UowQuery
 from db.states import ProcessKind, Qualifier
 from db.store import MAX_PAGE_SIZE
 from db.timeperiod import Timeperiod
+from mx.services.runs import instant_of, last_day
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from db.models import ProcessRecord
     from db.store import Store
+    from mx.services.runs import Run
 
 #: Columns of each section: recent periods of the grid, or recent runs of a freerun.
 COLUMNS: dict[str, int] = {
@@ -45,6 +51,28 @@ class Cell:
     label: str
     timeperiod: str | None = None
     uow_id: str | None = None
+    #: A freerun run's instant (scheduled, else made): its column label.
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of a grid: its period, the short label over it (``14`` of an hour), the
+    coarser unit it belongs to (``Dec 6``: the label row above) and its full date (tooltip)."""
+
+    timeperiod: str
+    label: str
+    group: str
+    title: str
+
+
+#: Per qualifier: the strftime of a column's label, of its group (the row above), of its title.
+COLUMN_FORMATS: dict[str, tuple[str, str, str]] = {
+    Qualifier.HOURLY.value: ("%H", "%a %b %-d", "%Y-%m-%d %H:00 UTC"),
+    Qualifier.DAILY.value: ("%d", "%b %Y", "%a %Y-%m-%d"),
+    Qualifier.MONTHLY.value: ("%b", "%Y", "%B %Y"),
+    Qualifier.YEARLY.value: ("%Y", "", "%Y"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +88,21 @@ class Section:
     """Rows of one qualifier (their columns are shared) or of the freerun entries."""
 
     name: str
-    columns: tuple[str, ...]
+    #: The columns of a qualifier's grid (none for the freerun section: each of its rows has
+    #: its own runs, labelled by their cells' instants).
+    columns: tuple[Column, ...]
     rows: tuple[Row, ...]
+
+    @property
+    def groups(self) -> list[tuple[str, int]]:
+        """The label row over the columns: each group (a day over hours) and its column count."""
+        spans: list[tuple[str, int]] = []
+        for column in self.columns:
+            if spans and spans[-1][0] == column.group:
+                spans[-1] = (column.group, spans[-1][1] + 1)
+            else:
+                spans.append((column.group, 1))
+        return spans
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +112,8 @@ class Dashboard:
     total: int
     offset: int
     limit: int
+    #: The last 24 hours of the page's processes: (process, its runs), in the grid's order.
+    day: tuple[tuple[str, list[Run]], ...] = ()
 
     @property
     def next_offset(self) -> int | None:
@@ -123,7 +166,13 @@ def build(
             sections.append(_freerun_section(store, members))
         else:
             sections.append(_managed_section(store, Qualifier(name), members, now))
-    return Dashboard(sections=tuple(sections), total=len(records), offset=offset, limit=limit)
+    return Dashboard(
+        sections=tuple(sections),
+        total=len(records),
+        offset=offset,
+        limit=limit,
+        day=tuple(last_day(store, shown, now=now)),
+    )
 
 
 def _managed_section(
@@ -151,7 +200,21 @@ def _managed_section(
             for tp in periods
         )
         rows.append(_row(record, cells))
-    return Section(name=qualifier.value, columns=tuple(periods), rows=tuple(rows))
+    return Section(name=qualifier.value, columns=_columns(qualifier, periods), rows=tuple(rows))
+
+
+def _columns(qualifier: Qualifier, periods: list[str]) -> tuple[Column, ...]:
+    label, group, title = COLUMN_FORMATS[qualifier.value]
+    starts = [(p, Timeperiod.parse(qualifier, p).start) for p in periods]
+    return tuple(
+        Column(
+            timeperiod=p,
+            label=start.strftime(label),
+            group=start.strftime(group) if group else "",
+            title=start.strftime(title),
+        )
+        for p, start in starts
+    )
 
 
 def _freerun_section(store: Store, records: list[ProcessRecord]) -> Section:
@@ -160,13 +223,17 @@ def _freerun_section(store: Store, records: list[ProcessRecord]) -> Section:
     for record in records:
         uows = store.find_uows(UowQuery(process=record.name), limit=count).items
         cells = [
-            Cell(state=u.state.value, label=f"{u.id} {u.state.value}", uow_id=u.id)
+            Cell(
+                state=u.state.value,
+                label=f"{u.id} {u.state.value}",
+                uow_id=u.id,
+                at=instant_of(u),
+            )
             for u in reversed(uows)
         ]
         padding = [Cell(state=None, label="")] * (count - len(cells))
         rows.append(_row(record, tuple(padding + cells)))
-    columns = tuple("" for _ in range(count))
-    return Section(name=ProcessKind.FREERUN.value, columns=columns, rows=tuple(rows))
+    return Section(name=ProcessKind.FREERUN.value, columns=(), rows=tuple(rows))
 
 
 def _row(record: ProcessRecord, cells: tuple[Cell, ...]) -> Row:

@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Any
 from db.models import UowQuery
 from db.states import UowState
 from mx.services import validate
+from mx.services.runs import returned
 from mx.services.serialize import event_json, uow_json
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from db.models import Event, UnitOfWork
     from db.store import Store
 
 
@@ -42,6 +44,25 @@ def get_uow(store: Store, uow_id: str) -> dict[str, Any]:
         InvalidInput: an empty id, or one with a NUL or a lone surrogate.
         NotFound: no such unit of work.
     """
-    data = uow_json(store.get_uow(validate.identifier(uow_id, "uow_id")))
-    data["history"] = [event_json(e) for e in store.history("uow", uow_id)]
+    return _uow(store, uow_id)[0]
+
+
+def uow_page(store: Store, uow_id: str) -> dict[str, Any]:
+    """:func:`get_uow`, plus ``returned``: what its worker class returned in its latest
+    finished attempt (``processed``, ``noop``, ``exception``, ``timed out``, ``bad return``;
+    None for a command, which has an exit code instead).
+
+    Raises:
+        InvalidInput, NotFound: as :func:`get_uow`.
+    """
+    data, _, events = _uow(store, uow_id)
+    data["returned"] = returned(events)
     return data
+
+
+def _uow(store: Store, uow_id: str) -> tuple[dict[str, Any], UnitOfWork, list[Event]]:
+    uow = store.get_uow(validate.identifier(uow_id, "uow_id"))
+    events = store.history("uow", uow_id)
+    data = uow_json(uow)
+    data["history"] = [event_json(e) for e in events]
+    return data, uow, events

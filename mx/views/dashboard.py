@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, request
+from flask import Blueprint, request, url_for
 
 from db.states import JobState, UowState
 from mx.runtime import runtime
 from mx.services import dashboard
 from mx.services.boxes import list_workers
+from mx.views import charts
 from mx.views.common import render
 
 if TYPE_CHECKING:
@@ -29,13 +30,16 @@ def _offset() -> int:
 def index() -> ResponseReturnValue:
     """The grid, one page of rows; ``q`` filters process names."""
     rt = runtime()
+    now = rt.clock.now()
     search = request.args.get("q", "")[:200]
-    grid = dashboard.build(rt.store, now=rt.clock.now(), search=search, offset=_offset())
+    grid = dashboard.build(rt.store, now=now, search=search, offset=_offset())
+    root = url_for("entries.process_list")
     workers = list_workers(rt.store, now=rt.clock.now(), liveness=rt.liveness)
     return render(
         "dashboard/index.html",
         fragment="dashboard/_grid.html",
         grid=grid,
+        grid_chart=charts.gantt(grid.day, now=now, process_href=lambda name: f"{root}/{name}"),
         search=search,
         job_states=list(JobState),
         uow_states=list(UowState),

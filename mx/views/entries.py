@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from flask import Blueprint, flash, redirect, request, url_for
 
@@ -13,9 +14,10 @@ from db.errors import InvalidInput, TactusError
 from db.states import ProcessKind
 from mx.auth import require_role, requires
 from mx.runtime import runtime
-from mx.services import actions, entries, validate
+from mx.services import actions, entries, runs, validate
 from mx.services.processes import next_fire, process_records
 from mx.services.serialize import fire_json, instant
+from mx.views import charts
 from mx.views.common import act, ctx, render
 from mx.views.forms import command_text, entry_fields
 from mx.views.why import why_panel
@@ -52,9 +54,14 @@ def process_detail(name: str) -> ResponseReturnValue:
         rt.store, name, now=rt.clock.now(), default_timezone=rt.settings.timezone
     )
     fires = [fire_json(f) for f in rt.store.list_fires(name, limit=RECENT_FIRES)]
+    recent = runs.recent_runs(rt.store, name, now=rt.clock.now())
+    root = url_for("work.uow_list")
     return render(
         "entries/detail.html",
+        fragment="entries/_runs.html",
         process=process,
+        runs=recent,
+        chart=charts.durations(recent, uow_href=lambda uow_id: f"{root}/{quote(uow_id, safe='')}"),
         fires=fires,
         form=_form_values(process),
         error=None,

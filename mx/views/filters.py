@@ -52,6 +52,14 @@ def span(seconds: float | None) -> str:
     return f"-{text}" if seconds < 0 else text
 
 
+def run_span(seconds: float | None) -> str:
+    """How long a run took: ``0.25s`` under ten seconds (most runs of a quick worker take less
+    than one), else as :func:`span`."""
+    if seconds is None:
+        return ""
+    return f"{seconds:.2f}s" if abs(seconds) < 10 else span(seconds)
+
+
 def ago(value: Any) -> str:
     """``5s ago``, ``in 3m 05s``, or an empty string."""
     instant = parse_instant(value)
@@ -97,6 +105,6 @@ def shown(value: Any) -> Any:
 
 def init_app(app: Flask) -> None:
     app.jinja_env.finalize = shown
-    app.jinja_env.filters.update(when=when, ago=ago, size=size, span=span)
+    app.jinja_env.filters.update(when=when, ago=ago, size=size, span=span, run_span=run_span)
     app.jinja_env.globals["took"] = took
     app.context_processor(lambda: {"principal": current_principal()})

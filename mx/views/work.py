@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from flask import Blueprint, request, url_for
 
@@ -12,6 +13,7 @@ from db.errors import InvalidInput
 from db.states import JobState, UowState
 from mx.runtime import runtime
 from mx.services import actions, jobs, uows
+from mx.views import charts
 from mx.views.common import act, ctx, render
 from mx.views.why import why_panel
 
@@ -58,11 +60,21 @@ def job_list() -> ResponseReturnValue:
 
 @bp.get("/jobs/<process>/<timeperiod>")
 def job_detail(process: str, timeperiod: str) -> ResponseReturnValue:
-    job = jobs.get_job(runtime().store, process, timeperiod)
+    rt = runtime()
+    now = rt.clock.now()
+    job = jobs.job_page(rt.store, process, timeperiod, now=now)
+    root = url_for(".uow_list")
+    timeline = charts.timeline(
+        job["attempts"],
+        now=now,
+        current=job["uow_id"],
+        uow_href=lambda uow_id: f"{root}/{quote(uow_id, safe='')}",
+    )
     return render(
         "work/job.html",
         fragment="work/_job.html",
         job=job,
+        timeline=timeline,
         active_states=ACTIVE_UOW_STATES,
         why=why_panel(process, timeperiod),
     )
@@ -111,7 +123,7 @@ def uow_list() -> ResponseReturnValue:
 
 @bp.get("/uows/<uow_id>")
 def uow_detail(uow_id: str) -> ResponseReturnValue:
-    uow = uows.get_uow(runtime().store, uow_id)
+    uow = uows.uow_page(runtime().store, uow_id)
     return render(
         "work/uow.html", fragment="work/_uow.html", uow=uow, active_states=ACTIVE_UOW_STATES
     )

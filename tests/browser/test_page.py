@@ -50,7 +50,9 @@ def test_reprocess_a_job_and_watch_it_go_green_again(page):
     )
     expect(state).to_have_attribute("data-state", "processed", timeout=LIVE)
     expect(page.locator("#job table.history")).to_contain_text("reprocess")
-    screenshot(page, "job")
+    # The new unit of work is the job's; the one before it is marked superseded.
+    expect(page.locator("#job tr.current[data-uow]")).to_have_count(1)
+    expect(page.locator("#job tr.superseded[data-uow]")).to_have_count(uows_before)
 
 
 def test_create_a_freerun_and_see_it_fire(page):
