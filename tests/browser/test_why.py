@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import LIVE, screenshot
+from tests.browser.conftest import LIVE
 
 pytestmark = pytest.mark.slow
 
@@ -34,4 +34,3 @@ def test_the_job_page_says_why_todays_period_has_not_run(page):
     assert answer.ok
     api = {r["code"]: r["facts"] for r in answer.json()["reasons"]}
     assert api["not_due"] == facts
-    screenshot(page, "why")
