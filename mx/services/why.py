@@ -377,7 +377,9 @@ def _embryo(look: _Look, registry: Registry, job: Job, window: list[Job]) -> Non
             )
             return
         if verdict is BlockingVerdict.WAIT:
-            _blocked(look, registry, job, succeeded=entry.blocking is Blocking.DEPENDENCIES)
+            # blocking ``dependencies`` waits for its dependencies only (not its children)
+            dependencies = entry.blocking is Blocking.DEPENDENCIES
+            _blocked(look, registry, job, succeeded=dependencies, children=not dependencies)
             return
     older = [j for j in window if j.state is JobState.EMBRYO and j.timeperiod < job.timeperiod]
     if entry.max_active == 1 and older:
@@ -480,13 +482,16 @@ def _started(look: _Look, registry: Registry, job: Job) -> None:
     )
 
 
-def _blocked(look: _Look, registry: Registry, job: Job, *, succeeded: bool) -> None:
+def _blocked(
+    look: _Look, registry: Registry, job: Job, *, succeeded: bool, children: bool = True
+) -> None:
     """One reason per related process that holds the job: ``blocked_by_dependency`` or
     ``blocked_by_child``, with the related jobs not done and the periods not created yet
-    (``succeeded``: a dependency must be processed or noop, not just finished)."""
+    (``succeeded``: a dependency must be processed or noop, not just finished; ``children``:
+    the tree children hold it too, as they do unless the gate is ``blocking: dependencies``)."""
     period = timeperiod_of(job)
     related = [("dependency", dep) for dep in registry.dependencies(job.process)]
-    child = registry.child(job.process)
+    child = registry.child(job.process) if children else None
     if child is not None:
         related.append(("child", child))
     for kind, other in related:

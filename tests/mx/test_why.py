@@ -527,3 +527,29 @@ def test_a_disabled_freerun_is_neither_due_nor_given_a_next_fire(client, auth, i
     inst.run()
     assert inst.store.last_fire("cron") is None  # the scheduler fires nothing
     assert codes(why(client, auth, "cron")) == ["disabled"]
+
+
+DEPENDENCIES_IN_A_TREE = """
+processes:
+  - {name: c_hourly, kind: managed, time_qualifier: hourly, command: ["true"], start_timeperiod: "2026010400", lag: 0, tree: c, max_active: 1}
+  - {name: c_daily, kind: managed, time_qualifier: daily, command: ["true"], start_timeperiod: "2026010400", lag: 0, tree: c, depends_on: [c_src], blocking: dependencies}
+  - {name: c_src, kind: managed, time_qualifier: daily, command: ["true"], start_timeperiod: "2026010400", lag: 0}
+"""
+
+
+def test_blocking_dependencies_does_not_wait_for_children_to_start(client, auth, inst):
+    inst.register(DEPENDENCIES_IN_A_TREE)
+    inst.beat("scheduler")
+    inst.beat("c_daily")
+    inst.run()
+    assert inst.job("c_daily", "2026010400").state.value == "embryo"
+    answer = why(client, auth, "c_daily", "2026010400")
+    assert by_code(answer)["blocked_by_dependency"]["process"] == "c_src"
+    # the children (c_hourly's 4 Jan hours, one at a time) are unfinished, yet they do not
+    # hold the start: the scheduler starts c_daily once c_src succeeded, as we check below
+    assert "blocked_by_child" not in codes(answer)
+    inst.succeed(inst.job("c_src", "2026010400").uow_id)
+    inst.scheduler.wake("c_src")
+    inst.run()
+    assert inst.job("c_hourly", "2026010423").state.value == "embryo"
+    assert inst.job("c_daily", "2026010400").state.value == "in_progress"
