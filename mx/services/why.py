@@ -50,7 +50,7 @@ from mx.services.serialize import instant
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
-    from db.models import Job, ProcessEntry, ProcessRecord, UnitOfWork, WorkerRecord
+    from db.models import FireRecord, Job, ProcessEntry, ProcessRecord, UnitOfWork, WorkerRecord
     from db.relations import Relation
     from db.store import Store
 
@@ -171,6 +171,10 @@ def explain(
             process=entry.name,
             kind=entry.kind.value,
         )
+    if not entry.enabled:
+        # The scheduler skips a disabled process (``Scheduler._managed``, ``_freeruns``): none
+        # of its jobs is due, whatever its gates say; ``disabled`` already names what holds it.
+        look.reasons = [r for r in look.reasons if r["code"] != "due"]
     return {
         "process": entry.name,
         "kind": entry.kind.value,
@@ -373,7 +377,9 @@ def _embryo(look: _Look, registry: Registry, job: Job, window: list[Job]) -> Non
             )
             return
         if verdict is BlockingVerdict.WAIT:
-            _blocked(look, registry, job, succeeded=entry.blocking is Blocking.DEPENDENCIES)
+            # blocking ``dependencies`` waits for its dependencies only (not its children)
+            dependencies = entry.blocking is Blocking.DEPENDENCIES
+            _blocked(look, registry, job, succeeded=dependencies, children=not dependencies)
             return
     older = [j for j in window if j.state is JobState.EMBRYO and j.timeperiod < job.timeperiod]
     if entry.max_active == 1 and older:
@@ -476,13 +482,16 @@ def _started(look: _Look, registry: Registry, job: Job) -> None:
     )
 
 
-def _blocked(look: _Look, registry: Registry, job: Job, *, succeeded: bool) -> None:
+def _blocked(
+    look: _Look, registry: Registry, job: Job, *, succeeded: bool, children: bool = True
+) -> None:
     """One reason per related process that holds the job: ``blocked_by_dependency`` or
     ``blocked_by_child``, with the related jobs not done and the periods not created yet
-    (``succeeded``: a dependency must be processed or noop, not just finished)."""
+    (``succeeded``: a dependency must be processed or noop, not just finished; ``children``:
+    the tree children hold it too, as they do unless the gate is ``blocking: dependencies``)."""
     period = timeperiod_of(job)
     related = [("dependency", dep) for dep in registry.dependencies(job.process)]
-    child = registry.child(job.process)
+    child = registry.child(job.process) if children else None
     if child is not None:
         related.append(("child", child))
     for kind, other in related:
@@ -582,6 +591,36 @@ def _freerun(look: _Look) -> None:
             "reason": last.reason,
         }
     )
+    query = UowQuery(process=entry.name, states=ACTIVE_UOW_STATES, newest_first=False)
+    in_flight = store.find_uows(query, limit=entry.max_active + LISTED).items
+    if entry.enabled:
+        # A disabled freerun is never fired (``Scheduler._freeruns``), and re-enabling it (an
+        # edit) moves its baseline: it has no next fire to name, nor one to skip.
+        _fires(look, last, last_fire, in_flight)
+    for uow in in_flight[:LISTED]:
+        _unit(look, uow)
+    if not in_flight:
+        newest = store.find_uows(UowQuery(process=entry.name), limit=1).items
+        if newest:
+            uow = newest[0]
+            look.add(
+                "ran",
+                f"its last unit of work {uow.id} is {uow.state.value}",
+                uow_id=uow.id,
+                state=uow.state.value,
+                finished_at=instant(uow.finished_at),
+            )
+    _workers(look)
+
+
+def _fires(
+    look: _Look,
+    last: FireRecord | None,
+    last_fire: dict[str, Any] | None,
+    in_flight: list[UnitOfWork],
+) -> None:
+    """An enabled freerun's next fire: ``not_due``, ``max_active`` or ``due``."""
+    entry = look.entry
     trigger = parse_trigger(entry.trigger or "", entry.timezone or look.timezone)
     due = trigger.next_fire(fire_baseline(look.record.updated_at, last))
     if due is None:
@@ -600,8 +639,6 @@ def _freerun(look: _Look) -> None:
             next_fire=instant(due),
             last_fire=last_fire,
         )
-    query = UowQuery(process=entry.name, states=ACTIVE_UOW_STATES, newest_first=False)
-    in_flight = store.find_uows(query, limit=entry.max_active + LISTED).items
     if not free_slots(entry.max_active, len(in_flight)):
         look.add(
             "max_active",
@@ -620,17 +657,3 @@ def _freerun(look: _Look) -> None:
             next_fire=instant(due),
             last_fire=last_fire,
         )
-    for uow in in_flight[:LISTED]:
-        _unit(look, uow)
-    if not in_flight:
-        newest = store.find_uows(UowQuery(process=entry.name), limit=1).items
-        if newest:
-            uow = newest[0]
-            look.add(
-                "ran",
-                f"its last unit of work {uow.id} is {uow.state.value}",
-                uow_id=uow.id,
-                state=uow.state.value,
-                finished_at=instant(uow.finished_at),
-            )
-    _workers(look)

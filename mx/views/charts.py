@@ -217,6 +217,16 @@ def short_label(label: str) -> str:
     return label[11:16] if len(label) >= 16 else label
 
 
+def _relative(seconds: float) -> str:
+    """How far a run landed from its period's close: ``3m 05s after``, or ``before`` (a
+    continuous process's run of an open period lands before it closes)."""
+    return f"{span(abs(seconds))} {'before' if seconds < 0 else 'after'}"
+
+
+def _closed(run: Run) -> str:
+    return "its period closed" if run.timeperiod else "its scheduled time"
+
+
 def durations(runs: Sequence[Run], *, uow_href: Callable[[str], str]) -> Chart | None:
     """A bar per run (oldest on the left): how long it took, and under it, when it landed
     after its period closed (managed) or after it was scheduled (freerun)."""
@@ -234,7 +244,11 @@ def durations(runs: Sequence[Run], *, uow_href: Callable[[str], str]) -> Chart |
         title = (
             f"{run.label}: {run.state}, took {run_span(run.seconds)}, started {when(run.started)}, "
             f"finished {when(run.finished) if run.finished else '(running)'}"
-            + (f", landed {span(run.landed_after)} after" if run.landed_after is not None else "")
+            + (
+                f", landed {_relative(run.landed_after)} {_closed(run)}"
+                if run.landed_after is not None
+                else ""
+            )
         )
         bars.append(
             Bar(
@@ -269,8 +283,7 @@ def durations(runs: Sequence[Run], *, uow_href: Callable[[str], str]) -> Chart |
                     height=round(h, 1),
                     state="landed",
                     title=f"{run.label}: finished {when(run.finished)}, "
-                    f"{span(run.landed_after)} after its "
-                    f"{'period closed' if run.timeperiod else 'scheduled time'}",
+                    f"{_relative(run.landed_after)} {_closed(run)}",
                 )
             )
         below = Chart(

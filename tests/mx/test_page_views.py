@@ -312,3 +312,28 @@ def test_a_worker_class_attempt_shows_its_output_and_what_it_returned(
         r'<dt>returned</dt><dd id="uow-exit"><span class="returned"[^>]*>noop</span></dd>', page
     )
     assert f'<pre class="output">output of {seed.uow_id}\n</pre>' in page
+
+
+def test_a_run_that_lands_before_its_period_closed_is_not_said_to_land_after():
+    # a continuous process's run of an open hour finishes 20 minutes before the hour ends
+    from datetime import UTC, datetime
+
+    from mx.services.runs import Run
+    from mx.views.charts import durations
+
+    start = datetime(2026, 1, 5, 13, 30, tzinfo=UTC)
+    run = Run(
+        process="c",
+        uow_id="u1",
+        state="processed",
+        label="2026010513",
+        started=start,
+        finished=start + timedelta(minutes=10),
+        seconds=600.0,
+        landed_after=-1200.0,
+        timeperiod="2026010513",
+    )
+    chart = durations([run], uow_href=lambda uow_id: f"/uows/{uow_id}")
+    assert "20m 00s before" in chart.bars[0].title
+    assert "20m 00s before its period closed" in chart.below.bars[0].title
+    assert "after" not in chart.bars[0].title + chart.below.bars[0].title
