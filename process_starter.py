@@ -19,6 +19,7 @@ Exit codes: 0 success, 1 the process failed or already runs, 2 bad usage or an u
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib
 import logging
@@ -27,7 +28,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -146,9 +147,44 @@ def run_standalone(
     everything before it starts; ``announce`` gets its address once it listens. If any of the
     three ends on its own, the others are stopped and the exit code is 1.
 
+    While it runs, it holds the pid files of the three (this process's pid), so ``launch.py
+    --status`` shows them running and a second ``--start`` or ``standalone`` is refused; they
+    are removed when it ends.
+
     Raises:
         InvalidInput: a bad registration file, or mx's port cannot be listened on.
+        AlreadyRunning: the scheduler, mx or the supervisor already runs here.
     """
+    with standalone_pid_files(settings, STANDALONE_PARTS):
+        return _run_standalone(settings, shutdown, context_file, announce=announce)
+
+
+#: What ``standalone`` runs, each as a thread: the names of their pid files.
+STANDALONE_PARTS = ("scheduler", "mx", "supervisor")
+
+
+@contextlib.contextmanager
+def standalone_pid_files(settings: Settings, names: Sequence[str]) -> Iterator[None]:
+    """Hold the pid file of each of ``names`` (removing stale ones) while the block runs.
+
+    Raises:
+        AlreadyRunning: one of them names a live process; none is held then.
+    """
+    with contextlib.ExitStack() as held:
+        for name in names:
+            path = plumbing.pid_file(settings.pid_dir, name)
+            plumbing.refuse_if_running(path, name)
+            held.enter_context(plumbing.foreground_pid_file(path, name))
+        yield
+
+
+def _run_standalone(
+    settings: Settings,
+    shutdown: threading.Event,
+    context_file: str,
+    *,
+    announce: Callable[[str], None] | None,
+) -> int:
     end_process_when_a_thread_dies()
     clock = SystemClock()
     with open_store(settings.store_uri) as store:

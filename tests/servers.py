@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -32,10 +33,15 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-def unavailable(what: str) -> None:
+class Missing(pytest.fail.Exception):
+    """A dependency of the test is missing and ``CI=true`` requires it: the test fails (raised in
+    a fixture's set-up, ``tests/conftest.py`` reports it as the test's failure, not an error)."""
+
+
+def unavailable(what: str) -> NoReturn:
     """Skip (locally) or fail (in CI) because ``what`` is missing."""
     if in_ci():
-        pytest.fail(f"{what} (CI=true requires it)", pytrace=False)
+        raise Missing(f"{what} (CI=true requires it)", pytrace=False)
     pytest.skip(what)
 
 

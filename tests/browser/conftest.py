@@ -110,10 +110,27 @@ def browser():
     executable = os.environ.get("TACTUS_CHROMIUM") or shutil.which("chromium")
     if executable is None:
         unavailable("chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+    try:
+        playwright = sync_playwright().start()
+    except Exception as exc:  # noqa: BLE001 - whatever stops the driver, with its reason
+        unavailable(
+            f"Playwright's driver did not start ({_first_line(exc)}); on Debian it needs"
+            " libatomic1 (scripts/test-services installs it)"
+        )
+    try:
+        try:
+            browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        except Exception as exc:  # noqa: BLE001 - a chromium that cannot start, with its reason
+            unavailable(f"{executable} did not start under Playwright ({_first_line(exc)})")
         yield browser
         browser.close()
+    finally:
+        playwright.stop()
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 @pytest.fixture

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 
 import psutil
 import pytest
 
 from tests.polling import wait_until
-from tests.supervisor.installation import Installation, gone
+from tests.supervisor.installation import ROOT, Installation, gone
 
 pytestmark = pytest.mark.slow
 
@@ -128,3 +131,56 @@ def test_console_mode_runs_in_the_foreground_with_a_pid_file(inst):
         if console.poll() is None:
             console.kill()
             console.wait()
+
+
+def test_standalone_holds_the_pid_files_of_what_it_runs(inst, tmp_path):
+    # given the quick start running on a SQLite store, mx on a free port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        inst.env["TACTUS_MX_PORT"] = str(probe.getsockname()[1])
+    (tmp_path / "ctx.yaml").write_text(TICKER)
+    with open(tmp_path / "standalone.out", "wb") as out:
+        standalone = subprocess.Popen(
+            [sys.executable, str(ROOT / "launch.py"), "standalone", "--context", "ctx.yaml"],
+            cwd=tmp_path,
+            env=inst.env,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        # when it is up, --status shows the scheduler, mx and the supervisor running in it
+        def all_running():
+            code, rows = status_row(inst)
+            return code == 0 and {r[0]: r[1:3] for r in rows}
+
+        pid = str(standalone.pid)
+        rows = wait_until(
+            lambda: (r := all_running()) and all(r[n] == ["running", pid] for n in PARTS) and r,
+            deadline=60,
+            interval=0.2,
+            what="standalone's pid files",
+        )
+        assert set(rows) == {"mx", "scheduler", "supervisor"}
+        # then a second scheduler, or a second standalone, is refused
+        again = inst.launch("--start", "scheduler")
+        assert (again.returncode, again.stderr.strip()) == (
+            1,
+            f"launch.py --start: scheduler is already running (pid {pid})",
+        )
+        second = inst.launch("standalone", "--context", "ctx.yaml")
+        assert second.returncode == 1
+        assert f"is already running (pid {pid})" in second.stderr
+        # and SIGTERM ends it cleanly, taking its pid files with it
+        standalone.send_signal(signal.SIGTERM)
+        assert standalone.wait(timeout=60) == 0, (tmp_path / "standalone.out").read_text()[-3000:]
+        assert not any(inst.pid_file(name).exists() for name in PARTS)
+        code, rows = status_row(inst)
+        assert code == 0 and all(row[1] == "stopped" for row in rows)
+    finally:
+        if standalone.poll() is None:
+            standalone.kill()
+            standalone.wait()
+
+
+#: What ``launch.py standalone`` runs in its one process.
+PARTS = ("scheduler", "mx", "supervisor")
