@@ -37,9 +37,10 @@ from mx.cli import why as cli_why
 from mx.cli.backend import Installation
 from mx.cli.render import Out, duration, human_bytes, iso_instant, render_table
 from mx.services.processes import registration_summary
-from process_starter import run_standalone
+from process_starter import STANDALONE, STANDALONE_PARTS, run_standalone
 from settings import Settings, load_settings
 from supervisor import daemon as plumbing
+from supervisor.daemon import PartOfStandalone
 
 log = logging.getLogger("tactus.launch")
 
@@ -198,6 +199,7 @@ def _start(name: str, settings: Settings, out: Callable[[str], None], *, console
 
 
 def _stop(name: str, settings: Settings, out: Callable[[str], None]) -> int:
+    _refuse_part_of_standalone(name, settings)
     outcome = plumbing.stop_process(
         plumbing.pid_file(settings.pid_dir, name),
         name,
@@ -205,6 +207,17 @@ def _stop(name: str, settings: Settings, out: Callable[[str], None]) -> int:
     )
     out(f"{name}: {outcome}")
     return 0
+
+
+def _refuse_part_of_standalone(name: str, settings: Settings) -> None:
+    """A daemon that runs as a thread of ``standalone`` cannot be stopped alone: its pid is
+    standalone's, and a signal to it would end all three parts."""
+    if name not in STANDALONE_PARTS:
+        return
+    host = plumbing.status(plumbing.pid_file(settings.pid_dir, STANDALONE), STANDALONE)
+    part = plumbing.status(plumbing.pid_file(settings.pid_dir, name), name)
+    if host.running and part.running and host.pid == part.pid:
+        raise PartOfStandalone(name, host.pid)
 
 
 def _status(name: str | None, settings: Settings, out: Callable[[str], None]) -> int:

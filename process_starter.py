@@ -147,18 +147,21 @@ def run_standalone(
     everything before it starts; ``announce`` gets its address once it listens. If any of the
     three ends on its own, the others are stopped and the exit code is 1.
 
-    While it runs, it holds the pid files of the three (this process's pid), so ``launch.py
-    --status`` shows them running and a second ``--start`` or ``standalone`` is refused; they
-    are removed when it ends.
+    While it runs, it holds the pid files of the three and its own ``standalone.pid`` (all this
+    process's pid), so ``launch.py --status`` shows them running, a second ``--start`` or
+    ``standalone`` is refused, and ``--stop standalone`` stops it; they are removed when it
+    ends.
 
     Raises:
         InvalidInput: a bad registration file, or mx's port cannot be listened on.
         AlreadyRunning: the scheduler, mx or the supervisor already runs here.
     """
-    with standalone_pid_files(settings, STANDALONE_PARTS):
+    with standalone_pid_files(settings, (STANDALONE, *STANDALONE_PARTS)):
         return _run_standalone(settings, shutdown, context_file, announce=announce)
 
 
+#: The name of standalone's own pid file.
+STANDALONE = "standalone"
 #: What ``standalone`` runs, each as a thread: the names of their pid files.
 STANDALONE_PARTS = ("scheduler", "mx", "supervisor")
 

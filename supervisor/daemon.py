@@ -53,6 +53,21 @@ class AlreadyRunning(TactusError):
         super().__init__(f"{name} is already running (pid {pid})")
 
 
+class PartOfStandalone(TactusError):
+    """A daemon that runs inside ``launch.py standalone`` was asked to stop (or restart) alone."""
+
+    code = "part_of_standalone"
+    http_status = 409
+
+    def __init__(self, name: str, pid: int) -> None:
+        self.name = name
+        self.pid = pid
+        super().__init__(
+            f"{name} runs inside standalone (pid {pid}), which stops only as a whole:"
+            " use `launch.py --stop standalone` (or Ctrl-C in its console)"
+        )
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DaemonStatus:
     """What ``launch.py --status`` shows for one process."""

@@ -160,7 +160,7 @@ def test_standalone_holds_the_pid_files_of_what_it_runs(inst, tmp_path):
             interval=0.2,
             what="standalone's pid files",
         )
-        assert set(rows) == {"mx", "scheduler", "supervisor"}
+        assert set(rows) == {"mx", "scheduler", "supervisor", "standalone"}
         # then a second scheduler, or a second standalone, is refused
         again = inst.launch("--start", "scheduler")
         assert (again.returncode, again.stderr.strip()) == (
@@ -170,10 +170,17 @@ def test_standalone_holds_the_pid_files_of_what_it_runs(inst, tmp_path):
         second = inst.launch("standalone", "--context", "ctx.yaml")
         assert second.returncode == 1
         assert f"is already running (pid {pid})" in second.stderr
-        # and SIGTERM ends it cleanly, taking its pid files with it
-        standalone.send_signal(signal.SIGTERM)
+        # and one of its parts cannot be stopped alone (its pid is standalone's)
+        for verb in ("--stop", "--restart"):
+            alone = inst.launch(verb, "scheduler")
+            assert alone.returncode == 1, alone.stderr
+            assert f"scheduler runs inside standalone (pid {pid})" in alone.stderr
+        assert standalone.poll() is None
+        # and --stop standalone ends it cleanly, taking its pid files with it
+        stopped = inst.launch("--stop", "standalone")
+        assert stopped.returncode == 0, stopped.stderr
         assert standalone.wait(timeout=60) == 0, (tmp_path / "standalone.out").read_text()[-3000:]
-        assert not any(inst.pid_file(name).exists() for name in PARTS)
+        assert not any(inst.pid_file(name).exists() for name in (*PARTS, "standalone"))
         code, rows = status_row(inst)
         assert code == 0 and all(row[1] == "stopped" for row in rows)
     finally:
