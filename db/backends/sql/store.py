@@ -129,7 +129,7 @@ class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, S
         self, steps: Sequence[UowTransition], settlement: QueueSettlement
     ) -> tuple[list[UnitOfWork | NotFound | StateConflict], QueueSettled]:
         """The steps and the queue writes in one transaction (see
-        :meth:`db.store.Store.settle_uows`)."""
+        :meth:`db.store.QueueStore.settle_uows`)."""
         transitions = self._transitions_writer(steps)
         queue = self.queue_settlement_writer(settlement)
 
