@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 class SupervisedStore(ABC):
-    """Supervised processes, by box (:class:`~db.store.Store`)."""
+    """Supervised processes, by box: a part of :class:`~db.store.Store`."""
 
     @abstractmethod
     def list_supervised(self, box_id: str | None = None) -> list[SupervisedProcess]:

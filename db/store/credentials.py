@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 class CredentialStore(ABC):
-    """Credentials and the audit trail (:class:`~db.store.Store`)."""
+    """Credentials and the audit trail: a part of :class:`~db.store.Store`."""
 
     @abstractmethod
     def save_credential(self, credential: Credential) -> Credential:

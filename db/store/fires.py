@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 class FireStore(ABC):
-    """Fires of freerun triggers (:class:`~db.store.Store`)."""
+    """Fires of freerun triggers: a part of :class:`~db.store.Store`."""
 
     @abstractmethod
     def record_fire(self, fire: FireRecord) -> bool:

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 class HistoryStore(ABC):
-    """Entities' histories (:class:`~db.store.Store`)."""
+    """Entities' histories: a part of :class:`~db.store.Store`."""
 
     @abstractmethod
     def append_event(self, event: Event) -> None:

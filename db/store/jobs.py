@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class JobStore(ABC):
-    """Jobs, and the start of a job's run (:class:`~db.store.Store`)."""
+    """Jobs, and the start of a job's run: a part of :class:`~db.store.Store`."""
 
     @abstractmethod
     def create_job(self, job: Job) -> Job:

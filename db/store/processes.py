@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 class ProcessStore(ABC):
-    """Registered processes (:class:`~db.store.Store`)."""
+    """Registered processes: a part of :class:`~db.store.Store`."""
 
     @abstractmethod
     def list_processes(self, kind: ProcessKind | None = None) -> list[ProcessRecord]:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 class UowStore(ABC):
-    """Units of work (:class:`~db.store.Store`)."""
+    """Units of work: a part of :class:`~db.store.Store`."""
 
     @abstractmethod
     def create_uow(self, uow: UnitOfWork, *, event: Event | None = None) -> UnitOfWork:

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 class WorkerStore(ABC):
-    """Registered workers (:class:`~db.store.Store`)."""
+    """Registered workers: a part of :class:`~db.store.Store`."""
 
     @abstractmethod
     def save_worker(self, worker: WorkerRecord) -> None:
