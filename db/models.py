@@ -336,7 +336,7 @@ class QueuedMessage:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class QueueSettlement:
     """Embedded-queue writes to commit with unit-of-work changes
-    (:meth:`db.store.Store.settle_uows`): a worker on the store queue acks its delivery, puts
+    (:meth:`db.store.QueueStore.settle_uows`): a worker on the store queue acks its delivery, puts
     the status message and claims the next messages in the commit that records the outcome."""
 
     #: Whose claims are acked, and who claims.

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from db import open_store
 from db.backoff import backoff
 from db.errors import StoreUnavailable
-from db.store import Store
+from db.store import QueueStore, Store
 
 log = logging.getLogger(f"tactus.{__name__}")
 
@@ -316,6 +316,8 @@ class PatientStore:
 
 
 Store.register(PatientStore)
+# It delegates the embedded queue's methods as well, when its store keeps them.
+QueueStore.register(PatientStore)
 
 
 def open_patient_store(

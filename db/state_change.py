@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from db.machines.base import TableMachine
     from db.models import ProcessEntry, QueueSettled, QueueSettlement
     from db.states import StateMachineName
-    from db.store import Store
+    from db.store import QueueStore, Store
 
 log = logging.getLogger(f"tactus.{__name__}")
 
@@ -362,7 +362,7 @@ def change_uows(
 
 
 def settle_uows(
-    store: Store,
+    store: QueueStore,
     requests: Sequence[UowChange],
     settlement: QueueSettlement,
     *,
@@ -370,7 +370,7 @@ def settle_uows(
     actor: str,
 ) -> tuple[list[UnitOfWork | TransitionRefused | NotFound | StateConflict], QueueSettled]:
     """:func:`change_uows` with the embedded-queue writes of ``settlement`` in the same commit
-    (:meth:`~db.store.Store.settle_uows`): a worker on the store queue records an outcome,
+    (:meth:`~db.store.QueueStore.settle_uows`): a worker on the store queue records an outcome,
     claims the next unit of work, acks its delivery and sends the status at once. The queue
     writes are done even when every change is refused."""
     results, steps, positions = _decided_uows(requests, clock=clock, actor=actor)

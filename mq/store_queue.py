@@ -1,6 +1,6 @@
 """The embedded broker (``broker_uri = store``, the default): queues kept in the store.
 
-Messages are rows (documents) of the store's queue (the ``Store.queue_*`` methods), so the broker
+Messages are rows (documents) of the store's queue (the ``QueueStore.queue_*`` methods, :class:`db.store.QueueStore`), so the broker
 needs no server of its own and a publish is durable once its write commits. A delivery is a
 claim that expires after the visibility timeout: a consumer that dies, or hangs longer than that
 without calling :meth:`StoreConsumer.extend`, loses its messages to the next claim, which counts
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from db.clock import Clock
     from db.models import QueuedMessage, QueueSettled
-    from db.store import Store
+    from db.store import QueueStore
 
 log = logging.getLogger(f"tactus.{__name__}")
 
@@ -137,7 +137,7 @@ class StoreBroker(Broker):
         self,
         uri: str = "store",
         *,
-        store: Store,
+        store: QueueStore,
         visibility: timedelta = DEFAULT_VISIBILITY,
         clock: Clock | None = None,
         attempts: int = STORE_ATTEMPTS,

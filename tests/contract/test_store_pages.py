@@ -10,7 +10,7 @@ import pytest
 
 from db.models import JobQuery, UowQuery
 from db.states import JobState, UowState
-from tests.contract.test_store import _all_pages, make_job, make_uow
+from tests.contract.store_helpers import _all_pages, make_job, make_uow
 
 #: A state for each (process, hour): every state shows up, unevenly, in both processes.
 STATES = list(JobState)

@@ -1,4 +1,4 @@
-"""Behaviour only the MongoDB store has (the shared rules are in tests/contract/test_store.py)."""
+"""Behaviour only the MongoDB store has (the shared rules are in tests/contract/test_store_*.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from db.backends.mongo.documents import HISTORY_LIMIT
 from db.errors import InvalidInput, NotFound, StoreUnavailable
 from db.models import FireRecord
 from db.states import FireOutcome
-from tests.contract.test_store import T0, event, make_job, make_record
+from tests.contract.store_helpers import T0, event, make_job, make_record
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Behaviour only the SQL store has: URI schemes, SQLite locking, column types, error masking.
 
-The store contract itself lives in ``tests/contract/test_store.py``; nothing here repeats it.
+The store contract itself lives in ``tests/contract/test_store_*.py``; nothing here repeats it.
 """
 
 from __future__ import annotations

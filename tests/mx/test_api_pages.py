@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from db.credentials import Role
 from db.states import JobState, ProcessKind, UowState
-from tests.contract.test_store import make_job, make_record, make_uow
+from tests.contract.store_helpers import make_job, make_record, make_uow
 
 #: A state for each unit of work made by ``_fill``, unevenly spread.
 STATES = [UowState.PROCESSED, UowState.CANCELED, UowState.NOOP, UowState.PROCESSED]

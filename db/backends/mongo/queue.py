@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 
 class QueueMixin(MongoCore):
-    """The embedded-queue part of the store interface."""
+    """The embedded queue (:class:`~db.store.QueueStore`) on MongoDB."""
 
     @translated
     def queue_put(

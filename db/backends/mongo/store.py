@@ -26,7 +26,7 @@ from db.backends.mongo.queue import QueueMixin
 from db.backends.mongo.schema import create_indexes, drop_collections
 from db.backends.mongo.uows import UowsMixin
 from db.errors import InvalidInput
-from db.store import Store
+from db.store import QueueStore, Store
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
@@ -48,6 +48,7 @@ class MongoStore(
     QueueMixin,
     CredentialsMixin,
     Store,
+    QueueStore,
 ):
     """The store on MongoDB (or any server speaking its wire protocol).
 

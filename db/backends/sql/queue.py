@@ -76,7 +76,7 @@ _PURGE = sa.delete(queue_messages).where(_c.queue == sa.bindparam("k_queue", typ
 
 
 class QueueMixin(SqlCore):
-    """The embedded-queue part of :class:`~db.store.Store` on SQL."""
+    """The embedded queue (:class:`~db.store.QueueStore`) on SQL."""
 
     def queue_put(
         self, queue: str, bodies: Sequence[bytes], *, available_at: datetime
@@ -141,7 +141,7 @@ class QueueMixin(SqlCore):
         self, settlement: QueueSettlement
     ) -> Callable[[sa.Connection], QueueSettled]:
         """The statements of ``settlement``, for a write transaction of the caller's
-        (:meth:`db.store.Store.settle_uows`). Bad values are refused now, before any write."""
+        (:meth:`db.store.QueueStore.settle_uows`). Bad values are refused now, before any write."""
         claim = settlement.claim_queue is not None and settlement.claim_limit > 0
         limit = check_limit(settlement.claim_limit) if claim else 0
         _check_visibility(settlement.visibility)

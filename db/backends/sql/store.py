@@ -20,7 +20,7 @@ from db.backends.sql.schema import events, jobs, metadata, processes, supervised
 from db.backends.sql.schema import fires as fires_table
 from db.backends.sql.uows import UowsMixin
 from db.errors import Conflict, InvalidInput, NotFound, TactusError
-from db.store import Store
+from db.store import QueueStore, Store
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -50,7 +50,7 @@ _SERVER_TIME = {
 }
 
 
-class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, Store):
+class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, Store, QueueStore):
     """:class:`~db.store.Store` on SQLite, PostgreSQL or MariaDB/MySQL through SQLAlchemy Core.
 
     Args:
@@ -129,7 +129,7 @@ class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, S
         self, steps: Sequence[UowTransition], settlement: QueueSettlement
     ) -> tuple[list[UnitOfWork | NotFound | StateConflict], QueueSettled]:
         """The steps and the queue writes in one transaction (see
-        :meth:`db.store.Store.settle_uows`)."""
+        :meth:`db.store.QueueStore.settle_uows`)."""
         transitions = self._transitions_writer(steps)
         queue = self.queue_settlement_writer(settlement)
 

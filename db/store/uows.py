@@ -1,0 +1,152 @@
+"""The units-of-work part of the store interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from db.errors import DuplicateKey, NotFound, StateConflict
+
+if TYPE_CHECKING:
+    from db.models import Event, Page, UnitOfWork, UowQuery, UowTransition
+    from db.states import UowState
+
+
+class UowStore(ABC):
+    """Units of work: a part of :class:`~db.store.Store`."""
+
+    @abstractmethod
+    def create_uow(self, uow: UnitOfWork, *, event: Event | None = None) -> UnitOfWork:
+        """Insert a unit of work; ``event`` (its creation) goes to its history atomically.
+
+        Raises:
+            DuplicateKey: one with the same (process, start_timeperiod, end_timeperiod, run_key)
+                exists.
+        """
+
+    def create_uows(
+        self, items: Sequence[tuple[UnitOfWork, Event | None]]
+    ) -> list[UnitOfWork | DuplicateKey]:
+        """Insert several units of work, each with its creation event, together: one
+        transaction (one durable commit) where the backend has them. A unit of work whose
+        unique key (process, start_timeperiod, end_timeperiod, run_key) is taken is refused on
+        its own, :class:`~db.errors.DuplicateKey` in its place; the others are inserted. The
+        scheduler creates what a pass fires this way.
+
+        This default inserts one at a time (MongoDB: a unit of work is one document).
+        """
+        done: list[UnitOfWork | DuplicateKey] = []
+        for uow, event in items:
+            try:
+                done.append(self.create_uow(uow, event=event))
+            except DuplicateKey as exc:
+                done.append(exc)
+        return done
+
+    @abstractmethod
+    def get_uow(self, uow_id: str) -> UnitOfWork:
+        """One unit of work.
+
+        Raises:
+            NotFound: no such unit of work.
+        """
+
+    @abstractmethod
+    def find_uow_by_key(
+        self, process: str, start_timeperiod: str, end_timeperiod: str, run_key: str
+    ) -> UnitOfWork | None:
+        """The unit of work with that unique key, or None."""
+
+    @abstractmethod
+    def find_uows(
+        self, query: UowQuery, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[UnitOfWork]:
+        """Units of work matching ``query``, by id (newest first unless ``query.newest_first``
+        is false).
+
+        Raises:
+            InvalidInput: bad ``cursor`` or ``limit``.
+        """
+
+    @abstractmethod
+    def transition_uow(
+        self,
+        uow_id: str,
+        *,
+        expected_state: UowState,
+        new_state: UowState,
+        event: Event,
+        changes: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
+    ) -> UnitOfWork:
+        """Compare-and-set the unit of work's state, apply ``changes``, append ``event``.
+
+        ``changes`` may set any field of :class:`~db.models.UnitOfWork` but ``id``, ``process``,
+        the unique key, ``state``, ``version`` and ``created_at``. ``updated_at`` is taken from
+        ``event.at``.
+
+        Raises:
+            NotFound: no such unit of work.
+            StateConflict: the stored state (or version) is not the expected one.
+        """
+
+    def transition_uows(
+        self, steps: Sequence[UowTransition]
+    ) -> list[UnitOfWork | NotFound | StateConflict]:
+        """Several compare-and-sets of :meth:`transition_uow`, written together: one transaction
+        (one durable commit) where the backend has them. Each step applies or is refused on its
+        own; the result holds, in the order of ``steps``, the stored unit of work or the
+        :class:`~db.errors.NotFound` / :class:`~db.errors.StateConflict` that refused it (a
+        refused step writes nothing, and does not stop the others). A worker finishes one unit
+        of work and claims the next in one commit this way.
+
+        This default applies the steps one after the other, for backends whose atomic unit is
+        one document (MongoDB); the SQL store overrides it with one transaction.
+        """
+        done: list[UnitOfWork | NotFound | StateConflict] = []
+        for step in steps:
+            try:
+                done.append(
+                    self.transition_uow(
+                        step.uow_id,
+                        expected_state=step.expected_state,
+                        new_state=step.new_state,
+                        event=step.event,
+                        changes=step.changes,
+                        expected_version=step.expected_version,
+                    )
+                )
+            except (NotFound, StateConflict) as exc:
+                done.append(exc)
+        return done
+
+    @abstractmethod
+    def update_uow(
+        self,
+        uow_id: str,
+        *,
+        expected_state: UowState,
+        changes: Mapping[str, Any],
+        expected_version: int | None = None,
+    ) -> UnitOfWork:
+        """Apply ``changes`` without changing state (heartbeat, widening, re-posting) if the
+        stored state is still ``expected_state``. No history is written; the version increments;
+        ``updated_at`` is left as it was (it tracks state changes and edits, not heartbeats).
+
+        Raises:
+            NotFound: no such unit of work.
+            StateConflict: the stored state (or version) differs.
+        """
+
+    @abstractmethod
+    def count_uows(
+        self,
+        process: str | Iterable[str] | None = None,
+        *,
+        states: Iterable[UowState] | None = None,
+    ) -> dict[tuple[str, UowState], int]:
+        """Number of units of work per (process, state): of one process (a name), of several
+        (any other iterable of names: one query) or of all (None); of the given ``states``
+        only (the scheduler counts what is in flight without reading the history). Processes
+        without units of work have no key."""
