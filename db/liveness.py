@@ -97,6 +97,8 @@ def reap_lost_workers(
                 )
     failed: list[str] = []
     for uow in _in_progress(store):
+        if uow.flow:
+            continue  # a flow run has no worker of its own: its steps move it (db.flows)
         last = uow.heartbeat_at or uow.started_at or uow.updated_at
         if uow.worker_id in lost:
             reason = f"worker {uow.worker_id} lost (no heartbeat for {_age(now, last)} s)"

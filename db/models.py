@@ -20,6 +20,7 @@ from db.states import (
     ProcessKind,
     ProcessSource,
     Qualifier,
+    RunIf,
     StateMachineName,
     SupervisedState,
     UowKind,
@@ -32,6 +33,79 @@ T = TypeVar("T")
 COMMAND_PLACEHOLDERS = frozenset(
     {"process", "timeperiod", "start_timeperiod", "end_timeperiod", "uow_id", "attempt"}
 )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StepEntry:
+    """One step of a flow (SPEC section 10). ``None`` in ``retries``, ``retry_delay`` and
+    ``timeout`` means the process's value; ``arguments`` are merged over the process's."""
+
+    name: str
+    worker: str | None = None
+    command: tuple[str, ...] | str | None = None
+    shell: bool = False
+    #: Step names; None: not given (then, when no step of the process gives it, the step
+    #: depends on the one before it).
+    depends_on: tuple[str, ...] | None = None
+    run_if: RunIf = RunIf.ALL_SUCCEEDED
+    retries: int | None = None
+    retry_delay: timedelta | None = None
+    timeout: timedelta | None = None
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    boxes: tuple[str, ...] | None = None
+    noop_exit_code: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file form (fields left at their default are left out)."""
+        data: dict[str, Any] = {"name": self.name}
+        if self.worker is not None:
+            data["worker"] = self.worker
+        if self.command is not None:
+            data["command"] = (
+                list(self.command) if isinstance(self.command, tuple) else self.command
+            )
+        if self.shell:
+            data["shell"] = True
+        if self.depends_on is not None:
+            data["depends_on"] = list(self.depends_on)
+        if self.run_if is not RunIf.ALL_SUCCEEDED:
+            data["run_if"] = self.run_if.value
+        if self.retries is not None:
+            data["retries"] = self.retries
+        for name in ("retry_delay", "timeout"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = _seconds(value)
+        if self.arguments:
+            data["arguments"] = dict(self.arguments)
+        if self.boxes is not None:
+            data["boxes"] = list(self.boxes)
+        if self.noop_exit_code is not None:
+            data["noop_exit_code"] = self.noop_exit_code
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StepEntry:
+        """Inverse of :meth:`to_dict` for trusted, already validated data."""
+        command = data.get("command")
+        depends_on = data.get("depends_on")
+        boxes = data.get("boxes")
+        return cls(
+            name=data["name"],
+            worker=data.get("worker"),
+            command=tuple(command) if isinstance(command, list) else command,
+            shell=bool(data.get("shell", False)),
+            depends_on=None if depends_on is None else tuple(depends_on),
+            run_if=RunIf(data.get("run_if", "all_succeeded")),
+            retries=data.get("retries"),
+            retry_delay=None
+            if data.get("retry_delay") is None
+            else timedelta(seconds=data["retry_delay"]),
+            timeout=None if data.get("timeout") is None else timedelta(seconds=data["timeout"]),
+            arguments=dict(data.get("arguments", {})),
+            boxes=None if boxes is None else tuple(boxes),
+            noop_exit_code=data.get("noop_exit_code"),
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -74,6 +148,15 @@ class ProcessEntry:
     #: Exit code of a ``command`` that means "nothing to do" (the unit of work becomes noop);
     #: None: only 0 succeeds.
     noop_exit_code: int | None = None
+    #: The steps of a flow (SPEC section 10), in file order; empty: one command or worker.
+    steps: tuple[StepEntry, ...] = ()
+
+    def step(self, name: str) -> StepEntry | None:
+        """The step called ``name``, or None."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """The file form: plain JSON types, durations in seconds, enums as their values."""
@@ -103,6 +186,7 @@ class ProcessEntry:
             "enabled": self.enabled,
             "description": self.description,
             "noop_exit_code": self.noop_exit_code,
+            "steps": [step.to_dict() for step in self.steps],
         }
 
     @classmethod
@@ -137,6 +221,7 @@ class ProcessEntry:
             enabled=bool(data.get("enabled", True)),
             description=data.get("description", ""),
             noop_exit_code=data.get("noop_exit_code"),
+            steps=tuple(StepEntry.from_dict(step) for step in data.get("steps") or ()),
         )
 
 
@@ -229,6 +314,13 @@ class UnitOfWork:
     output: str | None = None
     #: Why the last attempt failed (exception with traceback, timeout, worker lost ...).
     error: str | None = None
+    #: A flow run (SPEC section 10): its steps are units of work whose ``parent`` is its id.
+    flow: bool = False
+    #: A step of a flow run: the flow run's id and the step's name.
+    parent: str | None = None
+    step: str | None = None
+    #: What a step handed to its dependents (a JSON object, at most 64 KiB).
+    result: Mapping[str, Any] | None = None
     version: int = 1
 
 
@@ -258,6 +350,11 @@ class UowTransition:
     event: Event
     changes: Mapping[str, Any] | None = None
     expected_version: int | None = None
+    #: Compare-and-sets that apply together with this one, all or none (a step's outcome with
+    #: its flow run and the steps it releases). Backends without multi-document transactions
+    #: apply them one after the other and stop at the first refusal (see
+    #: :attr:`db.store.Store.atomic_groups`).
+    together: tuple[UowTransition, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -393,6 +490,10 @@ class UowQuery:
     submitted_before: datetime | None = None
     #: Only those with ``heartbeat_at`` before this instant (or never beaten).
     heartbeat_before: datetime | None = None
+    #: Only the steps of this flow run.
+    parent: str | None = None
+    #: Only flow runs (True) or only what is not a flow run (False).
+    flow: bool | None = None
     #: Newest (highest id) first; False: oldest first.
     newest_first: bool = True
 

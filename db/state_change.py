@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from db import flows
 from db.errors import NotFound, StateConflict, TransitionRefused
 from db.machines.job import job_machine
 from db.machines.supervised import SUPERVISED_MACHINE
@@ -34,6 +35,7 @@ from db.uow_factory import UowSpec, new_uow
 
 if TYPE_CHECKING:
     from db.clock import Clock
+    from db.flows import Announce
     from db.machines.base import TableMachine
     from db.models import ProcessEntry, QueueSettled, QueueSettlement
     from db.states import StateMachineName
@@ -296,15 +298,45 @@ def change_uow(
     details: Mapping[str, Any] | None = None,
     check_version: bool = False,
     after_commit: Callable[[UnitOfWork], None] | None = None,
+    announce: Announce | None = None,
 ) -> UnitOfWork:
     """Move a unit of work by ``trigger`` and persist it; see :func:`change_job` for the
     arguments. ``facts`` may hold ``attempts_remain``; when absent it is computed from the
-    unit of work's ``attempt`` and ``retries``.
+    unit of work's ``attempt`` and ``retries``. The end of a step of a flow run is written
+    with what it makes possible (:mod:`db.flows`); ``announce`` is then called with the steps
+    it made requested and the flow run if it ended.
 
     Raises:
         TransitionRefused: the machine does not allow it; nothing was written.
         StateConflict: another actor changed it first; nothing was written.
     """
+    if uow.parent is not None:
+        # a step of a flow run: its end is written with the flow's changes (change_uows)
+        (result,) = change_uows(
+            store,
+            [
+                UowChange(
+                    uow=uow,
+                    trigger=trigger,
+                    reason=reason,
+                    facts=facts,
+                    changes=changes,
+                    details=details,
+                    check_version=check_version,
+                )
+            ],
+            clock=clock,
+            actor=actor,
+            announce=announce,
+        )
+        if isinstance(result, Exception):
+            raise result
+        if after_commit is not None:
+            try:
+                after_commit(result)
+            except Exception:
+                log.exception("uow %s: after-commit hook failed", uow.id)
+        return result
     return _change(
         UOW_MACHINE,
         "uow",
@@ -343,7 +375,12 @@ class UowChange:
 
 
 def change_uows(
-    store: Store, requests: Sequence[UowChange], *, clock: Clock, actor: str
+    store: Store,
+    requests: Sequence[UowChange],
+    *,
+    clock: Clock,
+    actor: str,
+    announce: Announce | None = None,
 ) -> list[UnitOfWork | TransitionRefused | NotFound | StateConflict]:
     """Several unit-of-work changes written together (:meth:`~db.store.Store.transition_uows`:
     one commit on SQL): each is decided by the machine and applied or refused on its own, as
@@ -357,7 +394,10 @@ def change_uows(
     """
     results, steps, positions = _decided_uows(requests, clock=clock, actor=actor)
     if steps:
-        _stored_uows(results, positions, steps, store.transition_uows(steps))
+        steps, heard = _with_flows(store, steps, requests, positions, actor=actor)
+        stored = _flows_settled(store, steps, store.transition_uows(steps), clock, actor, heard)
+        _stored_uows(results, positions, steps, stored)
+        _announced(announce, heard)
     return [result for result in results if result is not None]
 
 
@@ -368,15 +408,111 @@ def settle_uows(
     *,
     clock: Clock,
     actor: str,
+    announce: Announce | None = None,
 ) -> tuple[list[UnitOfWork | TransitionRefused | NotFound | StateConflict], QueueSettled]:
     """:func:`change_uows` with the embedded-queue writes of ``settlement`` in the same commit
     (:meth:`~db.store.QueueStore.settle_uows`): a worker on the store queue records an outcome,
     claims the next unit of work, acks its delivery and sends the status at once. The queue
     writes are done even when every change is refused."""
     results, steps, positions = _decided_uows(requests, clock=clock, actor=actor)
+    steps, heard = _with_flows(store, steps, requests, positions, actor=actor)
     stored, settled = store.settle_uows(steps, settlement)
+    stored = _flows_settled(store, steps, stored, clock, actor, heard)
     _stored_uows(results, positions, steps, stored)
+    _announced(announce, heard)
     return [result for result in results if result is not None], settled
+
+
+def _with_flows(
+    store: Store,
+    steps: list[UowTransition],
+    requests: Sequence[UowChange],
+    positions: list[int],
+    *,
+    actor: str,
+) -> tuple[list[UowTransition], list[UnitOfWork]]:
+    """Each change that ends a step of a flow run, grouped with the flow's changes it makes
+    possible where the store writes a group in one transaction (db.flows); and the units of
+    work those changes will have to announce."""
+    heard: list[UnitOfWork] = []
+    if not store.atomic_groups:
+        return steps, heard
+    out = []
+    for step, position in zip(steps, positions, strict=True):
+        uow = requests[position].uow
+        if flows.ends_a_step(uow, step.new_state):
+            try:
+                step, announce = flows.group_for(store, step, uow, at=step.event.at, actor=actor)
+            except NotFound:
+                log.warning("uow %s: its flow run %s is gone", uow.id, uow.parent)
+            else:
+                heard.extend(announce)
+        out.append(step)
+    return out, heard
+
+
+def _flows_settled(
+    store: Store,
+    steps: list[UowTransition],
+    stored: Sequence[UnitOfWork | NotFound | StateConflict],
+    clock: Clock,
+    actor: str,
+    heard: list[UnitOfWork],
+) -> list[UnitOfWork | NotFound | StateConflict]:
+    """After the write: a step's group refused because its flow moved meanwhile (another step
+    ended at the same time) is planned again from what is stored and written alone; on a
+    backend without such groups the flow of each step that ended is reconciled."""
+    out = list(stored)
+    for i, (step, answer) in enumerate(zip(steps, stored, strict=True)):
+        if step.together and isinstance(answer, StateConflict):
+            planned = [u for u in heard if u.id in {t.uow_id for t in step.together}]
+            for u in planned:
+                heard.remove(u)
+            out[i] = _regrouped(store, step, answer, actor, heard)
+        elif (
+            not store.atomic_groups
+            and isinstance(answer, UnitOfWork)
+            and flows.ends_a_step(answer, answer.state)
+        ):
+            heard.extend(flows.reconcile(store, answer.parent or "", clock=clock, actor=actor))
+    return out
+
+
+def _regrouped(
+    store: Store, step: UowTransition, refused: StateConflict, actor: str, heard: list[UnitOfWork]
+) -> UnitOfWork | NotFound | StateConflict:
+    for _ in range(50):
+        try:
+            fresh = store.get_uow(step.uow_id)
+        except NotFound as exc:
+            return exc
+        if fresh.state is not step.expected_state or (
+            step.expected_version is not None and fresh.version != step.expected_version
+        ):
+            return refused  # the step itself changed: a lost race, as without flows
+        try:
+            group, announce = flows.group_for(
+                store, replace(step, together=()), fresh, at=step.event.at, actor=actor
+            )
+        except NotFound as exc:
+            return exc
+        (answer,) = store.transition_uows([group])
+        if not isinstance(answer, StateConflict):
+            if isinstance(answer, UnitOfWork):
+                heard.extend(announce)
+            return answer
+        refused = answer
+    return refused
+
+
+def _announced(announce: Announce | None, uows: Sequence[UnitOfWork]) -> None:
+    if announce is None or not uows:
+        return
+    try:
+        announce(uows)
+    except Exception:
+        # Stored is stored: recovery re-posts a requested unit of work nobody published.
+        log.exception("announcing %s failed", ", ".join(u.id for u in uows))
 
 
 _UowResults = list["UnitOfWork | TransitionRefused | NotFound | StateConflict | None"]

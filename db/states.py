@@ -35,14 +35,34 @@ class UowState(StrEnum):
     - ``invalid``: this attempt failed; returns to requested after the retry delay while
       attempts remain.
     - ``canceled``: given up for good; the job then becomes skipped.
+
+    Two more states belong to the steps of a flow run (SPEC section 10):
+
+    - ``pending``: a step waiting for its upstream steps;
+    - ``upstream_failed``: a step whose ``run_if`` can no longer be met (terminal).
     """
 
+    PENDING = "pending"
     REQUESTED = "requested"
     IN_PROGRESS = "in_progress"
     PROCESSED = "processed"
     NOOP = "noop"
     INVALID = "invalid"
     CANCELED = "canceled"
+    UPSTREAM_FAILED = "upstream_failed"
+
+
+class RunIf(StrEnum):
+    """When a step of a flow runs, judged once all its upstream steps have ended.
+
+    - ``all_succeeded``: every upstream step processed or noop (else ``upstream_failed``);
+    - ``all_done``: whatever the upstream steps ended as;
+    - ``any_failed``: at least one upstream step canceled or upstream_failed (else ``noop``).
+    """
+
+    ALL_SUCCEEDED = "all_succeeded"
+    ALL_DONE = "all_done"
+    ANY_FAILED = "any_failed"
 
 
 class SupervisedState(StrEnum):
@@ -111,12 +131,18 @@ ACTIVE_JOB_STATES = frozenset({JobState.EMBRYO, JobState.IN_PROGRESS, JobState.F
 #: Job states that satisfy a ``dependencies`` blocking (skipped does not).
 SUCCESSFUL_JOB_STATES = frozenset({JobState.PROCESSED, JobState.NOOP})
 
-#: Unit-of-work states that never change again.
-TERMINAL_UOW_STATES = frozenset({UowState.PROCESSED, UowState.NOOP, UowState.CANCELED})
+#: Unit-of-work states that never change again (until a flow run's ``retry-failed``).
+TERMINAL_UOW_STATES = frozenset(
+    {UowState.PROCESSED, UowState.NOOP, UowState.CANCELED, UowState.UPSTREAM_FAILED}
+)
 #: Unit-of-work states that count as in flight (occupying a ``max_active`` slot).
-ACTIVE_UOW_STATES = frozenset({UowState.REQUESTED, UowState.IN_PROGRESS, UowState.INVALID})
+ACTIVE_UOW_STATES = frozenset(
+    {UowState.PENDING, UowState.REQUESTED, UowState.IN_PROGRESS, UowState.INVALID}
+)
 #: Unit-of-work states that report success.
 SUCCESSFUL_UOW_STATES = frozenset({UowState.PROCESSED, UowState.NOOP})
+#: Step states that count as a failure for ``run_if`` (and that ``retry-failed`` re-runs).
+FAILED_STEP_STATES = frozenset({UowState.CANCELED, UowState.UPSTREAM_FAILED})
 
 #: Supervised states in which an OS process exists and may be signalled.
 SIGNALLABLE_STATES = frozenset(

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from db.errors import DuplicateKey, InvalidInput
+from db.flows import is_flow_run
 from db.ids import new_id
 from db.models import Event, UnitOfWork
 from db.states import UowKind
@@ -146,6 +147,7 @@ def new_uow(
         updated_at=now,
         scheduled_at=spec.scheduled_at,
         submitted_at=now,
+        flow=is_flow_run(entry, spec.kind, spec.arguments),
     )
     event = Event(
         entity="uow",

@@ -10,6 +10,9 @@
   unit of work no longer requested is acked and ignored).
 - Nothing that is still running (claimed, with a fresh heartbeat) is ever re-posted or canceled
   under its worker.
+- Every flow run in progress is reconciled (``db.flows.reconcile``): on SQL a step's end
+  already moved its flow in the same transaction and this finds nothing to do; on MongoDB it
+  finishes what a crash between two writes left undone.
 
 Everything is read from the store on each pass, so all of it survives a scheduler restart.
 """
@@ -17,12 +20,13 @@ Everything is read from the store on each pass, so all of it survives a schedule
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from db.errors import StateConflict, TransitionRefused
+from db.flows import entry_for, reconcile_open
 from db.gates import attempts_remain, retry_time
 from db.liveness import forget_old_workers, reap_lost_workers
 from db.models import UowQuery
@@ -100,7 +104,13 @@ class Recovery:
             states=frozenset({UowState.REQUESTED}), submitted_before=stale, newest_first=False
         )
         self._repost(query, stale, f"not claimed for {self.config.unclaimed_timeout}", report)
+        reconcile_open(self.store, clock=self.clock, actor=ACTOR, announce=self._announce)
         return report
+
+    def _announce(self, uows: Sequence[UnitOfWork]) -> None:
+        """Publish the steps a flow change made requested (flow runs that ended are seen by
+        the pass itself)."""
+        self.dispatcher.publish_all(u for u in uows if u.state is UowState.REQUESTED)
 
     def _workers_had_their_chance(self) -> bool:
         """False unless this scheduler's own beats have reached the store on time for
@@ -167,12 +177,20 @@ class Recovery:
             if entry is None or not attempts_remain(uow):
                 # no attempt left: give up at once, no retry delay to wait out
                 why = "retries exhausted" if entry else f"process {uow.process} is not registered"
-                change_uow(self.store, uow, "give_up", clock=self.clock, actor=ACTOR, reason=why)
+                change_uow(
+                    self.store,
+                    uow,
+                    "give_up",
+                    clock=self.clock,
+                    actor=ACTOR,
+                    reason=why,
+                    announce=self._announce,
+                )
                 report.canceled.append(uow.id)
                 report.processes.add(uow.process)
                 return
             if uow.retry_at is None:
-                retry_at = retry_time(uow, entry.retry_delay)
+                retry_at = retry_time(uow, entry_for(entry, uow).retry_delay)
                 self.store.update_uow(
                     uow.id, expected_state=UowState.INVALID, changes={"retry_at": retry_at}
                 )

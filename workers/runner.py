@@ -42,8 +42,8 @@ from db.clock import StoreClock, SystemClock
 from db.errors import InvalidInput, NotFound, TactusError
 from db.models import WorkerRecord
 from db.outage import Outages, PatientStore, open_patient_store
-from db.states import ProcessKind, WorkerState
-from mq.message import process_queue, status_message, status_queue
+from db.states import ProcessKind, UowState, WorkerState
+from mq.message import process_queue, status_message, status_queue, uow_delivery
 from mq.patient import open_patient_broker
 from workers.base import load_worker_class
 from workers.heartbeat import Heartbeat
@@ -53,7 +53,7 @@ from workers.shell import DRAIN_GRACE, KILL_GRACE
 from workers.slot import RunningUow, Slot
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from types import FrameType
 
     from db.clock import Clock
@@ -183,7 +183,8 @@ def _load_process(
     if entry.kind is ProcessKind.DAEMON:
         log.error("worker for %s: a daemon is run by the supervisor, not a worker", entry.name)
         return None, None
-    if entry.command is not None:
+    if entry.command is not None or entry.steps:
+        # a flow's steps load their own worker classes, each when it first runs
         return entry, None
     if entry.worker is None:
         log.error("worker for %s: the process has neither worker nor command", entry.name)
@@ -366,6 +367,19 @@ class Worker:
     def publish_status(self, uow: UnitOfWork) -> None:
         """Tell the scheduler a unit of work changed state (after the change is stored)."""
         self.broker.publish(*self.status_notice(uow))
+
+    def announce(self, uows: Sequence[UnitOfWork]) -> None:
+        """After a flow change committed (db.flows): publish the steps it made requested to
+        this process's queue and tell the scheduler about a flow run that ended."""
+        now = self.clock.now()
+        messages = []
+        for uow in uows:
+            if uow.state is UowState.REQUESTED:
+                queue, body, _ = uow_delivery(uow, self.settings.queue_prefix, now)
+                messages.append((queue, body))
+            else:
+                messages.append(self.status_notice(uow))
+        self.broker.publish_many(messages)
 
     def status_notice(self, uow: UnitOfWork) -> tuple[str, bytes]:
         """The status message of ``uow``, as (queue, body), for ``Consumer.ack``'s notices."""

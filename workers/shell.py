@@ -20,22 +20,28 @@ them into a ``shell: true`` string cannot inject shell syntax. ``{timeperiod}`` 
 timeperiod for managed units of work and ``start_timeperiod`` for the others.
 
 The command inherits the worker's environment plus ``TACTUS_UOW_ID``, ``TACTUS_PROCESS`` and
-``TACTUS_ATTEMPT`` (and ``TACTUS_START_TIMEPERIOD``, ``TACTUS_END_TIMEPERIOD``); stdin is
+``TACTUS_ATTEMPT`` (and ``TACTUS_START_TIMEPERIOD``, ``TACTUS_END_TIMEPERIOD``; a step of a
+flow also ``TACTUS_STEP``, ``TACTUS_RESULT``, the file to write its JSON result to, and
+``TACTUS_UPSTREAM``, a file holding its upstream steps' results); stdin is
 ``/dev/null``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import selectors
 import shlex
 import signal
 import subprocess
+import tempfile
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
+from db.errors import InvalidInput
+from db.flows import check_result
 from workers.base import Outcome
 from workers.orphans import WORKER_PID_VARIABLE
 
@@ -79,6 +85,8 @@ class CommandResult:
     pid: int | None = None
     #: Seconds it ran.
     seconds: float = 0.0
+    #: What a step wrote to ``$TACTUS_RESULT`` (db.flows), if anything.
+    result: dict[str, Any] | None = None
 
 
 class OutputTail:
@@ -175,6 +183,43 @@ def run_command(
     Returns:
         The result; this function does not raise for anything the command does.
     """
+    if uow.step is None:
+        return _run(entry, uow, cancel=cancel, tick=tick, kill_grace=kill_grace)
+    with tempfile.TemporaryDirectory(prefix="tactus-step-") as folder:
+        files = {
+            "TACTUS_STEP": uow.step,
+            "TACTUS_RESULT": os.path.join(folder, "result.json"),
+            "TACTUS_UPSTREAM": os.path.join(folder, "upstream.json"),
+        }
+        with open(files["TACTUS_UPSTREAM"], "w", encoding="utf-8") as upstream:
+            json.dump(uow.arguments.get("upstream") or {}, upstream)
+        done = _run(entry, uow, cancel=cancel, tick=tick, kill_grace=kill_grace, extra=files)
+        if done.outcome is None:
+            return done
+        try:
+            with open(files["TACTUS_RESULT"], encoding="utf-8") as handed:
+                text = handed.read()
+        except FileNotFoundError:
+            return done
+        except (OSError, UnicodeDecodeError) as exc:
+            return replace(done, outcome=None, error=f"cannot read $TACTUS_RESULT: {exc}")
+        if not text.strip():
+            return done
+        try:
+            return replace(done, result=check_result(text))
+        except InvalidInput as exc:
+            return replace(done, outcome=None, error=f"$TACTUS_RESULT {exc.problem}")
+
+
+def _run(
+    entry: ProcessEntry,
+    uow: UnitOfWork,
+    *,
+    cancel: threading.Event,
+    tick: Callable[[], None] | None,
+    kill_grace: float,
+    extra: Mapping[str, str] | None = None,
+) -> CommandResult:
     try:
         argv = build_argv(entry, uow)
     except ValueError as exc:
@@ -186,7 +231,7 @@ def run_command(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=command_environment(uow),
+            env={**command_environment(uow), **dict(extra or {})},
             start_new_session=True,
             close_fds=True,
         )

@@ -33,6 +33,7 @@ A run the worker must interrupt because it is stopping is handed back instead: `
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -41,8 +42,10 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from db import flows
 from db.errors import (
     InvalidInput,
     MalformedMessage,
@@ -52,17 +55,17 @@ from db.errors import (
     TactusError,
     TransitionRefused,
 )
+from db.placement import runs_on
 from db.state_change import UowChange, change_uow, change_uows, settle_uows
 from db.states import UowKind, UowState
 from mq.message import Message
-from workers.base import Outcome
+from workers.base import Outcome, load_worker_class
 from workers.capture import capturing
 from workers.journal import KeptOutcome
 from workers.shell import POLL_INTERVAL, OutputTail, run_command
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from datetime import timedelta
 
     from db.clock import Clock
     from db.models import ProcessEntry, QueueSettled, UnitOfWork
@@ -78,6 +81,8 @@ GET_TIMEOUT = 0.5
 #: Seconds a unit of work runs before the messages prefetched behind it (``worker_prefetch``
 #: above 1) are handed back for idle workers to take.
 HAND_BACK_AFTER = 1.0
+#: How long a step meant for other boxes waits before it is delivered again.
+STEP_ELSEWHERE_DELAY = timedelta(seconds=2)
 
 
 class SlotOwner(Protocol):
@@ -104,6 +109,9 @@ class SlotOwner(Protocol):
 
     def status_notice(self, uow: UnitOfWork) -> tuple[str, bytes]:
         """The (queue, body) telling the scheduler the unit of work changed state."""
+
+    def announce(self, uows: Sequence[UnitOfWork]) -> None:
+        """Publish the steps a flow change made requested; announce flow runs that ended."""
 
     def slot_failed(self) -> None:
         """A slot cannot go on: stop the worker with a failure."""
@@ -193,6 +201,8 @@ class _Verdict:
     #: What a worker class's call came to (``processed``, ``noop``, ``exception``,
     #: ``timed out``, ``bad return``), kept in the history event's details; None for commands.
     returned: str | None = None
+    #: What a step hands on to its dependents (db.flows).
+    result: dict[str, Any] | None = None
 
 
 _TRIGGERS = {Outcome.PROCESSED: "succeed", Outcome.NOOP: "finish_noop"}
@@ -211,6 +221,8 @@ class Slot:
         #: True when this slot left a Python call running that could not be stopped.
         self.abandoned = False
         self._instance: UowWorker | None = None
+        #: Worker classes of a flow's steps, by path, built when first needed.
+        self._instances: dict[str, UowWorker] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._thread = threading.Thread(target=self._main, name=f"slot-{self.name}", daemon=True)
 
@@ -273,8 +285,9 @@ class Slot:
             self._executor.shutdown(wait=False, cancel_futures=True)
             return
         try:
-            if self._instance is not None:
-                self._executor.submit(self._instance.teardown).result()
+            for instance in [self._instance, *self._instances.values()]:
+                if instance is not None:
+                    self._executor.submit(instance.teardown).result()
         except Exception:
             log.exception("worker %s: teardown() failed", self.worker.worker_id)
         finally:
@@ -344,6 +357,12 @@ class Slot:
             log.warning("uow %s: belongs to %s; dead-lettering its message", uow.id, uow.process)
             consumer.reject(delivery, f"unit of work of {uow.process}")
             return None
+        if uow.state == UowState.REQUESTED and uow.flow:
+            self._expand(consumer, delivery, uow)
+            return None
+        if uow.state == UowState.REQUESTED and uow.step is not None and not self._step_here(uow):
+            consumer.requeue(delivery, STEP_ELSEWHERE_DELAY)
+            return None
         if uow.state != UowState.REQUESTED:
             # A duplicate or late delivery: finished already, or claimed by another worker.
             log.info("uow %s: %s, not requested; ignoring the delivery", uow.id, uow.state)
@@ -355,6 +374,40 @@ class Slot:
             consumer.ack(delivery, notices=notices)
             return None
         return uow
+
+    def _expand(self, consumer: Consumer, delivery: Delivery, uow: UnitOfWork) -> None:
+        """A flow run: create its steps and request the first ones (db.flows.expand), then
+        ack; its steps come back to this process's queue as units of work of their own."""
+        worker = self.worker
+        try:
+            flows.expand(
+                worker.store,
+                uow,
+                worker.current_entry(),
+                clock=worker.clock,
+                actor=worker.actor,
+                announce=worker.announce,
+            )
+        except (StateConflict, TransitionRefused) as exc:
+            log.info("uow %s: expanded elsewhere first (%s)", uow.id, exc)
+        except InvalidInput as exc:
+            # the process lost its steps since the run was created: nothing can run it
+            log.warning("uow %s: cannot expand the flow run: %s", uow.id, exc)
+            change_uow(
+                worker.store,
+                uow,
+                "cancel",
+                clock=worker.clock,
+                actor=worker.actor,
+                reason=str(exc),
+                after_commit=worker.publish_status,
+            )
+        consumer.ack(delivery)
+
+    def _step_here(self, uow: UnitOfWork) -> bool:
+        """Whether this worker's box may run the step (its ``boxes``)."""
+        entry = flows.entry_for(self.worker.current_entry(), uow)
+        return runs_on(entry, self.worker.settings.box_id)
 
     def _claim(
         self, consumer: Consumer, delivery: Delivery, uow: UnitOfWork
@@ -443,6 +496,20 @@ class Slot:
         return None if uow is None else (delivery, uow)
 
     def _execute(self, entry: ProcessEntry, task: RunningUow) -> _Verdict:
+        if task.uow.step is not None:
+            try:
+                step = flows.step_entry(entry, task.uow.step)
+            except NotFound:
+                reason = f"step {task.uow.step} is no longer in process {entry.name}"
+                return _Verdict(trigger="fail", error=reason, reason=reason)
+            if step.worker is None:
+                return self._run_command(step, task)
+            try:
+                instance = self._instance_of(step.worker, step)
+            except Exception as exc:
+                reason = f"cannot load worker {step.worker}: {exc}"[:500]
+                return _Verdict(trigger="fail", error=reason, reason=reason)
+            return self._run_python(step, task, instance)
         if task.uow.kind is UowKind.ADHOC:
             # an ad-hoc task carries its own shell command, run literally: braces are escaped
             # so placeholder formatting leaves them alone
@@ -451,7 +518,23 @@ class Slot:
             return self._run_command(replace(entry, command=literal, shell=True), task)
         if self._instance is None:
             return self._run_command(entry, task)
-        return self._run_python(entry, task)
+        return self._run_python(entry, task, self._instance)
+
+    def _instance_of(self, path: str, entry: ProcessEntry) -> UowWorker:
+        """The instance of a step's worker class, built (with its ``setup()``) in the slot's
+        executor thread the first time a step needs it."""
+        instance = self._instances.get(path)
+        if instance is not None:
+            return instance
+        worker_class = load_worker_class(path)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"uow-{self.name}"
+            )
+        instance = self._executor.submit(worker_class, entry, self.worker.settings).result()
+        self._executor.submit(instance.setup).result()
+        self._instances[path] = instance
+        return instance
 
     def _run_command(self, entry: ProcessEntry, task: RunningUow) -> _Verdict:
         result = run_command(entry, task.uow, cancel=task.cancel, tick=task.service)
@@ -465,16 +548,18 @@ class Slot:
             error=result.error,
             reason=result.error or f"exit code {result.exit_code}",
             seconds=result.seconds,
+            result=result.result,
         )
 
-    def _run_python(self, entry: ProcessEntry, task: RunningUow) -> _Verdict:
+    def _run_python(self, entry: ProcessEntry, task: RunningUow, instance: UowWorker) -> _Verdict:
         """Call ``process_uow`` in the slot's executor thread, capturing what it prints and
-        logs (workers/capture.py) as the attempt's output tail."""
-        assert self._executor is not None and self._instance is not None
+        logs (workers/capture.py) as the attempt's output tail. A step may return a dict: its
+        result for the steps downstream."""
+        assert self._executor is not None
         started = time.monotonic()
         timeout = entry.timeout.total_seconds()
         tail = OutputTail()
-        future = self._executor.submit(self._call_captured, task.uow, tail)
+        future = self._executor.submit(self._call_captured, instance, task.uow, tail)
         while True:
             try:
                 value: Any = future.result(timeout=POLL_INTERVAL)
@@ -507,6 +592,26 @@ class Slot:
                     returned="exception",
                 )
         seconds = time.monotonic() - started
+        if isinstance(value, dict) and task.uow.step is not None:
+            try:
+                handed = flows.check_result(json.dumps(value))
+            except (InvalidInput, TypeError, ValueError) as exc:
+                error = f"step {task.uow.step}: {exc}"
+                return _Verdict(
+                    trigger="fail",
+                    error=error,
+                    reason=error[:500],
+                    seconds=seconds,
+                    output=tail.text(),
+                    returned="bad result",
+                )
+            return _Verdict(
+                trigger="succeed",
+                seconds=seconds,
+                output=tail.text(),
+                returned="processed",
+                result=handed,
+            )
         if value is None or value == Outcome.PROCESSED:
             return _Verdict(
                 trigger="succeed", seconds=seconds, output=tail.text(), returned="processed"
@@ -525,10 +630,10 @@ class Slot:
             returned="bad return",
         )
 
-    def _call_captured(self, uow: UnitOfWork, tail: OutputTail) -> Any:
-        assert self._instance is not None
+    @staticmethod
+    def _call_captured(instance: UowWorker, uow: UnitOfWork, tail: OutputTail) -> Any:
         with capturing(tail):
-            return self._instance.process_uow(uow)
+            return instance.process_uow(uow)
 
     def _finish(self, task: RunningUow, verdict: _Verdict) -> tuple[Delivery, UnitOfWork] | None:
         """Record the outcome through the funnel, then ack with the status notice: the status
@@ -554,6 +659,7 @@ class Slot:
                     "exit_code": verdict.exit_code,
                     "output": verdict.output,
                     "error": verdict.error,
+                    **({} if verdict.result is None else {"result": verdict.result}),
                 },
                 details={
                     "attempt": task.uow.attempt,
@@ -566,6 +672,7 @@ class Slot:
         if following is not None:
             requests.append(self._claim_change(*following))
         status = worker.status_notice(task.uow)
+        announce = worker.announce
         settlement = task.consumer.settlement(
             task.delivery,
             notices=(status,),
@@ -574,12 +681,20 @@ class Slot:
         if settlement is None:
 
             def write(store: Store) -> tuple[list, QueueSettled | None]:
-                return change_uows(store, requests, clock=worker.clock, actor=worker.actor), None
+                written = change_uows(
+                    store, requests, clock=worker.clock, actor=worker.actor, announce=announce
+                )
+                return written, None
         else:
             # The store queue: the ack, the status and the next claims commit with the outcome.
             def write(store: Store) -> tuple[list, QueueSettled | None]:
                 return settle_uows(
-                    store, requests, settlement, clock=worker.clock, actor=worker.actor
+                    store,
+                    requests,
+                    settlement,
+                    clock=worker.clock,
+                    actor=worker.actor,
+                    announce=announce,
                 )
 
         results, settled = self._write_outcome(write, requests[0])

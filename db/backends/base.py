@@ -30,6 +30,7 @@ UOW_CHANGEABLE_FIELDS = frozenset(
         "output",
         "error",
         "end_timeperiod",
+        "result",
     }
 )
 #: Job fields that ``transition_job`` may change besides the state.

@@ -4,6 +4,9 @@ Facts the scheduler establishes before asking:
 
 - ``finalizable``: every dependency counterpart and every child job is finished;
 - ``closed``: the period has ended (plus ``lag`` for discrete).
+
+``retry_failed`` (skipped -> in_progress) follows a flow run put back in progress by
+``retry-failed`` (SPEC section 10): the job waits for the same unit of work again.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ DISCRETE_JOB_TRANSITIONS = [
     Row("reprocess",     IN_PROGRESS,  EMBRYO),
     Row("reprocess",     PROCESSED,    EMBRYO),
     Row("reprocess",     SKIPPED,      EMBRYO),
+    Row("retry_failed",  SKIPPED,      IN_PROGRESS),
 ]
 
 #: continuous: units of work repeatedly while the period is open, then one final run.
@@ -48,6 +52,7 @@ CONTINUOUS_JOB_TRANSITIONS = [
     Row("reprocess",     FINAL_RUN,    EMBRYO),
     Row("reprocess",     PROCESSED,    EMBRYO),
     Row("reprocess",     SKIPPED,      EMBRYO),
+    Row("retry_failed",  SKIPPED,      IN_PROGRESS),
 ]
 
 #: recomputing: like continuous, but a unit of work not yet started is widened in place
@@ -68,6 +73,7 @@ RECOMPUTING_JOB_TRANSITIONS = [
     Row("reprocess",     FINAL_RUN,    EMBRYO),
     Row("reprocess",     PROCESSED,    EMBRYO),
     Row("reprocess",     SKIPPED,      EMBRYO),
+    Row("retry_failed",  SKIPPED,      IN_PROGRESS),
 ]
 # fmt: on
 

@@ -4,6 +4,13 @@ Facts: ``attempts_remain`` (the attempt counter is below 1 + retries).
 
 Beyond SPEC's table, ``release`` (in_progress -> requested) is how a worker stopping gracefully
 hands back a unit of work it had to interrupt: it is not a failed attempt, so it costs no retry.
+
+Flows (SPEC section 10) add the rows below the blank line: a flow run is ``expand``-ed by the
+worker that receives it (its steps created, it goes in progress without a worker of its own),
+records ``step_ended`` each time one of its steps ends, and ends ``succeed`` or ``cancel`` with
+its last step. A step starts ``pending``; its upstream steps' outcomes make it ``ready``
+(requested), ``upstream_failed`` or ``not_needed`` (noop). ``retry_failed`` puts a canceled flow
+run back in progress and ``rerun`` its failed steps back to pending.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ PROCESSED = UowState.PROCESSED
 NOOP = UowState.NOOP
 INVALID = UowState.INVALID
 CANCELED = UowState.CANCELED
+PENDING = UowState.PENDING
+UPSTREAM_FAILED = UowState.UPSTREAM_FAILED
 
 # fmt: off
 UOW_TRANSITIONS = [
@@ -33,6 +42,16 @@ UOW_TRANSITIONS = [
     Row("retry",       INVALID,      REQUESTED,    ("attempts_remain",)),
     Row("give_up",     INVALID,      CANCELED),
     Row("cancel",      INVALID,      CANCELED),
+
+    Row("expand",      REQUESTED,    IN_PROGRESS),
+    Row("step_ended",  IN_PROGRESS,  IN_PROGRESS),
+    Row("retry_failed", CANCELED,    IN_PROGRESS),
+    Row("ready",       PENDING,      REQUESTED),
+    Row("upstream_failed", PENDING,  UPSTREAM_FAILED),
+    Row("not_needed",  PENDING,      NOOP),
+    Row("cancel",      PENDING,      CANCELED),
+    Row("rerun",       CANCELED,     PENDING),
+    Row("rerun",       UPSTREAM_FAILED, PENDING),
 ]
 # fmt: on
 

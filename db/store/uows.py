@@ -101,25 +101,39 @@ class UowStore(ABC):
         refused step writes nothing, and does not stop the others). A worker finishes one unit
         of work and claims the next in one commit this way.
 
+        A step's ``together`` transitions apply with it, all or none, where the backend has
+        transactions (:attr:`atomic_groups`); its result is the step's.
+
         This default applies the steps one after the other, for backends whose atomic unit is
-        one document (MongoDB); the SQL store overrides it with one transaction.
+        one document (MongoDB); the SQL store overrides it with one transaction. Here a group
+        is applied in order and stops at its first refusal, which is its result: what it
+        wrote before stays written, so its writer must be able to converge again (the flow
+        reconciliation of :mod:`db.flows` is).
         """
         done: list[UnitOfWork | NotFound | StateConflict] = []
         for step in steps:
             try:
-                done.append(
-                    self.transition_uow(
-                        step.uow_id,
-                        expected_state=step.expected_state,
-                        new_state=step.new_state,
-                        event=step.event,
-                        changes=step.changes,
-                        expected_version=step.expected_version,
-                    )
-                )
+                stored = self._one_transition(step)
+                for member in step.together:
+                    self._one_transition(member)
+                done.append(stored)
             except (NotFound, StateConflict) as exc:
                 done.append(exc)
         return done
+
+    def _one_transition(self, step: UowTransition) -> UnitOfWork:
+        return self.transition_uow(
+            step.uow_id,
+            expected_state=step.expected_state,
+            new_state=step.new_state,
+            event=step.event,
+            changes=step.changes,
+            expected_version=step.expected_version,
+        )
+
+    #: True when :meth:`transition_uows` applies a step with its ``together`` transitions in
+    #: one transaction (SQL); False when they are separate writes (MongoDB).
+    atomic_groups: bool = False
 
     @abstractmethod
     def update_uow(
@@ -149,4 +163,5 @@ class UowStore(ABC):
         """Number of units of work per (process, state): of one process (a name), of several
         (any other iterable of names: one query) or of all (None); of the given ``states``
         only (the scheduler counts what is in flight without reading the history). Processes
-        without units of work have no key."""
+        without units of work have no key. The steps of a flow run are not counted: a flow run
+        counts once."""

@@ -42,3 +42,10 @@ def uows_cancel(uow_id: str) -> ResponseReturnValue:
     """Cancel for good; its job then becomes skipped."""
     query()
     return jsonify(actions.cancel(ctx(), uow_id))
+
+
+@bp.post("/uows/<uow_id>/retry-failed")
+def uows_retry_failed(uow_id: str) -> ResponseReturnValue:
+    """A canceled flow run back in progress, re-running only its failed steps (SPEC 10)."""
+    query()
+    return jsonify(actions.retry_failed(ctx(), uow_id))

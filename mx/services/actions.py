@@ -10,17 +10,25 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from db import cascade
-from db.errors import Conflict, NotFound
+from db import cascade, flows
+from db.errors import Conflict, NotFound, TransitionRefused
 from db.ids import new_id
 from db.models import Event, UowQuery
-from db.state_change import change_uow
-from db.states import ACTIVE_UOW_STATES, ProcessKind, UowKind
+from db.state_change import change_job, change_uow
+from db.states import (
+    ACTIVE_UOW_STATES,
+    JobState,
+    ProcessKind,
+    StateMachineName,
+    UowKind,
+    UowState,
+)
 from db.uow_factory import create_once
 from mx.services import validate
 from mx.services.serialize import job_json, process_json, uow_json
 
 if TYPE_CHECKING:
+    from db.models import Job, ProcessEntry, UnitOfWork
     from mx.services.context import ServiceContext
 
 log = logging.getLogger(f"tactus.{__name__}")
@@ -153,11 +161,96 @@ def cancel(ctx: ServiceContext, uow_id: str) -> dict[str, Any]:
         TransitionRefused: it is already finished.
     """
     uow = ctx.store.get_uow(validate.identifier(uow_id, "uow_id"))
-    canceled = change_uow(
-        ctx.store, uow, "cancel", clock=ctx.clock, actor=ctx.actor, reason="canceled by hand"
-    )
+    if uow.flow and uow.state is UowState.IN_PROGRESS:
+        # the flow run with every step of it that has not ended (running ones are killed)
+        canceled = flows.cancel(
+            ctx.store, uow, clock=ctx.clock, actor=ctx.actor, reason="canceled by hand"
+        )
+    else:
+        canceled = change_uow(
+            ctx.store,
+            uow,
+            "cancel",
+            clock=ctx.clock,
+            actor=ctx.actor,
+            reason="canceled by hand",
+            announce=ctx.announce_all,
+        )
     ctx.wake(canceled.process)
     return uow_json(canceled)
+
+
+def retry_failed(ctx: ServiceContext, uow_id: str) -> dict[str, Any]:
+    """Put a canceled flow run back in progress and re-run only its canceled and
+    upstream_failed steps, with fresh attempts (SPEC section 10); its skipped job, if it has
+    one, goes back in progress with it.
+
+    Returns:
+        ``{"uow": the flow run, "rerun": [step names], "job": the job or None}``.
+
+    Raises:
+        InvalidInput: an empty id, or one with a NUL or a lone surrogate.
+        NotFound: no such unit of work.
+        TransitionRefused: not a flow run, or not canceled.
+    """
+    uow = ctx.store.get_uow(validate.identifier(uow_id, "uow_id"))
+    if not uow.flow:
+        raise TransitionRefused(
+            "uow", uow.id, uow.state.value, "retry_failed", "it is not a flow run"
+        )
+    try:
+        entry: ProcessEntry | None = ctx.entry(uow.process)
+    except NotFound:
+        entry = None
+    rerun: list[str] = []
+    flow_run = uow
+    if uow.state is UowState.CANCELED or not _job_left_skipped(ctx, uow):
+        flow_run, rerun = flows.retry_failed(
+            ctx.store, uow, entry, clock=ctx.clock, actor=ctx.actor, announce=ctx.announce_all
+        )
+    # the flow run first: a scheduler that saw the job in progress with its unit of work
+    # still canceled would skip it again
+    job = _job_back(ctx, flow_run, entry)
+    ctx.wake(flow_run.process)
+    return {
+        "uow": uow_json(flow_run),
+        "rerun": rerun,
+        "job": None if job is None else job_json(job),
+    }
+
+
+def _job_left_skipped(ctx: ServiceContext, uow: UnitOfWork) -> bool:
+    """Whether a retry-failed stopped between its two writes: the flow run back in progress
+    (or done) while its job is still skipped."""
+    job = _job_of(ctx, uow)
+    return job is not None and job.state is JobState.SKIPPED
+
+
+def _job_of(ctx: ServiceContext, uow: UnitOfWork) -> Job | None:
+    if uow.kind is not UowKind.MANAGED or uow.timeperiod is None:
+        return None
+    try:
+        job = ctx.store.get_job(uow.process, uow.timeperiod)
+    except NotFound:
+        return None
+    return job if job.uow_id == uow.id else None
+
+
+def _job_back(ctx: ServiceContext, uow: UnitOfWork, entry: ProcessEntry | None) -> Job | None:
+    """The job of a retried flow run, back in progress if it was skipped."""
+    job = _job_of(ctx, uow)
+    if job is None or job.state is not JobState.SKIPPED:
+        return job
+    machine = entry.state_machine if entry is not None else StateMachineName.DISCRETE
+    return change_job(
+        ctx.store,
+        job,
+        "retry_failed",
+        state_machine=machine,
+        clock=ctx.clock,
+        actor=ctx.actor,
+        reason=f"retry-failed of flow run {uow.id}",
+    )
 
 
 def _managed(ctx: ServiceContext, process: str, timeperiod: str) -> None:

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 from db.errors import BrokerUnavailable
 from db.models import ProcessEntry
 from db.relations import Registry
-from db.states import ProcessKind
+from db.states import ProcessKind, UowState
 from mq.message import Publish, status_queue, uow_delivery, wake_message
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from db.clock import Clock
     from db.models import UnitOfWork
     from db.store import Store
@@ -68,6 +70,15 @@ class ServiceContext:
                 sent = False
                 log.info("process %s: wake not sent (the scheduler looks anyway): %s", process, exc)
         return sent
+
+    def announce_all(self, uows: Sequence[UnitOfWork]) -> None:
+        """:meth:`announce` each requested unit of work a flow change made (db.flows) and wake
+        the scheduler for a flow run that ended."""
+        for uow in uows:
+            if uow.state is UowState.REQUESTED:
+                self.announce(uow)
+            else:
+                self.wake(uow.process)
 
     def announce(self, uow: UnitOfWork) -> bool:
         """Publish a unit of work to its process's workers (delayed until ``scheduled_at``).

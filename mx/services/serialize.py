@@ -87,6 +87,10 @@ def uow_json(uow: UnitOfWork) -> dict[str, Any]:
         "exit_code": uow.exit_code,
         "output": uow.output,
         "error": uow.error,
+        "flow": uow.flow,
+        "parent": uow.parent,
+        "step": uow.step,
+        "result": None if uow.result is None or uow.flow else dict(uow.result),
         "version": uow.version,
     }
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from db import flows
 from db.models import UowQuery
 from db.states import UowState
 from mx.services import validate
 from mx.services.runs import returned
-from mx.services.serialize import event_json, uow_json
+from mx.services.serialize import event_json, instant, uow_json
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -65,4 +66,31 @@ def _uow(store: Store, uow_id: str) -> tuple[dict[str, Any], UnitOfWork, list[Ev
     events = store.history("uow", uow_id)
     data = uow_json(uow)
     data["history"] = [event_json(e) for e in events]
+    if uow.flow:
+        data["steps"] = flow_steps(store, uow)
     return data, uow, events
+
+
+def flow_steps(store: Store, flow_run: UnitOfWork) -> list[dict[str, Any]]:
+    """The steps of a flow run in DAG order (file order), each with its upstream steps and
+    ``run_if``; a step not created yet (the run is not expanded) has ``state`` None."""
+    dag = flows.Dag.of(flow_run)
+    stored = flows.steps_of(store, flow_run.id)
+    out = []
+    for name in dag.names or list(stored):
+        uow = stored.get(name)
+        out.append(
+            {
+                "name": name,
+                "upstream": list(dag.upstream.get(name, ())),
+                "run_if": dag.run_if[name].value if name in dag.run_if else None,
+                "uow_id": None if uow is None else uow.id,
+                "state": None if uow is None else uow.state.value,
+                "attempt": None if uow is None else uow.attempt,
+                "started_at": None if uow is None else instant(uow.started_at),
+                "finished_at": None if uow is None else instant(uow.finished_at),
+                "exit_code": None if uow is None else uow.exit_code,
+                "error": None if uow is None else uow.error,
+            }
+        )
+    return out

@@ -122,15 +122,16 @@ class MongoCore:
         process: str | Iterable[str] | None,
         *,
         states: list[str] | None = None,
+        match: dict[str, Any] | None = None,
     ) -> dict[tuple[str, str], int]:
         """Number of documents per (process, state value) in ``collection``, of one process
         (a name), several (any other iterable of names) or all (None); of ``states`` only
-        when given."""
-        match: dict[str, Any] = {}
+        when given; ``match`` adds conditions."""
+        match = dict(match or {})
         if isinstance(process, str):
-            match = {"process": process}
+            match["process"] = process
         elif process is not None:
-            match = {"process": {"$in": sorted(set(process))}}
+            match["process"] = {"$in": sorted(set(process))}
         if states is not None:
             match["state"] = {"$in": states}
         # Group on one string, "state:process": nx-27017 leaves a compound group _id such as

@@ -230,6 +230,8 @@ _UOW_PLAIN_FIELDS = (
     "output",
     "error",
     "version",
+    "parent",
+    "step",
 )
 
 
@@ -239,6 +241,8 @@ def uow_doc(uow: UnitOfWork) -> dict[str, Any]:
     doc.update((name, getattr(uow, name)) for name in _UOW_PLAIN_FIELDS)
     doc.update((name, to_utc_or_none(getattr(uow, name), name)) for name in UOW_INSTANTS)
     doc["arguments"] = dict(uow.arguments)
+    doc["flow"] = uow.flow
+    doc["result"] = None if uow.result is None else dict(uow.result)
     doc["history"] = []
     return doc
 
@@ -252,6 +256,8 @@ def uow_from_doc(doc: Mapping[str, Any]) -> UnitOfWork:
         kind=UowKind(doc["kind"]),
         state=UowState(doc["state"]),
         arguments=dict(doc.get("arguments") or {}),
+        flow=bool(doc.get("flow", False)),
+        result=doc.get("result"),
         **values,
     )
 

@@ -122,6 +122,11 @@ class UowsMixin(MongoCore):
             beat = to_utc(query.heartbeat_before, "heartbeat_before")
             # {field: None} matches both null and a missing field, on MongoDB as on nx-27017.
             clauses.append({"$or": [{"heartbeat_at": {"$lt": beat}}, {"heartbeat_at": None}]})
+        if query.parent is not None:
+            clauses.append({"parent": query.parent})
+        if query.flow is not None:
+            # documents stored before flows have no "flow" field: not a flow run
+            clauses.append({"flow": True} if query.flow else {"flow": {"$ne": True}})
         if cursor is not None:
             clauses.append({"_id": {"$lt" if query.newest_first else "$gt": _uow_cursor(cursor)}})
         docs = list(
@@ -192,7 +197,11 @@ class UowsMixin(MongoCore):
         wanted = None if states is None else sorted(UowState(s).value for s in states)
         if wanted == []:
             return {}
-        counts = self._count_by_process_and_state(UOWS, process, states=wanted)
+        # a flow run counts once, not once per step ($in [null] also matches a missing field,
+        # on MongoDB as on nx-27017, whose {"parent": None} misses some beside other clauses)
+        counts = self._count_by_process_and_state(
+            UOWS, process, states=wanted, match={"parent": {"$in": [None]}}
+        )
         return {(name, UowState(state)): count for (name, state), count in counts.items()}
 
     @staticmethod

@@ -149,6 +149,9 @@ _UOW_PLAIN = (
     "output",
     "error",
     "version",
+    "flow",
+    "parent",
+    "step",
 )
 _UOW_INSTANTS = (
     "created_at",
@@ -169,16 +172,19 @@ def uow_row(uow: UnitOfWork) -> dict[str, Any]:
     row["kind"] = UowKind(uow.kind).value
     row["state"] = UowState(uow.state).value
     row["arguments"] = dict(uow.arguments)
+    row["result"] = None if uow.result is None else dict(uow.result)
     return row
 
 
 def uow_from(row: Mapping[str, Any]) -> UnitOfWork:
     """The unit of work of a ``uows`` row."""
     values = {name: row[name] for name in (*_UOW_PLAIN, *_UOW_INSTANTS)}
+    values["flow"] = bool(values["flow"])
     return UnitOfWork(
         kind=UowKind(row["kind"]),
         state=UowState(row["state"]),
         arguments=row["arguments"],
+        result=row["result"],
         **values,
     )
 

@@ -154,6 +154,11 @@ uows = sa.Table(
     sa.Column("output", _long_text(), nullable=True),
     sa.Column("error", _long_text(), nullable=True),
     sa.Column("version", sa.Integer(), nullable=False),
+    # flows (SPEC section 10); added to existing stores by _upgrade_columns
+    sa.Column("flow", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("parent", _key(ID_LENGTH), nullable=True),
+    sa.Column("step", _key(NAME_LENGTH), nullable=True),
+    sa.Column("result", sa.JSON(none_as_null=True), nullable=True),
     sa.UniqueConstraint(
         "process", "start_timeperiod", "end_timeperiod", "run_key", name="uq_uows_key"
     ),
@@ -168,6 +173,7 @@ sa.Index("ix_uows_state_retry_at", uows.c.state, uows.c.retry_at)
 sa.Index("ix_uows_state_submitted_at", uows.c.state, uows.c.submitted_at)
 sa.Index("ix_uows_state_heartbeat_at", uows.c.state, uows.c.heartbeat_at)
 sa.Index("ix_uows_process_timeperiod", uows.c.process, uows.c.timeperiod)
+sa.Index("ix_uows_parent", uows.c.parent)
 
 events = sa.Table(
     "events",
@@ -277,6 +283,28 @@ sa.Index(
 RETIRED_INDEXES: dict[str, tuple[str, ...]] = {"jobs": ("ix_jobs_state_timeperiod",)}
 
 
+#: Columns added after the first release, per table: :func:`_upgrade_indexes` adds them to
+#: existing stores before it creates the indexes that use them.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"uows": ("flow", "parent", "step", "result")}
+
+
+def _upgrade_columns(connection: sa.Connection, table: sa.Table) -> None:
+    present = {column["name"] for column in sa.inspect(connection).get_columns(table.name)}
+    for name in ADDED_COLUMNS.get(table.name, ()):
+        if name in present:
+            continue
+        column = table.c[name]
+        preparer = connection.dialect.identifier_preparer
+        kind = column.type.compile(dialect=connection.dialect)
+        default = ""
+        if column.server_default is not None:
+            default = " NOT NULL DEFAULT " + ("0" if name == "flow" else "NULL")
+        connection.exec_driver_sql(
+            f"ALTER TABLE {preparer.quote(table.name)} ADD COLUMN {preparer.quote(name)} "
+            f"{kind}{default}"
+        )
+
+
 @sa.event.listens_for(metadata, "after_create")
 def _upgrade_indexes(target: sa.MetaData, connection: sa.Connection, **_: Any) -> None:
     """After ``create_all`` (``init_schema``): create the indexes an existing table lacks and
@@ -285,6 +313,8 @@ def _upgrade_indexes(target: sa.MetaData, connection: sa.Connection, **_: Any) -
     ``create_all`` creates a missing table with its indexes but leaves an existing table as it
     is, so an index added to this module would never reach a store made before it.
     """
+    for table in target.sorted_tables:
+        _upgrade_columns(connection, table)
     inspector = sa.inspect(connection)
     for table in target.sorted_tables:
         present = {index["name"] for index in inspector.get_indexes(table.name)}

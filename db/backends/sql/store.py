@@ -64,6 +64,9 @@ class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, S
         StoreUnavailable: the driver is not installed.
     """
 
+    #: A group of compare-and-sets commits as one transaction (a savepoint per group).
+    atomic_groups = True
+
     def __init__(self, uri: str | None = None, *, engine: sa.Engine | None = None) -> None:
         if (uri is None) == (engine is None):
             raise InvalidInput("store_uri", "give either a URI or an engine")

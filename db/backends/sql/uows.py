@@ -134,6 +134,10 @@ class UowsMixin(SqlCore):
         if query.heartbeat_before is not None:
             before = rows.instant(query.heartbeat_before, "heartbeat_before")
             stmt = stmt.where(sa.or_(c.heartbeat_at < before, c.heartbeat_at.is_(None)))
+        if query.parent is not None:
+            stmt = stmt.where(c.parent == query.parent)
+        if query.flow is not None:
+            stmt = stmt.where(c.flow == sa.true() if query.flow else c.flow == sa.false())
         if cursor is not None:
             last_id = _decode_uow_cursor(cursor)
             stmt = stmt.where(c.id < last_id if query.newest_first else c.id > last_id)
@@ -192,13 +196,24 @@ class UowsMixin(SqlCore):
         self, steps: Sequence[UowTransition]
     ) -> Callable[[sa.Connection], list[UnitOfWork | NotFound | StateConflict]]:
         """The statements of :meth:`transition_uows`, for a write transaction."""
-        writes = [self._transition_writer(step) for step in steps]
+        writes = [
+            (self._transition_writer(step), [self._transition_writer(t) for t in step.together])
+            for step in steps
+        ]
 
         def work(conn: sa.Connection) -> list[UnitOfWork | NotFound | StateConflict]:
             done: list[UnitOfWork | NotFound | StateConflict] = []
-            for write in writes:
+            for write, together in writes:
                 try:
-                    done.append(write(conn))
+                    if not together:
+                        done.append(write(conn))
+                        continue
+                    # all or none: a refused member rolls its group back to the savepoint
+                    with conn.begin_nested():
+                        stored = write(conn)
+                        for member in together:
+                            member(conn)
+                    done.append(stored)
                 except (NotFound, StateConflict) as exc:
                     # The compare-and-set matched no row: nothing of this step was written.
                     done.append(exc)
@@ -263,7 +278,11 @@ class UowsMixin(SqlCore):
         """Units of work per (process, state), of one process, several (one query) or all;
         with ``states``, read through the (process, state) index for those states only."""
         c = uows.c
-        stmt = sa.select(c.process, c.state, sa.func.count()).group_by(c.process, c.state)
+        stmt = (
+            sa.select(c.process, c.state, sa.func.count())
+            .where(c.parent.is_(None))  # a flow run counts once, not once per step
+            .group_by(c.process, c.state)
+        )
         if states is not None:
             wanted = sorted(UowState(state).value for state in states)
             if not wanted:
