@@ -40,8 +40,8 @@ def describe(command: str, args: argparse.Namespace, box_id: str) -> tuple[str, 
         return f"launch.py {command}", f"process {args.process}"
     if command in ("reprocess", "skip"):
         return f"launch.py {command}", f"job {args.process}/{args.timeperiod}"
-    if command == "cancel":
-        return "launch.py cancel", f"uow {args.uow_id}"
+    if command in ("cancel", "retry-failed"):
+        return f"launch.py {command}", f"uow {args.uow_id}"
     if command == "submit":
         return "launch.py submit", ""  # the command text may hold secrets: not recorded
     if command == "super" and (args.super_start or args.super_stop):

@@ -75,6 +75,10 @@ class Backend(Protocol):
     def cancel(self, uow_id: str) -> Json:
         """Cancel a unit of work; the unit of work after it."""
 
+    def retry_failed(self, uow_id: str) -> Json:
+        """Re-run the failed steps of a canceled flow run: the flow run, the steps re-run,
+        its job."""
+
     def set_enabled(self, process: str, enabled: bool) -> Json:
         """Turn a process on or off; the process after it (PATCH /processes/<name>)."""
 

@@ -1,5 +1,5 @@
-"""Command-line front end of the actions (SPEC section 5): trigger, reprocess, skip, cancel,
-enable, disable, submit, status-of. Each command parses, calls one verb of its
+"""Command-line front end of the actions (SPEC sections 5 and 10): trigger, reprocess, skip,
+cancel, retry-failed, enable, disable, submit, status-of. Each command parses, calls one verb of its
 :class:`~mx.cli.backend.Backend` (the service verbs on the store, or the API with ``--url``) and
 prints the result, so the command line, the API and the page cannot disagree."""
 
@@ -15,7 +15,17 @@ if TYPE_CHECKING:
     from mx.cli.backend import Installation
 
 #: The commands of this module (each takes ``--json``).
-NAMES = ("trigger", "reprocess", "skip", "cancel", "enable", "disable", "submit", "status-of")
+NAMES = (
+    "trigger",
+    "reprocess",
+    "skip",
+    "cancel",
+    "retry-failed",
+    "enable",
+    "disable",
+    "submit",
+    "status-of",
+)
 #: What ``status-of`` shows besides the id, when set.
 STATUS_KEYS = (
     "state",
@@ -40,6 +50,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("process")
         p.add_argument("timeperiod")
     p = sub.add_parser("cancel", help="cancel a unit of work for good")
+    p.add_argument("uow_id")
+    p = sub.add_parser("retry-failed", help="re-run only the failed steps of a canceled flow run")
     p.add_argument("uow_id")
     for name in ("enable", "disable"):
         p = sub.add_parser(name, help=f"{name} a process")
@@ -108,6 +120,19 @@ def cmd_cancel(args: argparse.Namespace, inst: Installation, out: Out) -> int:
     return _print(args, out, uow, f"unit of work {uow['id']}: {uow['state']}")
 
 
+def cmd_retry_failed(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    with inst.backend() as backend:
+        result = backend.retry_failed(args.uow_id)
+    uow, job = result["uow"], result["job"]
+    lines = [
+        f"flow run {uow['id']}: {uow['state']}",
+        f"  re-running: {', '.join(result['rerun']) or 'nothing'}",
+    ]
+    if job is not None:
+        lines.append(f"  job {job['process']} {job['timeperiod']}: {job['state']}")
+    return _print(args, out, result, "\n".join(lines))
+
+
 def _set_enabled(args: argparse.Namespace, inst: Installation, out: Out, enabled: bool) -> int:
     with inst.backend() as backend:
         process = backend.set_enabled(args.process, enabled)
@@ -144,6 +169,7 @@ COMMANDS = {
     "reprocess": cmd_reprocess,
     "skip": cmd_skip,
     "cancel": cmd_cancel,
+    "retry-failed": cmd_retry_failed,
     "enable": cmd_enable,
     "disable": cmd_disable,
     "submit": cmd_submit,

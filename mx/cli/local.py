@@ -145,6 +145,9 @@ class LocalBackend(contextlib.AbstractContextManager):
     def cancel(self, uow_id: str) -> Json:
         return actions.cancel(self.context(), uow_id)
 
+    def retry_failed(self, uow_id: str) -> Json:
+        return actions.retry_failed(self.context(), uow_id)
+
     def set_enabled(self, process: str, enabled: bool) -> Json:
         # The verb of PATCH /processes/<name>, so both modes answer with the same process shape.
         return entries.edit_process(self.context(), process, {"enabled": enabled})

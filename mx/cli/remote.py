@@ -100,6 +100,9 @@ class RemoteBackend:
     def cancel(self, uow_id: str) -> Json:
         return self._client.post(f"/uows/{_seg(uow_id, 'uow_id')}/cancel")
 
+    def retry_failed(self, uow_id: str) -> Json:
+        return self._client.post(f"/uows/{_seg(uow_id, 'uow_id')}/retry-failed")
+
     def set_enabled(self, process: str, enabled: bool) -> Json:
         return self._client.patch(f"/processes/{_seg(process, 'process')}", {"enabled": enabled})
 

@@ -39,13 +39,13 @@ pytestmark = pytest.mark.slow
 class Installation:
     """A store, a broker and OS processes configured through TACTUS_* variables."""
 
-    def __init__(self, tmp_path: Path, broker_uri: str) -> None:
+    def __init__(self, tmp_path: Path, broker_uri: str, store_uri: str | None = None) -> None:
         self.tmp = tmp_path
         self.log = tmp_path / "runs.log"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("TACTUS_")},
             "PYTHONPATH": str(ROOT),
-            "TACTUS_STORE_URI": f"sqlite:///{tmp_path / 'tactus.db'}",
+            "TACTUS_STORE_URI": store_uri or f"sqlite:///{tmp_path / 'tactus.db'}",
             "TACTUS_BROKER_URI": broker_uri,
             "TACTUS_VAR_DIR": str(tmp_path / "var"),
             "TACTUS_QUEUE_PREFIX": f"e2e{secrets.token_hex(4)}",

@@ -82,6 +82,8 @@ class Owner:
     failed: bool = False
     #: True: the consumer acks on its own after the outcome's commit (no settlements).
     separate_acks: bool = False
+    #: What flow changes announced (db.flows): none here, no unit of work is a step.
+    announced: list = field(default_factory=list)
 
     @property
     def quick_store(self) -> Any:
@@ -97,6 +99,9 @@ class Owner:
 
     def publish_status(self, uow: UnitOfWork) -> None:
         self.broker.publish(*self.status_notice(uow))
+
+    def announce(self, uows) -> None:
+        self.announced.extend(uows)
 
     def slot_failed(self) -> None:
         self.failed = True
