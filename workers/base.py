@@ -134,7 +134,10 @@ class UowWorker:
 
         Returns:
             None or :attr:`Outcome.PROCESSED` when the work was done; :attr:`Outcome.NOOP`
-            when there was nothing to do.
+            when there was nothing to do. A step of a flow may also return a dict (JSON, at
+            most 64 KiB): it is processed, and the dict reaches its dependents as
+            ``uow.arguments["upstream"][<this step>]`` (docs/flows.md). ``uow.step`` names the
+            step (None outside flows).
 
         Raises:
             Exception: any exception makes this attempt invalid; its traceback is stored.
