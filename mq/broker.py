@@ -89,29 +89,6 @@ class Consumer(ABC):
                 connection is logged instead, and the broker delivers the message again).
         """
 
-    def settlement(
-        self,
-        delivery: Delivery,
-        *,
-        notices: Sequence[tuple[str, bytes]] = (),
-        refill: bool = False,
-    ) -> QueueSettlement | None:
-        """The queue writes that ack ``delivery`` (and put ``notices``) inside the caller's own
-        store write, for a broker kept in that store (the store queue): the caller commits them
-        with its outcome (:func:`db.state_change.settle_uows`), then calls :meth:`settled`. One
-        commit instead of two, and the ack can never be lost between them. With ``refill`` the
-        same commit also claims the messages that ``prefetch`` leaves room for.
-
-        None (this default): the broker acks on its own (RabbitMQ); store the outcome, then
-        :meth:`ack`.
-        """
-        return None
-
-    def settled(self, delivery: Delivery, settlement: QueueSettlement, done: QueueSettled) -> None:
-        """Take note of a committed :meth:`settlement`: ``delivery`` is acked, the messages
-        ``done`` claimed are in hand for :meth:`get`."""
-        raise NotImplementedError(f"{type(self).__name__} has no settlements")
-
     def ack_many(self, deliveries: Sequence[Delivery], *, defer: bool = False) -> None:
         """:meth:`ack` several deliveries at once (the scheduler acks the status messages it
         holds together): one store write on the store queue. This default acks each.
@@ -169,6 +146,33 @@ class Consumer(ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class SettlingConsumer(Consumer):
+    """A consumer of a broker kept in the store (the store queue): besides :meth:`ack`, it can
+    hand the writes that ack a delivery to the caller's own store write, so that a worker
+    records an outcome and acks its message in one commit. A worker takes that path only with
+    a consumer of this kind; every other consumer acks on its own after the outcome's commit.
+    """
+
+    @abstractmethod
+    def settlement(
+        self,
+        delivery: Delivery,
+        *,
+        notices: Sequence[tuple[str, bytes]] = (),
+        refill: bool = False,
+    ) -> QueueSettlement:
+        """The queue writes that ack ``delivery`` (and put ``notices``) inside the caller's own
+        store write: the caller commits them with its outcome
+        (:func:`db.state_change.settle_uows`), then calls :meth:`settled`. One commit instead of
+        two, and the ack can never be lost between them. With ``refill`` the same commit also
+        claims the messages that ``prefetch`` leaves room for."""
+
+    @abstractmethod
+    def settled(self, delivery: Delivery, settlement: QueueSettlement, done: QueueSettled) -> None:
+        """Take note of a committed :meth:`settlement`: ``delivery`` is acked, the messages
+        ``done`` claimed are in hand for :meth:`get`."""
 
 
 class Broker(ABC):

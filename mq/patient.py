@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 from db.errors import BrokerUnavailable
 from db.outage import call_patiently
 from mq import open_broker
-from mq.broker import Broker, Consumer
+from mq.broker import Broker, Consumer, SettlingConsumer
 
 if TYPE_CHECKING:
     import threading
@@ -75,18 +75,6 @@ class PatientConsumer(Consumer):
     def ack(self, delivery: Delivery, *, notices: Sequence[tuple[str, bytes]] = ()) -> None:
         self._patience(lambda: self.inner.ack(delivery, notices=notices))
 
-    def settlement(
-        self,
-        delivery: Delivery,
-        *,
-        notices: Sequence[tuple[str, bytes]] = (),
-        refill: bool = False,
-    ) -> QueueSettlement | None:
-        return self.inner.settlement(delivery, notices=notices, refill=refill)
-
-    def settled(self, delivery: Delivery, settlement: QueueSettlement, done: QueueSettled) -> None:
-        self.inner.settled(delivery, settlement, done)
-
     def ack_many(self, deliveries: Sequence[Delivery], *, defer: bool = False) -> None:
         self._patience(lambda: self.inner.ack_many(deliveries, defer=defer))
 
@@ -105,6 +93,25 @@ class PatientConsumer(Consumer):
 
     def close(self) -> None:
         self.inner.close()
+
+
+class PatientSettlingConsumer(PatientConsumer, SettlingConsumer):
+    """:class:`PatientConsumer` of a :class:`~mq.broker.SettlingConsumer` (the store queue):
+    its settlements pass through (they are written by the caller's patient store)."""
+
+    inner: SettlingConsumer
+
+    def settlement(
+        self,
+        delivery: Delivery,
+        *,
+        notices: Sequence[tuple[str, bytes]] = (),
+        refill: bool = False,
+    ) -> QueueSettlement:
+        return self.inner.settlement(delivery, notices=notices, refill=refill)
+
+    def settled(self, delivery: Delivery, settlement: QueueSettlement, done: QueueSettled) -> None:
+        self.inner.settled(delivery, settlement, done)
 
 
 def open_patient_broker(
@@ -148,6 +155,8 @@ class PatientBroker(Broker):
 
     def consumer(self, queue: str, *, prefetch: int = 1) -> Consumer:
         inner = self._patience(lambda: self.inner.consumer(queue, prefetch=prefetch))
+        if isinstance(inner, SettlingConsumer):
+            return PatientSettlingConsumer(inner, self._patience)
         return PatientConsumer(inner, self._patience)
 
     def depth(self, queue: str) -> int:

@@ -32,7 +32,7 @@ from db.backoff import backoff
 from db.clock import SystemClock
 from db.errors import BrokerUnavailable, InvalidInput, StoreUnavailable
 from db.models import QueueSettlement
-from mq.broker import Broker, Consumer, Delivery
+from mq.broker import Broker, Delivery, SettlingConsumer
 from mq.message import dead_letter_queue
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ class StoreBroker(Broker):
                 attempt += 1
 
 
-class StoreConsumer(Consumer):
+class StoreConsumer(SettlingConsumer):
     """Claims messages of one queue for one thread, up to ``prefetch`` unsettled at a time.
 
     A delivery's tag is its message id; ack, reject, requeue and extend are compare-and-set on

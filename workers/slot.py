@@ -25,7 +25,8 @@ executor thread of the slot's. Per delivery, :meth:`Slot.handle` runs the steps 
    before the ack redelivers a message that step 2 then acks with the status. On the store
    queue, whose messages live in the same store, the ack, the status message and the claim of
    the next messages are written in step 5's own commit instead
-   (:meth:`~mq.broker.Consumer.settlement`): one commit per unit of work while work flows.
+   (:meth:`~mq.broker.SettlingConsumer.settlement`): one commit per unit of work while work
+   flows.
 
 A run the worker must interrupt because it is stopping is handed back instead: ``release``
 (back to requested, no attempt used), then its message is requeued.
@@ -58,6 +59,7 @@ from db.errors import (
 from db.placement import runs_on
 from db.state_change import UowChange, change_uow, change_uows, settle_uows
 from db.states import UowKind, UowState
+from mq.broker import SettlingConsumer
 from mq.message import Message
 from workers.base import Outcome, load_worker_class
 from workers.capture import capturing
@@ -673,11 +675,13 @@ class Slot:
             requests.append(self._claim_change(*following))
         status = worker.status_notice(task.uow)
         announce = worker.announce
-        settlement = task.consumer.settlement(
-            task.delivery,
-            notices=(status,),
-            refill=not (self.abandoned or worker.stop_event.is_set()),
-        )
+        settlement = None
+        if isinstance(task.consumer, SettlingConsumer):
+            settlement = task.consumer.settlement(
+                task.delivery,
+                notices=(status,),
+                refill=not (self.abandoned or worker.stop_event.is_set()),
+            )
         if settlement is None:
 
             def write(store: Store) -> tuple[list, QueueSettled | None]:
@@ -708,6 +712,7 @@ class Slot:
                 "uow %s: outcome %s not recorded: %s", task.uow.id, verdict.trigger, finished
             )
         if settlement is not None:
+            assert isinstance(task.consumer, SettlingConsumer) and settled is not None
             task.consumer.settled(task.delivery, settlement, settled)
             return (
                 None if following is None else self._claimed(task.consumer, *following, results[1])

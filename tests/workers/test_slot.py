@@ -21,6 +21,7 @@ from db.backends.sql.engine import WRITE_OPTION
 from db.errors import BrokerUnavailable
 from db.state_change import change_uow
 from db.states import UowState
+from mq.broker import SettlingConsumer
 from mq.message import Message, status_message, status_queue
 from tests.workers.conftest import Harness
 from workers.slot import Slot
@@ -141,12 +142,8 @@ def _drain(owner: Owner, wrap: Callable[[Any], Any] | None = None) -> None:
 def _consumer(owner: Owner, wrap: Callable[[Any], Any] | None = None) -> Iterator[Any]:
     """The slot's consumer: the real one (without settlements for ``separate_acks``), wrapped."""
     with owner.broker.consumer(owner.queue, prefetch=2) as real:
-        consumer = Wrapped(real, settlement=_no_settlement) if owner.separate_acks else real
+        consumer = Wrapped(real) if owner.separate_acks else real
         yield consumer if wrap is None else wrap(consumer)
-
-
-def _no_settlement(*_args: Any, **_kwargs: Any) -> None:
-    return None
 
 
 @contextlib.contextmanager
@@ -167,7 +164,8 @@ def _commits(store: Any) -> Iterator[list[int]]:
 
 
 class Wrapped:
-    """A real consumer with some of its methods replaced."""
+    """A real consumer with some of its methods replaced; a consumer without settlements (a
+    slot acks after the outcome's commit), whatever the real one is."""
 
     def __init__(self, real: Any, **replaced: Callable[..., Any]) -> None:
         self._real = real
@@ -175,6 +173,17 @@ class Wrapped:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
+
+
+@SettlingConsumer.register
+class WrappedSettling(Wrapped):
+    """:class:`Wrapped` of a consumer with settlements (the store queue's), keeping them."""
+
+
+def wrapped(real: Any, **replaced: Callable[..., Any]) -> Wrapped:
+    """``real`` with some methods replaced, of its kind (with settlements or without)."""
+    kind = WrappedSettling if isinstance(real, SettlingConsumer) else Wrapped
+    return kind(real, **replaced)
 
 
 def _statuses(harness: Harness) -> list[str]:
@@ -305,7 +314,7 @@ def test_a_failure_to_look_ahead_does_not_cost_the_outcome(harness, chain):
         raise BrokerUnavailable("the broker went away")
 
     # when
-    _drain(owner, wrap=lambda real: Wrapped(real, get_ready=broken))
+    _drain(owner, wrap=lambda real: wrapped(real, get_ready=broken))
     # then each outcome is recorded on its own, nothing is chained, both ran once
     assert [harness.uow(u.id).state for u in (first, second)] == [UowState.PROCESSED] * 2
     assert spy.commits == [["claim"], ["succeed"], ["claim"], ["succeed"]]
@@ -323,7 +332,7 @@ def test_a_chained_claim_is_handed_back_when_the_ack_after_the_commit_fails(harn
     def failing_ack(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("bug in the ack")
 
-    with _consumer(owner, lambda real: Wrapped(real, ack=failing_ack)) as consumer:
+    with _consumer(owner, lambda real: wrapped(real, ack=failing_ack)) as consumer:
         delivery = consumer.get(5)
         # when the commit that records the first and claims the second is followed by the error
         with pytest.raises(RuntimeError, match="bug in the ack"):
