@@ -1,7 +1,7 @@
 """Flows on the page (SPEC sections 7 and 10), through Flask's test client: a flow run's DAG on
 its page and on its job's page (a node per step coloured by its state and linked to the step's
 page, refreshed with the rest of the live part), a step's page naming its flow run, "Retry
-failed" for operators on a canceled flow run."""
+failed" for operators on a canceled flow run, and the dashboard's progress of a flow process."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from db import flows
 from db.models import UowQuery
 from db.states import JobState, UowState
 from mx.views import dag
+from tests.mx.conftest import register
 from tests.mx.flows import WAVES, PageFlow, register_flow
 from tests.mx.test_page_views import run_pass
 from tests.mx.test_pages import flashed, post, text
@@ -279,3 +280,43 @@ def test_the_job_page_draws_its_flow_run_and_retries_it(client, auth, app_store,
     shown = flashed(client, response)
     assert "re-running load, t1" in shown, re.findall(r'<p class="flash[^"]*"[^>]*>[^<]*', shown)
     assert app_store.get_job("hflow", "2026010512").state is JobState.IN_PROGRESS
+
+
+# -- the dashboard ---------------------------------------------------------------------------------
+
+
+def _row(html: str, process: str) -> str:
+    return re.search(rf'<tr data-process="{process}">(.*?)</tr>', html, re.S)[1]
+
+
+def test_the_dashboard_shows_a_flow_run_and_its_progress_not_its_steps(
+    client, auth, app_store, clock, flow
+):
+    flow.end("extract")
+    flow.end("t1")
+    row = _row(page(client, auth, "/"), "etl")
+    # one cell for the run (its steps are not runs of their own), with its progress
+    assert re.findall(r'<a class="cell s-(\w+)"', row) == ["in_progress"]
+    assert re.search(
+        rf'<a class="steps" href="/uows/{flow.run.id}" title="flow run {flow.run.id}: 2 of 4 '
+        r'steps ended" data-ended="2" data-total="4">2/4 steps</a>',
+        row,
+    )
+    assert '<rect class="done" width="7.0" height="4"/>' in row
+    flow.fail_for_good("t2")
+    row = _row(page(client, auth, "/"), "etl")
+    assert "4/4 steps" in row and "(2 failed)" in row
+    assert re.findall(r'<a class="cell s-(\w+)"', row) == ["canceled"]
+
+
+def test_the_dashboard_shows_a_managed_flow_jobs_progress(client, auth, managed_flow):
+    managed_flow.end("extract")
+    row = _row(page(client, auth, "/"), "hflow")
+    assert "1/4 steps" in row
+    assert row.count('<svg class="progress"') == 1
+
+
+def test_a_process_without_steps_shows_no_progress(client, auth, app_store, clock, seed):
+    register(app_store, clock, name="plain", kind="freerun", trigger="every 60", command=["true"])
+    html = page(client, auth, "/")
+    assert 'class="steps"' not in html and 'svg class="progress"' not in html
