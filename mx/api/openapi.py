@@ -279,11 +279,24 @@ def build_document(version: str) -> dict[str, Any]:
         },
         "/api/v1/uows/{uow_id}/cancel": {
             "post": _op(
-                "Cancel a unit of work",
+                "Cancel a unit of work (a flow run with its steps that have not ended)",
                 "Uow",
                 tag="uows",
                 params=_path("uow_id"),
                 errors=(404, 409),
+            )
+        },
+        "/api/v1/uows/{uow_id}/retry-failed": {
+            "post": _op(
+                "Put a canceled flow run back in progress, re-running only its canceled and "
+                "upstream_failed steps with fresh attempts",
+                "RetryFailed",
+                tag="uows",
+                params=_path("uow_id"),
+                errors=(404, 409),
+                description="409 `transition_refused`: not a flow run, or a flow run that is "
+                "not canceled. Steps that were processed keep their results; its job, skipped "
+                "when the flow run was canceled, goes back in progress with it.",
             )
         },
         "/api/v1/tasks": {

@@ -339,6 +339,9 @@ SCHEMAS: dict[str, Any] = {
             "scheduled_at": _INSTANT,
             "started_at": _INSTANT,
             "finished_at": _INSTANT,
+            "flow": {"type": "boolean", "description": "A flow run: its steps are units of work."},
+            "parent": {**STR_OR_NULL, "description": "A step's flow run."},
+            "step": {**STR_OR_NULL, "description": "A step's name."},
         },
     },
     "UowDetail": {
@@ -346,9 +349,44 @@ SCHEMAS: dict[str, Any] = {
             ref("Uow"),
             {
                 "type": "object",
-                "properties": {"history": {"type": "array", "items": ref("Event")}},
+                "properties": {
+                    "history": {"type": "array", "items": ref("Event")},
+                    "steps": {
+                        "type": "array",
+                        "items": ref("Step"),
+                        "description": "A flow run's steps in DAG order (only for a flow run).",
+                    },
+                },
             },
         ]
+    },
+    "Step": {
+        "type": "object",
+        "properties": {
+            "name": STR,
+            "upstream": {"type": "array", "items": STR},
+            "run_if": STR_OR_NULL,
+            "uow_id": {**STR_OR_NULL, "description": "null: not created yet (not expanded)."},
+            "state": {"type": ["string", "null"], "enum": [*(s.value for s in UowState), None]},
+            "attempt": _INT_OR_NULL,
+            "started_at": _INSTANT,
+            "finished_at": _INSTANT,
+            "exit_code": _INT_OR_NULL,
+            "error": STR_OR_NULL,
+        },
+    },
+    "RetryFailed": {
+        "type": "object",
+        "required": ["uow", "rerun", "job"],
+        "properties": {
+            "uow": ref("Uow"),
+            "rerun": {
+                "type": "array",
+                "items": STR,
+                "description": "The steps put back to run (canceled and upstream_failed).",
+            },
+            "job": {"oneOf": [ref("Job"), {"type": "null"}]},
+        },
     },
     "Trigger": {
         "type": "object",

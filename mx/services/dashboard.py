@@ -6,8 +6,10 @@ start to its end, coloured by its outcome.
 
 Cost is bounded by what is shown, never by the history: rows are paged; the managed rows of a
 qualifier are one indexed read of their recent jobs, and each freerun row one indexed read of at
-most ``columns`` units of work (by (process, id)); the Gantt reads each row's newest 50 units of
-work (by (process, id)). Nothing counts the whole history.
+most ``columns`` units of work (by (process, id); a flow process's row reads its runs' steps too,
+at most ``columns`` times its step count, and shows only the runs); the Gantt reads each row's
+newest 50 units of work (by (process, id)). A flow process's row shows how far its newest run
+got: one read of that run's steps (by parent) per such row. Nothing counts the whole history.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from db import flows
 from db.models import JobQuery, UowQuery
-from db.states import ProcessKind, Qualifier
+from db.states import FAILED_STEP_STATES, TERMINAL_UOW_STATES, ProcessKind, Qualifier
 from db.store import MAX_PAGE_SIZE
 from db.timeperiod import Timeperiod
 from mx.services.runs import instant_of, last_day
@@ -43,6 +46,30 @@ ROWS_PER_PAGE = 50
 
 
 @dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a flow run got: of its ``total`` steps, those that ended, and of them those that
+    failed (canceled or upstream_failed)."""
+
+    uow_id: str
+    ended: int
+    total: int
+    failed: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.ended}/{self.total} steps"
+
+    @property
+    def title(self) -> str:
+        failed = f" ({self.failed} failed)" if self.failed else ""
+        return f"flow run {self.uow_id}: {self.ended} of {self.total} steps ended{failed}"
+
+    @property
+    def fraction(self) -> float:
+        return self.ended / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Cell:
     """One job (``timeperiod`` set) or one unit of work (``uow_id`` set); state None: no job
     exists for that period yet."""
@@ -53,6 +80,8 @@ class Cell:
     uow_id: str | None = None
     #: A freerun run's instant (scheduled, else made): its column label.
     at: datetime | None = None
+    #: The steps of its flow run, on the newest run of a flow process's row only.
+    progress: Progress | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +110,11 @@ class Row:
     enabled: bool
     description: str
     cells: tuple[Cell, ...]
+
+    @property
+    def progress(self) -> Progress | None:
+        """The progress of the row's newest flow run (a flow process's row), else None."""
+        return next((c.progress for c in self.cells if c.progress is not None), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,20 +216,32 @@ def _managed_section(
     last = Timeperiod.containing(qualifier, now)
     periods = [str(last.previous(n)) for n in range(count - 1, -1, -1)]
     states: dict[tuple[str, str], str] = {}
+    uow_ids: dict[tuple[str, str], str | None] = {}
     query = JobQuery(processes=frozenset(r.name for r in records), from_timeperiod=periods[0])
     cursor = None
     while True:  # one read for the section, paged only past MAX_PAGE_SIZE cells
         page = store.find_jobs(query, limit=MAX_PAGE_SIZE, cursor=cursor)
-        states.update(((job.process, job.timeperiod), job.state.value) for job in page.items)
+        for job in page.items:
+            states[(job.process, job.timeperiod)] = job.state.value
+            uow_ids[(job.process, job.timeperiod)] = job.uow_id
         if (cursor := page.next_cursor) is None:
             break
     rows = []
     for record in records:
+        # a flow process: the newest period whose job has a unit of work shows its progress
+        newest = None
+        if record.entry.steps:
+            newest = next((tp for tp in reversed(periods) if uow_ids.get((record.name, tp))), None)
         cells = tuple(
             Cell(
                 state=states.get((record.name, tp)),
                 label=tp,
                 timeperiod=tp if (record.name, tp) in states else None,
+                progress=(
+                    _progress(store, uow_ids[(record.name, tp)] or "", len(record.entry.steps))
+                    if tp == newest
+                    else None
+                ),
             )
             for tp in periods
         )
@@ -221,13 +267,20 @@ def _freerun_section(store: Store, records: list[ProcessRecord]) -> Section:
     count = COLUMNS[ProcessKind.FREERUN.value]
     rows = []
     for record in records:
-        uows = store.find_uows(UowQuery(process=record.name), limit=count).items
+        steps = len(record.entry.steps)
+        # a flow run's steps are units of work of its process too (made after it, at most one
+        # per step): read enough to find the newest ``count`` runs
+        limit = min(MAX_PAGE_SIZE, count * (1 + steps))
+        found = store.find_uows(UowQuery(process=record.name), limit=limit).items
+        uows = [u for u in found if u.parent is None][:count]
+        newest = next((u for u in uows if u.flow), None)
         cells = [
             Cell(
                 state=u.state.value,
                 label=f"{u.id} {u.state.value}",
                 uow_id=u.id,
                 at=instant_of(u),
+                progress=_progress(store, u.id, steps) if u is newest else None,
             )
             for u in reversed(uows)
         ]
@@ -242,4 +295,16 @@ def _row(record: ProcessRecord, cells: tuple[Cell, ...]) -> Row:
         enabled=record.entry.enabled,
         description=record.entry.description,
         cells=cells,
+    )
+
+
+def _progress(store: Store, flow_run_id: str, declared: int) -> Progress:
+    """The progress of a flow run from its stored steps (one read); before its expansion it
+    has none, out of the ``declared`` steps of its process."""
+    steps = flows.steps_of(store, flow_run_id).values()
+    return Progress(
+        uow_id=flow_run_id,
+        ended=sum(1 for s in steps if s.state in TERMINAL_UOW_STATES),
+        total=len(steps) or declared,
+        failed=sum(1 for s in steps if s.state in FAILED_STEP_STATES),
     )

@@ -11,6 +11,7 @@ from db.states import JobState
 from mx.services import validate
 from mx.services.runs import job_attempts
 from mx.services.serialize import event_json, job_json, uow_json
+from mx.services.uows import flow_steps
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -83,6 +84,8 @@ def job_page(store: Store, process: str, timeperiod: str, *, now: datetime) -> d
       (the next finer process of its tree) and the counterparts of the processes it depends
       on, each with their states and the periods that have no job yet;
     - ``attempts``: the attempts of its newest units of work (:func:`runs.job_attempts`);
+    - ``flow``: when the job's unit of work is a flow run, its id, state and steps
+      (:func:`mx.services.uows.flow_steps`), else None; the steps are left out of ``uows``;
     - each unit of work's ``returned`` (what a worker class returned, from its history) and
       ``current`` (it is the job's unit of work; the others were superseded by a reprocess).
 
@@ -91,6 +94,20 @@ def job_page(store: Store, process: str, timeperiod: str, *, now: datetime) -> d
         NotFound: no such job.
     """
     data, job, uows = _job(store, process, timeperiod)
+    # a flow run's steps share its timeperiod: they are drawn in its DAG, not listed as the
+    # job's units of work
+    uows = [u for u in uows if u.parent is None]
+    data["uows"] = [item for item in data["uows"] if item["parent"] is None]
+    current = next((u for u in uows if u.id == job.uow_id), None)
+    data["flow"] = (
+        None
+        if current is None or not current.flow
+        else {
+            "uow_id": current.id,
+            "state": current.state.value,
+            "steps": flow_steps(store, current),
+        }
+    )
     registry = Registry.from_entries(r.entry for r in store.list_processes())
     period = timeperiod_of(job)
     relations = []

@@ -1,5 +1,5 @@
-"""Jobs and units of work: lists with filters, detail with history and output, and the actions
-reprocess, skip and cancel."""
+"""Jobs and units of work: lists with filters, detail with history and output (and a flow run's
+DAG), and the actions reprocess, skip, cancel and retry-failed."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from db.errors import InvalidInput
 from db.states import JobState, UowState
 from mx.runtime import runtime
 from mx.services import actions, jobs, uows
-from mx.views import charts
+from mx.views import charts, dag
 from mx.views.common import act, ctx, render
 from mx.views.why import why_panel
 
@@ -26,6 +26,24 @@ bp = Blueprint("work", __name__)
 PAGE_SIZE = 50
 #: Job states from which a job can be skipped / reprocessed (buttons shown; the machine decides).
 ACTIVE_UOW_STATES = frozenset({UowState.REQUESTED.value, UowState.IN_PROGRESS.value})
+#: The state of a flow run whose failed steps can be run again (button shown; the service
+#: decides).
+RETRY_FAILED_STATE = UowState.CANCELED.value
+
+
+def _uow_href() -> Callable[[str], str]:
+    """A unit of work's page from its id (one ``url_for`` per page, not per link)."""
+    root = url_for(".uow_list")
+    return lambda uow_id: f"{root}/{quote(uow_id, safe='')}"
+
+
+def _flow(uow_id: str, state: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """A flow run's part of a page: its DAG, and whether "Retry failed" is offered."""
+    return {
+        "uow_id": uow_id,
+        "chart": dag.layout(steps, step_href=_uow_href()),
+        "retryable": state == RETRY_FAILED_STATE,
+    }
 
 
 def _filters(*names: str) -> dict[str, str]:
@@ -63,18 +81,16 @@ def job_detail(process: str, timeperiod: str) -> ResponseReturnValue:
     rt = runtime()
     now = rt.clock.now()
     job = jobs.job_page(rt.store, process, timeperiod, now=now)
-    root = url_for(".uow_list")
     timeline = charts.timeline(
-        job["attempts"],
-        now=now,
-        current=job["uow_id"],
-        uow_href=lambda uow_id: f"{root}/{quote(uow_id, safe='')}",
+        job["attempts"], now=now, current=job["uow_id"], uow_href=_uow_href()
     )
+    flow = job["flow"]
     return render(
         "work/job.html",
         fragment="work/_job.html",
         job=job,
         timeline=timeline,
+        flow=None if flow is None else _flow(flow["uow_id"], flow["state"], flow["steps"]),
         active_states=ACTIVE_UOW_STATES,
         why=why_panel(process, timeperiod),
     )
@@ -125,7 +141,11 @@ def uow_list() -> ResponseReturnValue:
 def uow_detail(uow_id: str) -> ResponseReturnValue:
     uow = uows.uow_page(runtime().store, uow_id)
     return render(
-        "work/uow.html", fragment="work/_uow.html", uow=uow, active_states=ACTIVE_UOW_STATES
+        "work/uow.html",
+        fragment="work/_uow.html",
+        uow=uow,
+        flow=_flow(uow["id"], uow["state"], uow["steps"]) if uow["flow"] else None,
+        active_states=ACTIVE_UOW_STATES,
     )
 
 
@@ -136,3 +156,18 @@ def uow_cancel(uow_id: str) -> ResponseReturnValue:
         done=lambda _: f"Canceled unit of work {uow_id}.",
         to=url_for(".uow_detail", uow_id=uow_id),
     )
+
+
+@bp.post("/uows/<uow_id>/retry-failed")
+def uow_retry_failed(uow_id: str) -> ResponseReturnValue:
+    return act(
+        lambda: actions.retry_failed(ctx(), uow_id),
+        done=_retried,
+        to=url_for(".uow_detail", uow_id=uow_id),
+    )
+
+
+def _retried(result: dict[str, Any]) -> str:
+    run = result["uow"]
+    rerun = ", ".join(sorted(result["rerun"])) or "no step (they had been put back already)"
+    return f"Retrying flow run {run['id']}: re-running {rerun}."

@@ -17,6 +17,7 @@ from db.errors import BrokerUnavailable, StoreUnavailable
 from db.models import (
     FireRecord,
     JobQuery,
+    ProcessEntry,
     ProcessRecord,
     SupervisedProcess,
     UowQuery,
@@ -174,7 +175,11 @@ class Seed:
 
 
 def register(store, clock, **fields: Any) -> None:
-    entry = entry_from_mapping(fields)
+    insert_entry(store, clock, entry_from_mapping(fields))
+
+
+def insert_entry(store, clock, entry: ProcessEntry) -> None:
+    """Store ``entry`` as a registered process."""
     now = clock.now()
     store.insert_process(
         ProcessRecord(
