@@ -67,7 +67,7 @@ def trigger(ctx: ServiceContext, name: str) -> dict[str, Any]:
     if entry.kind is ProcessKind.MANAGED:
         return {"process": name, "uow": None, "published": ctx.wake(name)}
     in_flight = ctx.store.find_uows(
-        UowQuery(process=name, states=ACTIVE_UOW_STATES), limit=entry.max_active
+        UowQuery(process=name, states=ACTIVE_UOW_STATES, top_level=True), limit=entry.max_active
     ).items
     if len(in_flight) >= entry.max_active:
         raise Conflict("process", name, f"max_active {entry.max_active} units of work in flight")

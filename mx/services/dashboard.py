@@ -267,12 +267,8 @@ def _freerun_section(store: Store, records: list[ProcessRecord]) -> Section:
     count = COLUMNS[ProcessKind.FREERUN.value]
     rows = []
     for record in records:
-        steps = len(record.entry.steps)
-        # a flow run's steps are units of work of its process too (made after it, at most one
-        # per step): read enough to find the newest ``count`` runs
-        limit = min(MAX_PAGE_SIZE, count * (1 + steps))
-        found = store.find_uows(UowQuery(process=record.name), limit=limit).items
-        uows = [u for u in found if u.parent is None][:count]
+        # runs only: a flow run's steps are units of work of its process too
+        uows = store.find_uows(UowQuery(process=record.name, top_level=True), limit=count).items
         newest = next((u for u in uows if u.flow), None)
         cells = [
             Cell(
@@ -280,7 +276,7 @@ def _freerun_section(store: Store, records: list[ProcessRecord]) -> Section:
                 label=f"{u.id} {u.state.value}",
                 uow_id=u.id,
                 at=instant_of(u),
-                progress=_progress(store, u.id, steps) if u is newest else None,
+                progress=_progress(store, u.id, len(record.entry.steps)) if u is newest else None,
             )
             for u in reversed(uows)
         ]

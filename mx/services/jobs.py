@@ -70,7 +70,9 @@ def _job(
     store: Store, process: str, timeperiod: str
 ) -> tuple[dict[str, Any], Job, list[UnitOfWork]]:
     job = store.get_job(validate.process_name(process), validate.timeperiod(timeperiod))
-    uows = store.find_uows(UowQuery(process=process, timeperiod=timeperiod), limit=100).items
+    uows = store.find_uows(
+        UowQuery(process=process, timeperiod=timeperiod, top_level=True), limit=100
+    ).items
     data = job_json(job)
     data["uows"] = [uow_json(u) for u in uows]
     data["history"] = [event_json(e) for e in store.history("job", job.key)]
@@ -94,9 +96,6 @@ def job_page(store: Store, process: str, timeperiod: str, *, now: datetime) -> d
         NotFound: no such job.
     """
     data, job, uows = _job(store, process, timeperiod)
-    # a flow run's steps share its timeperiod: they are drawn in its DAG, not listed as the
-    # job's units of work
-    uows = [u for u in uows if u.parent is None]
     data["uows"] = [item for item in data["uows"] if item["parent"] is None]
     current = next((u for u in uows if u.id == job.uow_id), None)
     data["flow"] = (

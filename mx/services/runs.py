@@ -131,7 +131,7 @@ def recent_runs(store: Store, name: str, *, now: datetime, limit: int = RECENT_R
     record = store.get_process(validate.process_name(name, "name"))
     if record.entry.kind is ProcessKind.DAEMON:
         return []
-    uows = store.find_uows(UowQuery(process=record.name), limit=limit).items
+    uows = store.find_uows(UowQuery(process=record.name, top_level=True), limit=limit).items
     return [_run(record, u, now) for u in reversed(uows) if u.started_at is not None]
 
 
@@ -143,7 +143,7 @@ def last_day(
     since = now - DAY
     rows = []
     for record in records:
-        uows = store.find_uows(UowQuery(process=record.name), limit=limit).items
+        uows = store.find_uows(UowQuery(process=record.name, top_level=True), limit=limit).items
         runs = [
             _run(record, u, now)
             for u in reversed(uows)

@@ -591,7 +591,9 @@ def _freerun(look: _Look) -> None:
             "reason": last.reason,
         }
     )
-    query = UowQuery(process=entry.name, states=ACTIVE_UOW_STATES, newest_first=False)
+    query = UowQuery(
+        process=entry.name, states=ACTIVE_UOW_STATES, newest_first=False, top_level=True
+    )
     in_flight = store.find_uows(query, limit=entry.max_active + LISTED).items
     if entry.enabled:
         # A disabled freerun is never fired (``Scheduler._freeruns``), and re-enabling it (an
@@ -600,7 +602,7 @@ def _freerun(look: _Look) -> None:
     for uow in in_flight[:LISTED]:
         _unit(look, uow)
     if not in_flight:
-        newest = store.find_uows(UowQuery(process=entry.name), limit=1).items
+        newest = store.find_uows(UowQuery(process=entry.name, top_level=True), limit=1).items
         if newest:
             uow = newest[0]
             look.add(

@@ -10,7 +10,7 @@ import pytest
 from db import flows
 from db.clock import FakeClock
 from db.errors import StateConflict, TransitionRefused
-from db.models import ProcessEntry, StepEntry
+from db.models import ProcessEntry, StepEntry, UowQuery
 from db.state_change import UowChange, change_uow, change_uows
 from db.states import ProcessKind, RunIf, UowKind, UowState
 from db.uow_factory import create_once
@@ -116,6 +116,11 @@ def test_expansion_creates_pending_steps_and_requests_the_roots(store):
     # a flow run counts once: its steps are not units of work of their own for max_active
     counts = store.count_uows("etl")
     assert sum(counts.values()) == 1
+    runs = store.find_uows(UowQuery(process="etl", top_level=True)).items
+    assert [u.id for u in runs] == [flow.run.id]
+    flows_only = store.find_uows(UowQuery(process="etl", flow=True)).items
+    assert [u.id for u in flows_only] == [flow.run.id]
+    assert len(store.find_uows(UowQuery(parent=flow.run.id)).items) == 6
 
 
 def test_a_second_expansion_is_refused_and_creates_nothing(store):

@@ -124,6 +124,8 @@ class UowsMixin(MongoCore):
             clauses.append({"$or": [{"heartbeat_at": {"$lt": beat}}, {"heartbeat_at": None}]})
         if query.parent is not None:
             clauses.append({"parent": query.parent})
+        if query.top_level:
+            clauses.append({"parent": {"$in": [None]}})
         if query.flow is not None:
             # documents stored before flows have no "flow" field: not a flow run
             clauses.append({"flow": True} if query.flow else {"flow": {"$ne": True}})

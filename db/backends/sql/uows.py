@@ -136,6 +136,8 @@ class UowsMixin(SqlCore):
             stmt = stmt.where(sa.or_(c.heartbeat_at < before, c.heartbeat_at.is_(None)))
         if query.parent is not None:
             stmt = stmt.where(c.parent == query.parent)
+        if query.top_level:
+            stmt = stmt.where(c.parent.is_(None))
         if query.flow is not None:
             stmt = stmt.where(c.flow == sa.true() if query.flow else c.flow == sa.false())
         if cursor is not None:
