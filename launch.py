@@ -26,7 +26,7 @@ import process_starter
 from db import open_store
 from db.clock import SystemClock
 from db.errors import InvalidInput, TactusError
-from db.registration import load_file
+from db.registration import load_file, run_order_text
 from db.triggers import format_preview_line, parse_trigger, preview
 from mx.cli import audit as cli_audit
 from mx.cli import boxes as cli_boxes
@@ -128,6 +128,11 @@ def cmd_register(args: argparse.Namespace, inst: Installation, out: Out) -> int:
     for key, mark in (("created", "+"), ("updated", "~"), ("pruned", "-")):
         for name in result[key]:
             out(f"  {mark} {name}")
+    if args.check:
+        # The order each flow's steps would run in: a cycle was refused by load_file.
+        for entry in entries:
+            if entry.steps:
+                out(f"{entry.name}: {run_order_text(entry)}")
     out(registration_summary(result))
     return 0
 

@@ -186,7 +186,8 @@ class ProcessEntry:
             "enabled": self.enabled,
             "description": self.description,
             "noop_exit_code": self.noop_exit_code,
-            "steps": [step.to_dict() for step in self.steps],
+            # None, not []: an empty list of steps is refused in a file, and this must load back.
+            "steps": [step.to_dict() for step in self.steps] or None,
         }
 
     @classmethod

@@ -27,7 +27,8 @@ import yaml
 
 from db.errors import InvalidInput, InvalidInputs
 from db.models import ProcessEntry
-from db.registration_rules import entry_fields, entry_from_mapping, validate_entry
+from db.registration_rules import entry_fields, entry_from_mapping, step_where, validate_entry
+from db.registration_steps import run_order_text
 from db.states import ProcessKind, ProcessSource
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ __all__ = [
     "load_file",
     "merge_registration",
     "plan_registration",
+    "run_order_text",
+    "step_where",
     "validate_entries",
     "validate_entry",
 ]
@@ -51,10 +54,10 @@ PYTHON_VARIABLE = "process_context"
 YAML_KEY = "processes"
 #: Fields that only make sense together: when the file changes one, the whole group comes from
 #: the file, so a run-time edit of one cannot pair with a file change of another (a ``shell``
-#: kept true next to a new argv ``command``, an hourly ``start_timeperiod`` next to a new
-#: ``daily`` qualifier).
+#: kept true next to a new argv ``command``, a ``command`` set at run time next to new
+#: ``steps``, an hourly ``start_timeperiod`` next to a new ``daily`` qualifier).
 COUPLED_FIELDS = (
-    frozenset({"worker", "command", "shell"}),
+    frozenset({"worker", "command", "shell", "steps"}),
     frozenset({"time_qualifier", "start_timeperiod"}),
 )
 
@@ -409,6 +412,7 @@ def merge_registration(
         The new effective entry and the new registered dict (``file_entry.to_dict()``).
     """
     new_registered = file_entry.to_dict()
+    registered = _as_now(registered)
     if registered is None or registered.get("kind") != new_registered["kind"]:
         changed = set(new_registered)
     else:
@@ -425,6 +429,15 @@ def merge_registration(
     effective = record_entry.to_dict()
     effective.update({field: new_registered[field] for field in changed})
     return ProcessEntry.from_dict(effective), new_registered
+
+
+def _as_now(registered: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A ``registered`` dict in today's form: one written before flows existed has no
+    ``steps`` (and one written by their first version has ``[]``); either means none, so
+    the first registration after an upgrade sees no change there."""
+    if registered is None:
+        return None
+    return {**registered, "steps": registered.get("steps") or None}
 
 
 class PlannedUpdate(NamedTuple):
@@ -494,7 +507,7 @@ def plan_registration(
             continue
         stored, registered, _ = existing[entry.name]
         effective, new_registered = merge_registration(stored, registered, entry)
-        if effective == stored and registered is not None and dict(registered) == new_registered:
+        if effective == stored and _as_now(registered) == new_registered:
             unchanged.append(entry.name)
         else:
             update.append(PlannedUpdate(entry.name, effective, new_registered))

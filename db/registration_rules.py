@@ -1,8 +1,9 @@
-"""Validation rules of one entry of the registration file (SPEC section 4).
+"""Validation rules of one entry of the registration file (SPEC sections 4 and 10).
 
 :func:`entry_from_mapping` turns one entry of a file (plain YAML/Python values) into a
 :class:`~db.models.ProcessEntry`, checking every field and every combination of fields of that
-entry. It collects every problem it finds and raises them together as
+entry, its ``steps`` included (each step's fields here, the rules between its steps in
+:mod:`db.registration_steps`). It collects every problem it finds and raises them together as
 :class:`~db.errors.InvalidInputs`, so a user fixes a file in one pass. The rules between entries
 (names, dependencies, trees, cycles) live in :func:`db.registration.validate_entries`.
 
@@ -23,8 +24,10 @@ from enum import StrEnum
 from typing import Any
 
 from db.errors import InvalidInput, InvalidInputs
-from db.models import COMMAND_PLACEHOLDERS, ProcessEntry
-from db.states import Blocking, Catchup, ProcessKind, Qualifier, StateMachineName
+from db.flows import STEP_NAME_LENGTH
+from db.models import COMMAND_PLACEHOLDERS, ProcessEntry, StepEntry
+from db.registration_steps import graph_problems
+from db.states import Blocking, Catchup, ProcessKind, Qualifier, RunIf, StateMachineName
 from db.timeperiod import Timeperiod
 from db.triggers import parse_trigger
 
@@ -67,6 +70,7 @@ FIELD_KINDS: Mapping[str, frozenset[ProcessKind]] = {
     "enabled": _ALL,
     "description": _ALL,
     "noop_exit_code": _SCHEDULED,
+    "steps": _SCHEDULED,
 }
 
 #: An entry holding every default, to tell a field set to its default from one really set.
@@ -75,6 +79,15 @@ _DEFAULT_ENTRY = ProcessEntry(name="_", kind=ProcessKind.DAEMON)
 
 class _Problem(Exception):
     """A field's value is wrong; carries the text of the problem (never leaves this module)."""
+
+
+class _Problems(Exception):
+    """Problems of the parts of a field (the steps): ``(field, problem)`` pairs, each field
+    naming its part (``steps.load.depends_on``)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__(problems)
+        self.problems = problems
 
 
 # -- single values --------------------------------------------------------------------------------
@@ -175,14 +188,17 @@ def _worker(value: Any) -> str:
     return value
 
 
-def _depends_on(value: Any) -> tuple[str, ...]:
-    names = _string_list(value, "process names")
-    for name in names:
-        _name(name)
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise _Problem(f"names {', '.join(twice)} more than once")
-    return tuple(names)
+def _name_list(what: str) -> Callable[[Any], tuple[str, ...]]:
+    def convert(value: Any) -> tuple[str, ...]:
+        names = _string_list(value, what)
+        for name in names:
+            _name(name)
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise _Problem(f"names {', '.join(twice)} more than once")
+        return tuple(names)
+
+    return convert
 
 
 def _boxes(value: Any) -> tuple[str, ...]:
@@ -251,7 +267,7 @@ def _command(value: Any) -> tuple[str, ...] | str:
 def _exit_code(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 255:
         raise _Problem(
-            f"must be an exit code from 1 to 255 (0 always means processed), got {_got(value)}"
+            f"must be an exit code from 1 to 255 (0 always means processed; {_got(value)})"
         )
     return value
 
@@ -261,6 +277,83 @@ def _start_timeperiod(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return _text(value)
+
+
+# -- steps (SPEC section 10) ----------------------------------------------------------------------
+
+
+def _step_name(value: Any) -> str:
+    name = _name(value)
+    if len(name) > STEP_NAME_LENGTH:
+        raise _Problem(f"must be at most {STEP_NAME_LENGTH} characters ({_got(value)})")
+    return name
+
+
+#: Converter of each field of a step from its file form to its StepEntry form: the process's
+#: rules for the fields they share.
+STEP_CONVERTERS: Mapping[str, Callable[[Any], Any]] = {
+    "name": _step_name,
+    "worker": _worker,
+    "command": _command,
+    "shell": _flag,
+    "depends_on": _name_list("step names"),
+    "run_if": _enum(RunIf),
+    "retries": _count(0),
+    "retry_delay": _seconds(positive=True),
+    "timeout": _seconds(positive=True),
+    "arguments": _arguments,
+    "boxes": _boxes,
+    "noop_exit_code": _exit_code,
+}
+
+
+def step_where(data: Any, index: int) -> str:
+    """How a problem names a step as written: ``steps.<name>``, or ``steps[<index>]`` when
+    its name is missing or invalid."""
+    try:
+        return f"steps.{_step_name(data.get('name') if isinstance(data, Mapping) else None)}"
+    except _Problem:
+        return f"steps[{index}]"
+
+
+def _steps(value: Any) -> tuple[StepEntry, ...]:
+    """A non-empty list of steps, each valid, forming a DAG (:mod:`db.registration_steps`)."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise _Problem(f"must be a list of steps ({_got(value)})")
+    if not value:
+        raise _Problem("must list at least one step (leave steps out to run a worker or command)")
+    steps: list[StepEntry] = []
+    broken: set[str] = set()
+    problems: list[tuple[str, str]] = []
+    for index, data in enumerate(value):
+        try:
+            steps.append(_step(data, index))
+        except _Problems as exc:
+            problems.extend(exc.problems)
+            name = data.get("name") if isinstance(data, Mapping) else None
+            if isinstance(name, str):
+                broken.add(name)
+    problems.extend(graph_problems(steps, also_known=broken - {s.name for s in steps}))
+    if problems:
+        raise _Problems(problems)
+    return tuple(steps)
+
+
+def _step(data: Any, index: int) -> StepEntry:
+    # The Python form may give StepEntry values, as it may give ProcessEntry values.
+    if isinstance(data, StepEntry):
+        data = data.to_dict()
+    if not isinstance(data, Mapping):
+        raise _Problems([(step_where(data, index), f"must be a mapping ({_got(data)})")])
+    values, problems = _convert(data, STEP_CONVERTERS)
+    bad = {field for field, _ in problems}
+    if "name" not in values and "name" not in bad:
+        problems.append(("name", "required"))
+    problems.extend(_program_problems(values, bad))
+    if problems:
+        where = step_where(data, index)
+        raise _Problems([(f"{where}.{field}", problem) for field, problem in problems])
+    return StepEntry(**values)
 
 
 #: Converter of each field from its file form to its ProcessEntry form.
@@ -274,7 +367,7 @@ CONVERTERS: Mapping[str, Callable[[Any], Any]] = {
     "state_machine": _enum(StateMachineName),
     "blocking": _enum(Blocking),
     "tree": _name,
-    "depends_on": _depends_on,
+    "depends_on": _name_list("process names"),
     "start_timeperiod": _start_timeperiod,
     "lag": _seconds(positive=False),
     "trigger": _text,
@@ -290,6 +383,7 @@ CONVERTERS: Mapping[str, Callable[[Any], Any]] = {
     "enabled": _flag,
     "description": _text,
     "noop_exit_code": _exit_code,
+    "steps": _steps,
 }
 
 
@@ -298,7 +392,35 @@ CONVERTERS: Mapping[str, Callable[[Any], Any]] = {
 
 def entry_fields(entry: ProcessEntry) -> dict[str, Any]:
     """The fields of ``entry`` as a mapping that :func:`entry_from_mapping` accepts."""
-    return {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)}
+    fields = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)}
+    # No steps is no ``steps`` field: an empty list of steps is refused.
+    fields["steps"] = fields["steps"] or None
+    return fields
+
+
+def _convert(
+    data: Mapping[str, Any], converters: Mapping[str, Callable[[Any], Any]]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The fields of ``data`` converted, and the ``(field, problem)`` pairs of those that are
+    unknown or wrong. A field set to None counts as absent."""
+    values: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for field, raw in data.items():
+        if raw is None:
+            continue
+        if field not in converters:
+            hint = difflib.get_close_matches(str(field), list(converters), n=1)
+            problems.append(
+                (str(field), "unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            )
+            continue
+        try:
+            values[field] = converters[field](raw)
+        except _Problem as exc:
+            problems.append((field, str(exc)))
+        except _Problems as exc:
+            problems.extend(exc.problems)
+    return values, problems
 
 
 def entry_from_mapping(data: Mapping[str, Any], *, index: int | None = None) -> ProcessEntry:
@@ -311,6 +433,11 @@ def entry_from_mapping(data: Mapping[str, Any], *, index: int | None = None) -> 
     when ``shell`` is true (run by ``/bin/sh -c``), and otherwise split with :func:`shlex.split`
     into an argv: no shell is involved, so ``|`` or ``>`` are plain arguments. Placeholders are
     checked, not filled; write ``{{`` and ``}}`` for literal braces.
+
+    ``steps`` (managed and freerun only) replaces the process's ``worker``/``command``: a
+    non-empty list of mappings (or :class:`~db.models.StepEntry` values) whose fields follow the
+    rules of the process's fields of the same name; problems of a step are named
+    ``steps.<step>.<field>`` (``steps[<index>].<field>`` without a valid step name).
 
     Args:
         data: the entry as written in the file (YAML or Python form).
@@ -327,22 +454,9 @@ def entry_from_mapping(data: Mapping[str, Any], *, index: int | None = None) -> 
         raise InvalidInputs(
             [InvalidInput("entry", f"must be a mapping ({_got(data)})", entity=where)]
         )
-    values: dict[str, Any] = {}
-    problems: list[tuple[str, str]] = []
-    for field, raw in data.items():
-        if raw is None:
-            continue
-        if field not in CONVERTERS:
-            hint = difflib.get_close_matches(str(field), list(CONVERTERS), n=1)
-            problems.append(
-                (str(field), "unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-            )
-            continue
-        try:
-            values[field] = CONVERTERS[field](raw)
-        except _Problem as exc:
-            problems.append((field, str(exc)))
-    bad = {field for field, _ in problems}
+    values, problems = _convert(data, CONVERTERS)
+    # A problem of a step (``steps.load.depends_on``) makes ``steps`` a bad field.
+    bad = {re.split(r"[.\[]", field, maxsplit=1)[0] for field, _ in problems}
     problems.extend((f, "required") for f in ("name", "kind") if f not in values and f not in bad)
     problems.extend(_combination_problems(values, bad))
     name = values.get("name")
@@ -374,7 +488,15 @@ def _combination_problems(values: dict[str, Any], bad: set[str]) -> list[tuple[s
             problems.append(("time_qualifier", "required for a managed process"))
     if kind is ProcessKind.FREERUN and "trigger" not in values and "trigger" not in bad:
         problems.append(("trigger", "required for a freerun process"))
-    problems.extend(_program_problems(values, bad))
+    # Steps given and allowed for the kind, even when some are wrong: no worker or command then.
+    if "steps" in values or ("steps" in bad and kind in FIELD_KINDS["steps"]):
+        problems.extend(
+            (field, "not with steps: each step gives its own worker or command")
+            for field in ("worker", "command", "shell")
+            if values.get(field)
+        )
+    else:
+        problems.extend(_program_problems(values, bad))
     qualifier = values.get("time_qualifier")
     if qualifier is not None and "start_timeperiod" in values:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from db.flows import STEP_NAME_LENGTH
 from db.models import COMMAND_PLACEHOLDERS
 from db.registration_rules import MAX_COUNT, MAX_SECONDS
 from db.states import (
@@ -12,6 +13,7 @@ from db.states import (
     JobState,
     ProcessKind,
     Qualifier,
+    RunIf,
     StateMachineName,
     UowState,
 )
@@ -123,10 +125,19 @@ FREERUN_FIELDS: dict[str, Any] = {
     "enabled": {"type": ["boolean", "null"]},
     "description": {"type": ["string", "null"]},
     "noop_exit_code": {"type": ["integer", "null"], "minimum": 1, "maximum": 255},
+    "steps": {
+        "type": ["array", "null"],
+        "minItems": 1,
+        "items": ref("Step"),
+        "description": "The steps of a flow (SPEC section 10), instead of worker and command. "
+        "Step names are unique; depends_on names other steps of the entry, without a cycle; "
+        "when no step gives depends_on, each step depends on the one before it. A step's "
+        "command or shell needs the admin role.",
+    },
 }
-#: What runs a freerun: exactly one of a worker, an argv, or a string command (``shell`` only
-#: with a string).
-PROGRAM = [
+#: What runs: exactly one of a worker, an argv, or a string command (``shell`` only with a
+#: string); a step's choices.
+_ONE_PROGRAM = [
     {
         "required": ["worker"],
         "properties": {
@@ -148,6 +159,54 @@ PROGRAM = [
         "properties": {"command": {"type": "string"}, "worker": {"type": "null"}},
     },
 ]
+#: What runs a freerun: one program without steps, or steps and none of the fields of one.
+PROGRAM = [
+    *(
+        {**choice, "properties": {**choice["properties"], "steps": {"type": "null"}}}
+        for choice in _ONE_PROGRAM
+    ),
+    {
+        "required": ["steps"],
+        "properties": {
+            "steps": {"type": "array"},
+            "worker": {"type": "null"},
+            "command": {"type": "null"},
+            "shell": {"enum": [False, None]},
+        },
+    },
+]
+#: One step of a flow (SPEC section 10): the fields it shares with its process follow the
+#: process's rules; null means the process's value (or, for ``depends_on``, not given).
+STEP = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9_]+$", "maxLength": STEP_NAME_LENGTH},
+        **{
+            field: FREERUN_FIELDS[field]
+            for field in (
+                "worker",
+                "command",
+                "shell",
+                "retries",
+                "retry_delay",
+                "timeout",
+                "arguments",
+                "boxes",
+                "noop_exit_code",
+            )
+        },
+        "depends_on": {
+            "type": ["array", "null"],
+            "items": {"type": "string", "pattern": "^[a-z0-9_]+$"},
+            "uniqueItems": True,
+            "description": "Names of steps of the same entry that must end first.",
+        },
+        "run_if": {"enum": [r.value for r in RunIf] + [None]},
+    },
+    "oneOf": _ONE_PROGRAM,
+    "additionalProperties": False,
+}
 #: Every field of an entry of any kind (a registration file's entry; what GET answers).
 ENTRY_FIELDS: dict[str, Any] = {
     **FREERUN_FIELDS,
@@ -252,6 +311,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {k: v for k, v in ENTRY_FIELDS.items() if k not in ("name", "kind")},
         "additionalProperties": False,
     },
+    "Step": STEP,
     "JsonValue": JSON_VALUE,
     "OpenApi": {"type": "object", "required": ["openapi", "info", "paths"]},
     "JsonObject": JSON_OBJECT,

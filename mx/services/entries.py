@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from db.builtin import ADHOC
 from db.errors import Conflict, DuplicateKey, InvalidInput
 from db.models import Event, ProcessRecord
-from db.registration import entry_from_mapping, validate_entries
+from db.registration import entry_from_mapping, step_where, validate_entries
 from db.states import ProcessKind, ProcessSource
 from mx.services import actions, validate
 from mx.services.processes import next_fire
@@ -33,15 +33,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(f"tactus.{__name__}")
 
-#: Fields that make the entry run a shell command of the caller's choosing (admin only). A
-#: ``worker`` can only name an installed :class:`workers.base.UowWorker` subclass.
+#: Fields that make the entry, or one of its steps, run a shell command of the caller's choosing
+#: (admin only). A ``worker`` can only name an installed :class:`workers.base.UowWorker` subclass.
 PROGRAM_FIELDS = frozenset({"command", "shell"})
 #: Fields an edit may not change (a process is renamed or re-kinded by its file).
 FIXED_FIELDS = ("name", "kind")
-#: Numeric fields of an entry: counts, and seconds.
+#: Numeric fields of an entry: counts, and seconds (a step has those of them it shares).
 COUNT_FIELDS = ("max_active", "retries", "workers", "noop_exit_code")
 DURATION_FIELDS = ("lag", "retry_delay", "timeout")
-NUMERIC_FIELDS = (*DURATION_FIELDS, *COUNT_FIELDS)
 #: Largest magnitude a numeric field may have at run time (about 31 years in seconds): beyond
 #: it ``timedelta`` and the stores' 64-bit integers overflow, which the registration rules do
 #: not catch yet, so the API answers 400 here instead of 500.
@@ -179,18 +178,14 @@ def delete_freerun(ctx: ServiceContext, name: str) -> dict[str, Any]:
 
 
 def _validated(fields: Mapping[str, Any], given: Mapping[str, Any]) -> ProcessEntry:
-    """The entry by the registration rules, with numbers kept in range first."""
-    fields = dict(fields)
-    for field in COUNT_FIELDS:
-        if field in fields:
-            fields[field] = validate.whole(fields[field])
-    for field in DURATION_FIELDS:
-        validate.seconds(field, fields.get(field))
-    for field in NUMERIC_FIELDS:
-        value = fields.get(field)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if not -MAX_NUMBER <= value <= MAX_NUMBER:
-                raise InvalidInput(field, f"must be between -{MAX_NUMBER} and {MAX_NUMBER}")
+    """The entry by the registration rules, with numbers kept in range first (its steps' too)."""
+    fields = _numbers(fields, "")
+    steps = fields.get("steps")
+    if isinstance(steps, list):
+        fields["steps"] = [
+            _numbers(step, step_where(step, index) + ".") if isinstance(step, Mapping) else step
+            for index, step in enumerate(steps)
+        ]
     try:
         return entry_from_mapping(fields)
     except OverflowError as exc:
@@ -199,13 +194,41 @@ def _validated(fields: Mapping[str, Any], given: Mapping[str, Any]) -> ProcessEn
         raise InvalidInput(field, f"out of range ({exc})") from exc
 
 
+def _numbers(fields: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """``fields`` with whole JSON numbers of the count fields made ints; durations finer than
+    a store keeps, and numbers out of range, refused (the field named after ``prefix``)."""
+    fields = dict(fields)
+    for field in COUNT_FIELDS:
+        if field in fields:
+            fields[field] = validate.whole(fields[field])
+    for field in DURATION_FIELDS:
+        validate.seconds(prefix + field, fields.get(field))
+    for field in (*DURATION_FIELDS, *COUNT_FIELDS):
+        value = fields.get(field)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not -MAX_NUMBER <= value <= MAX_NUMBER:
+                raise InvalidInput(
+                    prefix + field, f"must be between -{MAX_NUMBER} and {MAX_NUMBER}"
+                )
+    return fields
+
+
 def touches_program(data: Any, kind: ProcessKind = ProcessKind.FREERUN) -> bool:
-    """Whether a create or edit body sets what runs as a program: ``command`` or ``shell``, or
-    a daemon's ``worker`` (any importable callable, where the other kinds' workers must be
-    :class:`~workers.base.UowWorker` classes). Admin only."""
+    """Whether a create or edit body sets what runs as a program: ``command`` or ``shell`` of
+    the entry or of one of its ``steps``, or a daemon's ``worker`` (any importable callable,
+    where the other kinds' workers must be :class:`~workers.base.UowWorker` classes). Admin
+    only."""
     if not isinstance(data, Mapping):
         return False
-    return bool(PROGRAM_FIELDS & set(data)) or (kind is ProcessKind.DAEMON and "worker" in data)
+    steps = data.get("steps")
+    in_steps = isinstance(steps, list) and any(
+        isinstance(step, Mapping) and PROGRAM_FIELDS & set(step) for step in steps
+    )
+    return (
+        bool(PROGRAM_FIELDS & set(data))
+        or in_steps
+        or (kind is ProcessKind.DAEMON and "worker" in data)
+    )
 
 
 def _event(
