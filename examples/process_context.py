@@ -98,6 +98,46 @@ process_context = {
         "boxes": [".*"],
         "description": "One string run by /bin/sh -c, so it may use && and pipes.",
     },
+    # A flow (docs/flows.md): each fire runs a DAG of steps. extract, then three transforms in
+    # parallel (three worker processes), then load, then a cleanup that runs even when something
+    # failed. transform_apac fails its first attempt on purpose: its retry shows on the page.
+    "orders_etl": {
+        "kind": "freerun",
+        "trigger": "every 120",
+        "catchup": "latest",
+        "workers": 3,
+        "retry_delay": 5,
+        "arguments": {"seconds": 2},
+        "description": "A flow of six steps; open a run to see its DAG.",
+        "steps": [
+            {"name": "extract", "worker": "workers.examples:ExtractOrders"},
+            *(
+                {
+                    "name": f"transform_{region}",
+                    "depends_on": ["extract"],
+                    "worker": "workers.examples:TransformRegion",
+                    "arguments": {"region": region, **extra},
+                    **more,
+                }
+                for region, extra, more in (
+                    ("eu", {}, {}),
+                    ("us", {}, {}),
+                    ("apac", {"flaky": True}, {"retries": 2}),
+                )
+            ),
+            {
+                "name": "load",
+                "depends_on": ["transform_eu", "transform_us", "transform_apac"],
+                "worker": "workers.examples:LoadOrders",
+            },
+            {
+                "name": "cleanup",
+                "depends_on": ["load"],
+                "run_if": "all_done",
+                "command": ["echo", "cleaning up after {process}, unit {uow_id}"],
+            },
+        ],
+    },
     # A daemon: the supervisor keeps it running on every box.
     "ticker": {
         "kind": "daemon",

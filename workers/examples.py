@@ -15,6 +15,7 @@ what it would read and write, and returns. Copy one as the start of your own wor
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from workers.base import Outcome, UowWorker
@@ -77,3 +78,46 @@ class ClientDailyAggregator(_Aggregator):
 
     reads = "site daily figures"
     writes = "client daily reports"
+
+
+# -- the steps of the orders_etl flow (docs/flows.md) ---------------------------------------------
+
+
+class _Step(UowWorker):
+    """Shared shape of the flow's steps: take a little while (``arguments["seconds"]``) so the
+    DAG on the page can be watched, fail the first attempt when ``arguments["flaky"]`` is set
+    (a retry then shows on the page), and hand a small result on."""
+
+    def process_uow(self, uow: UnitOfWork) -> dict:
+        arguments = uow.arguments
+        if arguments.get("flaky") and uow.attempt == 1:
+            raise RuntimeError(f"step {uow.step}: flaky on purpose, the retry will succeed")
+        time.sleep(float(arguments.get("seconds", 1)))
+        upstream = arguments.get("upstream") or {}
+        self.log.info("uow %s: step %s of %s, upstream %s", uow.id, uow.step, uow.parent, upstream)
+        return self.result(uow, upstream)
+
+    def result(self, uow: UnitOfWork, upstream: dict) -> dict:
+        return {}
+
+
+class ExtractOrders(_Step):
+    """Reads the hour's orders (here: counts some)."""
+
+    def result(self, uow: UnitOfWork, upstream: dict) -> dict:
+        return {"orders": 120, "batch": uow.parent}
+
+
+class TransformRegion(_Step):
+    """Transforms one region's share of the extracted orders."""
+
+    def result(self, uow: UnitOfWork, upstream: dict) -> dict:
+        orders = int(upstream.get("extract", {}).get("orders", 0))
+        return {"region": uow.arguments.get("region"), "orders": orders // 3}
+
+
+class LoadOrders(_Step):
+    """Loads what the transforms made."""
+
+    def result(self, uow: UnitOfWork, upstream: dict) -> dict:
+        return {"loaded": sum(int(part.get("orders", 0)) for part in upstream.values())}

@@ -413,14 +413,14 @@ SCHEMAS: dict[str, Any] = {
                     "history": {"type": "array", "items": ref("Event")},
                     "steps": {
                         "type": "array",
-                        "items": ref("Step"),
+                        "items": ref("FlowStep"),
                         "description": "A flow run's steps in DAG order (only for a flow run).",
                     },
                 },
             },
         ]
     },
-    "Step": {
+    "FlowStep": {
         "type": "object",
         "properties": {
             "name": STR,

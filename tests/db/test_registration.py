@@ -36,6 +36,7 @@ EXAMPLE_NAMES = [
     "clock_probe",
     "office_report",
     "tmp_sweep",
+    "orders_etl",
     "ticker",
 ]
 
