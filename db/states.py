@@ -141,6 +141,8 @@ ACTIVE_UOW_STATES = frozenset(
 )
 #: Unit-of-work states that report success.
 SUCCESSFUL_UOW_STATES = frozenset({UowState.PROCESSED, UowState.NOOP})
+#: Unit-of-work states of a failed attempt or run (a task's ``failed_at``).
+FAILED_UOW_STATES = frozenset({UowState.INVALID, UowState.CANCELED})
 #: Step states that count as a failure for ``run_if`` (and that ``retry-failed`` re-runs).
 FAILED_STEP_STATES = frozenset({UowState.CANCELED, UowState.UPSTREAM_FAILED})
 

@@ -341,3 +341,10 @@ def _refuse(qualifier: Qualifier, text: object, reason: str) -> NoReturn:
         f"{text!r} is not a {qualifier} timeperiod: expected {FORMATS[qualifier]} "
         f"such as {EXAMPLES[qualifier]} ({reason})",
     )
+
+
+def instant_stamp(instant: datetime) -> str:
+    """An instant in a unit of work's window form (``20261101053000``, UTC to the second): the
+    window of a freerun fire, an ad-hoc task or a triggered run, whose bounds are instants
+    rather than timeperiods. The one formatter of that form."""
+    return require_aware(instant, "instant").astimezone(UTC).strftime("%Y%m%d%H%M%S")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from db.gates import fire_baseline, free_slots
 from db.models import FireRecord
 from db.states import ACTIVE_UOW_STATES, Catchup, FireOutcome, UowKind
+from db.timeperiod import instant_stamp
 from db.triggers import Trigger, parse_trigger
 from db.uow_factory import UowSpec
 
@@ -44,7 +45,7 @@ ON_TIME = timedelta(seconds=30)
 
 def fire_stamp(instant: datetime) -> str:
     """A fire instant in the unit of work's window form (``20261101053000``, UTC)."""
-    return instant.strftime("%Y%m%d%H%M%S")
+    return instant_stamp(instant)
 
 
 class FreerunFirer:

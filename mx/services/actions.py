@@ -23,6 +23,7 @@ from db.states import (
     UowKind,
     UowState,
 )
+from db.timeperiod import instant_stamp
 from db.uow_factory import create_once
 from mx.services import validate
 from mx.services.serialize import job_json, process_json, uow_json
@@ -35,7 +36,7 @@ log = logging.getLogger(f"tactus.{__name__}")
 
 
 def _stamp(ctx: ServiceContext) -> str:
-    return ctx.clock.now().strftime("%Y%m%d%H%M%S")
+    return instant_stamp(ctx.clock.now())
 
 
 def trigger(ctx: ServiceContext, name: str) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from db.builtin import ADHOC, ensure_builtin_processes
 from db.clock import require_aware
 from db.errors import InvalidInput
 from db.ids import new_id
-from db.states import UowKind, UowState
+from db.states import FAILED_UOW_STATES, SUCCESSFUL_UOW_STATES, UowKind
+from db.timeperiod import instant_stamp
 from db.uow_factory import create_once
 from mx.services import validate
 from mx.services.serialize import instant
@@ -62,7 +63,7 @@ def submit(
         raise InvalidInput("arguments", "must be a JSON object (without a 'command' key)")
     validate.json_value(arguments, "arguments")
     ensure_builtin_processes(ctx.store, ctx.clock)
-    stamp = when.strftime("%Y%m%d%H%M%S")
+    stamp = instant_stamp(when)
     uow, _ = create_once(
         ctx.store,
         ctx.entry(ADHOC),
@@ -100,8 +101,8 @@ def _parse_instant(text: Any) -> datetime:
 
 def task_json(uow: UnitOfWork) -> dict[str, Any]:
     """The task shape of SPEC section 6 (null timestamps included)."""
-    succeeded = uow.state in (UowState.PROCESSED, UowState.NOOP)
-    failed = uow.state in (UowState.INVALID, UowState.CANCELED)
+    succeeded = uow.state in SUCCESSFUL_UOW_STATES
+    failed = uow.state in FAILED_UOW_STATES
     return {
         "task_id": uow.id,
         "command": uow.arguments.get("command"),
