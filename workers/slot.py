@@ -363,6 +363,12 @@ class Slot:
             self._expand(consumer, delivery, uow)
             return None
         if uow.state == UowState.REQUESTED and uow.step is not None and not self._step_here(uow):
+            log.info(
+                "uow %s: step %s is for other boxes than %s; handed back",
+                uow.id,
+                uow.step,
+                worker.settings.box_id,
+            )
             consumer.requeue(delivery, STEP_ELSEWHERE_DELAY)
             return None
         if uow.state != UowState.REQUESTED:

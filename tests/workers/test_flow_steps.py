@@ -119,6 +119,11 @@ def test_cancel_of_a_flow_run_kills_its_running_step_process_group(harness, tmp_
     assert harness.store.get_uow(run_id).state is UowState.CANCELED
 
 
+def _state(harness, run_id: str, step: str) -> UowState | None:
+    found = flows.steps_of(harness.store, run_id).get(step)
+    return None if found is None else found.state
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -126,3 +131,35 @@ def _alive(pid: int) -> bool:
         return False
     except OSError:  # pragma: no cover
         return os.path.exists(f"/proc/{pid}")
+
+
+def test_a_step_meant_for_other_boxes_is_left_to_them(harness, tmp_path):
+    # given a flow whose second branch may only run on boxes named "gpu.*" (this one is testbox)
+    ran = tmp_path / "ran"
+    run_id = _flow(
+        harness,
+        StepEntry(name="here", command=f"echo here >> {ran}", shell=True, depends_on=()),
+        StepEntry(
+            name="elsewhere",
+            command=f"echo elsewhere >> {ran}",
+            shell=True,
+            depends_on=(),
+            boxes=("gpu.*",),
+        ),
+    )
+    harness.start_worker("etl")
+    wait_until(
+        lambda: _state(harness, run_id, "here") is UowState.PROCESSED,
+        15,
+        what="the step of this box processed",
+    )
+    # then the other one is handed back, still requested, and never ran here
+    wait_until(
+        lambda: "is for other boxes than testbox; handed back" in harness.logs(),
+        15,
+        what="the other box's step handed back",
+    )
+    elsewhere = flows.steps_of(harness.store, run_id)["elsewhere"]
+    assert elsewhere.state is UowState.REQUESTED and elsewhere.worker_id is None
+    assert ran.read_text().split() == ["here"]
+    assert harness.store.get_uow(run_id).state is UowState.IN_PROGRESS
