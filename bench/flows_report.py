@@ -133,7 +133,7 @@ def verdict(results: dict[tuple[Backend, Scenario], list[FlowRun]]) -> list[str]
             continue
         if scenario.process == "bench_fan":
             names: set[str] | None = {"join"}
-            what = f"{scenario.label}, `join`"
+            what = f"{scenario.label} (concurrency {scenario.concurrency}), `join`"
         else:
             names, what = None, scenario.label
         values = pooled(runs, names)
