@@ -20,15 +20,15 @@ MARK_END = "<!-- bench/flows.py end -->"
 #: The target on the embedded default (SQLite file + store queue): p99 under this.
 TARGET_P99_MS = 100.0
 #: Airflow's published task-to-task lag (ms): the 15 gaps "next task's start minus the end of
-#: the task before it" in the sequential DAG whose task instances Ash Berlin-Taylor (Airflow PMC,
-#: who led the AIP-15 scheduler work) posted on 2020-10-26, Airflow 2.0 in development:
+#: the task before it" in the sequential DAG whose task instances Ash Berlin-Taylor (Airflow
+#: committer, profiling the scheduler for AIP-15) posted on 2020-10-26, Airflow 2.0 in development:
 #: https://github.com/puckel/docker-airflow/issues/233 (see AIRFLOW_NOTE).
 AIRFLOW_GAPS_MS = (1110, 1065, 1076, 1122, 1072, 1129, 1064, 1114, 1113, 1070, 1056, 1106, 1065)
 AIRFLOW_GAPS_MS += (1097, 1109)
 AIRFLOW_NOTE = (
     "Airflow's figure (not run here): in "
     "[puckel/docker-airflow#233](https://github.com/puckel/docker-airflow/issues/233) "
-    "Ash Berlin-Taylor (Airflow PMC member, who led the AIP-15 scheduler work for 2.0) posted, "
+    "Ash Berlin-Taylor (Airflow committer, then profiling the scheduler for AIP-15) posted, "
     "on 2020-10-26, the start and end instants of the task instances of a sequential DAG run "
     "by Airflow 2.0 in development (the executor is not named in the comment). The next "
     "task's start minus the end of the task before it is 1,056 to 1,129 ms over its 15 gaps "
@@ -197,9 +197,9 @@ CAVEATS = [
     "Steps per second: steps / (the flow run's end minus its expansion), expansion "
     "(creating the steps) included. Latencies are pooled over the runs; steps/s is per run.",
     "",
-    "- The fan-out's middle steps wait for one of the worker's 4 slots: their latency is "
-    "mostly queueing behind the others (the n-th of them waits for about n / 4 step runs), "
-    "so their p99 measures throughput, not dispatch. `join` is the step-to-step figure of "
+    "- The fan-out's middle steps wait for one of the worker's slots (4, or 1): their "
+    "latency is mostly queueing behind the others (the n-th of them waits for about n / "
+    "concurrency step runs), so their p99 measures throughput, not dispatch. `join` is the step-to-step figure of "
     "the fan-out: the last of the middle steps to end releases it.",
     "- Each configuration is a fresh installation (a new SQLite file, or a new PostgreSQL "
     "database, queues with their own prefix); no scheduler runs (steps need no pass between "
