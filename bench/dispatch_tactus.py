@@ -41,6 +41,9 @@ from scheduler.freerun import FreerunFirer
 from scheduler.service import STATUS_LINGER, STATUS_PREFETCH
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from db.store import Store
     from mq.broker import Broker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,39 +160,58 @@ class StatusCounter(threading.Thread):
             self.reached.set()
 
 
-class TactusRun:
-    """One installation (store, broker, prefix), its worker processes and its measurement."""
+class Installation:
+    """A fresh installation for a benchmark: a store (schema made), a broker, a queue prefix,
+    one registered process with its queue and the status queue declared, a status counter
+    (not started) and the worker processes started later."""
 
-    def __init__(self, store_uri: str, broker_uri: str, workers: int, tmp: Path) -> None:
+    def __init__(
+        self, store_uri: str, broker_uri: str, entry: ProcessEntry, prefix: str, tmp: Path
+    ) -> None:
         self.store_uri = store_uri
         self.broker_uri = broker_uri
-        self.workers = workers
+        self.entry = entry
+        self.prefix = prefix
         self.tmp = tmp
-        self.prefix = f"bd{secrets.token_hex(4)}"
         self.clock = SystemClock()
         self.store = open_store(store_uri)
         self.store.init_schema()
         self.broker = open_broker(broker_uri, self.store)
-        self.queue = process_queue(self.prefix, PROCESS)
-        self.status_queue = status_queue(self.prefix)
+        self.queue = process_queue(prefix, entry.name)
+        self.status_queue = status_queue(prefix)
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
-        self.created = 0
-        self.entry = ProcessEntry(
+        now = self.clock.now()
+        self.store.insert_process(
+            ProcessRecord(entry=entry, source=ProcessSource.API, created_at=now, updated_at=now)
+        )
+        self.broker.declare(self.queue)
+        self.broker.declare(self.status_queue)
+        self.counter = StatusCounter(self.broker, self.status_queue)
+
+    def env(self) -> dict[str, str]:
+        return worker_env(self.store_uri, self.broker_uri, self.prefix, self.tmp)
+
+    def close(self) -> None:
+        close_installation(
+            self.procs, self.counter, self.broker, self.store, [self.queue, self.status_queue]
+        )
+
+
+class TactusRun(Installation):
+    """One installation, its worker processes and its measurement."""
+
+    def __init__(self, store_uri: str, broker_uri: str, workers: int, tmp: Path) -> None:
+        entry = ProcessEntry(
             name=PROCESS,
             kind=ProcessKind.FREERUN,
             worker=WORKER_CLASS,
             trigger="every 3600",
             timeout=timedelta(seconds=60),
         )
-        now = self.clock.now()
-        self.store.insert_process(
-            ProcessRecord(
-                entry=self.entry, source=ProcessSource.API, created_at=now, updated_at=now
-            )
-        )
-        self.broker.declare(self.queue)
-        self.broker.declare(self.status_queue)
+        super().__init__(store_uri, broker_uri, entry, f"bd{secrets.token_hex(4)}", tmp)
+        self.workers = workers
+        self.logs: list[Path] = []
+        self.created = 0
         dispatcher = Dispatcher(
             self.store,
             lambda queue, body, delay: self.broker.publish(queue, body, delay=delay),
@@ -198,61 +220,17 @@ class TactusRun:
             publish_many=self.broker.publish_many,
         )
         self.firer = FreerunFirer(self.store, dispatcher, self.clock, SchedulerConfig())
-        self.counter = StatusCounter(self.broker, self.status_queue)
-
-    def env(self) -> dict[str, str]:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith("TACTUS_") and key != "PYTHONPATH"
-        }
-        env.update(
-            PYTHONPATH=str(ROOT),
-            TACTUS_STORE_URI=self.store_uri,
-            TACTUS_BROKER_URI=self.broker_uri,
-            TACTUS_QUEUE_PREFIX=self.prefix,
-            TACTUS_BOX_ID="bench",
-            TACTUS_VAR_DIR=str(self.tmp / "var"),
-        )
-        return env
 
     def start_workers(self) -> None:
         """``python -m workers bench_noop`` ×K; returns once all K have registered."""
         for index in range(self.workers):
             log_path = self.tmp / f"worker-{self.prefix}-{index}.log"
-            argv = [
-                sys.executable,
-                "-m",
-                "workers",
-                PROCESS,
-                "--concurrency",
-                "1",
-                "--log-level",
-                "WARNING",
-            ]
-            with log_path.open("wb") as log_file:
-                self.procs.append(
-                    subprocess.Popen(
-                        argv, cwd=ROOT, env=self.env(), stdout=log_file, stderr=subprocess.STDOUT
-                    )
-                )
+            self.procs.append(spawn_worker(PROCESS, 1, self.env(), log_path))
             self.logs.append(log_path)
-        deadline = time.monotonic() + 60
-        while True:
-            alive = [w for w in self.store.list_workers(process=PROCESS) if w.state == "alive"]
-            if len(alive) >= self.workers:
-                break
-            dead = [p for p in self.procs if p.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                raise RuntimeError(f"workers did not start:\n{self.tail()}")
-            time.sleep(0.1)
+        wait_registered(self.store, PROCESS, self.procs, self.tail)
 
     def tail(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
-            for p in self.logs
-            if p.exists()
-        )
+        return tail_logs(self.logs)
 
     def create_and_publish(self, count: int) -> None:
         """``count`` new units of work, fired ``BATCH`` at a time by the scheduler's pass."""
@@ -323,26 +301,85 @@ class TactusRun:
             raise RuntimeError(f"expected {warm + n} processed units of work, found {counts}")
         return RunResult(n=n, seconds=ended - started, cpu=cpu)
 
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        self.counter.stop.set()
-        if self.counter.is_alive():
-            self.counter.join(5)
+
+def worker_env(store_uri: str, broker_uri: str, prefix: str, tmp: Path) -> dict[str, str]:
+    """The environment of a benchmark's worker process: this one's, without its ``TACTUS_*``
+    settings, with the installation's and the repository on ``PYTHONPATH``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("TACTUS_") and key != "PYTHONPATH"
+    }
+    env.update(
+        PYTHONPATH=str(ROOT),
+        TACTUS_STORE_URI=store_uri,
+        TACTUS_BROKER_URI=broker_uri,
+        TACTUS_QUEUE_PREFIX=prefix,
+        TACTUS_BOX_ID="bench",
+        TACTUS_VAR_DIR=str(tmp / "var"),
+    )
+    return env
+
+
+def spawn_worker(
+    process: str, concurrency: int, env: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """``python -m workers PROCESS --concurrency N --log-level WARNING``, logging to a file."""
+    argv = [sys.executable, "-m", "workers", process, "--concurrency", str(concurrency)]
+    argv += ["--log-level", "WARNING"]
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+
+
+def wait_registered(
+    store: Store, process: str, procs: list[subprocess.Popen[bytes]], tail: Callable[[], str]
+) -> None:
+    """Return once as many workers of ``process`` as ``procs`` are registered alive."""
+    deadline = time.monotonic() + 60
+    while True:
+        alive = [w for w in store.list_workers(process=process) if w.state == "alive"]
+        if len(alive) >= len(procs):
+            return
+        dead = [p for p in procs if p.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            raise RuntimeError(f"workers did not start:\n{tail()}")
+        time.sleep(0.1)
+
+
+def tail_logs(paths: list[Path]) -> str:
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in paths if p.exists()
+    )
+
+
+def close_installation(
+    procs: list[subprocess.Popen[bytes]],
+    counter: StatusCounter,
+    broker: Broker,
+    store: Store,
+    queues: list[str],
+) -> None:
+    """Stop the worker processes (SIGTERM, then SIGKILL after 30 s) and the status counter,
+    delete the RabbitMQ queues, close the broker and the store."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
         try:
-            if self.broker.backend == "rabbitmq":
-                self.broker.delete(self.queue)
-                self.broker.delete(self.status_queue)
-        finally:
-            self.broker.close()
-            self.store.close()
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    counter.stop.set()
+    if counter.is_alive():
+        counter.join(5)
+    try:
+        if broker.backend == "rabbitmq":
+            for queue in queues:
+                broker.delete(queue)
+    finally:
+        broker.close()
+        store.close()
 
 
 def run_tactus(
