@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -219,73 +221,181 @@ class Move:
     details: Mapping[str, Any] | None = None
 
 
+#: States of a step that has not ended.
+OPEN_STEP_STATES = frozenset(set(UowState) - TERMINAL_UOW_STATES)
+
+
+class StepView(ABC):
+    """The steps of one flow run as the planner sees them: what is stored, plus the changes
+    planned so far (:meth:`set`)."""
+
+    def __init__(self) -> None:
+        self.planned: dict[str, UowState] = {}
+
+    def set(self, name: str, state: UowState) -> None:
+        self.planned[name] = state
+
+    def state(self, name: str) -> UowState | None:
+        """The step's state (None: not created)."""
+        if name in self.planned:
+            return self.planned[name]
+        uow = self.uow(name)
+        return None if uow is None else uow.state
+
+    @abstractmethod
+    def uow(self, name: str) -> UnitOfWork | None:
+        """The step as stored (None: not created)."""
+
+    @abstractmethod
+    def find(
+        self, names: Iterable[str] | None, states: frozenset[UowState], limit: int
+    ) -> list[str]:
+        """Up to ``limit`` names among ``names`` (None: every step) whose state is in
+        ``states``."""
+
+    @abstractmethod
+    def results(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The results of those of ``names`` that are processed and handed one on."""
+
+
+class StoredSteps(StepView):
+    """Every step, read at once (reconciling, expanding, retrying: all of them matter)."""
+
+    def __init__(self, steps: Mapping[str, UnitOfWork]) -> None:
+        super().__init__()
+        self.steps = dict(steps)
+
+    def uow(self, name: str) -> UnitOfWork | None:
+        return self.steps.get(name)
+
+    def find(
+        self, names: Iterable[str] | None, states: frozenset[UowState], limit: int
+    ) -> list[str]:
+        pool = self.steps if names is None else names
+        return [n for n in pool if self.state(n) in states][:limit]
+
+    def results(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return {
+            n: dict(u.result)
+            for n in names
+            if (u := self.steps.get(n)) is not None
+            and u.result is not None
+            and self.state(n) is UowState.PROCESSED
+        }
+
+
+class StepsOnDemand(StepView):
+    """Steps read when the planner asks, a few at a time: a step's end looks at its downstream
+    steps and their upstream steps only, so a flow of n steps costs O(n) reads, not O(n²)."""
+
+    def __init__(self, store: Store, flow_run: UnitOfWork) -> None:
+        super().__init__()
+        self.store = store
+        self.flow_run = flow_run
+        self._read: dict[str, UnitOfWork | None] = {}
+
+    def uow(self, name: str) -> UnitOfWork | None:
+        if name not in self._read:
+            run = self.flow_run
+            self._read[name] = self.store.find_uow_by_key(
+                run.process, run.start_timeperiod, run.end_timeperiod, f"{run.id}.{name}"
+            )
+        return self._read[name]
+
+    def find(
+        self, names: Iterable[str] | None, states: frozenset[UowState], limit: int
+    ) -> list[str]:
+        wanted = None if names is None else set(names)
+        local = [
+            n
+            for n, state in self.planned.items()
+            if state in states and (wanted is None or n in wanted)
+        ]
+        rest = None if wanted is None else frozenset(wanted - set(self.planned))
+        if rest is not None and not rest:
+            return local[:limit]
+        page = self.store.find_uows(
+            UowQuery(parent=self.flow_run.id, steps=rest, states=states),
+            limit=limit + len(self.planned),
+        )
+        stored = [u.step for u in page.items if u.step is not None and u.step not in self.planned]
+        return (local + stored)[:limit]
+
+    def results(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        wanted = frozenset(names)
+        if not wanted:
+            return {}
+        page = self.store.find_uows(
+            UowQuery(parent=self.flow_run.id, steps=wanted, states=frozenset({UowState.PROCESSED})),
+            limit=max(len(wanted), 1),
+        )
+        return {u.step: dict(u.result) for u in page.items if u.step and u.result is not None}
+
+
 def plan(
     flow_run: UnitOfWork,
-    steps: Mapping[str, UnitOfWork],
+    steps: Mapping[str, UnitOfWork] | StepView,
     *,
     now: datetime,
     ended: tuple[str, UowState] | None = None,
 ) -> tuple[list[Move], Move | None]:
-    """What the stored ``steps`` of ``flow_run`` allow next (pure).
+    """What the steps of ``flow_run`` allow next.
 
     Args:
         flow_run: the flow run as read (in progress, or requested when it is being expanded).
-        steps: its steps by name, as read.
+        steps: its steps by name as read, or a :class:`StepView` that reads them on demand.
         now: stamps ``submitted_at`` of the steps made requested.
-        ended: (step, new state) of a change about to be written with the plan.
+        ended: (step, new state) of a change about to be written with the plan: only the
+            steps downstream of it are looked at (everything when None).
 
     Returns:
-        The step moves (pending steps made requested, upstream_failed or noop, each in
-        dependency order, cascading) and the flow run's own move: ``succeed`` or ``cancel``
-        once every step has ended, else ``step_ended`` when ``ended`` is given (the flow run's
+        The step moves (pending steps made requested, upstream_failed or noop, in dependency
+        order, cascading) and the flow run's own move: ``succeed`` or ``cancel`` once every
+        step has ended, else ``step_ended`` when ``ended`` is given (the flow run's
         compare-and-set that serialises its steps), else None.
     """
     dag = Dag.of(flow_run)
-    states = {name: uow.state for name, uow in steps.items()}
+    view = steps if isinstance(steps, StepView) else StoredSteps(steps)
     if ended is not None:
-        states[ended[0]] = ended[1]
+        view.set(*ended)
+    work = deque(dag.names if ended is None else dag.downstream(ended[0]))
     moves: list[Move] = []
-    changed = True
-    while changed:
-        changed = False
-        for name in dag.names:
-            uow = steps.get(name)
-            if uow is None or states[name] is not UowState.PENDING:
-                continue
-            ups = dag.upstream[name]
-            if any(states[up] not in TERMINAL_UOW_STATES for up in ups):
-                continue
-            failed = [up for up in ups if states[up] in FAILED_STEP_STATES]
-            run_if = dag.run_if[name]
-            if run_if is RunIf.ALL_SUCCEEDED and failed:
-                trigger, dest = "upstream_failed", UowState.UPSTREAM_FAILED
-                reason = f"upstream {', '.join(failed)} failed"
-            elif run_if is RunIf.ANY_FAILED and not failed:
-                trigger, dest = "not_needed", UowState.NOOP
-                reason = "every upstream step succeeded (run_if any_failed)"
-            else:
-                trigger, dest = "ready", UowState.REQUESTED
-                reason = "upstream ended" if ups else "root step"
-            changes: dict[str, Any] | None = None
-            if dest is UowState.REQUESTED:
-                handed = {
-                    up: dict(steps[up].result)
-                    for up in ups
-                    if steps[up].result is not None and states[up] is UowState.PROCESSED
-                }
-                arguments = {k: v for k, v in uow.arguments.items() if k != "upstream"}
-                if handed:
-                    arguments["upstream"] = handed
-                changes = {"arguments": arguments, "submitted_at": now}
-            elif dest is UowState.NOOP:
-                changes = {"finished_at": now}
-            moves.append(Move(uow=uow, trigger=trigger, reason=reason, changes=changes))
-            states[name] = dest
-            changed = True
-    open_steps = [name for name in dag.names if states.get(name) not in TERMINAL_UOW_STATES]
+    opened = False
+    while work:
+        name = work.popleft()
+        uow = view.uow(name)
+        if uow is None or view.state(name) is not UowState.PENDING:
+            continue
+        ups = dag.upstream[name]
+        if view.find(ups, OPEN_STEP_STATES, 1):
+            continue
+        failed = sorted(view.find(ups, FAILED_STEP_STATES, len(ups)))
+        run_if = dag.run_if[name]
+        if run_if is RunIf.ALL_SUCCEEDED and failed:
+            trigger, dest = "upstream_failed", UowState.UPSTREAM_FAILED
+            reason = f"upstream {', '.join(failed)} failed"
+        elif run_if is RunIf.ANY_FAILED and not failed:
+            trigger, dest = "not_needed", UowState.NOOP
+            reason = "every upstream step succeeded (run_if any_failed)"
+        else:
+            trigger, dest = "ready", UowState.REQUESTED
+            reason = "upstream ended" if ups else "root step"
+        changes: dict[str, Any] | None = None
+        if dest is UowState.REQUESTED:
+            handed = view.results(ups)
+            arguments = {k: v for k, v in uow.arguments.items() if k != "upstream"}
+            if handed:
+                arguments["upstream"] = handed
+            changes = {"arguments": arguments, "submitted_at": now}
+            opened = True
+        else:
+            changes = {"finished_at": now} if dest is UowState.NOOP else None
+            work.extend(dag.downstream(name))  # it ended: its dependents may move too
+        moves.append(Move(uow=uow, trigger=trigger, reason=reason, changes=changes))
+        view.set(name, dest)
     run_move: Move | None = None
-    if not open_steps and dag.names:
-        canceled = [name for name in dag.names if states[name] is UowState.CANCELED]
+    if dag.names and not opened and not _open_after(view, dag, ended):
+        canceled = sorted(view.find(None, frozenset({UowState.CANCELED}), 10))
         if canceled:
             run_move = Move(
                 uow=flow_run,
@@ -308,6 +418,16 @@ def plan(
             details={"step": ended[0], "state": str(ended[1])},
         )
     return moves, run_move
+
+
+def _open_after(view: StepView, dag: Dag, ended: tuple[str, UowState] | None) -> bool:
+    """Whether a step of the flow has not ended, once the planned moves are made (a downstream
+    step of the one that ended still pending answers without a read)."""
+    if ended is not None and any(
+        view.state(name) is UowState.PENDING for name in dag.downstream(ended[0])
+    ):
+        return True
+    return bool(view.find(None, OPEN_STEP_STATES, 1))
 
 
 def _transition(move: Move, *, at: datetime, actor: str, version: int | None) -> UowTransition:
@@ -367,11 +487,11 @@ def group_for(
     """``step`` (a change that ends a step) with the flow's changes it makes possible, as one
     group to write together; and the units of work to announce once it is written."""
     flow_run = store.get_uow(step_uow.parent or "")
-    siblings = steps_of(store, flow_run.id)
-    handed = dict(step.changes or {}).get("result")
-    siblings[step_uow.step or ""] = replace(step_uow, result=handed)
     moves, run_move = plan(
-        flow_run, siblings, now=at, ended=(step_uow.step or "", UowState(step.new_state))
+        flow_run,
+        _Ending(store, flow_run, step_uow, dict(step.changes or {}).get("result")),
+        now=at,
+        ended=(step_uow.step or "", UowState(step.new_state)),
     )
     together: list[UowTransition] = []
     announce: list[UnitOfWork] = []
@@ -386,6 +506,25 @@ def group_for(
         if t.new_state is UowState.REQUESTED:
             announce.append(_as_stored(move, t))
     return replace(step, together=tuple(together)), announce
+
+
+class _Ending(StepsOnDemand):
+    """The steps as a step's end sees them: that step as it is about to be, with its result."""
+
+    def __init__(self, store: Store, flow_run: UnitOfWork, step: UnitOfWork, result: Any) -> None:
+        super().__init__(store, flow_run)
+        self._read[step.step or ""] = replace(step, result=result)
+
+    def results(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        # the stored rows of steps planned here are not what they are about to be: the step
+        # that ends hands on the result it is about to store
+        wanted = list(names)
+        found = super().results([n for n in wanted if n not in self.planned])
+        for name in wanted:
+            uow = self._read.get(name)
+            if self.planned.get(name) is UowState.PROCESSED and uow and uow.result is not None:
+                found[name] = dict(uow.result)
+        return found
 
 
 def ends_a_step(uow: UnitOfWork, new_state: UowState) -> bool:

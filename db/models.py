@@ -493,6 +493,8 @@ class UowQuery:
     heartbeat_before: datetime | None = None
     #: Only the steps of this flow run.
     parent: str | None = None
+    #: Only the steps of these names (with ``parent``).
+    steps: frozenset[str] | None = None
     #: Only runs: no step of a flow run (a flow run counts once, as in ``count_uows``).
     top_level: bool = False
     #: Only flow runs (True) or only what is not a flow run (False).

@@ -58,7 +58,7 @@ INDEXES: tuple[tuple[str, list[tuple[str, int]], bool], ...] = (
     (UOWS, [("state", 1), ("submitted_at", 1)], False),
     (UOWS, [("state", 1), ("heartbeat_at", 1)], False),
     (UOWS, [("process", 1), ("timeperiod", 1)], False),
-    (UOWS, [("parent", 1)], False),
+    (UOWS, [("parent", 1), ("step", 1)], False),
     (FIRES, [("process", 1), ("scheduled_at", 1)], True),
     (SUPERVISED, [("box_id", 1), ("process", 1)], True),
     (WORKERS, [("box_id", 1)], False),

@@ -124,6 +124,8 @@ class UowsMixin(MongoCore):
             clauses.append({"$or": [{"heartbeat_at": {"$lt": beat}}, {"heartbeat_at": None}]})
         if query.parent is not None:
             clauses.append({"parent": query.parent})
+        if query.steps is not None:
+            clauses.append({"step": {"$in": sorted(query.steps)}})
         if query.top_level:
             clauses.append({"parent": {"$in": [None]}})
         if query.flow is not None:

@@ -173,7 +173,7 @@ sa.Index("ix_uows_state_retry_at", uows.c.state, uows.c.retry_at)
 sa.Index("ix_uows_state_submitted_at", uows.c.state, uows.c.submitted_at)
 sa.Index("ix_uows_state_heartbeat_at", uows.c.state, uows.c.heartbeat_at)
 sa.Index("ix_uows_process_timeperiod", uows.c.process, uows.c.timeperiod)
-sa.Index("ix_uows_parent", uows.c.parent)
+sa.Index("ix_uows_parent_step", uows.c.parent, uows.c.step)
 
 events = sa.Table(
     "events",

@@ -136,6 +136,12 @@ class UowsMixin(SqlCore):
             stmt = stmt.where(sa.or_(c.heartbeat_at < before, c.heartbeat_at.is_(None)))
         if query.parent is not None:
             stmt = stmt.where(c.parent == query.parent)
+            if len(states or ()) > 1:
+                # a flow run's few steps: filtered along (parent, step), not one page per state
+                stmt = stmt.where(c.state.in_(states or ()))
+                states = None
+        if query.steps is not None:
+            stmt = stmt.where(c.step.in_(sorted(query.steps)))
         if query.top_level:
             stmt = stmt.where(c.parent.is_(None))
         if query.flow is not None:
