@@ -156,6 +156,22 @@ def redis_problem() -> str | None:
     return None
 
 
+def drop_redis_queues(prefix: str) -> None:
+    """Delete the Redis keys of every queue whose name starts with ``prefix`` (a test's unique
+    queue prefix): the server is shared."""
+    import redis
+
+    from mq.redis import queue_key_pattern
+
+    client = redis.Redis.from_url(REDIS_URI)
+    try:
+        keys = list(client.scan_iter(match=queue_key_pattern(prefix), count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 @dataclass(frozen=True)
 class BrokerSpec:
     """How to open the broker under test again, in another thread or OS process (picklable)."""

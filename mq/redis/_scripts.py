@@ -42,6 +42,12 @@ def delayed_key(queue: str) -> str:
     return f"{KEY_PREFIX}:{{{queue}}}:delayed"
 
 
+def queue_key_pattern(prefix: str) -> str:
+    """A ``SCAN MATCH`` pattern for the keys of every queue whose name starts with ``prefix``
+    (which must hold no glob character)."""
+    return f"{KEY_PREFIX}:{{{prefix}*"
+
+
 def publisher_key(token: str) -> str:
     """The record of the batches one publisher has added."""
     return f"{KEY_PREFIX}:pub:{token}"
