@@ -148,7 +148,11 @@ class RedisConsumer(Consumer):
         #: False from a failure until a read succeeds: :meth:`get_ready` does not try meanwhile.
         self._healthy = True
         self._closed = False
-        self._call(f"consume {queue}", self._ensure_group)
+        try:
+            self._call(f"consume {queue}", self._ensure_group)
+        except BrokerUnavailable:
+            self._client.close()
+            raise
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -191,20 +195,20 @@ class RedisConsumer(Consumer):
         # The notices are added by the same script, before the ack, and only if the entry is
         # still ours: a repeated ack adds none twice.
         notices = [(check_queue_name(queue), body) for queue, body in notices]
-        entry_id = self._release(delivery)
+        entry_id = self._entry_id(delivery)
         if not self._settle("ack", "ack", [entry_id], notices=notices):
             self._claim_lost("ack", [entry_id])
 
     def ack_many(self, deliveries: Sequence[Delivery], *, defer: bool = False) -> None:
         # ``defer`` may wait; here one call acks them all at once anyway.
-        ids = [self._release(delivery) for delivery in deliveries]
+        ids = [self._entry_id(delivery) for delivery in deliveries]
         if ids:
             done = self._settle(f"ack {len(ids)}", "ack", ids)
             if len(done) < len(ids):
                 self._claim_lost("ack", sorted(set(ids) - set(done)))
 
     def reject(self, delivery: Delivery, reason: str) -> None:
-        entry_id = self._release(delivery)
+        entry_id = self._entry_id(delivery)
         log.warning(
             "queue %s: dead-lettering message %s to %s (%s): %r",
             self.queue,
@@ -218,7 +222,7 @@ class RedisConsumer(Consumer):
 
     def requeue(self, delivery: Delivery, delay: timedelta | None = None) -> None:
         millis = delay_millis(delay)
-        entry_id = self._release(delivery)
+        entry_id = self._entry_id(delivery)
         mode = "later" if millis > 0 else "back"
         if not self._settle("requeue", mode, [entry_id], delay_ms=millis):
             self._claim_lost("requeue", [entry_id])
@@ -232,7 +236,7 @@ class RedisConsumer(Consumer):
         if not isinstance(entry_id, bytes) or entry_id not in self._held:
             return
         if not self._settle("extend", "keep", [entry_id], refill=False):
-            self._held.discard(entry_id)
+            self._held.discard(entry_id)  # another consumer has it now
             self._claim_lost("extend", [entry_id])
 
     def close(self) -> None:
@@ -392,11 +396,10 @@ class RedisConsumer(Consumer):
             if not str(exc).startswith("BUSYGROUP"):
                 raise
 
-    def _release(self, delivery: Delivery) -> bytes:
+    def _entry_id(self, delivery: Delivery) -> bytes:
         entry_id = delivery.tag
         if not isinstance(entry_id, bytes):
             raise InvalidInput("delivery", f"not a delivery of a Redis consumer ({entry_id!r})")
-        self._held.discard(entry_id)
         return entry_id
 
     def _settle(
@@ -426,7 +429,10 @@ class RedisConsumer(Consumer):
         *,
         refill: bool = False,
     ) -> list[bytes]:
-        room = max(self._room(), 0) if refill else 0
+        # what is settled leaves room (it stays held until the call succeeds: a failed ack
+        # leaves it held, so a reconnect does not read it back as if it were lost)
+        still_held = len(self._held.difference(ids)) if mode != "keep" else len(self._held)
+        room = max(self.prefetch - still_held - len(self._buffer), 0) if refill else 0
         done, read = self._settle_script(
             keys=[*self._keys, *(scripts.stream_key(queue) for queue, _ in notices)],
             args=[
@@ -441,6 +447,8 @@ class RedisConsumer(Consumer):
                 *(body for _, body in notices),
             ],
         )
+        if mode != "keep":
+            self._held.difference_update(ids)
         now = time.monotonic()
         for raw_id, flat in read or ():
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
@@ -458,7 +466,8 @@ class RedisConsumer(Consumer):
     def _claim_lost(self, what: str, ids: Sequence[bytes]) -> None:
         log.warning(
             "queue %s: %s of %s by %s did nothing: not held any more (the visibility timeout "
-            "passed and another consumer has it, or the queue was purged)",
+            "passed and another consumer has it, the queue was purged, or a try whose reply "
+            "was lost did it already)",
             self.queue,
             what,
             ", ".join(i.decode() for i in ids[:5]),

@@ -4,8 +4,8 @@ the middle of a flow of units of work, and a consumer process killed holding del
 What is proven, by counting (``counting.py``: every command appends its unit of work's id and
 attempt to a file as it starts and as it ends):
 
-- 500 units of work published while real worker processes run them, Redis SIGKILLed in the
-  middle and started again on its append-only file: none lost, none run twice, none run on a
+- 500 units of work published while real worker processes run them, Redis SIGKILLed (or
+  stopped with SIGTERM) in the middle and started again on its append-only file: none lost, none run twice, none run on a
   second attempt, no worker gone; the time from Redis answering again to the first ack reaching
   it is printed (the reconnect time) and bounded;
 - the deliveries a SIGKILLed consumer process held come to another consumer after
@@ -109,8 +109,9 @@ def spawn_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.parametrize("how", ["kill", "stop"])
 def test_redis_killed_and_restarted_mid_flow_loses_nothing_runs_nothing_twice(
-    private_redis: PrivateRedis, tmp_path: Path
+    private_redis: PrivateRedis, tmp_path: Path, how: str
 ):
     # given 500 units of work in the store and real workers consuming through Redis
     runs = RunLog(tmp_path / "runs.txt")
@@ -182,9 +183,13 @@ def test_redis_killed_and_restarted_mid_flow_loses_nothing_runs_nothing_twice(
             deadline=120,
             what=f"{KILL_AFTER_RUNS} runs before the kill",
         )
-        # when Redis is killed in the middle of the flow and started again after 3 s
+        # when Redis is killed (SIGKILL) or stopped (SIGTERM) in the middle of the flow and
+        # started again after 3 s
         runs_at_kill = len(runs.starts())
-        private_redis.kill()
+        if how == "kill":
+            private_redis.kill()
+        else:
+            private_redis.stop()
         time.sleep(DOWN)
         private_redis.start()
         back = time.monotonic()
@@ -223,7 +228,7 @@ def test_redis_killed_and_restarted_mid_flow_loses_nothing_runs_nothing_twice(
         publisher.close()
         monitor.close()
         store.close()
-    print(f"redis restart drill: reconnect {reconnect} s, {counts}")  # noqa: T201
+    print(f"redis {how} drill: reconnect {reconnect} s, {counts}")  # noqa: T201
     verdict = Verdict()
     verdict.equal("units of work", counts.units, UNITS)
     verdict.at_least("runs started before the kill", runs_at_kill, KILL_AFTER_RUNS)
@@ -239,6 +244,11 @@ def test_redis_killed_and_restarted_mid_flow_loses_nothing_runs_nothing_twice(
     verdict.at_most(
         "seconds from Redis back to the first ack (reconnect)", reconnect, RECONNECT_WITHIN
     )
+    warnings = sum(
+        (tmp_path / f"worker{i}.log").read_text(errors="replace").count("WARNING")
+        for i in range(WORKERS)
+    )
+    print(f"worker log warnings: {warnings}")  # noqa: T201
     logs = "\n".join(
         (tmp_path / f"worker{i}.log").read_text(errors="replace")[-3000:] for i in range(WORKERS)
     )
