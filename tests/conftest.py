@@ -128,9 +128,14 @@ def concurrent_store_uri(request, tmp_path, nx_server):
 # -- brokers: the broker contract suite --------------------------------------------------------
 
 #: Backends of the broker contract suite, in the order they are reported.
-BROKER_BACKENDS = ["store_queue", "rabbitmq"]
+BROKER_BACKENDS = ["store_queue", "rabbitmq", "redis"]
 #: Where the test suite finds RabbitMQ; override for a machine with other credentials.
 RABBITMQ_URI = os.environ.get("TACTUS_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F")
+#: Where the test suite finds Redis (shared: tests use unique queue names and delete their keys).
+REDIS_URI = os.environ.get("TACTUS_TEST_REDIS", "redis://127.0.0.1:6379/0")
+#: The contract suite's Redis visibility timeout when a test sets none: short enough that a dead
+#: consumer's delivery comes back within a test's deadline.
+REDIS_TEST_VISIBILITY = timedelta(seconds=5)
 
 
 def rabbitmq_problem() -> str | None:
@@ -140,6 +145,31 @@ def rabbitmq_problem() -> str | None:
     if not servers.port_open(host, port):
         return f"RabbitMQ not reachable on {host}:{port} (scripts/test-services starts it)"
     return None
+
+
+def redis_problem() -> str | None:
+    """None if the test Redis accepts connections, else why not."""
+    parts = urlsplit(REDIS_URI)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    if not servers.port_open(host, port):
+        return f"Redis not reachable on {host}:{port}"
+    return None
+
+
+def drop_redis_queues(prefix: str) -> None:
+    """Delete the Redis keys of every queue whose name starts with ``prefix`` (a test's unique
+    queue prefix): the server is shared."""
+    import redis
+
+    from mq.redis import queue_key_pattern
+
+    client = redis.Redis.from_url(REDIS_URI)
+    try:
+        keys = list(client.scan_iter(match=queue_key_pattern(prefix), count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @dataclass(frozen=True)
@@ -165,9 +195,18 @@ class BrokerSpec:
         """A new broker instance, closed afterwards.
 
         Args:
-            visibility: the store queue's visibility timeout (RabbitMQ has none: it redelivers
-                when the consumer's connection drops).
+            visibility: the store queue's and Redis's visibility timeout (RabbitMQ has none: it
+                redelivers when the consumer's connection drops).
         """
+        if self.backend == "redis":
+            from mq.redis import RedisBroker
+
+            broker = RedisBroker(REDIS_URI, visibility=visibility or REDIS_TEST_VISIBILITY)
+            try:
+                yield broker
+            finally:
+                broker.close()
+            return
         if self.backend == "rabbitmq":
             from mq.rabbitmq import RabbitBroker
 
@@ -199,17 +238,18 @@ class BrokerSpec:
     params=[
         pytest.param("store_queue", id="store_queue"),
         pytest.param("rabbitmq", id="rabbitmq", marks=pytest.mark.needs_server),
+        pytest.param("redis", id="redis", marks=pytest.mark.needs_server),
     ]
 )
 def broker_spec(request, tmp_path) -> BrokerSpec:
     """Which broker the contract test runs on, with a unique queue prefix; reachable or skipped
     (a failure when CI=true)."""
     prefix = servers.unique_name()
-    if request.param == "rabbitmq":
-        problem = rabbitmq_problem()
+    if request.param in ("rabbitmq", "redis"):
+        problem = rabbitmq_problem() if request.param == "rabbitmq" else redis_problem()
         if problem:
             servers.unavailable(problem)
-        return BrokerSpec("rabbitmq", prefix)
+        return BrokerSpec(request.param, prefix)
     from db import open_store
 
     store_uri = f"sqlite:///{tmp_path / 'tactus.db'}"

@@ -50,7 +50,7 @@ def test_settings_file_then_environment(tmp_path, suffix):
         ({"TACTUS_TIMEZONE": "Mars/Olympus"}, "timezone", "unknown IANA zone"),
         ({"TACTUS_STORE_URI": "oracle://x"}, "store_uri", "unknown scheme 'oracle'"),
         ({"TACTUS_STORE_URI": "sqlite://relative.db"}, "store_uri", "sqlite:///path"),
-        ({"TACTUS_BROKER_URI": "redis://x"}, "broker_uri", "must be 'store' or an amqp"),
+        ({"TACTUS_BROKER_URI": "kafka://x"}, "broker_uri", "must be 'store' or an amqp"),
         ({"TACTUS_BOX_ID": "bad box!"}, "box_id", "use letters"),
         ({"TACTUS_SETTINGS": "missing.toml"}, "TACTUS_SETTINGS", "cannot read"),
     ],

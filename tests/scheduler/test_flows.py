@@ -26,6 +26,7 @@ from mq.message import uow_delivery
 from scheduler.config import SchedulerConfig
 from scheduler.service import Scheduler
 from tests import servers
+from tests.conftest import REDIS_URI, drop_redis_queues, redis_problem
 from tests.scheduler.test_end_to_end import RABBITMQ, ROOT, Installation
 
 pytestmark = pytest.mark.slow
@@ -76,7 +77,7 @@ def ends(log: Path) -> Counter:
     return Counter(name for event, name, _, _ in events(log) if event == "end")
 
 
-@pytest.fixture(params=["sqlite-store", "sqlite-rabbitmq", "postgresql-rabbitmq"])
+@pytest.fixture(params=["sqlite-store", "sqlite-rabbitmq", "postgresql-rabbitmq", "sqlite-redis"])
 def installation(request, tmp_path):
     store_kind, broker = request.param.split("-")
     uri = "store"
@@ -84,6 +85,10 @@ def installation(request, tmp_path):
         if not servers.port_open("127.0.0.1", 5672):
             servers.unavailable("RabbitMQ not reachable on 127.0.0.1:5672")
         uri = RABBITMQ
+    if broker == "redis":
+        if redis_problem():
+            servers.unavailable(redis_problem())
+        uri = REDIS_URI
     database, store_uri = None, None
     if store_kind == "postgresql":
         problem = servers.POSTGRES.available()
@@ -93,6 +98,8 @@ def installation(request, tmp_path):
     inst = Installation(tmp_path, uri, store_uri)
     yield inst
     inst.close()
+    if broker == "redis":
+        drop_redis_queues(inst.env["TACTUS_QUEUE_PREFIX"])
     if database is not None:
         servers.POSTGRES.drop_database(database)
 
