@@ -115,6 +115,9 @@ class SlotOwner(Protocol):
     def announce(self, uows: Sequence[UnitOfWork]) -> None:
         """Publish the steps a flow change made requested; announce flow runs that ended."""
 
+    def announcements(self, uows: Sequence[UnitOfWork]) -> list[tuple[str, bytes]]:
+        """The (queue, body) messages :meth:`announce` would publish."""
+
     def slot_failed(self) -> None:
         """A slot cannot go on: stop the worker with a failure."""
 
@@ -705,6 +708,7 @@ class Slot:
                     clock=worker.clock,
                     actor=worker.actor,
                     announce=announce,
+                    messages=worker.announcements,
                 )
 
         results, settled = self._write_outcome(write, requests[0])
