@@ -11,15 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from db.errors import InvalidInput, NotFound
+from db.errors import InvalidInput
 from db.ids import new_id
 from db.models import Payload
 
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from db.models import ProcessEntry
     from db.store import Store
 
 #: Content type of an inline payload and of a JSON body posted to ``/payloads``.
@@ -110,21 +112,34 @@ def resolve(store: Store, payload_id: Any, payload: Any, now: datetime) -> str |
     stored now; None when neither is given (a field set to null counts as absent).
 
     Raises:
-        InvalidInput: both given, a malformed id, or no payload with this id (field
-            ``payload_id``).
+        InvalidInput: both given, or a malformed id.
+        NotFound: no payload has this id.
     """
     if payload_id is not None and payload is not None:
         raise InvalidInput("payload", "give either payload_id or payload, not both")
     if payload_id is not None:
         payload_id = check_payload_id(payload_id)
-        try:
-            store.get_payload(payload_id, data=False)
-        except NotFound:
-            raise InvalidInput("payload_id", f"no payload {payload_id}") from None
+        store.get_payload(payload_id, data=False)  # NotFound: a well-formed id, not stored
         return payload_id
     if payload is not None:
         return store_inline(store, payload, now).id
     return None
+
+
+def entry_with_stored_payload(store: Store, entry: ProcessEntry, now: datetime) -> ProcessEntry:
+    """``entry`` as it is stored: an inline ``payload`` stored and replaced by its
+    ``payload_id`` (the same value gives the same id, so registering a file again changes
+    nothing); a ``payload_id`` checked to exist.
+
+    Raises:
+        NotFound: no payload has the entry's ``payload_id``.
+    """
+    if entry.payload is not None:
+        stored = store_inline(store, entry.payload, now)
+        return replace(entry, payload_id=stored.id, payload=None)
+    if entry.payload_id is not None:
+        store.get_payload(entry.payload_id, data=False)
+    return entry
 
 
 def message_text(line: str) -> str:

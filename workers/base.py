@@ -97,6 +97,8 @@ class WorkerSettings(Protocol):
     var_dir: str
     #: The longest pause while waiting out an outage of the store or the broker.
     outage_backoff_max: float
+    #: Messages kept per unit of work (SPEC section 12).
+    max_messages_per_uow: int
 
 
 class UowWorker:
