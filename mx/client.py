@@ -25,6 +25,7 @@ from db.errors import (
     Conflict,
     InvalidInput,
     NotFound,
+    PayloadTooLarge,
     StoreUnavailable,
     TactusError,
     TransitionRefused,
@@ -48,6 +49,7 @@ ERRORS_BY_CODE: dict[str, type[TactusError]] = {
         NotFound,
         TransitionRefused,
         Conflict,
+        PayloadTooLarge,
         StoreUnavailable,
         BrokerUnavailable,
     )
@@ -57,7 +59,7 @@ ERRORS_BY_STATUS: dict[int, type[TactusError]] = {
     400: InvalidInput,
     404: NotFound,
     409: Conflict,
-    413: InvalidInput,
+    413: PayloadTooLarge,
     422: InvalidInput,
     503: StoreUnavailable,
 }
