@@ -17,7 +17,7 @@ class MessageStore(ABC):
 
     @abstractmethod
     def append_messages(
-        self, uow_id: str, attempt: int, texts: Sequence[str], *, at: datetime, limit: int
+        self, uow_id: str, attempt: int, messages: Sequence[tuple[datetime, str]], *, limit: int
     ) -> int:
         """Append messages of one unit of work, in the order given, after every message it
         emitted before (``seq`` numbers grow by one per message emitted, also across callers).
@@ -28,15 +28,14 @@ class MessageStore(ABC):
         Args:
             uow_id: the unit of work (not checked: its worker is the only writer).
             attempt: the attempt that emitted them.
-            texts: the messages.
-            at: when (aware).
+            messages: (when, text) of each, ``when`` aware.
             limit: ``max_messages_per_uow``.
 
         Returns:
-            How many of ``texts`` were stored.
+            How many of ``messages`` were stored.
 
         Raises:
-            InvalidInput: ``at`` is naive, or ``limit`` is not positive.
+            InvalidInput: an instant is naive, or ``limit`` is not positive.
         """
 
     @abstractmethod

@@ -9,7 +9,7 @@ import pytest
 
 from db import open_store
 from db.errors import InvalidInput
-from tests.contract.store_helpers import T0, _race_threads
+from tests.contract.store_helpers import T0, _race_threads, stamped
 
 UOW = "0123456789abcdef01234567"
 
@@ -20,22 +20,23 @@ def _texts(page) -> list[str]:
 
 def test_messages_arrive_in_order_with_seq_attempt_and_time(store):
     # given
-    assert store.append_messages(UOW, 1, ["one", "two"], at=T0, limit=100) == 2
+    second = T0 + timedelta(milliseconds=250)
+    assert store.append_messages(UOW, 1, [(T0, "one"), (second, "two")], limit=100) == 2
     # when a later attempt emits more
     later = T0 + timedelta(seconds=3)
-    assert store.append_messages(UOW, 2, ["three", "four", "five"], at=later, limit=100) == 3
+    assert store.append_messages(UOW, 2, stamped(later, "three", "four", "five"), limit=100) == 3
     # then
     page = store.list_messages(UOW)
     assert _texts(page) == ["one", "two", "three", "four", "five"]
     assert [m.seq for m in page.items] == [1, 2, 3, 4, 5]
     assert [m.attempt for m in page.items] == [1, 1, 2, 2, 2]
-    assert page.items[0].at == T0 and page.items[-1].at == later
+    assert [m.at for m in page.items] == [T0, second, later, later, later]
     assert page.items[0].uow_id == UOW
     assert (page.dropped, page.more) == (0, False)
 
 
 def test_messages_page_and_follow_after_a_seq(store):
-    store.append_messages(UOW, 1, [f"m{i}" for i in range(1, 8)], at=T0, limit=100)
+    store.append_messages(UOW, 1, stamped(T0, *(f"m{i}" for i in range(1, 8))), limit=100)
     first = store.list_messages(UOW, limit=3)
     assert _texts(first) == ["m1", "m2", "m3"] and first.more
     rest = store.list_messages(UOW, after=first.items[-1].seq, limit=10)
@@ -46,8 +47,8 @@ def test_messages_page_and_follow_after_a_seq(store):
 
 
 def test_messages_of_units_of_work_are_apart(store):
-    store.append_messages(UOW, 1, ["mine"], at=T0, limit=10)
-    store.append_messages("other", 1, ["theirs"], at=T0, limit=10)
+    store.append_messages(UOW, 1, stamped(T0, "mine"), limit=10)
+    store.append_messages("other", 1, stamped(T0, "theirs"), limit=10)
     assert _texts(store.list_messages(UOW)) == ["mine"]
     assert [m.seq for m in store.list_messages("other").items] == [1]
     assert store.list_messages("unknown").items == []
@@ -55,10 +56,10 @@ def test_messages_of_units_of_work_are_apart(store):
 
 def test_messages_cap_keeps_the_oldest_and_reports_the_rest(store):
     # given a cap of 5
-    assert store.append_messages(UOW, 1, ["a", "b", "c"], at=T0, limit=5) == 3
+    assert store.append_messages(UOW, 1, stamped(T0, "a", "b", "c"), limit=5) == 3
     # when 4 more come, then 2 more
-    assert store.append_messages(UOW, 1, ["d", "e", "f", "g"], at=T0, limit=5) == 2
-    assert store.append_messages(UOW, 2, ["h", "i"], at=T0, limit=5) == 0
+    assert store.append_messages(UOW, 1, stamped(T0, "d", "e", "f", "g"), limit=5) == 2
+    assert store.append_messages(UOW, 2, stamped(T0, "h", "i"), limit=5) == 0
     # then the first five are kept and four reported dropped
     page = store.list_messages(UOW)
     assert _texts(page) == ["a", "b", "c", "d", "e"]
@@ -68,14 +69,14 @@ def test_messages_cap_keeps_the_oldest_and_reports_the_rest(store):
 
 def test_messages_bad_input_is_refused(store):
     with pytest.raises(InvalidInput):
-        store.append_messages(UOW, 1, ["x"], at=datetime(2026, 1, 5, 13, 0), limit=5)  # noqa: DTZ001
+        store.append_messages(UOW, 1, stamped(datetime(2026, 1, 5, 13, 0), "x"), limit=5)  # noqa: DTZ001
     with pytest.raises(InvalidInput):
-        store.append_messages(UOW, 1, ["x"], at=T0, limit=0)
+        store.append_messages(UOW, 1, stamped(T0, "x"), limit=0)
     with pytest.raises(InvalidInput):
         store.list_messages(UOW, after=-1)
     with pytest.raises(InvalidInput):
         store.list_messages(UOW, limit=0)
-    assert store.append_messages(UOW, 1, [], at=T0, limit=5) == 0
+    assert store.append_messages(UOW, 1, [], limit=5) == 0
     assert store.list_messages(UOW).items == []
 
 
@@ -86,7 +87,8 @@ def test_race_threads_appenders_never_share_a_seq(concurrent_store_uri):
     # when each appends ten messages, one at a time
     def append(i: int) -> int:
         return sum(
-            stores[i].append_messages(UOW, 1, [f"w{i}-{n}"], at=T0, limit=1000) for n in range(10)
+            stores[i].append_messages(UOW, 1, stamped(T0, f"w{i}-{n}"), limit=1000)
+            for n in range(10)
         )
 
     results = _race_threads(4, append)

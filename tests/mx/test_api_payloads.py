@@ -13,6 +13,7 @@ import pytest
 
 from db.credentials import Role
 from settings import load_settings
+from tests.contract.store_helpers import stamped
 
 MIB = 1024 * 1024
 LIMIT = 3 * MIB
@@ -187,9 +188,9 @@ def test_editing_an_entry_with_the_same_inline_payload_changes_nothing(client, a
 
 def test_uow_messages_in_order_paged_and_followed(client, auth, seed, app_store, clock):
     # given five messages over two attempts
-    app_store.append_messages(seed.uow_id, 1, ["one", "two", "three"], at=clock.now(), limit=10)
+    app_store.append_messages(seed.uow_id, 1, stamped(clock.now(), "one", "two", "three"), limit=10)
     later = clock.now() + timedelta(seconds=2)
-    app_store.append_messages(seed.uow_id, 2, ["four", "five"], at=later, limit=10)
+    app_store.append_messages(seed.uow_id, 2, stamped(later, "four", "five"), limit=10)
     viewer = auth.headers(Role.VIEWER)
     # when read two at a time
     first = client.get(f"/api/v1/uows/{seed.uow_id}/messages?limit=2", headers=viewer).json
@@ -211,7 +212,7 @@ def test_uow_messages_in_order_paged_and_followed(client, auth, seed, app_store,
 
 
 def test_task_messages_report_what_the_cap_dropped(client, auth, seed, app_store, clock):
-    app_store.append_messages(seed.task_id, 1, ["a", "b", "c"], at=clock.now(), limit=2)
+    app_store.append_messages(seed.task_id, 1, stamped(clock.now(), "a", "b", "c"), limit=2)
     body = client.get(
         f"/api/v1/tasks/{seed.task_id}/messages", headers=auth.headers(Role.VIEWER)
     ).json

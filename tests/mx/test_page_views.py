@@ -17,6 +17,7 @@ from mx.services import actions, tasks
 from mx.services.context import ServiceContext
 from scheduler.config import SchedulerConfig
 from scheduler.service import Scheduler
+from tests.contract.store_helpers import stamped
 from tests.mx.conftest import T0, register
 from tests.scheduler.conftest import RecordingBroker
 
@@ -345,7 +346,7 @@ def test_the_page_of_a_task_shows_its_messages_live_and_its_payload(client, auth
     ctx = context(app_store, FakeClock(T0))
     task = tasks.submit(ctx, "echo hi", payload={"n": 1})
     app_store.append_messages(
-        task["task_id"], 1, ["first", "<b>second</b>", "third"], at=T0, limit=2
+        task["task_id"], 1, stamped(T0, "first", "<b>second</b>", "third"), limit=2
     )
     # when its page, and the fragment htmx polls, are read
     page = get(client, auth, f"/uows/{task['task_id']}")

@@ -29,11 +29,11 @@ class MessagesMixin(MongoCore):
 
     @translated
     def append_messages(
-        self, uow_id: str, attempt: int, texts: Sequence[str], *, at: datetime, limit: int
+        self, uow_id: str, attempt: int, messages: Sequence[tuple[datetime, str]], *, limit: int
     ) -> int:
         """Reserve ``seq`` numbers, store the messages within ``limit``, count the others."""
         limit = check_count(limit, "limit")
-        when = to_utc(at, "at")
+        texts = [(to_utc(at, "at"), text) for at, text in messages]
         count = len(texts)
         if count == 0:
             return 0
@@ -51,10 +51,10 @@ class MessagesMixin(MongoCore):
                 "uow_id": uow_id,
                 "seq": first + i,
                 "attempt": attempt,
-                "at": when,
+                "at": at,
                 "text": text,
             }
-            for i, text in enumerate(texts)
+            for i, (at, text) in enumerate(texts)
             if first + i <= limit
         ]
         if docs:

@@ -51,11 +51,11 @@ class MessagesMixin(SqlCore):
     """The message part of :class:`~db.store.Store` on SQL."""
 
     def append_messages(
-        self, uow_id: str, attempt: int, texts: Sequence[str], *, at: datetime, limit: int
+        self, uow_id: str, attempt: int, messages: Sequence[tuple[datetime, str]], *, limit: int
     ) -> int:
         """Number the messages after those emitted before; store those within ``limit``."""
         limit = check_count(limit, "limit")
-        when = rows.instant(at, "at")
+        texts = [(rows.instant(at, "at"), text) for at, text in messages]
         count = len(texts)
         if count == 0:
             return 0
@@ -69,8 +69,8 @@ class MessagesMixin(SqlCore):
             conn.execute(take)  # locks the tally until the commit
             first = conn.execute(read).scalar_one() - count + 1
             batch = [
-                {"uow_id": uow_id, "seq": first + i, "attempt": attempt, "at": when, "text": text}
-                for i, text in enumerate(texts)
+                {"uow_id": uow_id, "seq": first + i, "attempt": attempt, "at": at, "text": text}
+                for i, (at, text) in enumerate(texts)
                 if first + i <= limit
             ]
             if batch:
