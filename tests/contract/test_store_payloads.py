@@ -67,8 +67,9 @@ def test_payload_other_bytes_are_another_payload(store):
 def test_payload_empty_and_large(store):
     empty, _ = store.save_payload(new_payload(b"", "text/plain", T0))
     assert store.get_payload(empty.id).data == b""
-    # larger than one chunk of the MongoDB store (4 MiB)
-    data = os.urandom(5 * MIB + 7)
+    # as large as max_payload_bytes allows by default: many chunks, and as large as MariaDB's
+    # default max_allowed_packet
+    data = os.urandom(16 * MIB)
     large, _ = store.save_payload(new_payload(data, None, T0))
     got = store.get_payload(large.id)
     assert got.size == len(data) and got.data == data
