@@ -44,6 +44,8 @@ FLUSH_INTERVAL = 0.5
 MAX_PENDING = 10_000
 #: Bytes of ``$TACTUS_MESSAGES`` read at once (what is left is read at the next poll).
 READ_BYTES = 1024 * 1024
+#: Bytes of a line without its end kept waiting for it; more are taken as a message then.
+LINE_BYTES = 64 * 1024
 #: Names of the files a command finds in its folder.
 ARGUMENTS_FILE, PAYLOAD_FILE, MESSAGES_FILE = "arguments.json", "payload", "messages.txt"
 
@@ -114,6 +116,10 @@ class MessageFile:
             self._offset += len(data)
             *complete, self._partial = (self._partial + data).split(b"\n")
             lines += complete
+            if len(self._partial) > LINE_BYTES:
+                # a line that never ends: what came so far is one message (cut), not memory
+                lines.append(self._partial)
+                self._partial = b""
             if not final:
                 break  # the rest at the next poll: a long backlog never stalls the run
         if final and self._partial:

@@ -8,11 +8,13 @@ from datetime import timedelta
 
 import pytest
 
-from db import open_store
+from db import flows, open_store
+from db.clock import FakeClock
 from db.errors import NotFound
-from db.models import Payload
+from db.models import Payload, ProcessEntry, StepEntry
 from db.payloads import new_payload, sha256_of
-from db.states import UowKind
+from db.states import ProcessKind, UowKind
+from db.uow_factory import create_once
 from tests.contract.store_helpers import T0, _race_threads, make_uow
 
 MIB = 1024 * 1024
@@ -103,3 +105,29 @@ def test_payload_id_is_kept_on_the_unit_of_work(store):
     assert uow.payload_id == payload.id and uow.payload is None
     assert store.get_uow(uow.id).payload_id == payload.id
     assert store.get_uow(store.create_uow(make_uow(run_key="1")).id).payload_id is None
+
+
+def test_payload_of_a_freerun_entry_reaches_its_flow_steps(store):
+    # given a freerun flow whose entry has a payload
+    payload, _ = store.save_payload(new_payload(b"rows", None, T0))
+    steps = (StepEntry(name="a", command=("true",)), StepEntry(name="b", command=("true",)))
+    entry = ProcessEntry(
+        name="etl", kind=ProcessKind.FREERUN, trigger="every 60", steps=steps, payload_id=payload.id
+    )
+    clock = FakeClock(T0)
+    # when a fire creates its run and a worker expands it
+    run, _ = create_once(
+        store,
+        entry,
+        clock=clock,
+        actor="test",
+        reason="test",
+        kind=UowKind.FREERUN,
+        start="20261207030000",
+        end="20261207030000",
+        run_key="r1",
+    )
+    flows.expand(store, run, entry, clock=clock, actor="test")
+    # then the run and each of its steps carry the entry's payload
+    assert run.payload_id == payload.id
+    assert {s.payload_id for s in flows.steps_of(store, run.id).values()} == {payload.id}
