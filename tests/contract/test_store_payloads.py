@@ -9,13 +9,12 @@ from datetime import timedelta
 import pytest
 
 from db import flows, open_store
-from db.clock import FakeClock
 from db.errors import NotFound
 from db.models import Payload, ProcessEntry, StepEntry
 from db.payloads import new_payload, sha256_of
 from db.states import ProcessKind, UowKind
-from db.uow_factory import create_once
 from tests.contract.store_helpers import T0, _race_threads, make_uow
+from tests.contract.test_store_flows import Flow
 
 MIB = 1024 * 1024
 
@@ -114,20 +113,8 @@ def test_payload_of_a_freerun_entry_reaches_its_flow_steps(store):
     entry = ProcessEntry(
         name="etl", kind=ProcessKind.FREERUN, trigger="every 60", steps=steps, payload_id=payload.id
     )
-    clock = FakeClock(T0)
     # when a fire creates its run and a worker expands it
-    run, _ = create_once(
-        store,
-        entry,
-        clock=clock,
-        actor="test",
-        reason="test",
-        kind=UowKind.FREERUN,
-        start="20261207030000",
-        end="20261207030000",
-        run_key="r1",
-    )
-    flows.expand(store, run, entry, clock=clock, actor="test")
+    flow = Flow(store, entry)
     # then the run and each of its steps carry the entry's payload
-    assert run.payload_id == payload.id
-    assert {s.payload_id for s in flows.steps_of(store, run.id).values()} == {payload.id}
+    assert flow.run.payload_id == payload.id
+    assert {s.payload_id for s in flows.steps_of(store, flow.run.id).values()} == {payload.id}
