@@ -91,6 +91,10 @@ class Settings:
     #: Seconds a worker record stays listed after its worker was declared lost or stopped; then
     #: the scheduler removes it (its units of work and their history stay).
     worker_retention: float = 86400.0
+    #: Largest payload ``POST /api/v1/payloads`` takes, in bytes (SPEC section 12).
+    max_payload_bytes: int = 16 * 1024 * 1024
+    #: Messages kept per unit of work (the oldest); later ones are counted as dropped.
+    max_messages_per_uow: int = 1000
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some keys changed (validated like loaded values)."""
@@ -215,6 +219,8 @@ _NUMBERS: dict[str, tuple[type, float]] = {
     "stats_interval": (float, 0.1),
     "outage_backoff_max": (float, 0.1),
     "worker_retention": (float, 0.0),
+    "max_payload_bytes": (int, 1),
+    "max_messages_per_uow": (int, 1),
 }
 
 

@@ -5,7 +5,17 @@ Importing the route modules registers their routes on the blueprint.
 
 from __future__ import annotations
 
-from mx.api import boxes, jobs, meta, processes, registration, tasks, uows
+from mx.api import boxes, jobs, meta, payloads, processes, registration, tasks, uows
 from mx.api.common import bp
 
-__all__ = ["boxes", "bp", "jobs", "meta", "processes", "registration", "tasks", "uows"]
+__all__ = [
+    "boxes",
+    "bp",
+    "jobs",
+    "meta",
+    "payloads",
+    "processes",
+    "registration",
+    "tasks",
+    "uows",
+]
