@@ -38,7 +38,8 @@ class Settings:
     #: Where state lives: ``sqlite:///<var_dir>/tactus.db`` (embedded), ``postgresql://``,
     #: ``mysql://``, ``mongodb://``.
     store_uri: str
-    #: How work travels: ``store`` (a queue kept in the store) or ``amqp://user:pass@host/vhost``.
+    #: How work travels: ``store`` (a queue kept in the store), ``amqp://user:pass@host/vhost``
+    #: or ``nats://host:4222`` (NATS JetStream).
     broker_uri: str = "store"
     #: The registration file ``standalone`` registers when it exists.
     context_file: str = "process_context.py"
@@ -252,5 +253,5 @@ def _check_store_uri(uri: str) -> None:
 def _check_broker_uri(uri: str) -> None:
     if uri == "store":
         return
-    if urlsplit(uri).scheme.lower() not in ("amqp", "amqps"):
-        raise InvalidInput("broker_uri", "must be 'store' or an amqp:// or amqps:// URI")
+    if urlsplit(uri).scheme.lower() not in ("amqp", "amqps", "nats"):
+        raise InvalidInput("broker_uri", "must be 'store' or an amqp://, amqps:// or nats:// URI")

@@ -18,6 +18,7 @@ BROKER_BACKENDS = {
     "store": "mq.store_queue:StoreBroker",
     "amqp": "mq.rabbitmq:RabbitBroker",
     "amqps": "mq.rabbitmq:RabbitBroker",
+    "nats": "mq.nats:NatsBroker",
 }
 
 
@@ -28,14 +29,15 @@ def open_broker(
     visibility: timedelta | None = None,
     attempts: int | None = None,
 ) -> Broker:
-    """Open the broker named by ``uri``: ``store`` (the embedded queue in ``store``) or
-    ``amqp://user:pass@host:5672/vhost``.
+    """Open the broker named by ``uri``: ``store`` (the embedded queue in ``store``),
+    ``amqp://user:pass@host:5672/vhost`` or ``nats://host:4222`` (NATS JetStream).
 
     Args:
         uri: the ``broker_uri`` setting.
         store: the store (holds the embedded queue; RabbitMQ ignores it).
-        visibility: how long the embedded queue hides a claimed message (the
-            ``visibility_timeout`` setting); RabbitMQ tracks its consumers' connections instead.
+        visibility: how long the embedded queue hides a claimed message, and NATS's AckWait
+            (the ``visibility_timeout`` setting); RabbitMQ tracks its consumers' connections
+            instead.
         attempts: how often one call is tried before it raises ``BrokerUnavailable`` (default:
             the backend's, a few tries that ride out a blip); mx passes 1 and answers at once.
 
@@ -45,11 +47,11 @@ def open_broker(
     scheme = "store" if uri == "store" else urlsplit(uri).scheme.lower()
     target = BROKER_BACKENDS.get(scheme)
     if target is None:
-        raise InvalidInput("broker_uri", f"unknown scheme {scheme!r} (use store or amqp)")
+        raise InvalidInput("broker_uri", f"unknown scheme {scheme!r} (use store, amqp or nats)")
     module_name, class_name = target.split(":")
     module = importlib.import_module(module_name)
     broker_class = getattr(module, class_name)
     options: dict[str, object] = {} if attempts is None else {"attempts": attempts}
-    if scheme == "store" and visibility is not None:
+    if scheme in ("store", "nats") and visibility is not None:
         options["visibility"] = visibility
     return broker_class(uri, store=store, **options)
