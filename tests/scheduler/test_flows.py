@@ -23,9 +23,11 @@ from db.states import JobState, ProcessKind, ProcessSource, Qualifier, RunIf, Uo
 from db.timeperiod import Timeperiod
 from db.uow_factory import create_once
 from mq.message import uow_delivery
+from mq.nats import NatsBroker
 from scheduler.config import SchedulerConfig
 from scheduler.service import Scheduler
 from tests import servers
+from tests.conftest import NATS_URI, nats_problem
 from tests.scheduler.test_end_to_end import RABBITMQ, ROOT, Installation
 
 pytestmark = pytest.mark.slow
@@ -76,7 +78,7 @@ def ends(log: Path) -> Counter:
     return Counter(name for event, name, _, _ in events(log) if event == "end")
 
 
-@pytest.fixture(params=["sqlite-store", "sqlite-rabbitmq", "postgresql-rabbitmq"])
+@pytest.fixture(params=["sqlite-store", "sqlite-rabbitmq", "postgresql-rabbitmq", "sqlite-nats"])
 def installation(request, tmp_path):
     store_kind, broker = request.param.split("-")
     uri = "store"
@@ -84,6 +86,11 @@ def installation(request, tmp_path):
         if not servers.port_open("127.0.0.1", 5672):
             servers.unavailable("RabbitMQ not reachable on 127.0.0.1:5672")
         uri = RABBITMQ
+    if broker == "nats":
+        problem = nats_problem()
+        if problem:
+            servers.unavailable(problem)
+        uri = NATS_URI
     database, store_uri = None, None
     if store_kind == "postgresql":
         problem = servers.POSTGRES.available()
@@ -93,6 +100,9 @@ def installation(request, tmp_path):
     inst = Installation(tmp_path, uri, store_uri)
     yield inst
     inst.close()
+    if broker == "nats":
+        with NatsBroker(NATS_URI) as nats_broker:
+            nats_broker.delete_installation(inst.env["TACTUS_QUEUE_PREFIX"])
     if database is not None:
         servers.POSTGRES.drop_database(database)
 
