@@ -138,6 +138,11 @@ class NatsConsumer(Consumer):
                     functools.partial(self._request, wanted=wanted, expires=expires),
                     reset=self._forget,
                 )
+            elif not self._link.connected:
+                # Enough asked for, but the connection is down: wait for it as any call does
+                # (BrokerUnavailable if it stays down), rather than for an answer that cannot
+                # come.
+                self._link.call(f"consume {self.queue}", self._ensure, reset=self._forget)
             with self._cond:
                 remaining = deadline - time.monotonic()
                 if not self._buffer and remaining > 0:
