@@ -28,6 +28,7 @@ from tests import servers
 from tests.conftest import NATS_URI, nats_problem
 from tests.faults.pgcluster import free_port
 from tests.faults.proxy import TcpProxy
+from tests.mq.riding import ride_out_an_outage
 from tests.polling import wait_until
 
 #: Longest wait for a message that should come.
@@ -241,66 +242,4 @@ def outage_of(proxy: TcpProxy) -> Callable[[Callable[[], None]], None]:
 @pytest.mark.needs_server
 @pytest.mark.slow
 def test_publisher_and_consumer_ride_out_an_outage(patient, proxy, prefix):
-    # given a consumer thread consuming continuously, holding one delivery across the outage
-    broker = patient
-    queue = f"{prefix}.q"
-    received: list[tuple[bytes, bool]] = []
-    errors: list[BaseException] = []
-    done = threading.Event()
-    broker.declare(queue)
-
-    def consume() -> None:
-        try:
-            with broker.consumer(queue, prefetch=10) as consumer:
-                while not done.is_set():
-                    delivery = consumer.get(0.2)
-                    if delivery is not None:
-                        received.append((delivery.body, delivery.redelivered))
-                        consumer.ack(delivery)
-        except BaseException as exc:  # reported by the test thread
-            errors.append(exc)
-
-    def bodies() -> set[bytes]:
-        return {body for body, _ in received}
-
-    consumer_thread = threading.Thread(target=consume)
-    consumer_thread.start()
-    before = [b"before-%02d" % i for i in range(30)]
-    during = [b"during-%02d" % i for i in range(20)]
-    after = [b"after-%02d" % i for i in range(10)]
-    publish_errors: list[BaseException] = []
-
-    def publish_during() -> None:
-        try:
-            broker.publish_many((queue, body) for body in during[:10])
-            for body in during[10:]:
-                broker.publish(queue, body)
-        except BaseException as exc:  # reported by the test thread
-            publish_errors.append(exc)
-
-    publisher_thread = threading.Thread(target=publish_during)
-    try:
-        broker.publish_many((queue, body) for body in before)
-        wait_until(lambda: len(received) >= 10, deadline=DEADLINE, what="first deliveries")
-
-        # when the server is out of reach while both publish and consume, and comes back
-        def while_down() -> None:
-            publisher_thread.start()
-            time.sleep(2.0)
-
-        outage_of(proxy)(while_down)
-        publisher_thread.join(60)
-        broker.publish_many((queue, body) for body in after)
-        # then nothing was lost; a message arrives twice only if it was redelivered
-        expected = set(before + during + after)
-        wait_until(lambda: errors or expected <= bodies(), deadline=60, what="every message")
-    finally:
-        done.set()
-        consumer_thread.join(DEADLINE)
-    assert not errors and not publish_errors, (errors, publish_errors)
-    assert bodies() == expected
-    seen: set[bytes] = set()
-    for body, redelivered in received:
-        assert body not in seen or redelivered, f"{body!r} delivered twice, not as a redelivery"
-        seen.add(body)
-    assert [body for body, _ in received if body.startswith(b"after")] == after
+    ride_out_an_outage(patient, f"{prefix}.q", outage_of(proxy))
