@@ -276,8 +276,10 @@ class Link:
                     CONNECT_TIMEOUT,
                 )
             except BaseException:
-                with contextlib.suppress(Exception):
-                    await nc.close()
+                # nats-py's close waits for its reconnect loop, which a refused first
+                # connection keeps going: give it a moment, not the caller's whole timeout
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(nc.close(), RECONNECT_WAIT)
                 raise
             self._nc, self._js = nc, nc.jetstream(timeout=REQUEST_TIMEOUT)
             self.generation += 1
