@@ -17,6 +17,7 @@ after the visibility timeout, which handlers tolerate.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import itertools
@@ -26,7 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,8 @@ PULL_GRACE = 2.0
 #: A buffered message held this share of the visibility timeout is not handed out: the server
 #: is about to deliver it again (to another consumer, perhaps).
 STALE_SHARE = 0.8
+#: Seconds a settle waits for the answer to the pull request that refills the prefetch.
+REFILL_WAIT = 1.0
 #: Status codes of a pull request's end: no messages (404), expired or closed (408, 409).
 _STATUS_DONE = frozenset({"404", "408", "409"})
 
@@ -70,6 +73,8 @@ class _Pull:
     wanted: int
     expires_at: float
     answered: bool = False
+    #: Set (on the loop) by the first answer: a message or a status.
+    answer: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class NatsConsumer(Consumer):
@@ -273,20 +278,34 @@ class NatsConsumer(Consumer):
         self._verify = False
 
     async def _request(
-        self, nc: Client, js: JetStreamContext, *, wanted: int, expires: float
-    ) -> None:
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        *,
+        wanted: int,
+        expires: float,
+        no_wait: bool = False,
+    ) -> _Pull | None:
+        """Send a pull request for ``wanted`` messages, lasting ``expires`` seconds; with
+        ``no_wait`` the server answers at once with what is there (or 404), and goes on
+        waiting for nothing. None when a request is still out."""
         if self._verify or self._generation != self._link.generation:
             await self._ensure(nc, js)
         with self._cond:
             if self._closed or self._pull is not None and not self._expired(self._pull):
-                return
+                return None
             pull = self._pull = _Pull(next(self._numbers), wanted, time.monotonic() + expires)
-        request = {"batch": wanted, "expires": int(expires * 1e9)}
+        request: dict[str, object] = {"batch": wanted}
+        if no_wait:
+            request["no_wait"] = True  # (with an expiry the server would wait after all)
+        else:
+            request["expires"] = int(expires * 1e9)
         await nc.publish(
             f"$JS.API.CONSUMER.MSG.NEXT.{self._where.stream}.{self._where.consumer}",
             json.dumps(request).encode(),
             reply=f"{self._inbox}.{pull.number}",
         )
+        return pull
 
     async def _on_msg(self, msg: Msg) -> None:
         # A status comes on the request's own reply subject; a message comes under its own
@@ -298,11 +317,13 @@ class NatsConsumer(Consumer):
             if status is not None:
                 if pull is not None and msg.subject == f"{self._inbox}.{pull.number}":
                     pull.answered = True
+                    pull.answer.set()
                     if status in _STATUS_DONE:
                         self._pull = None
                 return
             if pull is not None:
                 pull.answered = True
+                pull.answer.set()
                 pull.wanted -= 1
                 if pull.wanted <= 0:
                     self._pull = None
@@ -379,15 +400,28 @@ class NatsConsumer(Consumer):
         await settle
         with self._cond:
             wanted = 0 if self._handed_back or self._closed else self._room()
-        if wanted:
-            await self._request_quietly(wanted)
+        if not wanted:
+            return
+        # Ask for what is there now and wait for the answer (one round trip): the message
+        # that fills the room is then in hand, not counted as waiting by a depth that follows.
+        pull = await self._request_quietly(wanted, no_wait=True)
+        if pull is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(pull.answer.wait(), REFILL_WAIT)
 
-    async def _request_quietly(self, wanted: int) -> None:
+    async def _request_quietly(self, wanted: int, *, no_wait: bool = False) -> _Pull | None:
         try:
             nc, js = await self._link.connection()
-            await self._request(nc, js, wanted=wanted, expires=PULL_EXPIRES)
+            return await self._request(
+                nc,
+                js,
+                wanted=wanted,
+                expires=PULL_EXPIRES_MIN if no_wait else PULL_EXPIRES,
+                no_wait=no_wait,
+            )
         except Exception as exc:  # noqa: BLE001 - the next get asks again, and reports
             log.debug("queue %s: asking ahead failed: %s", self.queue, explain(exc))
+            return None
 
     def _take(self, delivery: Delivery, what: str) -> Msg | None:
         """The message behind ``delivery``, no longer held (not under the lock)."""
