@@ -39,7 +39,8 @@ class Settings:
     #: ``mysql://``, ``mongodb://``.
     store_uri: str
     #: How work travels: ``store`` (a queue kept in the store), ``amqp://user:pass@host/vhost``
-    #: (RabbitMQ) or ``redis://host:6379/0`` (Redis Streams).
+    #: (RabbitMQ), ``redis://host:6379/0`` (Redis Streams) or ``nats://host:4222`` (NATS
+    #: JetStream).
     broker_uri: str = "store"
     #: The registration file ``standalone`` registers when it exists.
     context_file: str = "process_context.py"
@@ -259,7 +260,8 @@ def _check_store_uri(uri: str) -> None:
 def _check_broker_uri(uri: str) -> None:
     if uri == "store":
         return
-    if urlsplit(uri).scheme.lower() not in ("amqp", "amqps", "redis", "rediss"):
+    if urlsplit(uri).scheme.lower() not in ("amqp", "amqps", "redis", "rediss", "nats"):
         raise InvalidInput(
-            "broker_uri", "must be 'store' or an amqp://, amqps://, redis:// or rediss:// URI"
+            "broker_uri",
+            "must be 'store' or an amqp://, amqps://, redis://, rediss:// or nats:// URI",
         )

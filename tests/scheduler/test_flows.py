@@ -24,10 +24,18 @@ from db.states import JobState, ProcessKind, ProcessSource, Qualifier, RunIf, Uo
 from db.timeperiod import Timeperiod
 from db.uow_factory import create_once
 from mq.message import uow_delivery
+from mq.nats import NatsBroker
 from scheduler.config import SchedulerConfig
 from scheduler.service import Scheduler
 from tests import servers
-from tests.conftest import REDIS_URI, drop_redis_queues, fresh_store_uri, redis_problem
+from tests.conftest import (
+    NATS_URI,
+    REDIS_URI,
+    drop_redis_queues,
+    fresh_store_uri,
+    nats_problem,
+    redis_problem,
+)
 from tests.scheduler.test_end_to_end import RABBITMQ, ROOT, Installation
 
 pytestmark = pytest.mark.slow
@@ -84,6 +92,7 @@ def ends(log: Path) -> Counter:
         "sqlite-rabbitmq",
         "postgresql-rabbitmq",
         "sqlite-redis",
+        "sqlite-nats",
         "mariadb-store",
         "mongodb-store",
     ]
@@ -99,6 +108,11 @@ def installation(request, tmp_path, nx_server):
         if redis_problem():
             servers.unavailable(redis_problem())
         uri = REDIS_URI
+    if broker == "nats":
+        problem = nats_problem()
+        if problem:
+            servers.unavailable(problem)
+        uri = NATS_URI
     with contextlib.ExitStack() as stack:
         store_uri = None
         if store_kind != "sqlite":
@@ -110,6 +124,9 @@ def installation(request, tmp_path, nx_server):
         inst.close()
         if broker == "redis":
             drop_redis_queues(inst.env["TACTUS_QUEUE_PREFIX"])
+        if broker == "nats":
+            with NatsBroker(NATS_URI) as nats_broker:
+                nats_broker.delete_installation(inst.env["TACTUS_QUEUE_PREFIX"])
 
 
 def start_flow(inst: Installation, entry: ProcessEntry):
