@@ -34,7 +34,11 @@ PROFILE_GUIDE = [
     "`basic_ack` on the worker's channel, no round trip). Writers of one SQLite file queue for "
     "its single write lock, which a writer holds through its fsync; SQLite's default busy "
     "handler (the `busy_timeout` set in db/backends/sql/engine.py) retries after sleeps of 1, "
-    "2, 5, 10, 15, 20, 25 ... ms. The profiled runs are separate from the timed ones; py-spy's "
+    "2, 5, 10, 15, 20, 25 ... ms. On Redis the ack and its status notice are one script call "
+    "(`RedisConsumer._run_settle`), whose reply the slot waits for (redis-py `read_response`); "
+    "on NATS every call of a worker is carried out by its broker's event loop thread "
+    "(`nats-loop`), which the slot thread waits for (`Link.run`): the ack waits for the "
+    "server's answer. The profiled runs are separate from the timed ones; py-spy's "
     "sampling adds load.",
 ]
 
