@@ -1,7 +1,7 @@
-"""Dispatch benchmark (issue 3): units of work per second end to end, against Celery 5.
+"""Dispatch benchmark (issues 3 and 15): units of work per second end to end, against Celery 5.
 
-    .venv/bin/python bench/dispatch.py [--n 2000] [--repeat 3] [--quick] [--profile]
-                                       [--write docs/benchmarks.md]
+    .venv/bin/python bench/dispatch.py [--n 2000] [--repeat 3] [--quick] [--brokers LIST]
+                                       [--profile [BROKERS]] [--write docs/benchmarks.md]
 
 Tactus: the benchmark process plays the scheduler. It fires N freerun fires, 100 at a time,
 through the scheduler's own pass (``scheduler.freerun.FreerunFirer.fire_planned``: the fires
@@ -12,10 +12,38 @@ claim each one by compare-and-set (requested → in_progress), run the no-op Pyt
 ``bench.dispatch_worker:NoopWorker`` (a Python class: ``command: ["true"]`` would time a fork per
 unit), record processed by compare-and-set, publish the status and ack; a thread of the
 benchmark consumes ``status_queue(prefix)`` as the scheduler's status listener does and counts
-distinct ids. Timed: from the first fire to the N-th distinct status. Brokers: RabbitMQ (127.0.0.1:5672)
-and the embedded store queue; stores: an SQLite file, and PostgreSQL when the test role of
-tests/servers.py can log in. Each run has its own queue prefix (``TACTUS_QUEUE_PREFIX``), its own
-SQLite file or PostgreSQL database (dropped after), and deletes its RabbitMQ queues.
+distinct ids. Timed: from the first fire to the N-th distinct status. Stores: an SQLite file,
+and PostgreSQL when the test role of tests/servers.py can log in. Brokers (``--brokers``, all
+four by default; a server not listening is skipped and said so), each with each store:
+
+- RabbitMQ (``TACTUS_BENCH_AMQP``, 127.0.0.1:5672): a batch's publish is one AMQP transaction;
+  the status leaves with the ack on the worker's channel, unconfirmed.
+- the embedded store queue: messages are rows of the store, the ack, the status put and the
+  next claim written in the outcome's commit.
+- Redis Streams (``TACTUS_BENCH_REDIS``, redis://127.0.0.1:6379/0, mq/redis/): a batch's
+  publish is one Lua script call that returns once Redis has answered, an acknowledged write
+  as durable as the server's persistence makes it. The shared server here runs with
+  ``appendonly no`` and no RDB snapshots (``save ""``; ``redis-cli CONFIG GET appendonly``):
+  the messages are in its memory only, and a Redis restart loses them (docs/brokers.md asks
+  for ``appendonly yes``; ``appendfsync everysec`` would add a write to the file per command,
+  ``always`` an fsync). The run records the settings it found. The status notice and the ack
+  are one script call (XADD to the status stream, XACK, XDEL), one round trip.
+- NATS JetStream (``TACTUS_BENCH_NATS``, nats://127.0.0.1:4222, mq/nats/): a batch's publish
+  is pipelined and waits for every JetStream publish ack, sent once the message is in the
+  stream's files (file storage; nats-server 2.9 syncs them to disk every 2 minutes by
+  default, so an acked message survives a server crash but perhaps not a host crash). The
+  status notice is a plain NATS publish into the status subject (stored by JetStream, its
+  publish ack not waited for), followed on the same connection by the delivery's ack, whose
+  answer is waited for (one round trip per unit of work).
+
+What the rows leave out: no server restarts or reconnects (a run that logs a warning is run
+again), no redelivery (the visibility timeout, 60 s by default, never expires: the Redis
+consumers' upkeep every half second finds nothing to reclaim, and the NATS queues' movers of
+delayed messages have nothing to move), no TLS, loopback only. Each run has its own queue
+prefix (``TACTUS_QUEUE_PREFIX``), its own SQLite file or PostgreSQL database (dropped after),
+and deletes what it made on the shared servers: its RabbitMQ queues, its Redis queues
+(``RedisBroker.delete``: each queue's stream and delayed set and its dead-letter queue's, every
+key of the run's prefix), its NATS stream (``NatsBroker.delete_installation``).
 
 Celery (latest 5.x, in bench/.venv-celery, created when missing; see bench/dispatch_celery.py):
 the same RabbitMQ, a no-op task, the same N, results stored with the SQLAlchemy backend
@@ -24,21 +52,28 @@ the same RabbitMQ, a no-op task, the same N, results stored with the SQLAlchemy 
 --concurrency 1`` (each also has its parent process, which consumes and hands tasks over),
 plus one node with ``--concurrency 4`` for comparison.
 
-Each configuration runs ``--repeat`` times, interleaved; the table shows the median rate and the
-range. CPU: seconds of CPU per party during the timed window (bench/dispatch_cpu.py), per unit.
-``--write`` waits (up to 20 min, polling every 30 s) for a 1-minute load average below 1.5. A
+Each configuration runs ``--repeat`` times, interleaved (each round runs every configuration
+once); the table shows the median rate and the range and Tactus / Celery; a line under it gives each
+Redis and NATS row's median over RabbitMQ's with the same store and worker processes (issue
+15's target: at least 1). CPU: seconds of
+CPU per party during the timed window (bench/dispatch_cpu.py), per unit: the client, the
+workers, the configuration's broker server (RabbitMQ, redis-server, nats-server: the process
+listening on its port) and PostgreSQL.
+``--write`` waits (up to 20 min, polling every 30 s) for a 1-minute load average below 1.5,
+and records the load it found. A
 run during which anything logged a warning (a reconnect: other test runs restart the shared
 RabbitMQ with ``rabbitmqctl stop_app``) is thrown away and run again. ``--profile`` adds py-spy
-profiles of three Tactus runs (bench/dispatch_profile.py).
+profiles of three Tactus runs (bench/dispatch_profile.py); ``--profile redis,nats`` (say) of
+those brokers' runs instead, 1 and 4 worker processes each, SQLite store.
 
 ``--synchronous full,normal`` also runs the SQLite configurations with the store URI's
 ``?synchronous=normal`` (commits that do not wait for the disk; see docs/settings.md).
 
-Caveats: 2 cores shared by the broker, the database, the workers and the benchmark (and other
+Caveats: 2 cores shared by the brokers, the database, the workers and the benchmark (and other
 work unless the load says otherwise); loopback. Durable writes per unit of work: Tactus 1 and
 a share (the outcome, written together with the claim of the next unit of work already in
-hand; the three commits of a pass of 100 fires; on RabbitMQ the uow messages' transaction is
-shared by 100 and the status message leaves with the ack, unconfirmed; on the store queue the
+hand; the three commits of a pass of 100 fires; the broker's publish of 100 unit-of-work
+messages, as durable as above; on the store queue the
 message ack, the status put and the next message claim go in the outcome's commit, and status
 claims and acks are shared by the statuses claimed together); Celery waits for 1 (the result
 row): RabbitMQ stores its
@@ -60,18 +95,23 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 # The project first: bench/scheduler.py must not hide the scheduler package.
 sys.path.insert(0, str(ROOT))
 
-from dispatch_cpu import others_cores  # noqa: E402
+from dispatch_cpu import BROKER_PORTS, others_cores  # noqa: E402
 from dispatch_report import Config, render, write_section  # noqa: E402
 from dispatch_tactus import RunResult, run_tactus  # noqa: E402
 
 from tests import servers  # noqa: E402
 
 AMQP = os.environ.get("TACTUS_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
+REDIS = os.environ.get("TACTUS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+NATS = os.environ.get("TACTUS_BENCH_NATS", "nats://127.0.0.1:4222")
+#: The Tactus rows' brokers, in the table's order: name -> broker URI (the store queue: "store").
+BROKERS = {"rabbitmq": AMQP, "store": "store", "redis": REDIS, "nats": NATS}
 CELERY_VENV = ROOT / "bench" / ".venv-celery"
 CELERY_PACKAGES = ["celery>=5,<6", "sqlalchemy", "psutil", "py-spy"]
 QUIET_LOAD = 1.5
@@ -85,6 +125,13 @@ QUIET_POLL_S = 30
 QUIET_BUDGET_S = 20 * 60
 #: What ``--profile`` runs: (broker URI, name, worker processes).
 PROFILED = [(AMQP, "RabbitMQ", 1), (AMQP, "RabbitMQ", 4), ("store", "store queue", 1)]
+#: What ``--profile redis,nats`` (say) runs instead: one run per broker, 1 and 4 processes.
+PROFILABLE = {
+    "rabbitmq": (AMQP, "RabbitMQ"),
+    "store": ("store", "store queue"),
+    "redis": (REDIS, "Redis"),
+    "nats": (NATS, "NATS"),
+}
 
 
 def log(text: str) -> None:
@@ -92,12 +139,15 @@ def log(text: str) -> None:
 
 
 def configurations(
-    postgres: bool, counts: tuple[int, ...], synchronous: tuple[str, ...] = ("full",)
+    postgres: bool,
+    counts: tuple[int, ...],
+    synchronous: tuple[str, ...] = ("full",),
+    brokers: tuple[str, ...] = tuple(BROKERS),
 ) -> list[Config]:
     stores = ("sqlite", "postgresql") if postgres else ("sqlite",)
     found = []
     for workers in counts:
-        for broker in ("rabbitmq", "store"):
+        for broker in brokers:
             for store in stores:
                 modes = synchronous if store == "sqlite" else ("full",)
                 found += [Config("tactus", broker, store, workers, synchronous=m) for m in modes]
@@ -159,7 +209,7 @@ def run_config(config: Config, n: int, celery_python: Path) -> RunResult:
         tmp = Path(tmp_name)
         if config.system == "celery":
             return run_celery(celery_python, config, n, tmp)
-        broker = AMQP if config.broker == "rabbitmq" else "store"
+        broker = BROKERS[config.broker]
         if config.store == "sqlite":
             uri = f"sqlite:///{tmp / 'tactus.db'}"
             if config.synchronous != "full":
@@ -200,12 +250,63 @@ def run_with_retries(config: Config, n: int, celery_python: Path, failures: list
     return best
 
 
-def profile_runs(celery_python: Path, n: int) -> list[str]:
+def unreachable(broker: str) -> str | None:
+    """None if the server of ``broker`` (a key of :data:`BROKERS`) accepts connections."""
+    if broker == "store":
+        return None
+    uri = urlsplit(BROKERS[broker])
+    if servers.port_open(uri.hostname or "127.0.0.1", uri.port or BROKER_PORTS[broker]):
+        return None
+    return f"{broker} not reachable at {uri.hostname}:{uri.port}"
+
+
+def server_notes(brokers: tuple[str, ...]) -> list[str]:
+    """What the Redis and NATS servers are and how Redis persists (its acknowledged writes are
+    as durable as that makes them), as found at the start of the run."""
+    notes = []
+    if "redis" in brokers:
+        import redis
+
+        client = redis.Redis.from_url(REDIS, decode_responses=True)
+        try:
+            version = client.info("server")["redis_version"]
+            found = {}
+            for name in ("appendonly", "appendfsync", "save"):
+                found.update(client.config_get(name))
+            save = found.get("save") or "off"
+            notes.append(
+                f"Redis {version} with appendonly {found.get('appendonly')}, appendfsync "
+                f"{found.get('appendfsync')}, RDB snapshots (save) {save}"
+            )
+        except redis.RedisError as exc:
+            notes.append(f"Redis persistence settings unknown ({exc})")
+        finally:
+            client.close()
+    if "nats" in brokers:
+        import asyncio
+
+        import nats
+
+        async def version() -> str:
+            nc = await nats.connect(NATS)
+            try:
+                v = nc.connected_server_version
+                return f"{v.major}.{v.minor}.{v.patch}"
+            finally:
+                await nc.close()
+
+        notes.append(f"nats-server {asyncio.run(version())} (JetStream, file storage)")
+    return notes
+
+
+def profile_runs(
+    celery_python: Path, n: int, targets: list[tuple[str, str, int]] = PROFILED
+) -> list[str]:
     from dispatch_profile import PySpy, render_profile, summarize
 
     py_spy = celery_python.with_name("py-spy")
     lines: list[str] = []
-    for broker, name, workers in PROFILED:
+    for broker, name, workers in targets:
         spy = PySpy(py_spy)
         with tempfile.TemporaryDirectory(prefix="tactus-dispatch-") as tmp:
             uri = f"sqlite:///{tmp}/tactus.db"
@@ -225,7 +326,19 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=2000, help="units of work per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per configuration")
     parser.add_argument("--quick", action="store_true", help="N = 300, one run, no PostgreSQL")
-    parser.add_argument("--profile", action="store_true", help="also profile Tactus (py-spy)")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="",
+        metavar="BROKERS",
+        help="also profile Tactus runs (py-spy), SQLite store: RabbitMQ ×1 and ×4 and the store "
+        "queue ×1, or each of the given brokers (comma-separated) ×1 and ×4",
+    )
+    parser.add_argument(
+        "--brokers",
+        default=",".join(BROKERS),
+        help=f"the Tactus rows' brokers, comma-separated (default: {','.join(BROKERS)})",
+    )
     parser.add_argument("--write", help="replace the marked section of this Markdown file")
     parser.add_argument(
         "--synchronous",
@@ -236,6 +349,10 @@ def main() -> int:
     modes = tuple(m.strip().lower() for m in args.synchronous.split(",") if m.strip())
     if not modes or set(modes) - {"full", "normal"}:
         parser.error("--synchronous takes full, normal or full,normal")
+    brokers = tuple(b.strip().lower() for b in args.brokers.split(",") if b.strip())
+    profiled = [b.strip().lower() for b in (args.profile or "").split(",") if b.strip()]
+    if not brokers or set(brokers) - set(BROKERS) or set(profiled) - set(BROKERS):
+        parser.error(f"--brokers and --profile take some of {', '.join(BROKERS)}")
     # Clean up (worker processes, queues, databases) on SIGTERM and on Ctrl-C, even when a
     # shell started us in the background with SIGINT ignored.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -251,12 +368,19 @@ def main() -> int:
         text=True,
         check=True,
     ).stdout.strip()
-    notes = [f"Celery {version}", wait_quiet(bool(args.write) and not args.quick)]
+    notes = [f"Celery {version}"]
+    skipped = {b: why for b in brokers if (why := unreachable(b))}
+    for why in skipped.values():
+        log(f"skipped: {why}")
+        notes.append(f"skipped: {why}")
+    brokers = tuple(b for b in brokers if b not in skipped)
+    notes += server_notes(brokers)
+    notes.append(wait_quiet(bool(args.write) and not args.quick))
     results: dict[Config, list[RunResult]] = {}
     loads: list[float] = []
     failures: list[str] = []
     for round_ in range(repeat):
-        for config in configurations(not problem, (1, 4), modes):
+        for config in configurations(not problem, (1, 4), modes, brokers):
             result = run_with_retries(config, n, celery_python, failures)
             results.setdefault(config, []).append(result)
             loads.append(os.getloadavg()[0])
@@ -268,10 +392,21 @@ def main() -> int:
         f"load average after each run {min(loads):.2f}–{max(loads):.2f} (median "
         f"{statistics.median(loads):.2f}; the benchmark's own processes count in it)"
     )
-    profile = profile_runs(celery_python, n) if args.profile else []
+    profile: list[str] = []
+    if profiled:
+        targets = [(*PROFILABLE[b], k) for b in profiled for k in (1, 4)]
+        profile = profile_runs(celery_python, n, targets)
+    elif args.profile is not None:
+        profile = profile_runs(celery_python, n)
     command = ".venv/bin/python bench/dispatch.py --write docs/benchmarks.md"
+    if (args.n, args.repeat) != (parser.get_default("n"), parser.get_default("repeat")):
+        command += f" --n {args.n} --repeat {args.repeat}"
+    if args.brokers != ",".join(BROKERS):
+        command += f" --brokers {args.brokers}"
     if modes != ("full",):
         command += f" --synchronous {','.join(modes)}"
+    if args.profile is not None:
+        command += f" --profile {args.profile}".rstrip()
     text = render(
         results,
         n,

@@ -2,10 +2,11 @@
 
 Imported by both sides (the project's venv and bench/.venv-celery), so it needs psutil only.
 Parties: ``client`` (the benchmark process: the scheduler's role), ``workers`` (the worker OS
-processes and their children, e.g. Celery's pool), ``rabbitmq`` (the process listening on the
-AMQP port) and ``postgresql`` (the process listening on 5432 and all its children; other
-clients' queries count too); ``busy`` is the whole machine's user and system CPU time, so what
-the parties did not use of it is other work competing for the cores.
+processes and their children, e.g. Celery's pool), the broker servers ``rabbitmq``, ``redis`` and
+``nats`` (the process listening on the AMQP port 5672, on 6379 and on 4222: each one process, its
+threads included) and ``postgresql`` (the process listening on 5432 and all its children); the
+servers are shared, so other clients' work counts too. ``busy`` is the whole machine's user and
+system CPU time, so what the parties did not use of it is other work competing for the cores.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from collections.abc import Iterable
 import psutil
 
 AMQP_PORT = 5672
+REDIS_PORT = 6379
+NATS_PORT = 4222
 POSTGRES_PORT = 5432
+#: Broker servers measured, by party name: the port their server process listens on.
+BROKER_PORTS = {"rabbitmq": AMQP_PORT, "redis": REDIS_PORT, "nats": NATS_PORT}
 
 
 def listener(port: int) -> int | None:
@@ -57,7 +62,7 @@ class CpuMeter:
 
     def __init__(self, worker_pids: Iterable[int]) -> None:
         self.worker_pids = list(worker_pids)
-        self.rabbitmq = listener(AMQP_PORT)
+        self.brokers = {name: listener(port) for name, port in BROKER_PORTS.items()}
         self.postgresql = listener(POSTGRES_PORT)
         self._first: dict[str, float] | None = None
 
@@ -66,8 +71,9 @@ class CpuMeter:
             "client": _cpu([os.getpid()], children=False),
             "workers": _cpu(self.worker_pids, children=True),
         }
-        if self.rabbitmq:
-            parties["rabbitmq"] = _cpu([self.rabbitmq], children=False)
+        for name, pid in self.brokers.items():
+            if pid:
+                parties[name] = _cpu([pid], children=False)
         if self.postgresql:
             parties["postgresql"] = _cpu([self.postgresql], children=True)
         # Process time only: interrupts and softirqs (loopback networking of the run itself)

@@ -5,7 +5,8 @@ processes and the benchmark process itself at 100 Hz, wall clock (``--idle``: wa
 ``--nonblocking``, from the end of the warm-up to the last status. Each sample of a worker's slot
 thread is put in the first step of :data:`SLOT_STEPS` whose function is on its stack; samples of
 the client's threads likewise with :data:`CLIENT_STEPS`. Cross-cutting shares (SQLite's write
-lock, commits, RabbitMQ's transaction commit) are counted over all samples of the thread.
+lock, commits, RabbitMQ's transaction commit, a Redis reply, NATS's event loop thread doing
+the call) are counted over all samples of the thread.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ CROSS = [
     ("SQL COMMIT (DefaultDialect.do_commit)", "DefaultDialect.do_commit", "sqlalchemy"),
     ("other SQL statements (DefaultDialect.do_execute)", "DefaultDialect.do_execute", "sqlalchemy"),
     ("RabbitMQ Tx.Commit round trip (BlockingChannel.tx_commit)", "tx_commit", "pika"),
+    ("Redis: waiting for a reply (redis-py read_response)", "read_response", "redis"),
+    ("NATS: waiting for the nats-loop thread (Link.run)", "Link.run", "mq/nats/"),
     ("per-change log call (Logger.info)", "Logger.info", "logging"),
     ("rest of the wait for a delivery (Consumer.get)", "Consumer.get", "mq/"),
 ]

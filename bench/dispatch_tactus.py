@@ -193,7 +193,12 @@ class Installation:
 
     def close(self) -> None:
         close_installation(
-            self.procs, self.counter, self.broker, self.store, [self.queue, self.status_queue]
+            self.procs,
+            self.counter,
+            self.broker,
+            self.store,
+            [self.queue, self.status_queue],
+            self.prefix,
         )
 
 
@@ -358,9 +363,12 @@ def close_installation(
     broker: Broker,
     store: Store,
     queues: list[str],
+    prefix: str,
 ) -> None:
     """Stop the worker processes (SIGTERM, then SIGKILL after 30 s) and the status counter,
-    delete the RabbitMQ queues, close the broker and the store."""
+    delete what the run made on a shared broker server (the RabbitMQ queues; the Redis keys of
+    ``queues`` and of their dead-letter queues; the stream of the NATS installation named by
+    ``prefix``), close the broker and the store."""
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -374,9 +382,14 @@ def close_installation(
     if counter.is_alive():
         counter.join(5)
     try:
-        if broker.backend == "rabbitmq":
-            for queue in queues:
+        if broker.backend in ("rabbitmq", "redis"):
+            for queue in queues:  # Redis: the queue's stream and delayed set, its dead letters'
                 broker.delete(queue)
+        elif broker.backend == "nats":
+            from mq.nats import NatsBroker
+
+            assert isinstance(broker, NatsBroker)
+            broker.delete_installation(prefix)  # the stream, its messages and consumers
     finally:
         broker.close()
         store.close()
