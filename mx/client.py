@@ -24,6 +24,7 @@ from db.errors import (
     BrokerUnavailable,
     Conflict,
     InvalidInput,
+    LeaseLost,
     NotFound,
     StoreUnavailable,
     TactusError,
@@ -48,6 +49,7 @@ ERRORS_BY_CODE: dict[str, type[TactusError]] = {
         NotFound,
         TransitionRefused,
         Conflict,
+        LeaseLost,
         StoreUnavailable,
         BrokerUnavailable,
     )

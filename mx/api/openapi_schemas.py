@@ -565,6 +565,13 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "worker_id": STR,
+            "kind": {
+                "type": "string",
+                "enum": ["local", "http"],
+                "description": "http: an executor (SPEC section 11); process lists what it runs.",
+            },
+            "slots": _INT,
+            "running": {**_INT_OR_NULL, "description": "Units of work it runs now."},
             "process": STR,
             "box_id": STR,
             "pid": _INT,

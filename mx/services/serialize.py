@@ -144,9 +144,20 @@ def _stats(stats: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def worker_json(worker: WorkerRecord, *, alive: bool | None = None) -> dict[str, Any]:
+#: Worker ids of executors (SPEC section 11) start with this.
+EXECUTOR_PREFIX = "http:"
+
+
+def worker_json(
+    worker: WorkerRecord, *, alive: bool | None = None, running: int | None = None
+) -> dict[str, Any]:
+    """A worker, an executor (``kind: "http"``) or a scheduler's presence record; ``running``:
+    how many units of work it holds in progress (None: not counted)."""
     return {
         "worker_id": worker.worker_id,
+        "kind": "http" if worker.worker_id.startswith(EXECUTOR_PREFIX) else "local",
+        "slots": worker.concurrency,
+        "running": running,
         "process": worker.process,
         "box_id": worker.box_id,
         "pid": worker.pid,

@@ -1,0 +1,119 @@
+"""``/api/v1/executor/...``: the routes of executors (SPEC section 11), for tokens of role
+``executor`` (or admin); every other role is refused (403), and an executor token is refused
+everywhere else (:class:`~db.credentials.Role`).
+
+- ``POST claim``: a long poll of up to ``wait`` seconds (at most 30): 200 with a claimed unit of
+  work, or 204 when none came. While it waits it looks again every :data:`POLL_INTERVAL` and
+  beats the executor's record every ``heartbeat_interval``, so a waiting executor stays alive.
+- ``POST uows/<id>/heartbeat {lease}``: 200, or 409 ``lease_lost``.
+- ``POST uows/<id>/outcome {lease, state, exit_code, output_tail, error?, result?}``: 200 with
+  ``changed`` (false for a repeat under the same lease), or 409 ``lease_lost``.
+- ``POST leave``: the executor stopped after its drain; its record says ``stopped``.
+
+Claims, heartbeats and outcomes stay out of the audit trail unless refused: each unit of
+work's history records them, its actor naming the executor and its token.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from flask import jsonify
+
+from db.credentials import Role
+from db.errors import NotFound
+from mx.api.common import audit_target, bp, ctx, json_body, query
+from mx.auth import quiet_audit, requires
+from mx.runtime import runtime
+from mx.services import executors, leases
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from flask.typing import ResponseReturnValue
+
+    from db.models import UnitOfWork
+    from mx.services.context import ServiceContext
+
+#: Seconds between two looks of a waiting claim.
+POLL_INTERVAL = 0.2
+
+
+def _acting(worker_id: str) -> ServiceContext:
+    """The request's context, its actor naming the executor and the token it uses."""
+    context = ctx()
+    return context.acting_as(f"executor {worker_id} ({context.actor})")
+
+
+@bp.post("/executor/claim")
+@requires(Role.EXECUTOR)
+def executor_claim() -> ResponseReturnValue:
+    """The oldest due unit of work the executor may run, claimed for it; 204 when none came
+    within ``wait`` seconds."""
+    query()
+    quiet_audit()
+    body = json_body(required=False)
+    executor = executors.executor_from(body)
+    wait = executors.wait_of(body)
+    audit_target(f"executor {executor.worker_id}")
+    rt = runtime()
+    context = _acting(executor.worker_id)
+    interval = rt.settings.heartbeat_interval
+    deadline = time.monotonic() + wait
+    beat_due = 0.0
+    while True:
+        if time.monotonic() >= beat_due:
+            executors.check_in(rt.store, executor, rt.clock.now())
+            beat_due = time.monotonic() + interval
+        claimed = executors.claim_next(context, executor, heartbeat_interval=interval)
+        if claimed is not None:
+            return jsonify(claimed)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "", 204
+        time.sleep(min(POLL_INTERVAL, remaining))
+
+
+@bp.post("/executor/uows/<uow_id>/heartbeat")
+@requires(Role.EXECUTOR)
+def executor_heartbeat(uow_id: str) -> ResponseReturnValue:
+    """Renew the lease on a running unit of work."""
+    query()
+    quiet_audit()
+    audit_target(f"uow {uow_id}")
+    body = json_body()
+    lease = leases.Lease.parse(body.get("lease"))
+    beat = leases.heartbeat(_acting(lease.worker_id), uow_id, body, timeout_of=_timeout)
+    return jsonify(beat)
+
+
+def _timeout(uow: UnitOfWork) -> timedelta | None:
+    """The ``timeout`` that runs ``uow`` (its step's, its process's); None: unknown."""
+    try:
+        entry = runtime().store.get_process(uow.process).entry
+    except NotFound:
+        return None
+    return executors.run_entry(entry, uow).timeout
+
+
+@bp.post("/executor/uows/<uow_id>/outcome")
+@requires(Role.EXECUTOR)
+def executor_outcome(uow_id: str) -> ResponseReturnValue:
+    """Record how a run under a lease ended (a repeat under the same lease changes nothing)."""
+    query()
+    quiet_audit()
+    audit_target(f"uow {uow_id}")
+    outcome = leases.outcome_from(json_body())
+    uow, changed = leases.record_outcome(_acting(outcome.lease.worker_id), uow_id, outcome)
+    return jsonify(uow_id=uow.id, state=uow.state.value, changed=changed)
+
+
+@bp.post("/executor/leave")
+@requires(Role.EXECUTOR)
+def executor_leave() -> ResponseReturnValue:
+    """The executor stopped: its record says ``stopped`` (not lost)."""
+    query()
+    executor = executors.executor_from(json_body())
+    audit_target(f"executor {executor.worker_id}")
+    return jsonify(stopped=executors.leave(runtime().store, executor))
