@@ -6,8 +6,11 @@ everywhere else (:class:`~db.credentials.Role`).
   work, or 204 when none came. While it waits it looks again every :data:`POLL_INTERVAL` and
   beats the executor's record every ``heartbeat_interval``, so a waiting executor stays alive.
 - ``POST uows/<id>/heartbeat {lease}``: 200, or 409 ``lease_lost``.
-- ``POST uows/<id>/outcome {lease, state, exit_code, output_tail, error?, result?}``: 200 with
-  ``changed`` (false for a repeat under the same lease), or 409 ``lease_lost``.
+- ``POST uows/<id>/outcome {lease, state, exit_code, output_tail, error?, result?, next?}``:
+  200 with ``changed`` (false for a repeat under the same lease), or 409 ``lease_lost``. With
+  ``next`` (the body of a claim, without ``wait``), the executor's next claim is made in the
+  outcome's commit and comes back as ``next`` (null when nothing is due): one request and one
+  commit per unit of work while work flows.
 - ``POST leave``: the executor stopped after its drain; its record says ``stopped``.
 
 Claims, heartbeats and outcomes stay out of the audit trail unless refused: each unit of
@@ -16,13 +19,14 @@ work's history records them, its actor naming the executor and its token.
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from flask import jsonify
+from flask import current_app, jsonify
 
 from db.credentials import Role
-from db.errors import NotFound
+from db.errors import InvalidInput, NotFound
 from mx.api.common import audit_target, bp, ctx, json_body, query
 from mx.auth import quiet_audit, requires
 from mx.runtime import runtime
@@ -33,11 +37,15 @@ if TYPE_CHECKING:
 
     from flask.typing import ResponseReturnValue
 
+    from db.errors import TactusError
     from db.models import UnitOfWork
+    from db.state_change import UowChange
     from mx.services.context import ServiceContext
 
 #: Seconds between two looks of a waiting claim.
 POLL_INTERVAL = 0.2
+#: Key of what the executor routes of one application share (:class:`_Shared`).
+SHARED = "tactus.executors"
 
 
 def _acting(worker_id: str) -> ServiceContext:
@@ -61,12 +69,11 @@ def executor_claim() -> ResponseReturnValue:
     context = _acting(executor.worker_id)
     interval = rt.settings.heartbeat_interval
     deadline = time.monotonic() + wait
-    beat_due = 0.0
     while True:
-        if time.monotonic() >= beat_due:
+        if _shared().beats.due(executor.worker_id, interval):
             executors.check_in(rt.store, executor, rt.clock.now())
-            beat_due = time.monotonic() + interval
-        claimed = executors.claim_next(context, executor, heartbeat_interval=interval)
+        with _shared().writes:
+            claimed = executors.claim_next(context, executor, heartbeat_interval=interval)
         if claimed is not None:
             return jsonify(claimed)
         remaining = deadline - time.monotonic()
@@ -85,7 +92,26 @@ def executor_heartbeat(uow_id: str) -> ResponseReturnValue:
     body = json_body()
     lease = leases.Lease.parse(body.get("lease"))
     beat = leases.heartbeat(_acting(lease.worker_id), uow_id, body, timeout_of=_timeout)
+    rt = runtime()
+    if _shared().beats.due(lease.worker_id, rt.settings.heartbeat_interval):
+        executors.beat(rt.store, lease.worker_id, rt.clock.now(), uow_id)
     return jsonify(beat)
+
+
+class _Shared:
+    """What the executor routes of one application share between its request threads."""
+
+    def __init__(self) -> None:
+        #: When each executor's record was last beaten.
+        self.beats = executors.RecentBeats()
+        #: Claims and outcomes take turns: a store with one writer (SQLite) makes a waiting
+        #: writer sleep in growing steps, so mx's own threads queue here instead (a claim is
+        #: a few milliseconds; the long poll's waits are outside).
+        self.writes = threading.Lock()
+
+
+def _shared() -> _Shared:
+    return current_app.extensions.setdefault(SHARED, _Shared())
 
 
 def _timeout(uow: UnitOfWork) -> timedelta | None:
@@ -104,9 +130,42 @@ def executor_outcome(uow_id: str) -> ResponseReturnValue:
     query()
     quiet_audit()
     audit_target(f"uow {uow_id}")
-    outcome = leases.outcome_from(json_body())
-    uow, changed = leases.record_outcome(_acting(outcome.lease.worker_id), uow_id, outcome)
-    return jsonify(uow_id=uow.id, state=uow.state.value, changed=changed)
+    body = json_body()
+    outcome = leases.outcome_from(body)
+    context = _acting(outcome.lease.worker_id)
+    if body.get("next") is None:
+        with _shared().writes:
+            uow, changed = leases.record_outcome(context, uow_id, outcome)
+        return jsonify(uow_id=uow.id, state=uow.state.value, changed=changed)
+    # the executor's next claim, written in the outcome's commit (no waiting: none due, null)
+    executor = executors.executor_from(_next(body["next"]))
+    rt = runtime()
+    # on the embedded store queue, the status message goes in the same commit too
+    in_commit = rt.broker.backend == "store"
+    claimed: list[dict | None] = [None]
+
+    def write(change: UowChange) -> tuple[UnitOfWork | TactusError, bool]:
+        notices = [leases.status_notice(context, change.uow)] if in_commit else []
+        claimed[0], (result,) = executors.claim_with(
+            context,
+            executor,
+            [change],
+            heartbeat_interval=rt.settings.heartbeat_interval,
+            notices=notices,
+        )
+        return result, in_commit
+
+    with _shared().writes:
+        uow, changed = leases.record_outcome(context, uow_id, outcome, write=write)
+    return jsonify(uow_id=uow.id, state=uow.state.value, changed=changed, next=claimed[0])
+
+
+def _next(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidInput("next", "must be the executor's claim body (name, box, instance ...)")
+    if "wait" in value:
+        raise InvalidInput("next.wait", "the next claim does not wait")
+    return value
 
 
 @bp.post("/executor/leave")

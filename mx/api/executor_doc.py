@@ -111,6 +111,11 @@ SCHEMAS: dict[str, Any] = {
                 "description": "Messages the run emitted (SPEC section 12).",
             },
             "seconds": {"type": ["number", "null"], "minimum": 0, "maximum": MAX_SECONDS},
+            "next": {
+                "anyOf": [ref("ExecutorLeave"), {"type": "null"}],
+                "description": "The executor's next claim (without wait), made in the "
+                "outcome's commit and answered as `next`.",
+            },
         },
     },
     "ExecutorBeat": {
@@ -119,7 +124,12 @@ SCHEMAS: dict[str, Any] = {
     },
     "ExecutorRecorded": {
         "type": "object",
-        "properties": {"uow_id": STR, "state": STR, "changed": {"type": "boolean"}},
+        "properties": {
+            "uow_id": STR,
+            "state": STR,
+            "changed": {"type": "boolean"},
+            "next": {"anyOf": [ref("ExecutorClaim"), {"type": "null"}]},
+        },
     },
     "ExecutorLeft": {"type": "object", "properties": {"stopped": {"type": "boolean"}}},
 }

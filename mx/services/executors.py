@@ -28,21 +28,24 @@ from __future__ import annotations
 import logging
 import random
 import re
+import threading
+import time
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from db import flows
-from db.errors import InvalidInput, NotFound, StateConflict, TransitionRefused
-from db.models import UnitOfWork, UowQuery, WorkerRecord
+from db.errors import InvalidInput, NotFound, StateConflict, TactusError, TransitionRefused
+from db.models import QueueSettlement, UnitOfWork, UowQuery, WorkerRecord
 from db.placement import runs_on
-from db.state_change import UowChange, change_uow, change_uows
+from db.state_change import UowChange, change_uow, change_uows, settle_uows
 from db.states import ProcessKind, UowKind, UowState, WorkerState
 from mx.services import validate
 from mx.services.leases import lease_of, tell
 from mx.services.serialize import EXECUTOR_PREFIX
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
     from datetime import datetime
 
     from db.models import ProcessEntry
@@ -53,13 +56,17 @@ log = logging.getLogger(f"tactus.{__name__}")
 
 #: Longest long-poll of a claim, in seconds (SPEC section 11).
 MAX_WAIT = 30.0
-#: Requested units of work read per look (per process when the executor names its processes).
-CANDIDATES = 100
+#: Requested units of work one look reads at most (per process when the executor names its
+#: processes), a page of :data:`PAGE` at a time.
+CANDIDATES = 200
+PAGE = 16
 #: The first candidates are tried in a random order, so that many executors claiming at once
 #: spread over the oldest units of work instead of all racing for the first.
 SPREAD = 8
 #: Looks one claim takes at most (one more after each look that expanded a flow run).
 LOOKS = 3
+#: A settlement of the store queue that claims no message still names a visibility.
+NO_CLAIM = timedelta(seconds=60)
 #: An executor's name and the instance part of its id: what a token name may hold.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: Most slots an executor may declare.
@@ -160,6 +167,30 @@ def _name(value: Any, field: str) -> str:
 # -- the registry ----------------------------------------------------------------------------------
 
 
+class RecentBeats:
+    """When mx last beat each executor's record (monotonic seconds), so that its many requests
+    (a claim per slot, a heartbeat per unit of work) write one beat an interval, not one
+    each. Bounded; per mx process (another mx beats on its own)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, worker_id: str, interval: float) -> bool:
+        """Whether to beat now (and if so, it counts as beaten)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(worker_id)
+            if last is not None and now - last < interval / 2:
+                return False
+            self._last.pop(worker_id, None)
+            self._last[worker_id] = now
+            while len(self._last) > self.size:
+                self._last.pop(next(iter(self._last)))
+            return True
+
+
 def check_in(store: Store, executor: Executor, now: datetime) -> None:
     """Beat the executor's record, registering it on its first request (or again after its
     record was removed)."""
@@ -187,6 +218,14 @@ def check_in(store: Store, executor: Executor, now: datetime) -> None:
         executor.slots,
         executor.label,
     )
+
+
+def beat(store: Store, worker_id: str, now: datetime, current_uow: str | None) -> None:
+    """Beat an executor's record (a heartbeat of one of its units of work)."""
+    try:
+        store.beat_worker(worker_id, now, current_uow=current_uow)
+    except NotFound:
+        pass  # removed after it was lost: its next claim registers it again
 
 
 def leave(store: Store, executor: Executor) -> bool:
@@ -221,13 +260,68 @@ def claim_next(
         or ``worker``, ``arguments``, ``timeout``, ``attempt``, and what the executor's shell
         driver and worker classes need besides), or None when nothing is due.
     """
+    claim, _ = claim_with(ctx, executor, (), heartbeat_interval=heartbeat_interval)
+    return claim
+
+
+def claim_with(
+    ctx: ServiceContext,
+    executor: Executor,
+    changes: Sequence[UowChange],
+    *,
+    heartbeat_interval: float,
+    notices: Sequence[tuple[str, bytes]] = (),
+) -> tuple[dict[str, Any] | None, list[UnitOfWork | TactusError]]:
+    """:func:`claim_next`, with ``changes`` (the outcome of the executor's previous unit of
+    work) written in the commit of the first claim tried, as a worker records an outcome
+    with the claim of its next unit of work; alone when there is nothing to claim. Each change
+    applies or is refused on its own (:func:`db.state_change.change_uows`).
+
+    Args:
+        notices: (queue, body) messages of the embedded store queue to put in that same
+            commit (the outcome's status message; :func:`db.state_change.settle_uows`), as a
+            worker on the store queue does; empty on another broker.
+
+    Returns:
+        (the claim or None, what became of each of ``changes``, in their order).
+    """
+    carry, carried = _Carry(list(changes), tuple(notices)), []
     entries: dict[str, ProcessEntry | None] = {}
+    claim = None
     for _ in range(LOOKS):
-        claimed, expanded = _look(ctx, executor, entries, heartbeat_interval)
-        if claimed is not None or not expanded:
-            return claimed
+        claim, expanded = _look(ctx, executor, entries, heartbeat_interval, carry, carried)
+        if claim is not None or not expanded:
+            break
         # a flow run was expanded: its root steps are candidates of the next look
-    return None
+    if carry.changes:
+        carried = carry.write(ctx, [])
+    return claim, carried
+
+
+@dataclass(slots=True)
+class _Carry:
+    """What goes with the first claim tried: an outcome, and its status on the store queue."""
+
+    changes: list[UowChange]
+    notices: tuple[tuple[str, bytes], ...]
+
+    def write(self, ctx: ServiceContext, claims: list[UowChange]) -> list[UnitOfWork | TactusError]:
+        """Write the carried changes with ``claims`` (then nothing is carried any more)."""
+        requests = [*self.changes, *claims]
+        announce = ctx.announce_all if self.changes else None
+        if self.notices:
+            settlement = QueueSettlement(
+                consumer="mx", put=self.notices, now=ctx.clock.now(), visibility=NO_CLAIM
+            )
+            written, _ = settle_uows(
+                ctx.store, requests, settlement, clock=ctx.clock, actor=ctx.actor, announce=announce
+            )
+        else:
+            written = change_uows(
+                ctx.store, requests, clock=ctx.clock, actor=ctx.actor, announce=announce
+            )
+        self.changes, self.notices = [], ()
+        return written
 
 
 def _look(
@@ -235,8 +329,11 @@ def _look(
     executor: Executor,
     entries: dict[str, ProcessEntry | None],
     heartbeat_interval: float,
+    carry: _Carry,
+    carried: list[UnitOfWork | TactusError],
 ) -> tuple[dict[str, Any] | None, bool]:
-    """One look at the candidates: (the claim, or None; whether a flow run was expanded)."""
+    """One look at the candidates: (the claim, or None; whether a flow run was expanded).
+    The first claim tried takes ``carry`` along (emptied; their results in ``carried``)."""
     store = ctx.store
     now = ctx.clock.now()
     expanded = False
@@ -265,7 +362,8 @@ def _look(
             },
             details={"attempt": uow.attempt, "executor": executor.worker_id},
         )
-        (claimed,) = change_uows(store, [change], clock=ctx.clock, actor=ctx.actor)
+        *written, claimed = carry.write(ctx, [change])
+        carried.extend(written)
         if isinstance(claimed, UnitOfWork):
             return claim_json(claimed, entry, heartbeat_interval=heartbeat_interval), expanded
         # StateConflict / TransitionRefused / NotFound: claimed or changed by another first
@@ -274,21 +372,34 @@ def _look(
 
 def _candidates(store: Store, executor: Executor) -> Iterator[UnitOfWork]:
     """Requested units of work of the executor's processes, the oldest first (the first
-    :data:`SPREAD` shuffled)."""
+    :data:`SPREAD` shuffled), read a page of :data:`PAGE` at a time (per process when it names
+    them), up to :data:`CANDIDATES`: a claim usually takes one of the first."""
     requested = frozenset({UowState.REQUESTED})
-    if executor.processes:
+    queries = [
+        UowQuery(process=process, states=requested, newest_first=False)
+        for process in executor.processes
+    ] or [UowQuery(states=requested, newest_first=False)]
+    cursors: list[str | None] = [None] * len(queries)
+    seen = 0
+    first = True
+    while seen < CANDIDATES:
         found: list[UnitOfWork] = []
-        for process in executor.processes:
-            query = UowQuery(process=process, states=requested, newest_first=False)
-            found += store.find_uows(query, limit=CANDIDATES).items
-        found.sort(key=lambda u: u.id)
-    else:
-        query = UowQuery(states=requested, newest_first=False)
-        found = store.find_uows(query, limit=CANDIDATES).items
-    head = found[:SPREAD]
-    random.shuffle(head)
-    yield from head
-    yield from found[SPREAD:]
+        for i, query in enumerate(queries):
+            if first or cursors[i] is not None:
+                page = store.find_uows(query, limit=PAGE, cursor=cursors[i])
+                found += page.items
+                cursors[i] = page.next_cursor
+        if len(queries) > 1:
+            found.sort(key=lambda u: u.id)
+        if first:
+            head = found[:SPREAD]
+            random.shuffle(head)
+            found[:SPREAD] = head
+        yield from found
+        seen += len(found)
+        first = False
+        if all(c is None for c in cursors):
+            return
 
 
 def _entry(

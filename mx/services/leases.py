@@ -68,6 +68,7 @@ OUTCOME_FIELDS = (
     "result",
     "messages",
     "seconds",
+    "next",
 )
 #: Longest run an outcome may report, in seconds (a year).
 MAX_SECONDS = 366 * 86400
@@ -134,7 +135,8 @@ def heartbeat(
     *,
     timeout_of: Callable[[UnitOfWork], timedelta | None],
 ) -> dict[str, Any]:
-    """Stamp ``heartbeat_at`` of a unit of work under a lease, and beat its executor.
+    """Stamp ``heartbeat_at`` of a unit of work under a lease (the caller beats its
+    executor's record).
 
     Args:
         ctx: the service context.
@@ -173,17 +175,8 @@ def heartbeat(
             )
         except StateConflict:
             continue  # changed meanwhile: look again
-        _beat_executor(store, lease.worker_id, now, uow.id)
         return {"uow_id": uow.id, "state": UowState.IN_PROGRESS.value}
     raise LeaseLost(uow_id, "the unit of work keeps changing")
-
-
-def _beat_executor(store: Store, worker_id: str, now: datetime, uow_id: str) -> None:
-    try:
-        store.beat_worker(worker_id, now, current_uow=uow_id)
-    except TactusError as exc:
-        # removed after it was lost: its next claim registers it again
-        log.info("executor %s: not beaten (%s)", worker_id, exc)
 
 
 def _time_out(ctx: ServiceContext, uow: UnitOfWork, lease: Lease, timeout: timedelta) -> None:
@@ -285,8 +278,23 @@ def _text(body: Mapping[str, Any], field: str, limit: int) -> str | None:
     return validate.text(field, value[-limit:])
 
 
-def record_outcome(ctx: ServiceContext, uow_id: str, outcome: Outcome) -> tuple[UnitOfWork, bool]:
+def record_outcome(
+    ctx: ServiceContext,
+    uow_id: str,
+    outcome: Outcome,
+    *,
+    write: Callable[[UowChange], tuple[UnitOfWork | TactusError, bool]] | None = None,
+) -> tuple[UnitOfWork, bool]:
     """Record an executor's outcome under its lease (see the module docstring).
+
+    Args:
+        ctx: the service context.
+        uow_id: the unit of work.
+        outcome: what the executor reports.
+        write: writes the outcome's change; answers what became of it and whether its status
+            message went with it (the executor's next claim goes in the same commit,
+            :func:`mx.services.executors.claim_with`); None: through the funnel alone, then
+            the status.
 
     Returns:
         (the unit of work as stored, whether this call changed it: False for a repeat).
@@ -322,11 +330,16 @@ def record_outcome(ctx: ServiceContext, uow_id: str, outcome: Outcome) -> tuple[
         },
         check_version=True,
     )
-    (result,) = change_uows(
-        store, [request], clock=ctx.clock, actor=ctx.actor, announce=ctx.announce_all
-    )
+    told = False
+    if write is None:
+        (result,) = change_uows(
+            store, [request], clock=ctx.clock, actor=ctx.actor, announce=ctx.announce_all
+        )
+    else:
+        result, told = write(request)
     if isinstance(result, UnitOfWork):
-        tell(ctx, result)
+        if not told:
+            tell(ctx, result)
         return result, True
     if isinstance(result, StateConflict):
         # changed between the read and the write: a repeat that won, or the lease lost
@@ -357,12 +370,16 @@ def _why(uow: UnitOfWork) -> str:
     return f"it is {uow.state.value} (attempt {uow.attempt})"
 
 
+def status_notice(ctx: ServiceContext, uow: UnitOfWork) -> tuple[str, bytes]:
+    """The (queue, body) of the status message of ``uow``."""
+    return status_queue(ctx.queue_prefix), status_message(uow.id, uow.process).encode()
+
+
 def tell(ctx: ServiceContext, uow: UnitOfWork) -> None:
     """Tell the scheduler a unit of work changed state (after the change is stored), as a
     worker does with its status message; a broker away sends it later (or the scheduler's
     next pass sees the change anyway)."""
-    queue = status_queue(ctx.queue_prefix)
-    body = status_message(uow.id, uow.process).encode()
+    queue, body = status_notice(ctx, uow)
     try:
         ctx.publish(queue, body, None)
     except BrokerUnavailable as exc:

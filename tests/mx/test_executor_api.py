@@ -346,3 +346,27 @@ def test_flow_steps_are_claimed_one_after_the_other(client, auth, app_store, clo
         assert post(client, auth, f"uows/{data['uow_id']}/outcome", body).status_code == 200
     assert done[0] == "extract" and sorted(done[1:3]) == ["t1", "t2"] and done[3] == "load"
     assert app_store.get_uow(run).state is UowState.PROCESSED
+
+
+def test_an_outcome_may_bring_the_next_claim(client, auth, app_store, clock, recording_broker):
+    register(app_store, clock, name="job", kind="freerun", trigger="every 3600", command=["true"])
+    ctx = context(app_store, clock)
+    first = actions.trigger(ctx, "job")["uow"]["id"]
+    register(app_store, clock, name="job2", kind="freerun", trigger="every 3600", command=["true"])
+    second = actions.trigger(ctx, "job2")["uow"]["id"]
+    lease = claim(client, auth, me(processes=["job"])).json["lease"]
+    # when the outcome asks for the next claim
+    body = {"lease": lease, "state": "processed", "next": me(processes=["job2"])}
+    answer = post(client, auth, f"uows/{first}/outcome", body).json
+    # then both are written, and the next claim comes back
+    assert answer["changed"] is True and answer["next"]["uow_id"] == second
+    assert app_store.get_uow(first).state is UowState.PROCESSED
+    assert app_store.get_uow(second).state is UowState.IN_PROGRESS
+    told = [m.uow_id for _, m, _ in recording_broker.published if m.kind == "uow_status"]
+    assert first in told
+    # nothing more due: next is null; a next claim that would wait is refused
+    body = {"lease": answer["next"]["lease"], "state": "processed", "next": me()}
+    assert post(client, auth, f"uows/{second}/outcome", body).json["next"] is None
+    body = {"lease": "1.1.x", "state": "processed", "next": me(wait=1)}
+    response = post(client, auth, f"uows/{second}/outcome", body)
+    assert response.status_code == 400 and response.json["error"]["field"] == "next.wait"

@@ -33,6 +33,7 @@ import os
 import secrets
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_RESTART = 0, 1, 3
 DEFAULT_WAIT = 20.0
 #: Heartbeat interval until mx names one in a claim.
 DEFAULT_HEARTBEAT = 5.0
+#: Longest pause of the heartbeat thread between two looks at what runs.
+BEAT_TICK = 0.5
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -79,6 +82,8 @@ class _Running:
     claim: Claim
     #: Set to stop the run (lease lost, or a hurried stop).
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: When its lease was last renewed (its claim counts), monotonic.
+    beaten: float = field(default_factory=time.monotonic)
 
 
 class Executor:
@@ -207,11 +212,15 @@ class Executor:
         with self._lock:
             self._runners.append(runner)
         retry = Backoff(self.config.backoff)
+        following: dict[str, Any] | None = None
         try:
-            while not self.stopping.is_set():
-                data = self._claim(retry)
+            # a claim that came with the last outcome is run even when a stop came meanwhile:
+            # it is this executor's once mx has claimed it
+            while following is not None or not self.stopping.is_set():
+                data = following if following is not None else self._claim(retry)
+                following = None
                 if data is not None:
-                    self._run(runner, data)
+                    following = self._run(runner, data)
                 if runner.abandoned:
                     self.exit_code = EXIT_RESTART
                     self.stop()
@@ -244,13 +253,14 @@ class Executor:
         with self._lock:
             return list(self._running)
 
-    def _run(self, runner: Runner, data: dict[str, Any]) -> None:
+    def _run(self, runner: Runner, data: dict[str, Any]) -> dict[str, Any] | None:
+        """Run a claim and report it; returns the next claim if it came with the outcome."""
         try:
             claim = Claim.from_json(data)
         except ValueError as exc:
             # Nothing to run it by: mx retries it once the lease runs out.
             log.error("executor %s: %s", self.worker_id, exc)
-            return
+            return None
         running = _Running(claim)
         with self._lock:
             self._running[claim.uow_id] = running
@@ -271,29 +281,34 @@ class Executor:
                 self._running.pop(claim.uow_id, None)
         if report.interrupted:
             log.warning("uow %s: run stopped (%s); not reported", claim.uow_id, report.error)
-            return
-        self._report(claim, report)
+            return None
+        return self._report(claim, report, runner)
 
-    def _report(self, claim: Claim, report: Report) -> None:
+    def _report(self, claim: Claim, report: Report, runner: Runner) -> dict[str, Any] | None:
         """Deliver the outcome, retrying while mx is unreachable (a stop waits for it; only a
-        hurried stop gives up, leaving the unit of work to mx's liveness rules)."""
+        hurried stop gives up, leaving the unit of work to mx's liveness rules). Unless the
+        executor stops, the outcome asks for the slot's next claim too (``next``): it comes
+        back with the answer, claimed in the outcome's commit."""
         retry = Backoff(self.config.backoff)
         while True:
+            body = report.body(claim.lease)
+            if not (self.stopping.is_set() or runner.abandoned):
+                body["next"] = {**self.identity(), "running": self._running_ids()}
             try:
-                answer = self.api.outcome(claim.uow_id, report.body(claim.lease))
+                answer = self.api.outcome(claim.uow_id, body)
             except Unreachable as exc:
                 self.outage.failed(exc)
                 if self.hurried.is_set():
                     log.warning("uow %s: outcome %s not delivered", claim.uow_id, report.state)
-                    return
+                    return None
                 retry.wait(self.hurried)
                 continue
             except LeaseLost as exc:
                 log.warning("uow %s: outcome %s dropped: %s", claim.uow_id, report.state, exc)
-                return
+                return None
             except Refused as exc:
                 log.error("uow %s: outcome %s refused: %s", claim.uow_id, report.state, exc)
-                return
+                return None
             self.outage.succeeded()
             log.info(
                 "uow %s: %s%s",
@@ -301,16 +316,20 @@ class Executor:
                 answer.get("state", report.state),
                 "" if answer.get("changed", True) else " (reported before)",
             )
-            return
+            return answer.get("next")
 
     # -- heartbeat ---------------------------------------------------------------------------------
 
     def _beat_loop(self) -> None:
-        while not self._beats_done.wait(self._interval):
+        """Renew each running unit of work's lease once its ``heartbeat_interval`` has passed
+        since its claim or its last renewal (the interval comes with each claim)."""
+        while not self._beats_done.wait(min(self._interval / 4, BEAT_TICK)):
             with self._lock:
                 running = list(self._running.values())
             for each in running:
-                self._beat(each)
+                if time.monotonic() - each.beaten >= self._interval:
+                    each.beaten = time.monotonic()
+                    self._beat(each)
 
     def _beat(self, running: _Running) -> None:
         claim = running.claim
