@@ -72,6 +72,9 @@ OUTCOME_FIELDS = (
 )
 #: Longest run an outcome may report, in seconds (a year).
 MAX_SECONDS = 366 * 86400
+#: Times an outcome is written again when its unit of work changed between the read and the
+#: write (a heartbeat of the same lease bumps its version).
+OUTCOME_TRIES = 5
 #: Most messages one outcome may carry.
 MAX_MESSAGES = 1000
 #: Most characters of a lease.
@@ -305,13 +308,40 @@ def record_outcome(
     """
     store = ctx.store
     uow = store.get_uow(validate.identifier(uow_id, "uow_id"))
-    if not outcome.lease.holds(uow):
-        return _repeated(store, uow, outcome.lease), False
+    for _ in range(OUTCOME_TRIES):
+        if not outcome.lease.holds(uow):
+            return _repeated(store, uow, outcome.lease), False
+        request = _outcome_change(ctx, uow, outcome)
+        told = False
+        if write is None:
+            (result,) = change_uows(
+                store, [request], clock=ctx.clock, actor=ctx.actor, announce=ctx.announce_all
+            )
+        else:
+            result, told = write(request)
+            # A write that came back refused may still have claimed the executor's next unit
+            # of work: a try again writes the outcome alone.
+            write = None
+        if isinstance(result, UnitOfWork):
+            if not told:
+                tell(ctx, result)
+            return result, True
+        if not isinstance(result, StateConflict):
+            raise result
+        # Changed between the read and the write: a heartbeat of this very lease (it bumps
+        # the version), a repeat that won, or the lease lost. Look again.
+        uow = store.get_uow(uow.id)
+    return _repeated(store, uow, outcome.lease), False
+
+
+def _outcome_change(ctx: ServiceContext, uow: UnitOfWork, outcome: Outcome) -> UowChange:
+    """The funnel's change that records ``outcome`` on ``uow`` as last read (its version
+    expected: a unit of work re-claimed since is never written)."""
     trigger = OUTCOME_TRIGGERS[outcome.state]
     reason = ""
     if trigger == "fail":
         reason = (outcome.error or f"exit code {outcome.exit_code}").splitlines()[0][:500]
-    request = UowChange(
+    return UowChange(
         uow=uow,
         trigger=trigger,
         reason=reason,
@@ -330,21 +360,6 @@ def record_outcome(
         },
         check_version=True,
     )
-    told = False
-    if write is None:
-        (result,) = change_uows(
-            store, [request], clock=ctx.clock, actor=ctx.actor, announce=ctx.announce_all
-        )
-    else:
-        result, told = write(request)
-    if isinstance(result, UnitOfWork):
-        if not told:
-            tell(ctx, result)
-        return result, True
-    if isinstance(result, StateConflict):
-        # changed between the read and the write: a repeat that won, or the lease lost
-        return _repeated(store, store.get_uow(uow.id), outcome.lease), False
-    raise result
 
 
 def _repeated(store: Store, uow: UnitOfWork, lease: Lease) -> UnitOfWork:

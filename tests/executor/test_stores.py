@@ -123,3 +123,34 @@ def test_a_flow_run_is_claimed_step_by_step_on_every_store(store, clock):
         leases.record_outcome(ctx, data["uow_id"], outcome(data["lease"]))
     assert steps[0] == "extract" and steps[-1] == "load" and len(steps) == 4
     assert store.get_uow(run).state is UowState.PROCESSED
+
+
+class _HeartbeatRacing:
+    """The store, with a heartbeat of ``lease`` slipped in after the first read of a unit of
+    work (between an outcome's read and its write)."""
+
+    def __init__(self, inner, clock, lease: str) -> None:
+        self.inner, self.clock, self.lease = inner, clock, lease
+        self.raced = False
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def get_uow(self, uow_id: str):
+        uow = self.inner.get_uow(uow_id)
+        if not self.raced:
+            self.raced = True
+            beat = {"lease": self.lease}
+            leases.heartbeat(
+                context(self.inner, self.clock), uow_id, beat, timeout_of=lambda u: None
+            )
+        return uow
+
+
+def test_an_outcome_racing_a_heartbeat_of_its_own_lease_is_recorded(store, clock):
+    register(store, clock)
+    uow_id = actions.trigger(context(store, clock), "job")["uow"]["id"]
+    lease = claim(context(store, clock), executor("a"))["lease"]
+    racing = context(_HeartbeatRacing(store, clock, lease), clock)
+    stored, changed = leases.record_outcome(racing, uow_id, outcome(lease))
+    assert (stored.state, changed) == (UowState.PROCESSED, True)
