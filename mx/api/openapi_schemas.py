@@ -570,6 +570,7 @@ SCHEMAS: dict[str, Any] = {
                 "enum": ["local", "http"],
                 "description": "http: an executor (SPEC section 11); process lists what it runs.",
             },
+            "name": {**STR_OR_NULL, "description": "An executor's name (null: a local worker)."},
             "slots": _INT,
             "running": {**_INT_OR_NULL, "description": "Units of work it runs now."},
             "process": STR,

@@ -153,9 +153,12 @@ def worker_json(
 ) -> dict[str, Any]:
     """A worker, an executor (``kind: "http"``) or a scheduler's presence record; ``running``:
     how many units of work it holds in progress (None: not counted)."""
+    http = worker.worker_id.startswith(EXECUTOR_PREFIX)
     return {
         "worker_id": worker.worker_id,
-        "kind": "http" if worker.worker_id.startswith(EXECUTOR_PREFIX) else "local",
+        "kind": "http" if http else "local",
+        # an executor's --name (its id reads http:<name>@<box>:<instance>)
+        "name": worker.worker_id[len(EXECUTOR_PREFIX) :].partition("@")[0] if http else None,
         "slots": worker.concurrency,
         "running": running,
         "process": worker.process,

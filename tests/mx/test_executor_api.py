@@ -316,7 +316,7 @@ def test_executors_are_listed_with_kind_slots_and_running(client, auth, app_stor
     workers = client.get("/api/v1/workers", headers=auth.headers(Role.VIEWER)).json["items"]
     (executor,) = [w for w in workers if w["kind"] == "http"]
     assert (executor["slots"], executor["running"], executor["alive"]) == (4, 1, True)
-    assert executor["box_id"] == BOX and executor["heartbeat_at"]
+    assert executor["box_id"] == BOX and executor["heartbeat_at"] and executor["name"] == "ex1"
     page = client.get("/workers", headers=auth.headers(Role.VIEWER))
     assert executor["worker_id"] in page.get_data(as_text=True)
 
