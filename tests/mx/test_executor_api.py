@@ -9,10 +9,12 @@ from datetime import timedelta
 import pytest
 
 from db.credentials import Role
+from db.errors import InvalidInput
 from db.liveness import reap_lost_workers
 from db.states import UowState
 from mx.services import actions, tasks
 from mx.services.context import ServiceContext
+from mx.services.credentials import create_user
 from tests.mx.conftest import register
 from tests.mx.flows import register_flow
 
@@ -83,6 +85,11 @@ def test_an_executor_token_is_refused_everywhere_else(client, auth, freerun, met
         path, method=method, json={"command": "true"}, headers=auth.headers(Role.EXECUTOR)
     )
     assert response.status_code == 403
+
+
+def test_a_user_cannot_have_the_executor_role(app_store):
+    with pytest.raises(InvalidInput, match="executor is a token's role"):
+        create_user(app_store, "builder", "long enough password", Role.EXECUTOR)
 
 
 def test_admin_may_claim(client, auth, freerun):
