@@ -39,7 +39,8 @@ class Settings:
     #: ``mysql://``, ``mongodb://``.
     store_uri: str
     #: How work travels: ``store`` (a queue kept in the store), ``amqp://user:pass@host/vhost``
-    #: (RabbitMQ) or ``redis://host:6379/0`` (Redis Streams).
+    #: (RabbitMQ), ``redis://host:6379/0`` (Redis Streams) or ``nats://host:4222`` (NATS
+    #: JetStream).
     broker_uri: str = "store"
     #: The registration file ``standalone`` registers when it exists.
     context_file: str = "process_context.py"
@@ -91,6 +92,10 @@ class Settings:
     #: Seconds a worker record stays listed after its worker was declared lost or stopped; then
     #: the scheduler removes it (its units of work and their history stay).
     worker_retention: float = 86400.0
+    #: Largest payload ``POST /api/v1/payloads`` takes, in bytes (SPEC section 12).
+    max_payload_bytes: int = 16 * 1024 * 1024
+    #: Messages kept per unit of work (the oldest); later ones are counted as dropped.
+    max_messages_per_uow: int = 1000
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some keys changed (validated like loaded values)."""
@@ -215,6 +220,8 @@ _NUMBERS: dict[str, tuple[type, float]] = {
     "stats_interval": (float, 0.1),
     "outage_backoff_max": (float, 0.1),
     "worker_retention": (float, 0.0),
+    "max_payload_bytes": (int, 1),
+    "max_messages_per_uow": (int, 1),
 }
 
 
@@ -253,7 +260,8 @@ def _check_store_uri(uri: str) -> None:
 def _check_broker_uri(uri: str) -> None:
     if uri == "store":
         return
-    if urlsplit(uri).scheme.lower() not in ("amqp", "amqps", "redis", "rediss"):
+    if urlsplit(uri).scheme.lower() not in ("amqp", "amqps", "redis", "rediss", "nats"):
         raise InvalidInput(
-            "broker_uri", "must be 'store' or an amqp://, amqps://, redis:// or rediss:// URI"
+            "broker_uri",
+            "must be 'store' or an amqp://, amqps://, redis://, rediss:// or nats:// URI",
         )

@@ -128,6 +128,20 @@ class LeaseLost(Conflict):
         super().__init__("uow", uow_id, f"the lease no longer holds: {detail}")
 
 
+class PayloadTooLarge(TactusError):
+    """A payload larger than the ``max_payload_bytes`` setting (SPEC section 12)."""
+
+    code = "payload_too_large"
+    http_status = 413
+    exit_code = 2
+
+    def __init__(self, limit: int, size: int | None = None) -> None:
+        self.limit = limit
+        self.size = size
+        what = "the payload" if size is None else f"the payload of {size} bytes"
+        super().__init__(f"{what} is larger than max_payload_bytes ({limit} bytes)")
+
+
 class StoreUnavailable(TactusError):
     """The store cannot be reached or failed for a reason that is not the caller's input.
 

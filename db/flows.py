@@ -617,6 +617,7 @@ def expand(
             submitted_at=None,
             parent=flow_run.id,
             step=step.name,
+            payload_id=flow_run.payload_id,
         )
         event = Event(
             entity="uow",

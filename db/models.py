@@ -150,6 +150,11 @@ class ProcessEntry:
     noop_exit_code: int | None = None
     #: The steps of a flow (SPEC section 10), in file order; empty: one command or worker.
     steps: tuple[StepEntry, ...] = ()
+    #: The payload every fire's unit of work carries (a freerun entry; SPEC section 12).
+    payload_id: str | None = None
+    #: An inline payload (a JSON value) as a file or a request gives it: registration stores
+    #: it as a payload and keeps only its ``payload_id``, so a stored entry never holds one.
+    payload: Any = None
 
     def step(self, name: str) -> StepEntry | None:
         """The step called ``name``, or None."""
@@ -188,6 +193,8 @@ class ProcessEntry:
             "noop_exit_code": self.noop_exit_code,
             # None, not []: an empty list of steps is refused in a file, and this must load back.
             "steps": [step.to_dict() for step in self.steps] or None,
+            "payload_id": self.payload_id,
+            "payload": self.payload,
         }
 
     @classmethod
@@ -223,6 +230,8 @@ class ProcessEntry:
             description=data.get("description", ""),
             noop_exit_code=data.get("noop_exit_code"),
             steps=tuple(StepEntry.from_dict(step) for step in data.get("steps") or ()),
+            payload_id=data.get("payload_id"),
+            payload=data.get("payload"),
         )
 
 
@@ -322,7 +331,50 @@ class UnitOfWork:
     step: str | None = None
     #: What a step handed to its dependents (a JSON object, at most 64 KiB).
     result: Mapping[str, Any] | None = None
+    #: The payload it was given (SPEC section 12): a task's, a trigger's or its entry's.
+    payload_id: str | None = None
     version: int = 1
+    #: The payload's bytes, never stored with the unit of work: a worker loads them when it
+    #: claims the unit of work (``uow.payload`` in a worker class); None everywhere else.
+    payload: bytes | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Payload:
+    """Bytes given to units of work (SPEC section 12), stored once per content: ``sha256`` is
+    unique, so posting the same bytes again gives this payload back."""
+
+    id: str
+    #: SHA-256 of ``data``, 64 lower-case hex digits.
+    sha256: str
+    size: int
+    content_type: str
+    created_at: datetime
+    #: The bytes; None when only the description was read.
+    data: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UowMessage:
+    """One message a running unit of work emitted (SPEC section 12)."""
+
+    uow_id: str
+    #: 1, 2, 3 ... in the order the unit of work emitted them, over all its attempts.
+    seq: int
+    attempt: int
+    at: datetime
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MessagePage:
+    """Messages of one unit of work in ``seq`` order, and what its cap left out."""
+
+    items: list[UowMessage]
+    #: Messages emitted past ``max_messages_per_uow``: not stored (the oldest are kept).
+    dropped: int = 0
+    #: Whether messages follow the last item (ask again with ``after`` = its ``seq``).
+    more: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

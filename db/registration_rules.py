@@ -26,6 +26,7 @@ from typing import Any
 from db.errors import InvalidInput, InvalidInputs
 from db.flows import STEP_NAME_LENGTH
 from db.models import COMMAND_PLACEHOLDERS, ProcessEntry, StepEntry
+from db.payloads import check_payload_id
 from db.registration_steps import graph_problems
 from db.states import Blocking, Catchup, ProcessKind, Qualifier, RunIf, StateMachineName
 from db.timeperiod import Timeperiod
@@ -71,6 +72,8 @@ FIELD_KINDS: Mapping[str, frozenset[ProcessKind]] = {
     "description": _ALL,
     "noop_exit_code": _SCHEDULED,
     "steps": _SCHEDULED,
+    "payload_id": frozenset({ProcessKind.FREERUN}),
+    "payload": frozenset({ProcessKind.FREERUN}),
 }
 
 #: An entry holding every default, to tell a field set to its default from one really set.
@@ -238,6 +241,17 @@ def _arguments(value: Any) -> dict[str, Any]:
     return _json_value(value, "arguments")
 
 
+def _payload_id(value: Any) -> str:
+    try:
+        return check_payload_id(value)
+    except InvalidInput as exc:
+        raise _Problem(exc.problem) from None
+
+
+def _payload(value: Any) -> Any:
+    return _json_value(value, "payload")
+
+
 def _placeholders(text: str) -> None:
     try:
         fields = [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
@@ -384,6 +398,8 @@ CONVERTERS: Mapping[str, Callable[[Any], Any]] = {
     "description": _text,
     "noop_exit_code": _exit_code,
     "steps": _steps,
+    "payload_id": _payload_id,
+    "payload": _payload,
 }
 
 
@@ -488,6 +504,8 @@ def _combination_problems(values: dict[str, Any], bad: set[str]) -> list[tuple[s
             problems.append(("time_qualifier", "required for a managed process"))
     if kind is ProcessKind.FREERUN and "trigger" not in values and "trigger" not in bad:
         problems.append(("trigger", "required for a freerun process"))
+    if "payload" in values and "payload_id" in values:
+        problems.append(("payload", "give either payload_id or payload, not both"))
     # Steps given and allowed for the kind, even when some are wrong: no worker or command then.
     if "steps" in values or ("steps" in bad and kind in FIELD_KINDS["steps"]):
         problems.extend(

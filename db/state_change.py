@@ -409,17 +409,27 @@ def settle_uows(
     clock: Clock,
     actor: str,
     announce: Announce | None = None,
+    messages: Callable[[Sequence[UnitOfWork]], Sequence[tuple[str, bytes]]] | None = None,
 ) -> tuple[list[UnitOfWork | TransitionRefused | NotFound | StateConflict], QueueSettled]:
     """:func:`change_uows` with the embedded-queue writes of ``settlement`` in the same commit
     (:meth:`~db.store.QueueStore.settle_uows`): a worker on the store queue records an outcome,
     claims the next unit of work, acks its delivery and sends the status at once. The queue
-    writes are done even when every change is refused."""
+    writes are done even when every change is refused.
+
+    With ``messages`` (the (queue, body) announcing units of work), what a step's end releases
+    is announced in that same commit too: no commit of its own, and no window between the
+    outcome and the announcement. What a group planned again after the commit releases is
+    announced by ``announce`` (a message put for a step whose group was refused is harmless: a
+    worker ignores a delivery of a unit of work that is not requested)."""
     results, steps, positions = _decided_uows(requests, clock=clock, actor=actor)
     steps, heard = _with_flows(store, steps, requests, positions, actor=actor)
+    in_commit = {id(u) for u in heard} if messages is not None else set()
+    if in_commit and messages is not None:
+        settlement = replace(settlement, put=(*settlement.put, *messages(heard)))
     stored, settled = store.settle_uows(steps, settlement)
     stored = _flows_settled(store, steps, stored, clock, actor, heard)
     _stored_uows(results, positions, steps, stored)
-    _announced(announce, heard)
+    _announced(announce, [u for u in heard if id(u) not in in_commit])
     return [result for result in results if result is not None], settled
 
 

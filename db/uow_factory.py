@@ -45,6 +45,8 @@ class UowSpec:
     scheduled_at: datetime | None = None
     arguments: Mapping[str, Any] | None = None
     retries: int | None = None
+    #: Its payload; None: the entry's (a freerun entry's ``payload_id``), if any.
+    payload_id: str | None = None
 
 
 def create_once(
@@ -62,6 +64,7 @@ def create_once(
     scheduled_at: datetime | None = None,
     arguments: Mapping[str, Any] | None = None,
     retries: int | None = None,
+    payload_id: str | None = None,
 ) -> tuple[UnitOfWork, bool]:
     """Insert a unit of work for ``entry``, or recover the one stored under the same key.
 
@@ -82,6 +85,7 @@ def create_once(
         scheduled_at=scheduled_at,
         arguments=arguments,
         retries=retries,
+        payload_id=payload_id,
     )
     uow, event = new_uow(spec, clock.now(), actor)
     try:
@@ -148,6 +152,7 @@ def new_uow(
         scheduled_at=spec.scheduled_at,
         submitted_at=now,
         flow=is_flow_run(entry, spec.kind, spec.arguments),
+        payload_id=spec.payload_id or entry.payload_id,
     )
     event = Event(
         entity="uow",

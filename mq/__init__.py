@@ -20,6 +20,7 @@ BROKER_BACKENDS = {
     "amqps": "mq.rabbitmq:RabbitBroker",
     "redis": "mq.redis:RedisBroker",
     "rediss": "mq.redis:RedisBroker",
+    "nats": "mq.nats:NatsBroker",
 }
 
 
@@ -31,14 +32,15 @@ def open_broker(
     attempts: int | None = None,
 ) -> Broker:
     """Open the broker named by ``uri``: ``store`` (the embedded queue in ``store``),
-    ``amqp://user:pass@host:5672/vhost`` or ``redis://host:6379/0`` (Redis Streams).
+    ``amqp://user:pass@host:5672/vhost``, ``redis://host:6379/0`` (Redis Streams) or
+    ``nats://host:4222`` (NATS JetStream).
 
     Args:
         uri: the ``broker_uri`` setting.
         store: the store (holds the embedded queue; RabbitMQ ignores it).
-        visibility: how long the embedded queue and Redis leave a delivery with its consumer
-            (the ``visibility_timeout`` setting); RabbitMQ tracks its consumers' connections
-            instead.
+        visibility: how long the embedded queue and Redis leave a delivery with its consumer,
+            and NATS's AckWait (the ``visibility_timeout`` setting); RabbitMQ tracks its
+            consumers' connections instead.
         attempts: how often one call is tried before it raises ``BrokerUnavailable`` (default:
             the backend's, a few tries that ride out a blip); mx passes 1 and answers at once.
 
@@ -48,11 +50,13 @@ def open_broker(
     scheme = "store" if uri == "store" else urlsplit(uri).scheme.lower()
     target = BROKER_BACKENDS.get(scheme)
     if target is None:
-        raise InvalidInput("broker_uri", f"unknown scheme {scheme!r} (use store, amqp or redis)")
+        raise InvalidInput(
+            "broker_uri", f"unknown scheme {scheme!r} (use store, amqp, redis or nats)"
+        )
     module_name, class_name = target.split(":")
     module = importlib.import_module(module_name)
     broker_class = getattr(module, class_name)
     options: dict[str, object] = {} if attempts is None else {"attempts": attempts}
-    if scheme in ("store", "redis", "rediss") and visibility is not None:
+    if scheme in ("store", "redis", "rediss", "nats") and visibility is not None:
         options["visibility"] = visibility
     return broker_class(uri, store=store, **options)

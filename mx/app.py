@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(f"tactus.{__name__}")
 
-#: Largest request body accepted (an entry or a task, never an upload).
+#: Largest request body accepted (an entry or a task); ``POST /api/v1/payloads`` takes up to
+#: ``max_payload_bytes`` (mx/api/payloads.py).
 MAX_BODY = 1024 * 1024
 #: File under ``var_dir`` keeping the key that signs session cookies across restarts.
 SECRET_FILE = "mx.secret"
@@ -132,6 +133,8 @@ def create_app(
             resource.close()
         raise
     app.extensions[EXTENSION] = rt
+    # first: the payload route's larger body limit applies before anything reads a body
+    app.before_request(api.payloads.allow_payload_body)
     app.before_request(_refuse_bad_text)
     auth.init_app(app)
     app.register_blueprint(api.bp)

@@ -27,6 +27,7 @@ from db.errors import (
     InvalidInput,
     LeaseLost,
     NotFound,
+    PayloadTooLarge,
     StoreUnavailable,
     TactusError,
     TransitionRefused,
@@ -51,6 +52,7 @@ ERRORS_BY_CODE: dict[str, type[TactusError]] = {
         TransitionRefused,
         Conflict,
         LeaseLost,
+        PayloadTooLarge,
         StoreUnavailable,
         BrokerUnavailable,
     )
@@ -60,7 +62,7 @@ ERRORS_BY_STATUS: dict[int, type[TactusError]] = {
     400: InvalidInput,
     404: NotFound,
     409: Conflict,
-    413: InvalidInput,
+    413: PayloadTooLarge,
     422: InvalidInput,
     503: StoreUnavailable,
 }
@@ -128,6 +130,10 @@ class ApiClient:
         """POST ``/api/v1<path>`` with a JSON body (none when None)."""
         return self.request("POST", path, body=body)
 
+    def post_bytes(self, path: str, data: bytes, content_type: str) -> Any:
+        """POST ``/api/v1<path>`` with ``data`` as the body, as it is (a payload)."""
+        return self.request("POST", path, raw=data, content_type=content_type)
+
     def patch(self, path: str, body: Mapping[str, Any]) -> Any:
         """PATCH ``/api/v1<path>`` with a JSON body."""
         return self.request("PATCH", path, body=body)
@@ -161,8 +167,11 @@ class ApiClient:
         *,
         params: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/octet-stream",
     ) -> Any:
-        """One request; returns the decoded JSON answer of a 2xx.
+        """One request with a JSON ``body``, or the bytes ``raw`` of ``content_type``; returns
+        the decoded JSON answer of a 2xx.
 
         Raises:
             TactusError: the :mod:`db.errors` class of the API's error ``code`` (InvalidInput,
@@ -179,6 +188,9 @@ class ApiClient:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        elif raw is not None:
+            data = raw
+            headers["Content-Type"] = content_type
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token}"
         req = urllib.request.Request(url, data=data, headers=headers, method=method)

@@ -128,7 +128,7 @@ def concurrent_store_uri(request, tmp_path, nx_server):
 # -- brokers: the broker contract suite --------------------------------------------------------
 
 #: Backends of the broker contract suite, in the order they are reported.
-BROKER_BACKENDS = ["store_queue", "rabbitmq", "redis"]
+BROKER_BACKENDS = ["store_queue", "rabbitmq", "redis", "nats"]
 #: Where the test suite finds RabbitMQ; override for a machine with other credentials.
 RABBITMQ_URI = os.environ.get("TACTUS_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F")
 #: Where the test suite finds Redis (shared: tests use unique queue names and delete their keys).
@@ -136,14 +136,28 @@ REDIS_URI = os.environ.get("TACTUS_TEST_REDIS", "redis://127.0.0.1:6379/0")
 #: The contract suite's Redis visibility timeout when a test sets none: short enough that a dead
 #: consumer's delivery comes back within a test's deadline.
 REDIS_TEST_VISIBILITY = timedelta(seconds=5)
+NATS_URI = os.environ.get("TACTUS_TEST_NATS", "nats://127.0.0.1:4222")
+#: The AckWait of the contract suite's NATS queues when a test gives no visibility: JetStream's
+#: AckWait belongs to the durable consumer, and the last broker to open a consumer sets it, so
+#: the dying-consumer test's 2 s holder is followed by this one, well inside its 15 s.
+NATS_TEST_VISIBILITY = timedelta(seconds=5)
 
 
 def rabbitmq_problem() -> str | None:
     """None if the test RabbitMQ accepts connections, else why not."""
-    parts = urlsplit(RABBITMQ_URI)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 5672
+    return _unreachable("RabbitMQ", RABBITMQ_URI, 5672, "scripts/test-services starts it")
+
+
+def nats_problem() -> str | None:
+    """None if the test NATS server accepts connections, else why not."""
+    return _unreachable("NATS", NATS_URI, 4222, "nats-server -js; scripts/test-services")
+
+
+def _unreachable(name: str, uri: str, default_port: int, hint: str) -> str | None:
+    parts = urlsplit(uri)
+    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
     if not servers.port_open(host, port):
-        return f"RabbitMQ not reachable on {host}:{port} (scripts/test-services starts it)"
+        return f"{name} not reachable on {host}:{port} ({hint})"
     return None
 
 
@@ -179,7 +193,7 @@ class BrokerSpec:
     backend: str
     #: Unique prefix of this test's queue names (``<prefix>.<name>``).
     prefix: str
-    #: The embedded queue's store (``store_queue``); None for RabbitMQ.
+    #: The embedded queue's store (``store_queue``); None for RabbitMQ and NATS.
     store_uri: str | None = None
     #: Queue names handed out by :meth:`queue`, deleted after the test.
     names: set[str] = field(default_factory=set, compare=False)
@@ -195,13 +209,22 @@ class BrokerSpec:
         """A new broker instance, closed afterwards.
 
         Args:
-            visibility: the store queue's and Redis's visibility timeout (RabbitMQ has none: it
-                redelivers when the consumer's connection drops).
+            visibility: the store queue's and Redis's visibility timeout and NATS's AckWait
+                (RabbitMQ has none: it redelivers when the consumer's connection drops).
         """
         if self.backend == "redis":
             from mq.redis import RedisBroker
 
             broker = RedisBroker(REDIS_URI, visibility=visibility or REDIS_TEST_VISIBILITY)
+            try:
+                yield broker
+            finally:
+                broker.close()
+            return
+        if self.backend == "nats":
+            from mq.nats import NatsBroker
+
+            broker = NatsBroker(NATS_URI, visibility=visibility or NATS_TEST_VISIBILITY)
             try:
                 yield broker
             finally:
@@ -239,6 +262,7 @@ class BrokerSpec:
         pytest.param("store_queue", id="store_queue"),
         pytest.param("rabbitmq", id="rabbitmq", marks=pytest.mark.needs_server),
         pytest.param("redis", id="redis", marks=pytest.mark.needs_server),
+        pytest.param("nats", id="nats", marks=pytest.mark.needs_server),
     ]
 )
 def broker_spec(request, tmp_path) -> BrokerSpec:
@@ -250,6 +274,12 @@ def broker_spec(request, tmp_path) -> BrokerSpec:
         if problem:
             servers.unavailable(problem)
         return BrokerSpec(request.param, prefix)
+    if request.param == "nats":
+        problem = nats_problem()
+        if problem:
+            servers.unavailable(problem)
+        request.addfinalizer(lambda: _drop_nats_installation(prefix))
+        return BrokerSpec("nats", prefix)
     from db import open_store
 
     store_uri = f"sqlite:///{tmp_path / 'tactus.db'}"
@@ -257,6 +287,14 @@ def broker_spec(request, tmp_path) -> BrokerSpec:
     store.init_schema()
     store.close()
     return BrokerSpec("store_queue", prefix, store_uri)
+
+
+def _drop_nats_installation(prefix: str) -> None:
+    """Delete the test's stream (after the ``broker`` fixture deleted its queues)."""
+    from mq.nats import NatsBroker
+
+    with NatsBroker(NATS_URI) as broker:
+        broker.delete_installation(prefix)
 
 
 @pytest.fixture

@@ -49,6 +49,14 @@ The rules a worker relies on:
 - **Stopping.** On SIGTERM the worker takes no new messages and waits ``worker_stop_grace``
   seconds for running calls; a call still running then is abandoned in the same way, and its
   unit of work goes back to ``requested`` without using up an attempt.
+- **Payload and messages** (SPEC section 12). A unit of work given a payload (a task's, a
+  trigger's or its freerun entry's ``payload_id``) has its bytes in ``uow.payload``, loaded
+  from the store when it is claimed, before ``process_uow`` is called (None without a payload;
+  ``uow.payload_id`` names it). While it runs, ``self.message(text)`` emits a message: stored
+  with its time, the attempt and its place in order, shown live on the unit of work's page and
+  by ``GET /api/v1/uows/<id>/messages``; at most ``max_messages_per_uow`` are kept (the first
+  ones). Messages are for progress a person follows ("12 of 40 files loaded"); the output is
+  for logs.
 - **Output.** What ``process_uow`` prints (``sys.stdout``, ``sys.stderr``) and logs (any
   logger, at the worker's log level) while it runs is kept as the attempt's output, like a
   command's: the last 64 KiB, in the unit of work's ``output``, shown on its page. It still
@@ -58,6 +66,7 @@ The rules a worker relies on:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from enum import StrEnum
@@ -66,7 +75,10 @@ from typing import TYPE_CHECKING, Protocol
 from db.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from db.models import ProcessEntry, UnitOfWork
+    from workers.uow_io import Messages
 
 log = logging.getLogger(f"tactus.{__name__}")
 
@@ -97,6 +109,8 @@ class WorkerSettings(Protocol):
     var_dir: str
     #: The longest pause while waiting out an outage of the store or the broker.
     outage_backoff_max: float
+    #: Messages kept per unit of work (SPEC section 12).
+    max_messages_per_uow: int
 
 
 class UowWorker:
@@ -115,6 +129,28 @@ class UowWorker:
         self.settings = settings
         self.log = logging.getLogger(f"tactus.workers.{entry.name}")
 
+    def message(self, text: str) -> None:
+        """Emit a message of the unit of work being processed (SPEC section 12).
+
+        Call it from :meth:`process_uow` (in its thread or another): each call is one message,
+        stored in order with its time and the attempt, cut to 4000 characters. Outside a call
+        of :meth:`process_uow` there is no unit of work to emit for: the message is only logged.
+        """
+        sink = getattr(self, "_message_sink", None)
+        if sink is None:
+            self.log.warning("message outside process_uow() left out: %s", str(text)[:200])
+            return
+        sink.add(str(text))
+
+    @contextlib.contextmanager
+    def emitting(self, sink: Messages | None) -> Iterator[None]:
+        """While the worker runs one unit of work: where :meth:`message` sends (the slot's)."""
+        self._message_sink = sink
+        try:
+            yield
+        finally:
+            self._message_sink = None
+
     def setup(self) -> None:
         """Called once in the worker thread before its first unit of work (open connections).
 
@@ -130,7 +166,8 @@ class UowWorker:
                 Its window is ``[uow.start_timeperiod, uow.end_timeperiod)``; ``uow.timeperiod``
                 is the job's timeperiod (managed processes); ``uow.arguments`` holds the
                 process's ``arguments`` at the time the unit of work was created;
-                ``uow.attempt`` is 1 for the first attempt.
+                ``uow.attempt`` is 1 for the first attempt; ``uow.payload`` holds its
+                payload's bytes (None without one).
 
         Returns:
             None or :attr:`Outcome.PROCESSED` when the work was done; :attr:`Outcome.NOOP`

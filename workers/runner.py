@@ -371,6 +371,11 @@ class Worker:
     def announce(self, uows: Sequence[UnitOfWork]) -> None:
         """After a flow change committed (db.flows): publish the steps it made requested to
         this process's queue and tell the scheduler about a flow run that ended."""
+        self.broker.publish_many(self.announcements(uows))
+
+    def announcements(self, uows: Sequence[UnitOfWork]) -> list[tuple[str, bytes]]:
+        """The (queue, body) messages announcing ``uows``: a requested step to its process's
+        queue, a flow run that ended to the scheduler's status queue."""
         now = self.clock.now()
         messages = []
         for uow in uows:
@@ -379,7 +384,7 @@ class Worker:
                 messages.append((queue, body))
             else:
                 messages.append(self.status_notice(uow))
-        self.broker.publish_many(messages)
+        return messages
 
     def status_notice(self, uow: UnitOfWork) -> tuple[str, bytes]:
         """The status message of ``uow``, as (queue, body), for ``Consumer.ack``'s notices."""

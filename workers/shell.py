@@ -20,10 +20,13 @@ them into a ``shell: true`` string cannot inject shell syntax. ``{timeperiod}`` 
 timeperiod for managed units of work and ``start_timeperiod`` for the others.
 
 The command inherits the worker's environment plus ``TACTUS_UOW_ID``, ``TACTUS_PROCESS`` and
-``TACTUS_ATTEMPT`` (and ``TACTUS_START_TIMEPERIOD``, ``TACTUS_END_TIMEPERIOD``; a step of a
-flow also ``TACTUS_STEP``, ``TACTUS_RESULT``, the file to write its JSON result to, and
-``TACTUS_UPSTREAM``, a file holding its upstream steps' results); stdin is
-``/dev/null``.
+``TACTUS_ATTEMPT`` (and ``TACTUS_START_TIMEPERIOD``, ``TACTUS_END_TIMEPERIOD``), and files in a
+folder of its own, removed after it: ``TACTUS_ARGUMENTS`` (its unit of work's arguments as
+JSON), ``TACTUS_MESSAGES`` (append lines to it: each becomes a message of the unit of work,
+read while it runs) and, when the unit of work has a payload, ``TACTUS_PAYLOAD`` (its bytes;
+see :mod:`workers.uow_io`). A step of a flow also gets ``TACTUS_STEP``, ``TACTUS_RESULT``, the
+file to write its JSON result to, and ``TACTUS_UPSTREAM``, a file holding its upstream steps'
+results. stdin is ``/dev/null``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from db.errors import InvalidInput
 from db.flows import check_result
 from workers.base import Outcome
 from workers.orphans import WORKER_PID_VARIABLE
+from workers.uow_io import MessageFile, command_files
 
 if TYPE_CHECKING:
     import threading
@@ -168,33 +172,52 @@ def run_command(
     cancel: threading.Event,
     tick: Callable[[], None] | None = None,
     kill_grace: float = KILL_GRACE,
+    messages: Callable[[list[str]], None] | None = None,
 ) -> CommandResult:
     """Run ``entry.command`` for ``uow`` and wait for it, within ``entry.timeout``.
 
     Args:
         entry: the process (``command``, ``shell``, ``timeout``, ``noop_exit_code``).
-        uow: the claimed unit of work (fills the placeholders and the environment).
+        uow: the claimed unit of work (fills the placeholders, the environment and the input
+            files; ``uow.payload``, when loaded, becomes ``$TACTUS_PAYLOAD``).
         cancel: when set, the command's process group is killed and the result says
             ``interrupted`` (a stopping worker, or a unit of work taken away meanwhile).
         tick: called every :data:`POLL_INTERVAL` while the command runs, in the calling
             thread (the runner extends its delivery there).
         kill_grace: seconds between SIGTERM and SIGKILL of the group.
+        messages: given the lines the command appended to ``$TACTUS_MESSAGES``, in order,
+            every :data:`POLL_INTERVAL` while it runs and once more when it ended, in the
+            calling thread.
 
     Returns:
         The result; this function does not raise for anything the command does.
     """
-    if uow.step is None:
-        return _run(entry, uow, cancel=cancel, tick=tick, kill_grace=kill_grace)
-    with tempfile.TemporaryDirectory(prefix="tactus-step-") as folder:
-        files = {
-            "TACTUS_STEP": uow.step,
-            "TACTUS_RESULT": os.path.join(folder, "result.json"),
-            "TACTUS_UPSTREAM": os.path.join(folder, "upstream.json"),
-        }
-        with open(files["TACTUS_UPSTREAM"], "w", encoding="utf-8") as upstream:
-            json.dump(uow.arguments.get("upstream") or {}, upstream)
-        done = _run(entry, uow, cancel=cancel, tick=tick, kill_grace=kill_grace, extra=files)
-        if done.outcome is None:
+    with tempfile.TemporaryDirectory(prefix="tactus-uow-") as folder:
+        try:
+            files = command_files(folder, uow)
+        except OSError as exc:
+            error = f"cannot write the command's input files: {exc.strerror or exc}"
+            return CommandResult(outcome=None, exit_code=None, output="", error=error)
+        written = MessageFile(files["TACTUS_MESSAGES"])
+
+        def poll() -> None:
+            if messages is not None and (lines := written.read()):
+                messages(lines)
+            if tick is not None:
+                tick()
+
+        if uow.step is not None:
+            files.update(
+                TACTUS_STEP=uow.step,
+                TACTUS_RESULT=os.path.join(folder, "result.json"),
+                TACTUS_UPSTREAM=os.path.join(folder, "upstream.json"),
+            )
+            with open(files["TACTUS_UPSTREAM"], "w", encoding="utf-8") as upstream:
+                json.dump(uow.arguments.get("upstream") or {}, upstream)
+        done = _run(entry, uow, cancel=cancel, tick=poll, kill_grace=kill_grace, extra=files)
+        if messages is not None and (lines := written.read(final=True)):
+            messages(lines)
+        if uow.step is None or done.outcome is None:
             return done
         try:
             with open(files["TACTUS_RESULT"], encoding="utf-8") as handed:

@@ -16,7 +16,9 @@ executor thread of the slot's. Per delivery, :meth:`Slot.handle` runs the steps 
    pid, ``started_at`` and ``heartbeat_at``); a lost race is acked and ignored. When the
    delivery was already in hand as the previous run ended, this claim was written in the same
    commit as that run's outcome (step 5), each change applied or refused on its own;
-4. run it: the shell driver for ``command``, the Python worker otherwise, within ``timeout``;
+4. run it: the shell driver for ``command``, the Python worker otherwise, within ``timeout``,
+   its payload loaded first and its messages stored while it runs and once more at its end
+   (:mod:`workers.uow_io`);
 5. record the outcome through the funnel (``succeed``, ``finish_noop`` or ``fail``, with the exit
    code, output tail, error and ``finished_at``);
 6. once that write has committed, ack, with the status message as the ack's notice: it leaves
@@ -65,6 +67,7 @@ from workers.base import Outcome, load_worker_class
 from workers.capture import capturing
 from workers.journal import KeptOutcome
 from workers.shell import POLL_INTERVAL, OutputTail, run_command
+from workers.uow_io import Messages, with_payload
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -115,6 +118,9 @@ class SlotOwner(Protocol):
     def announce(self, uows: Sequence[UnitOfWork]) -> None:
         """Publish the steps a flow change made requested; announce flow runs that ended."""
 
+    def announcements(self, uows: Sequence[UnitOfWork]) -> list[tuple[str, bytes]]:
+        """The (queue, body) messages :meth:`announce` would publish."""
+
     def slot_failed(self) -> None:
         """A slot cannot go on: stop the worker with a failure."""
 
@@ -140,6 +146,8 @@ class RunningUow:
         #: When the run started (monotonic), and whether prefetched messages went back since.
         self._started = time.monotonic()
         self._handed_back = False
+        #: What the unit of work emits on its way to the store (set by the slot).
+        self.messages: Messages | None = None
 
     @property
     def uow_id(self) -> str:
@@ -167,6 +175,8 @@ class RunningUow:
                         self.uow.id,
                         returned,
                     )
+        if self.messages is not None:
+            self.messages.flush()
         visibility, self._extend = self._extend, None
         if visibility is None:
             return
@@ -324,7 +334,14 @@ class Slot:
                 self._release(task)
                 return None
             entry = self.worker.current_entry()
+            task.messages = Messages(
+                self.worker.quick_store,
+                uow,
+                limit=self.worker.settings.max_messages_per_uow,
+                clock=self.worker.clock,
+            )
             verdict = self._execute(entry, task)
+            task.messages.close()  # stored before the outcome is
             task.finishing = True
             if verdict.trigger is None:
                 self._release(task)
@@ -504,6 +521,11 @@ class Slot:
         return None if uow is None else (delivery, uow)
 
     def _execute(self, entry: ProcessEntry, task: RunningUow) -> _Verdict:
+        try:
+            task.uow = with_payload(self.worker.store, task.uow)
+        except NotFound:
+            reason = f"payload {task.uow.payload_id} is not in the store"
+            return _Verdict(trigger="fail", error=reason, reason=reason)
         if task.uow.step is not None:
             try:
                 step = flows.step_entry(entry, task.uow.step)
@@ -545,7 +567,13 @@ class Slot:
         return instance
 
     def _run_command(self, entry: ProcessEntry, task: RunningUow) -> _Verdict:
-        result = run_command(entry, task.uow, cancel=task.cancel, tick=task.service)
+        result = run_command(
+            entry,
+            task.uow,
+            cancel=task.cancel,
+            tick=task.service,
+            messages=None if task.messages is None else task.messages.extend,
+        )
         if result.interrupted and task.stop_requested:
             return _Verdict(trigger=None, reason="worker stopping")
         trigger = "fail" if result.outcome is None else _TRIGGERS[result.outcome]
@@ -567,7 +595,7 @@ class Slot:
         started = time.monotonic()
         timeout = entry.timeout.total_seconds()
         tail = OutputTail()
-        future = self._executor.submit(self._call_captured, instance, task.uow, tail)
+        future = self._executor.submit(self._call_captured, instance, task, tail)
         while True:
             try:
                 value: Any = future.result(timeout=POLL_INTERVAL)
@@ -639,9 +667,9 @@ class Slot:
         )
 
     @staticmethod
-    def _call_captured(instance: UowWorker, uow: UnitOfWork, tail: OutputTail) -> Any:
-        with capturing(tail):
-            return instance.process_uow(uow)
+    def _call_captured(instance: UowWorker, task: RunningUow, tail: OutputTail) -> Any:
+        with capturing(tail), instance.emitting(task.messages):
+            return instance.process_uow(task.uow)
 
     def _finish(self, task: RunningUow, verdict: _Verdict) -> tuple[Delivery, UnitOfWork] | None:
         """Record the outcome through the funnel, then ack with the status notice: the status
@@ -705,6 +733,7 @@ class Slot:
                     clock=worker.clock,
                     actor=worker.actor,
                     announce=announce,
+                    messages=worker.announcements,
                 )
 
         results, settled = self._write_outcome(write, requests[0])

@@ -66,6 +66,13 @@ def check_limit(limit: int) -> int:
     return min(limit, MAX_PAGE_SIZE)
 
 
+def check_count(value: int, field: str, *, minimum: int = 1) -> int:
+    """Refuse a count (``after``, a cap) that is not an integer of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInput(field, f"must be an integer of at least {minimum} (got {value!r})")
+    return value
+
+
 def encode_cursor(*values: Any) -> str:
     """An opaque cursor holding the sort key of the last item of a page."""
     raw = json.dumps(list(values), separators=(",", ":")).encode()

@@ -21,7 +21,8 @@ Rules every backend obeys:
 
 The interface is split by noun, as the backends are (``db/backends/*/``): one ABC per noun
 (:class:`ProcessStore`, :class:`JobStore`, :class:`UowStore`, :class:`HistoryStore`,
-:class:`FireStore`, :class:`SupervisedStore`, :class:`WorkerStore`, :class:`CredentialStore`),
+:class:`FireStore`, :class:`SupervisedStore`, :class:`WorkerStore`, :class:`CredentialStore`,
+:class:`PayloadStore`, :class:`MessageStore`),
 composed with the lifecycle into :class:`Store`. The embedded queue is a capability of its own,
 :class:`QueueStore`, which every backend implements too and only :mod:`mq.store_queue` (and the
 settlement of a worker's outcome) uses.
@@ -34,6 +35,8 @@ from db.store.credentials import CredentialStore
 from db.store.fires import FireStore
 from db.store.history import HistoryStore
 from db.store.jobs import JobStore
+from db.store.messages import MessageStore
+from db.store.payloads import PayloadStore
 from db.store.processes import ProcessStore
 from db.store.queue import QueueStore
 from db.store.store import MAX_PAGE_SIZE, Store
@@ -46,6 +49,8 @@ __all__ = [
     "FireStore",
     "HistoryStore",
     "JobStore",
+    "MessageStore",
+    "PayloadStore",
     "ProcessStore",
     "QueueStore",
     "Store",

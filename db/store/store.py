@@ -11,6 +11,8 @@ from db.store.credentials import CredentialStore
 from db.store.fires import FireStore
 from db.store.history import HistoryStore
 from db.store.jobs import JobStore
+from db.store.messages import MessageStore
+from db.store.payloads import PayloadStore
 from db.store.processes import ProcessStore
 from db.store.uows import UowStore
 from db.store.workers import WorkerStore
@@ -31,8 +33,11 @@ class Store(
     SupervisedStore,
     WorkerStore,
     CredentialStore,
+    PayloadStore,
+    MessageStore,
 ):
-    """Persistent state of processes, jobs, units of work, fires, boxes and workers."""
+    """Persistent state of processes, jobs, units of work, fires, boxes, workers, payloads and
+    messages."""
 
     #: Short backend name shown by health checks and logs (``sqlite``, ``postgresql`` ...).
     backend: str = "abstract"

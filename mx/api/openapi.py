@@ -111,6 +111,7 @@ def _op(
     media: str = "application/json",
     description: str = "",
     also: tuple[int, ...] = (),
+    body_required: bool = True,
 ) -> dict[str, Any]:
     content = {media: {"schema": ref(schema) if schema else STR}}
     responses: dict[str, Any] = {
@@ -131,11 +132,64 @@ def _op(
         op["parameters"] = params
     if body:
         op["requestBody"] = {
-            "required": True,
+            "required": body_required,
             "content": {"application/json": {"schema": ref(body)}},
         }
     if public:
         op["security"] = []
+    return op
+
+
+#: What the two message routes say about following.
+MESSAGES_DESCRIPTION = (
+    "A command writes lines to the file `$TACTUS_MESSAGES`, a worker class calls "
+    "`self.message(text)`; each is kept with its time, attempt and `seq` (1, 2, 3 ...), at most "
+    "`max_messages_per_uow` of them (the oldest; `dropped` counts the rest). To follow, pass "
+    "`next_after` back as `after` until `finished` is true and `more` false."
+)
+
+
+def _messages() -> list[dict[str, Any]]:
+    """``after`` and ``limit`` of a message page."""
+    return [
+        {
+            "name": "after",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999},
+            "description": "The `seq` of the last message the caller has (default 0).",
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+        },
+    ]
+
+
+def _payload_post() -> dict[str, Any]:
+    """``POST /payloads``: a JSON document or any bytes with their content type."""
+    op = _op(
+        "Store bytes as a payload (once per content): 201 with its payload_id",
+        "Payload",
+        tag="payloads",
+        status=201,
+        errors=(413,),
+        description="Needs operator. The body is the payload: a JSON document "
+        "(`application/json`) or any bytes, with their `Content-Type` (kept and given back by "
+        "GET). At most `max_payload_bytes` (default 16 MiB): 413 `payload_too_large` names the "
+        "limit. The same bytes posted again give the same payload (`created` false).",
+    )
+    op["requestBody"] = {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"description": "Any JSON document."}},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary", "minLength": 1}
+            },
+        },
+    }
     return op
 
 
@@ -165,8 +219,9 @@ def build_document(version: str) -> dict[str, Any]:
                 tag="processes",
                 status=201,
                 body="ProcessCreate",
-                errors=(409,),
-                description="Needs operator; admin when the body sets `command` or `shell`.",
+                errors=(404, 409),
+                description="Needs operator; admin when the body sets `command` or `shell`. "
+                "404 when no payload has the `payload_id`.",
             ),
         },
         "/api/v1/processes/{name}": {
@@ -199,7 +254,12 @@ def build_document(version: str) -> dict[str, Any]:
                 status=201,
                 also=(202,),
                 params=_path("name"),
+                body="TriggerBody",
+                body_required=False,
                 errors=(404, 409),
+                description="An optional body gives the unit of work its payload: "
+                "`payload_id`, or an inline `payload` stored as one (a freerun process only). "
+                "404 when no payload has the `payload_id`.",
             )
         },
         "/api/v1/processes/{name}/why": {
@@ -278,6 +338,16 @@ def build_document(version: str) -> dict[str, Any]:
                 errors=(404,),
             )
         },
+        "/api/v1/uows/{uow_id}/messages": {
+            "get": _op(
+                "Messages the unit of work emitted, in order",
+                "MessagePage",
+                tag="uows",
+                params=[*_path("uow_id"), *_messages()],
+                errors=(404,),
+                description=MESSAGES_DESCRIPTION,
+            )
+        },
         "/api/v1/uows/{uow_id}/cancel": {
             "post": _op(
                 "Cancel a unit of work (a flow run with its steps that have not ended)",
@@ -309,6 +379,10 @@ def build_document(version: str) -> dict[str, Any]:
                 status=201,
                 also=(202,),
                 body="TaskCreate",
+                errors=(404,),
+                description="`payload_id` names a payload (POST /payloads; 404 when there is "
+                "none), or `payload` gives one inline. The command reads it from the file "
+                "`$TACTUS_PAYLOAD`, and its arguments as JSON from `$TACTUS_ARGUMENTS`.",
             )
         },
         "/api/v1/tasks/{task_id}": {
@@ -318,6 +392,27 @@ def build_document(version: str) -> dict[str, Any]:
                 tag="tasks",
                 params=_path("task_id"),
                 errors=(404,),
+            )
+        },
+        "/api/v1/tasks/{task_id}/messages": {
+            "get": _op(
+                "Messages the task emitted, in order",
+                "MessagePage",
+                tag="tasks",
+                params=[*_path("task_id"), *_messages()],
+                errors=(404,),
+                description=MESSAGES_DESCRIPTION,
+            )
+        },
+        "/api/v1/payloads": {"post": _payload_post()},
+        "/api/v1/payloads/{payload_id}": {
+            "get": _op(
+                "The payload's bytes, with its content type",
+                None,
+                tag="payloads",
+                params=_path("payload_id"),
+                errors=(404,),
+                media="*/*",
             )
         },
         "/api/v1/boxes": {

@@ -49,6 +49,17 @@ def _page(item: str) -> dict[str, Any]:
 
 #: A process name (SPEC section 4), as a path part or a field.
 PROCESS_NAME = {"type": "string", "pattern": "^[a-z0-9_]+$", "maxLength": 191}
+#: A payload id (SPEC section 12).
+PAYLOAD_ID = {"type": "string", "pattern": "^[0-9a-f]{1,32}$"}
+#: Any JSON value (an inline payload; null: none).
+JSON_VALUE_REF = {"$ref": "#/components/schemas/JsonValue"}
+#: A body may give ``payload_id`` or ``payload``, not both (a null one counts as absent).
+NOT_BOTH_PAYLOADS = {
+    "not": {
+        "required": ["payload_id", "payload"],
+        "properties": {"payload_id": {"type": "string"}, "payload": {"not": {"type": "null"}}},
+    }
+}
 #: A timeperiod (SPEC section 2): ten digits, UTC.
 TIMEPERIOD = {"type": "string", "pattern": "^[0-9]{10}$"}
 #: One word of an argv: ``{placeholder}`` only for the known placeholders, ``{{``/``}}`` for
@@ -133,6 +144,16 @@ FREERUN_FIELDS: dict[str, Any] = {
         "Step names are unique; depends_on names other steps of the entry, without a cycle; "
         "when no step gives depends_on, each step depends on the one before it. A step's "
         "command or shell needs the admin role.",
+    },
+    "payload_id": {
+        "type": ["string", "null"],
+        "pattern": PAYLOAD_ID["pattern"],
+        "description": "A payload (POST /payloads) every unit of work of the entry is given.",
+    },
+    "payload": {
+        **JSON_VALUE_REF,
+        "description": "An inline payload (any JSON value), stored as a payload: the entry "
+        "then holds its payload_id. Not with payload_id.",
     },
 }
 #: What runs: exactly one of a worker, an argv, or a string command (``shell`` only with a
@@ -301,6 +322,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["name", "trigger"],
         "properties": FREERUN_FIELDS,
         "oneOf": PROGRAM,
+        **NOT_BOTH_PAYLOADS,
         "additionalProperties": False,
     },
     "ProcessPatch": {
@@ -309,6 +331,7 @@ SCHEMAS: dict[str, Any] = {
         "than the process's are refused; name and kind cannot change.",
         "minProperties": 1,
         "properties": {k: v for k, v in ENTRY_FIELDS.items() if k not in ("name", "kind")},
+        **NOT_BOTH_PAYLOADS,
         "additionalProperties": False,
     },
     "Step": STEP,
@@ -402,6 +425,7 @@ SCHEMAS: dict[str, Any] = {
             "flow": {"type": "boolean", "description": "A flow run: its steps are units of work."},
             "parent": {**STR_OR_NULL, "description": "A step's flow run."},
             "step": {**STR_OR_NULL, "description": "A step's name."},
+            "payload_id": {**STR_OR_NULL, "description": "Its payload (SPEC section 12)."},
         },
     },
     "UowDetail": {
@@ -507,8 +531,72 @@ SCHEMAS: dict[str, Any] = {
                 ]
             },
             "retries": {"type": "integer", "minimum": 0, "maximum": 100},
+            "payload_id": _nullable(PAYLOAD_ID),
+            "payload": {
+                **JSON_VALUE_REF,
+                "description": "An inline payload (any JSON value; null: none), stored as a "
+                "payload. Not with payload_id.",
+            },
         },
+        **NOT_BOTH_PAYLOADS,
         "additionalProperties": False,
+    },
+    "TriggerBody": {
+        "type": "object",
+        "description": "Optional: the payload of the unit of work (a freerun process only).",
+        "properties": {
+            "payload_id": _nullable(PAYLOAD_ID),
+            "payload": {
+                **JSON_VALUE_REF,
+                "description": "An inline payload (any JSON value; null: none), stored as a "
+                "payload. Not with payload_id.",
+            },
+        },
+        **NOT_BOTH_PAYLOADS,
+        "additionalProperties": False,
+    },
+    "Payload": {
+        "type": "object",
+        "required": ["payload_id", "sha256", "size", "content_type", "created_at", "created"],
+        "properties": {
+            "payload_id": STR,
+            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "size": _INT,
+            "content_type": STR,
+            "created_at": _INSTANT,
+            "created": {
+                "type": "boolean",
+                "description": "false: the same bytes were posted before; that payload is "
+                "returned.",
+            },
+        },
+    },
+    "Message": {
+        "type": "object",
+        "required": ["seq", "attempt", "at", "text"],
+        "properties": {"seq": _INT, "attempt": _INT, "at": _INSTANT, "text": STR},
+    },
+    "MessagePage": {
+        "type": "object",
+        "required": ["uow_id", "state", "finished", "items", "dropped", "more", "next_after"],
+        "properties": {
+            "uow_id": STR,
+            "state": {"type": "string", "enum": [s.value for s in UowState]},
+            "finished": {
+                "type": "boolean",
+                "description": "The unit of work ended: no more messages will come.",
+            },
+            "items": {"type": "array", "items": ref("Message")},
+            "dropped": {
+                "type": "integer",
+                "description": "Messages emitted past max_messages_per_uow (not stored).",
+            },
+            "more": {"type": "boolean", "description": "More messages follow this page."},
+            "next_after": {
+                "type": "integer",
+                "description": "Pass back as `after` to get the messages that follow.",
+            },
+        },
     },
     "TaskSubmitted": {
         "allOf": [
@@ -537,6 +625,7 @@ SCHEMAS: dict[str, Any] = {
             "exit_code": _INT_OR_NULL,
             "output": STR_OR_NULL,
             "error": STR_OR_NULL,
+            "payload_id": STR_OR_NULL,
         },
     },
     "Supervised": {

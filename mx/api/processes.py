@@ -13,9 +13,13 @@ from mx.runtime import runtime
 from mx.services import actions, entries, validate, why
 from mx.services.paging import page
 from mx.services.processes import process_records, process_views
+from mx.services.validate import only_fields
 
 if TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
+
+#: Fields of a trigger's (optional) body: the payload of the unit of work it creates.
+TRIGGER_FIELDS = ("payload_id", "payload")
 
 
 @bp.get("/processes")
@@ -81,11 +85,16 @@ def processes_delete(name: str) -> ResponseReturnValue:
 
 @bp.post("/processes/<name>/trigger")
 def processes_trigger(name: str) -> ResponseReturnValue:
-    """Fire now: 201 with the new unit of work; 202 when it is stored but waits for the broker
-    (published as soon as the broker is back: do not trigger again), and for a managed process
-    (the scheduler looks at it at once)."""
+    """Fire now: 201 with the new unit of work (given the body's ``payload_id`` or inline
+    ``payload``, if any); 202 when it is stored but waits for the broker (published as soon as
+    the broker is back: do not trigger again), and for a managed process (the scheduler looks
+    at it at once)."""
     query()
-    result = actions.trigger(ctx(), name)
+    body = json_body(required=False)
+    only_fields(body, TRIGGER_FIELDS)
+    result = actions.trigger(
+        ctx(), name, payload_id=body.get("payload_id"), payload=body.get("payload")
+    )
     created = result["uow"] is not None and result["published"]
     return jsonify(result), 201 if created else 202
 

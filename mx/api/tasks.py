@@ -1,4 +1,4 @@
-"""``/api/v1/tasks``: ad-hoc shell commands (admin only), and their state."""
+"""``/api/v1/tasks``: ad-hoc shell commands (admin only), their state and their messages."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ from flask import jsonify
 from db.credentials import Role
 from mx.api.common import bp, ctx, json_body, query
 from mx.auth import requires
+from mx.runtime import runtime
 from mx.services import tasks
+from mx.services.messages import list_messages
 from mx.services.validate import only_fields
 
 if TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
 
 #: Fields of a task submission.
-TASK_FIELDS = ("command", "scheduled_at", "arguments", "retries")
+TASK_FIELDS = ("command", "scheduled_at", "arguments", "retries", "payload_id", "payload")
 
 
 @bp.post("/tasks")
@@ -33,6 +35,8 @@ def tasks_submit() -> ResponseReturnValue:
         scheduled_at=body.get("scheduled_at"),
         arguments=body.get("arguments"),
         retries=body.get("retries", 0),
+        payload_id=body.get("payload_id"),
+        payload=body.get("payload"),
     )
     return jsonify(task), 201 if task["published"] else 202
 
@@ -42,3 +46,15 @@ def tasks_get(task_id: str) -> ResponseReturnValue:
     """A task's state and timestamps."""
     query()
     return jsonify(tasks.status_of(ctx(), task_id))
+
+
+@bp.get("/tasks/<task_id>/messages")
+def tasks_messages(task_id: str) -> ResponseReturnValue:
+    """The task's messages in order, paged: ``after`` the ``seq`` of the last one the caller
+    has."""
+    params = query({"after"})
+    return jsonify(
+        list_messages(
+            runtime().store, task_id, after=params.get("after"), limit=params.get("limit")
+        )
+    )

@@ -1,4 +1,5 @@
-"""``/api/v1/uows``: units of work newest first, one with its history, and cancel."""
+"""``/api/v1/uows``: units of work newest first, one with its history and its messages, and
+cancel."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from flask import jsonify
 from mx.api.common import bp, ctx, query
 from mx.runtime import runtime
 from mx.services import actions
+from mx.services.messages import list_messages
 from mx.services.uows import get_uow, list_uows
 
 if TYPE_CHECKING:
@@ -35,6 +37,15 @@ def uows_get(uow_id: str) -> ResponseReturnValue:
     """One unit of work: attempts, exit code, the tail of its output and its history."""
     query()
     return jsonify(get_uow(runtime().store, uow_id))
+
+
+@bp.get("/uows/<uow_id>/messages")
+def uows_messages(uow_id: str) -> ResponseReturnValue:
+    """Its messages in order, paged: ``after`` the ``seq`` of the last one the caller has."""
+    params = query({"after"})
+    return jsonify(
+        list_messages(runtime().store, uow_id, after=params.get("after"), limit=params.get("limit"))
+    )
 
 
 @bp.post("/uows/<uow_id>/cancel")

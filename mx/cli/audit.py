@@ -43,7 +43,8 @@ def describe(command: str, args: argparse.Namespace, box_id: str) -> tuple[str, 
     if command in ("cancel", "retry-failed"):
         return f"launch.py {command}", f"uow {args.uow_id}"
     if command == "submit":
-        return "launch.py submit", ""  # the command text may hold secrets: not recorded
+        # the command text may hold secrets: not recorded; a payload file is named
+        return "launch.py submit", f"payload file {args.payload}" if args.payload else ""
     if command == "super" and (args.super_start or args.super_stop):
         verb, process = (
             ("start", args.super_start) if args.super_start else ("stop", args.super_stop)

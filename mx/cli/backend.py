@@ -82,11 +82,21 @@ class Backend(Protocol):
     def set_enabled(self, process: str, enabled: bool) -> Json:
         """Turn a process on or off; the process after it (PATCH /processes/<name>)."""
 
-    def submit(self, command: str, *, scheduled_at: str | None, retries: int) -> Json:
-        """An ad-hoc task; ``{"task_id", ...}``."""
+    def submit(
+        self, command: str, *, scheduled_at: str | None, retries: int, payload_id: str | None
+    ) -> Json:
+        """An ad-hoc task, given the payload ``payload_id`` if any; ``{"task_id", ...}``."""
 
     def status_of(self, task_id: str) -> Json:
         """A task's (or any unit of work's) state and timestamps."""
+
+    def post_payload(self, data: bytes, content_type: str) -> Json:
+        """Store bytes as a payload (or find them stored): ``{"payload_id", "sha256", "size",
+        ...}`` (POST /payloads)."""
+
+    def messages(self, uow_id: str, *, after: int, limit: int) -> Json:
+        """One page of a unit of work's messages after the ``seq`` ``after``: ``{"items",
+        "dropped", "more", "next_after", "finished", ...}`` (GET /uows/<id>/messages)."""
 
     def register(
         self, entries: list[ProcessEntry], *, source: str, check: bool, prune: bool

@@ -1,14 +1,21 @@
-"""Command-line front end of the actions (SPEC sections 5 and 10): trigger, reprocess, skip,
-cancel, retry-failed, enable, disable, submit, status-of. Each command parses, calls one verb of its
+"""Command-line front end of the actions (SPEC sections 5, 10 and 12): trigger, reprocess, skip,
+cancel, retry-failed, enable, disable, submit, status-of, messages. Each command parses, calls one
+verb of its
 :class:`~mx.cli.backend.Backend` (the service verbs on the store, or the API with ``--url``) and
 prints the result, so the command line, the API and the page cannot disagree."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import mimetypes
 import sys
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from db.errors import InvalidInput
+from db.payloads import DEFAULT_TYPE
 from mx.cli.render import Out, print_json
 
 if TYPE_CHECKING:
@@ -25,7 +32,12 @@ NAMES = (
     "disable",
     "submit",
     "status-of",
+    "messages",
 )
+#: Seconds between two reads of ``messages --follow``.
+FOLLOW_INTERVAL = 1.0
+#: Messages asked for at once.
+MESSAGE_PAGE = 1000
 #: What ``status-of`` shows besides the id, when set.
 STATUS_KEYS = (
     "state",
@@ -60,8 +72,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--command", dest="task_command", required=True, help="run by /bin/sh -c")
     p.add_argument("--at", dest="scheduled_at", help="ISO instant (default: now)")
     p.add_argument("--retries", type=int, default=0, help="retries on failure (default 0)")
+    p.add_argument(
+        "--payload",
+        metavar="FILE",
+        help="upload FILE as the task's payload (the command reads it from $TACTUS_PAYLOAD)",
+    )
     p = sub.add_parser("status-of", help="state and timestamps of a task or unit of work")
     p.add_argument("id")
+    p = sub.add_parser("messages", help="the messages of a task or unit of work, in order")
+    p.add_argument("uow_id")
+    p.add_argument(
+        "--follow", action="store_true", help="print new messages until the unit of work ends"
+    )
     for name in NAMES:
         sub.choices[name].add_argument("--json", action="store_true", help="print the API's JSON")
 
@@ -149,12 +171,62 @@ def cmd_disable(args: argparse.Namespace, inst: Installation, out: Out) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    payload = None if args.payload is None else _read_payload(args.payload)
     with inst.backend() as backend:
+        payload_id = None
+        if payload is not None:
+            payload_id = backend.post_payload(*payload)["payload_id"]
         task = backend.submit(
-            args.task_command, scheduled_at=args.scheduled_at, retries=args.retries
+            args.task_command,
+            scheduled_at=args.scheduled_at,
+            retries=args.retries,
+            payload_id=payload_id,
         )
     _unpublished(task, f"task {task['task_id']}")
     return _print(args, out, task, task["task_id"])
+
+
+def _read_payload(path: str) -> tuple[bytes, str]:
+    """A payload file's bytes and content type (guessed from its name, else bytes).
+
+    Raises:
+        InvalidInput: field ``--payload``: the file cannot be read.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput("--payload", f"cannot read {path}: {exc.strerror or exc}") from None
+    return data, mimetypes.guess_type(path)[0] or DEFAULT_TYPE
+
+
+def cmd_messages(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    after, dropped = 0, 0
+    with inst.backend() as backend:
+        while True:
+            page = backend.messages(args.uow_id, after=after, limit=MESSAGE_PAGE)
+            for message in page["items"]:
+                out(_message_line(args, message))
+            after, dropped = page["next_after"], page["dropped"]
+            if page["more"]:
+                continue
+            if not args.follow or page["finished"]:
+                break
+            # Messages are stored before the outcome: once it is finished, one more read has
+            # them all.
+            time.sleep(FOLLOW_INTERVAL)
+    if dropped:
+        sys.stderr.write(
+            f"note: {dropped} later message(s) dropped (a unit of work keeps its first "
+            "max_messages_per_uow)\n"
+        )
+    return 0
+
+
+def _message_line(args: argparse.Namespace, message: dict[str, Any]) -> str:
+    """One message: JSON on one line (``--json``), else its time, attempt and text."""
+    if args.json:
+        return json.dumps(message, ensure_ascii=False)
+    return f"{message['at']}  {message['attempt']}  {message['text']}"
 
 
 def cmd_status_of(args: argparse.Namespace, inst: Installation, out: Out) -> int:
@@ -174,4 +246,5 @@ COMMANDS = {
     "disable": cmd_disable,
     "submit": cmd_submit,
     "status-of": cmd_status_of,
+    "messages": cmd_messages,
 }

@@ -10,7 +10,18 @@ from db import open_store
 from db.clock import StoreClock, SystemClock
 from db.liveness import silence_limit
 from mq import open_broker
-from mx.services import actions, boxes, entries, jobs, processes, tasks, uows, why
+from mx.services import (
+    actions,
+    boxes,
+    entries,
+    jobs,
+    messages,
+    payloads,
+    processes,
+    tasks,
+    uows,
+    why,
+)
 from mx.services.context import ServiceContext
 
 if TYPE_CHECKING:
@@ -152,11 +163,27 @@ class LocalBackend(contextlib.AbstractContextManager):
         # The verb of PATCH /processes/<name>, so both modes answer with the same process shape.
         return entries.edit_process(self.context(), process, {"enabled": enabled})
 
-    def submit(self, command: str, *, scheduled_at: str | None, retries: int) -> Json:
-        return tasks.submit(self.context(), command, scheduled_at=scheduled_at, retries=retries)
+    def submit(
+        self, command: str, *, scheduled_at: str | None, retries: int, payload_id: str | None
+    ) -> Json:
+        return tasks.submit(
+            self.context(),
+            command,
+            scheduled_at=scheduled_at,
+            retries=retries,
+            payload_id=payload_id,
+        )
 
     def status_of(self, task_id: str) -> Json:
         return tasks.status_of(self.context(), task_id)
+
+    def post_payload(self, data: bytes, content_type: str) -> Json:
+        return payloads.post_payload(
+            self.context(), data, content_type, limit=self._settings.max_payload_bytes
+        )
+
+    def messages(self, uow_id: str, *, after: int, limit: int) -> Json:
+        return messages.list_messages(self.store(), uow_id, after=after, limit=limit)
 
     def start_process(self, box_id: str, process: str) -> list[Json]:
         return boxes.start_process(self.store(), box_id, process, clock=self._clock, actor=ACTOR)

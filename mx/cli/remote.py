@@ -106,14 +106,25 @@ class RemoteBackend:
     def set_enabled(self, process: str, enabled: bool) -> Json:
         return self._client.patch(f"/processes/{_seg(process, 'process')}", {"enabled": enabled})
 
-    def submit(self, command: str, *, scheduled_at: str | None, retries: int) -> Json:
+    def submit(
+        self, command: str, *, scheduled_at: str | None, retries: int, payload_id: str | None
+    ) -> Json:
         body: Json = {"command": command, "retries": retries}
         if scheduled_at is not None:
             body["scheduled_at"] = scheduled_at
+        if payload_id is not None:
+            body["payload_id"] = payload_id
         return self._client.post("/tasks", body)
 
     def status_of(self, task_id: str) -> Json:
         return self._client.get(f"/tasks/{_seg(task_id, 'id')}")
+
+    def post_payload(self, data: bytes, content_type: str) -> Json:
+        return self._client.post_bytes("/payloads", data, content_type)
+
+    def messages(self, uow_id: str, *, after: int, limit: int) -> Json:
+        route = f"/uows/{_seg(uow_id, 'uow_id')}/messages"
+        return self._client.get(route, {"after": after, "limit": limit})
 
     def register(
         self, entries: list[ProcessEntry], *, source: str, check: bool, prune: bool

@@ -10,8 +10,8 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from db import cascade, flows
-from db.errors import Conflict, NotFound, TransitionRefused
+from db import cascade, flows, payloads
+from db.errors import Conflict, InvalidInput, NotFound, TransitionRefused
 from db.ids import new_id
 from db.models import Event, UowQuery
 from db.state_change import change_job, change_uow
@@ -39,9 +39,12 @@ def _stamp(ctx: ServiceContext) -> str:
     return instant_stamp(ctx.clock.now())
 
 
-def trigger(ctx: ServiceContext, name: str) -> dict[str, Any]:
-    """Fire a process now. A freerun gets a unit of work at once (its ``max_active`` holds);
-    a managed process is looked at by the scheduler at once.
+def trigger(
+    ctx: ServiceContext, name: str, *, payload_id: Any = None, payload: Any = None
+) -> dict[str, Any]:
+    """Fire a process now. A freerun gets a unit of work at once (its ``max_active`` holds),
+    given the payload ``payload_id`` names, the inline ``payload`` (stored here), or else its
+    entry's; a managed process is looked at by the scheduler at once.
 
     Returns:
         ``{"process", "uow", "published"}``: the new unit of work (None for a managed process),
@@ -51,7 +54,8 @@ def trigger(ctx: ServiceContext, name: str) -> dict[str, Any]:
         triggering again would run the process twice.
 
     Raises:
-        InvalidInput: a malformed name.
+        InvalidInput: a malformed name; a payload for a process that is not freerun, or no
+            payload with ``payload_id``.
         NotFound: no such process.
         Conflict: a daemon (nothing to trigger), a disabled process (nothing would run it), or
             a freerun that already has ``max_active`` units of work in flight.
@@ -66,12 +70,15 @@ def trigger(ctx: ServiceContext, name: str) -> dict[str, Any]:
         # Its workers are not run and the scheduler does not look at it: the work would wait.
         raise Conflict("process", name, "is disabled: enable it first, then trigger it")
     if entry.kind is ProcessKind.MANAGED:
+        if payload_id is not None or payload is not None:
+            raise InvalidInput("payload", "only a freerun process is triggered with a payload")
         return {"process": name, "uow": None, "published": ctx.wake(name)}
     in_flight = ctx.store.find_uows(
         UowQuery(process=name, states=ACTIVE_UOW_STATES, top_level=True), limit=entry.max_active
     ).items
     if len(in_flight) >= entry.max_active:
         raise Conflict("process", name, f"max_active {entry.max_active} units of work in flight")
+    given = payloads.resolve(ctx.store, payload_id, payload, ctx.clock.now())
     stamp = _stamp(ctx)
     uow, _ = create_once(
         ctx.store,
@@ -84,6 +91,7 @@ def trigger(ctx: ServiceContext, name: str) -> dict[str, Any]:
         end=stamp,
         run_key=f"manual-{new_id()}",
         scheduled_at=ctx.clock.now(),
+        payload_id=given,
     )
     published = ctx.announce(uow)
     return {"process": name, "uow": uow_json(uow), "published": published}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from db.builtin import ADHOC
 from db.errors import Conflict, DuplicateKey, InvalidInput
 from db.models import Event, ProcessRecord
+from db.payloads import entry_with_stored_payload
 from db.registration import entry_from_mapping, step_where, validate_entries
 from db.states import ProcessKind, ProcessSource
 from mx.services import actions, validate
@@ -90,6 +91,7 @@ def create_freerun(ctx: ServiceContext, data: Any) -> dict[str, Any]:
         raise DuplicateKey("process", entry.name)
     validate_entries([*stored.values(), entry])
     now = ctx.clock.now()
+    entry = entry_with_stored_payload(ctx.store, entry, now)
     record = ctx.store.insert_process(
         ProcessRecord(
             entry=entry,
@@ -127,9 +129,12 @@ def edit_process(ctx: ServiceContext, name: str, changes: Any) -> dict[str, Any]
     for field in FIXED_FIELDS:
         if field in changes and changes[field] != current[field]:
             raise InvalidInput(field, "cannot be changed at run time")
-    entry = _validated({**current, **changes}, changes)
-    changed = sorted(f for f, v in entry.to_dict().items() if current.get(f) != v)
+    merged = {**current, **changes}
+    if changes.get("payload") is not None and "payload_id" not in changes:
+        merged["payload_id"] = None  # an inline payload replaces the entry's payload
     now = ctx.clock.now()
+    entry = entry_with_stored_payload(ctx.store, _validated(merged, changes), now)
+    changed = sorted(f for f, v in entry.to_dict().items() if current.get(f) != v)
     if not changed:
         return show_process(ctx.store, name, now=now, default_timezone=ctx.timezone)
     if changed == ["enabled"]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from db.errors import InvalidInput
 from db.models import Event, ProcessRecord
+from db.payloads import entry_with_stored_payload
 from db.registration import RegistrationPlan, load_file, plan_registration
 from db.states import ProcessKind, ProcessSource
 from db.timeperiod import Timeperiod
@@ -90,11 +91,14 @@ def register_entries(
             validate.process_name(entry.name, "name")
         except InvalidInput as exc:
             raise InvalidInput(exc.field, exc.problem, entity=f"process {entry.name!r}") from None
+    now = clock.now()
+    if not check:
+        # Inline payloads are stored first (once per content: harmless if the rest fails).
+        entries = [entry_with_stored_payload(store, entry, now) for entry in entries]
     existing = {r.name: (r.entry, r.registered, r.source.value) for r in store.list_processes()}
     plan = plan_registration(existing, entries, prune=prune)
     if check:
         return RegistrationResult(plan=plan, applied=False)
-    now = clock.now()
     for entry in plan.create:
         record = ProcessRecord(
             entry=_resolve_start(entry, now),

@@ -91,6 +91,7 @@ def uow_json(uow: UnitOfWork) -> dict[str, Any]:
         "parent": uow.parent,
         "step": uow.step,
         "result": None if uow.result is None or uow.flow else dict(uow.result),
+        "payload_id": uow.payload_id,
         "version": uow.version,
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from db import payloads
 from db.builtin import ADHOC, ensure_builtin_processes
 from db.clock import require_aware
 from db.errors import InvalidInput
@@ -30,9 +31,12 @@ def submit(
     scheduled_at: Any = None,
     arguments: Any = None,
     retries: Any = 0,
+    payload_id: Any = None,
+    payload: Any = None,
 ) -> dict[str, Any]:
     """Create a one-off task: ``command`` runs through ``/bin/sh -c`` at ``scheduled_at``
-    (now when None), retried ``retries`` times on failure.
+    (now when None), retried ``retries`` times on failure, given the payload ``payload_id``
+    names or the inline ``payload`` (a JSON value, stored as a payload here).
 
     Returns:
         The task in the API's shape (``task_id`` ...) with ``published``: whether it went to
@@ -41,7 +45,8 @@ def submit(
         command twice.
 
     Raises:
-        InvalidInput: a bad command, instant, retries or arguments (the field is named).
+        InvalidInput: a bad command, instant, retries, arguments or payload (the field is
+            named), or no payload with ``payload_id``.
     """
     if not isinstance(command, str) or not command.strip():
         raise InvalidInput("command", "must be a non-empty string")
@@ -62,6 +67,7 @@ def submit(
     if not isinstance(arguments, dict) or "command" in arguments:
         raise InvalidInput("arguments", "must be a JSON object (without a 'command' key)")
     validate.json_value(arguments, "arguments")
+    payload_id = payloads.resolve(ctx.store, payload_id, payload, ctx.clock.now())
     ensure_builtin_processes(ctx.store, ctx.clock)
     stamp = instant_stamp(when)
     uow, _ = create_once(
@@ -77,6 +83,7 @@ def submit(
         scheduled_at=when,
         arguments={**arguments, "command": command},
         retries=retries,
+        payload_id=payload_id,
     )
     published = ctx.announce(uow)
     return {**task_json(uow), "published": published}
@@ -118,6 +125,7 @@ def task_json(uow: UnitOfWork) -> dict[str, Any]:
         "exit_code": uow.exit_code,
         "output": uow.output,
         "error": uow.error,
+        "payload_id": uow.payload_id,
     }
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from db import flows
 from db.models import UowQuery
 from db.states import UowState
-from mx.services import validate
+from mx.services import messages, validate
 from mx.services.runs import returned
 from mx.services.serialize import event_json, instant, uow_json
 
@@ -51,13 +51,15 @@ def get_uow(store: Store, uow_id: str) -> dict[str, Any]:
 def uow_page(store: Store, uow_id: str) -> dict[str, Any]:
     """:func:`get_uow`, plus ``returned``: what its worker class returned in its latest
     finished attempt (``processed``, ``noop``, ``exception``, ``timed out``, ``bad return``;
-    None for a command, which has an exit code instead).
+    None for a command, which has an exit code instead), and ``messages``: its last messages
+    (:func:`mx.services.messages.tail`).
 
     Raises:
         InvalidInput, NotFound: as :func:`get_uow`.
     """
-    data, _, events = _uow(store, uow_id)
+    data, uow, events = _uow(store, uow_id)
     data["returned"] = returned(events)
+    data["messages"] = messages.tail(store, uow.id)
     return data
 
 

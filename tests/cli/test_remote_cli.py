@@ -8,6 +8,7 @@ import http.server
 import json
 import socket
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -520,3 +521,103 @@ def test_bad_input_exits_2_with_the_same_reason_locally_and_remotely(cli, store,
         assert len(err.strip().splitlines()) == 1, err
     assert local[2] == remote[2]
     assert state_of(store) == before
+
+
+# -- payloads and messages (SPEC section 12) -------------------------------------------------------
+
+
+def test_submit_with_a_payload_uploads_it_locally_and_remotely(cli, store, tmp_path):
+    # given a payload file
+    payload = tmp_path / "rows.json"
+    payload.write_text('{"rows": [1, 2, 3]}')
+    # when a task is submitted with it, through the API and on the store
+    remote = cli.json(
+        "submit", "--command", 'cat "$TACTUS_PAYLOAD"', "--payload", str(payload), role=Role.ADMIN
+    )
+    code, out, err = cli.local("submit", "--command", "true", "--payload", str(payload), "--json")
+    # then both tasks carry the one payload holding the file's bytes and its type
+    assert code == 0, err
+    local = json.loads(out)
+    assert remote["payload_id"] == local["payload_id"]
+    stored = store.get_payload(remote["payload_id"])
+    assert (stored.data, stored.content_type) == (payload.read_bytes(), "application/json")
+    assert store.get_uow(remote["task_id"]).payload_id == stored.id
+    # and the local command's audit entry names the file
+    entry = store.list_audit(limit=1).items[0]
+    assert (entry.what, entry.target) == ("launch.py submit", f"payload file {payload}")
+
+
+def test_submit_with_a_payload_that_cannot_be_sent_exits_2(cli, store, tmp_path):
+    before = state_of(store)
+    code, _, err = cli.local("submit", "--command", "true", "--payload", str(tmp_path / "nope"))
+    assert code == 2 and "field '--payload': cannot read" in err
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 11)
+    code = launch.main(
+        ["submit", "--command", "true", "--payload", str(big)],
+        environ={"TACTUS_MAX_PAYLOAD_BYTES": "10"},
+    )
+    err = cli._capsys.readouterr().err
+    assert code == 2 and "larger than max_payload_bytes (10 bytes)" in err
+    assert state_of(store) == before
+
+
+def _uow_with_messages(store, count: int = 3) -> str:
+    uow_id = store.find_uows(UowQuery(process="cron"), limit=1).items[0].id
+    now = SystemClock().now()
+    store.append_messages(uow_id, 1, [(now, f"message {n}") for n in range(1, count + 1)], limit=5)
+    return uow_id
+
+
+def test_remote_messages_print_what_local_prints(cli, store):
+    # given a unit of work with six messages, the cap keeping five
+    assert cli.run("trigger", "cron")[0] == 0
+    uow_id = _uow_with_messages(store, 6)
+    # when they are printed through the API and on the store
+    remote = cli.run("messages", uow_id, role=Role.VIEWER)
+    local = cli.local("messages", uow_id)
+    # then both print them in order, and say what the cap dropped
+    assert remote == local
+    code, out, err = remote
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 5
+    assert [line.split("  ")[-1] for line in lines] == [f"message {n}" for n in range(1, 6)]
+    assert "1 later message(s) dropped" in err
+    as_json = [json.loads(line) for line in cli.run("messages", uow_id, "--json")[1].splitlines()]
+    assert [(m["seq"], m["attempt"]) for m in as_json] == [(n, 1) for n in range(1, 6)]
+    code, _, err = cli.run("messages", "0123456789abcdef01234567")
+    assert code == 1 and "not found" in err
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_messages_follow_until_the_unit_of_work_ends(cli, store, monkeypatch, where):
+    from db.state_change import change_uow
+    from mx.cli import commands
+
+    monkeypatch.setattr(commands, "FOLLOW_INTERVAL", 0.05)
+    # given a unit of work in progress with one message
+    assert cli.run("trigger", "cron")[0] == 0
+    uow = store.find_uows(UowQuery(process="cron"), limit=1).items[0]
+    clock = SystemClock()
+    uow = change_uow(store, uow, "claim", clock=clock, actor="test", changes={})
+    store.append_messages(uow.id, 1, [(clock.now(), "first")], limit=100)
+
+    # when it emits two more and ends while the command follows it
+    def later() -> None:
+        time.sleep(0.3)
+        store.append_messages(uow.id, 1, [(clock.now(), "second")], limit=100)
+        time.sleep(0.3)
+        store.append_messages(uow.id, 1, [(clock.now(), "third")], limit=100)
+        change_uow(store, uow, "succeed", clock=clock, actor="test", changes={})
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    if where == "local":
+        code, out, err = cli.local("messages", uow.id, "--follow")
+    else:
+        code, out, err = cli.run("messages", uow.id, "--follow", role=Role.VIEWER)
+    thread.join()
+    # then it printed all three, in order, and returned once the unit of work ended
+    assert code == 0, err
+    assert [line.split("  ")[-1] for line in out.splitlines()] == ["first", "second", "third"]
+    assert store.get_uow(uow.id).state is UowState.PROCESSED

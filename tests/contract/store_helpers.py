@@ -146,3 +146,8 @@ def _race_threads(n: int, action) -> list[object]:
     for t in threads:
         t.join(60)
     return results
+
+
+def stamped(at: datetime, *texts: str) -> list[tuple[datetime, str]]:
+    """Messages for :meth:`~db.store.Store.append_messages`, all emitted at ``at``."""
+    return [(at, text) for text in texts]

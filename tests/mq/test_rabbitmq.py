@@ -6,7 +6,6 @@ broker obeys are in tests/contract/test_broker.py."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from mq.rabbitmq import RabbitBroker, RetryPolicy
 from tests import servers
 from tests.conftest import RABBITMQ_URI, rabbitmq_problem
 from tests.faults.proxy import TcpProxy
+from tests.mq.riding import ride_out_an_outage
 from tests.polling import wait_until
 
 #: Longest wait for a message that should come.
@@ -189,69 +189,7 @@ def test_confirmed_messages_survive_a_broker_outage(patient, names, broker_outag
 @pytest.mark.needs_server
 @pytest.mark.slow
 def test_publisher_and_consumer_ride_out_a_broker_outage(patient, names, broker_outage):
-    # given a consumer thread consuming continuously
-    rabbit = patient
-    queue = names[0]
-    received: list[tuple[bytes, bool]] = []
-    errors: list[BaseException] = []
-    done = threading.Event()
-    rabbit.declare(queue)
-
-    def consume() -> None:
-        try:
-            with rabbit.consumer(queue, prefetch=10) as consumer:
-                while not done.is_set():
-                    delivery = consumer.get(0.2)
-                    if delivery is not None:
-                        received.append((delivery.body, delivery.redelivered))
-                        consumer.ack(delivery)
-        except BaseException as exc:  # reported by the test thread
-            errors.append(exc)
-
-    def bodies() -> set[bytes]:
-        return {body for body, _ in received}
-
-    consumer_thread = threading.Thread(target=consume)
-    consumer_thread.start()
-    before = [b"before-%02d" % i for i in range(30)]
-    during = [b"during-%02d" % i for i in range(20)]
-    after = [b"after-%02d" % i for i in range(10)]
-    publish_errors: list[BaseException] = []
-
-    def publish_during() -> None:
-        try:
-            rabbit.publish_many((queue, body) for body in during[:10])
-            for body in during[10:]:
-                rabbit.publish(queue, body)
-        except BaseException as exc:  # reported by the test thread
-            publish_errors.append(exc)
-
-    publisher_thread = threading.Thread(target=publish_during)
-    try:
-        rabbit.publish_many((queue, body) for body in before)
-        wait_until(lambda: len(received) >= 10, deadline=DEADLINE, what="first deliveries")
-
-        # when the broker goes down while both publish and consume, and comes back
-        def while_down() -> None:
-            publisher_thread.start()
-            time.sleep(1.0)
-
-        broker_outage(while_down)
-        publisher_thread.join(60)
-        rabbit.publish_many((queue, body) for body in after)
-        # then nothing was lost; a message arrives twice only if it was redelivered
-        expected = set(before + during + after)
-        wait_until(lambda: errors or expected <= bodies(), deadline=60, what="every message")
-    finally:
-        done.set()
-        consumer_thread.join(DEADLINE)
-    assert not errors and not publish_errors, (errors, publish_errors)
-    assert bodies() == expected
-    seen: set[bytes] = set()
-    for body, redelivered in received:
-        assert body not in seen or redelivered, f"{body!r} delivered twice, not as a redelivery"
-        seen.add(body)
-    assert [body for body, _ in received if body.startswith(b"after")] == after
+    ride_out_an_outage(patient, names[0], broker_outage)
 
 
 # -- delay queues ------------------------------------------------------------------------------

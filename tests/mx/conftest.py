@@ -23,6 +23,7 @@ from db.models import (
     UowQuery,
     WorkerRecord,
 )
+from db.payloads import new_payload
 from db.registration import entry_from_mapping
 from db.states import FireOutcome, ProcessSource, UowState
 from mx.app import create_app
@@ -172,6 +173,7 @@ class Seed:
     finished_uow_id: str
     task_id: str
     job: tuple[str, str]
+    payload_id: str
 
 
 def register(store, clock, **fields: Any) -> None:
@@ -225,11 +227,13 @@ def seed(app, app_store, clock) -> Seed:
     actions.cancel(ctx, finished["task_id"])
     job = app_store.get_job("h", "2026010511")
     assert app_store.get_uow(task["task_id"]).state is UowState.REQUESTED
+    payload, _ = app_store.save_payload(new_payload(b"seed bytes", "text/plain", now))
     return Seed(
         uow_id=job.uow_id,
         finished_uow_id=finished["task_id"],
         task_id=task["task_id"],
         job=("h", "2026010511"),
+        payload_id=payload.id,
     )
 
 
@@ -239,7 +243,8 @@ def seed(app, app_store, clock) -> Seed:
 @dataclass(frozen=True)
 class Route:
     """One route with a request that succeeds on ``seed`` for the role it needs; ``path`` may
-    name ``{uow}`` (a managed unit of work) and ``{task}`` (an ad-hoc task in progress)."""
+    name ``{uow}`` (a managed unit of work), ``{task}`` (an ad-hoc task in progress) and
+    ``{payload}`` (a stored payload)."""
 
     method: str
     path: str
@@ -252,7 +257,7 @@ class Route:
         return f"{self.method} {self.path}"
 
     def url(self, seed: Seed) -> str:
-        return self.path.format(uow=seed.uow_id, task=seed.task_id)
+        return self.path.format(uow=seed.uow_id, task=seed.task_id, payload=seed.payload_id)
 
     @property
     def mutating(self) -> bool:
@@ -281,9 +286,13 @@ ROUTES = [
     Route("POST", "/api/v1/jobs/h/2026010512/skip", _O),
     Route("GET", "/api/v1/uows", _V),
     Route("GET", "/api/v1/uows/{uow}", _V),
+    Route("GET", "/api/v1/uows/{uow}/messages", _V),
     Route("POST", "/api/v1/uows/{task}/cancel", _O),
     Route("POST", "/api/v1/tasks", _A, {"command": "echo hello"}, 201),
     Route("GET", "/api/v1/tasks/{task}", _V),
+    Route("GET", "/api/v1/tasks/{task}/messages", _V),
+    Route("POST", "/api/v1/payloads", _O, {"rows": [1, 2]}, 201),
+    Route("GET", "/api/v1/payloads/{payload}", _V),
     Route("GET", "/api/v1/boxes", _V),
     Route("GET", "/api/v1/workers", _V),
     Route("POST", "/api/v1/boxes/b1/processes/d/start", _O),

@@ -10,13 +10,15 @@ from datetime import timedelta
 
 import pytest
 
+from db.clock import FakeClock
 from db.state_change import change_uow
 from db.states import JobState, UowState
 from mx.services import actions, tasks
 from mx.services.context import ServiceContext
 from scheduler.config import SchedulerConfig
 from scheduler.service import Scheduler
-from tests.mx.conftest import register
+from tests.contract.store_helpers import stamped
+from tests.mx.conftest import T0, register
 from tests.scheduler.conftest import RecordingBroker
 
 
@@ -337,3 +339,26 @@ def test_a_run_that_lands_before_its_period_closed_is_not_said_to_land_after():
     assert "20m 00s before" in chart.bars[0].title
     assert "20m 00s before its period closed" in chart.below.bars[0].title
     assert "after" not in chart.bars[0].title + chart.below.bars[0].title
+
+
+def test_the_page_of_a_task_shows_its_messages_live_and_its_payload(client, auth, app_store, seed):
+    # given a task with a payload that emitted three messages, the cap dropping one
+    ctx = context(app_store, FakeClock(T0))
+    task = tasks.submit(ctx, "echo hi", payload={"n": 1})
+    app_store.append_messages(
+        task["task_id"], 1, stamped(T0, "first", "<b>second</b>", "third"), limit=2
+    )
+    # when its page, and the fragment htmx polls, are read
+    page = get(client, auth, f"/uows/{task['task_id']}")
+    fragment = text(
+        client.get(
+            f"/uows/{task['task_id']}", headers={**auth.headers("viewer"), "HX-Request": "true"}
+        )
+    )
+    # then both show the messages in order, escaped, with what the cap dropped
+    for shown in (page, fragment):
+        rows = re.findall(r'<td class="message mono">(.*?)</td>', shown)
+        assert rows == ["first", "&lt;b&gt;second&lt;/b&gt;"]
+        assert "1 later message(s) dropped" in shown
+        assert f'href="/api/v1/payloads/{task["payload_id"]}"' in shown
+    assert "No messages." in get(client, auth, f"/uows/{seed.uow_id}")

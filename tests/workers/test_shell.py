@@ -177,3 +177,34 @@ def test_output_tail_keeps_the_last_bytes_and_counts_the_rest():
     broken = OutputTail(limit=3)
     broken.add("é".encode() + b"xy")
     assert broken.text().endswith("xy")
+
+
+def test_run_command_gets_its_arguments_payload_and_messages_files(tmp_path):
+    # given a unit of work with arguments and a loaded payload
+    script = (
+        'cat "$TACTUS_ARGUMENTS"; echo; cat "$TACTUS_PAYLOAD"; echo; '
+        'printf "one\\ntwo\\n" >> "$TACTUS_MESSAGES"; sleep 0.3; '
+        'printf "three\\n\\nfour" >> "$TACTUS_MESSAGES"'
+    )
+    uow = _uow(arguments={"table": "visits", "n": 2}, payload=b"payload bytes", payload_id="p1")
+    batches: list[list[str]] = []
+    # when
+    result = _run(_entry(["sh", "-c", script]), uow, messages=batches.append)
+    # then
+    assert result.outcome is Outcome.PROCESSED, result.error
+    assert result.output == '{"table": "visits", "n": 2}\npayload bytes\n'
+    assert [text for batch in batches for text in batch] == ["one", "two", "three", "four"]
+    assert len(batches) >= 2  # read while it ran, and at its end
+
+
+def test_run_command_without_a_payload_has_no_payload_file():
+    script = 'test -z "${{TACTUS_PAYLOAD+set}}" && test -f "$TACTUS_ARGUMENTS" && echo ok'
+    result = _run(_entry(["sh", "-c", script]))
+    assert (result.outcome, result.output) == (Outcome.PROCESSED, "ok\n")
+
+
+def test_run_command_of_a_step_gets_the_payload_besides_the_step_files():
+    script = 'echo "$TACTUS_STEP $(cat "$TACTUS_PAYLOAD") $(cat "$TACTUS_UPSTREAM")"'
+    uow = _uow(step="load", parent="f1", payload=b"data", arguments={"upstream": {"a": {}}})
+    result = _run(_entry(["sh", "-c", script]), uow)
+    assert result.output == 'load data {"a": {}}\n'

@@ -104,6 +104,10 @@ class Owner:
     def announce(self, uows) -> None:
         self.announced.extend(uows)
 
+    def announcements(self, uows) -> list:
+        self.announced.extend(uows)
+        return []
+
     def slot_failed(self) -> None:
         self.failed = True
 

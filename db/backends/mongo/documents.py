@@ -232,6 +232,7 @@ _UOW_PLAIN_FIELDS = (
     "version",
     "parent",
     "step",
+    "payload_id",
 )
 
 

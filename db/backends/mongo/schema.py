@@ -24,6 +24,13 @@ QUEUE_MESSAGES = "queue_messages"
 CREDENTIALS = "credentials"
 #: The audit trail of mx; ``_id`` the time-ordered entry id.
 AUDIT = "audit"
+#: Payloads' descriptions (``_id`` the payload id, unique ``sha256``) and their bytes in chunks
+#: (``_id`` ``<sha256>:<n>``).
+PAYLOADS = "payloads"
+PAYLOAD_CHUNKS = "payload_chunks"
+#: Messages of units of work (``_id`` ``<uow_id>:<seq>``) and their tallies (``_id`` the uow id).
+MESSAGES = "uow_messages"
+MESSAGE_TALLIES = "uow_message_tallies"
 
 #: Every collection Tactus owns, in creation order.
 COLLECTIONS = (
@@ -36,6 +43,10 @@ COLLECTIONS = (
     QUEUE_MESSAGES,
     CREDENTIALS,
     AUDIT,
+    PAYLOADS,
+    PAYLOAD_CHUNKS,
+    MESSAGES,
+    MESSAGE_TALLIES,
 )
 
 #: (collection, keys, unique) of every index; ``_id`` is indexed by MongoDB itself. Jobs and units
@@ -68,6 +79,9 @@ INDEXES: tuple[tuple[str, list[tuple[str, int]], bool], ...] = (
     (QUEUE_MESSAGES, [("queue", 1), ("available_at", 1)], False),
     (CREDENTIALS, [("kind", 1), ("name", 1)], True),
     (CREDENTIALS, [("secret_hash", 1)], True),
+    (PAYLOADS, [("sha256", 1)], True),
+    (PAYLOAD_CHUNKS, [("sha256", 1), ("n", 1)], True),
+    (MESSAGES, [("uow_id", 1), ("seq", 1)], True),
 )
 
 

@@ -21,6 +21,8 @@ from db.backends.mongo.errors import translated
 from db.backends.mongo.fires import FiresMixin
 from db.backends.mongo.history import HistoryMixin
 from db.backends.mongo.jobs import JobsMixin
+from db.backends.mongo.messages import MessagesMixin
+from db.backends.mongo.payloads import PayloadsMixin
 from db.backends.mongo.processes import ProcessesMixin
 from db.backends.mongo.queue import QueueMixin
 from db.backends.mongo.schema import create_indexes, drop_collections
@@ -47,6 +49,8 @@ class MongoStore(
     WorkersMixin,
     QueueMixin,
     CredentialsMixin,
+    PayloadsMixin,
+    MessagesMixin,
     Store,
     QueueStore,
 ):

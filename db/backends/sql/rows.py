@@ -152,6 +152,7 @@ _UOW_PLAIN = (
     "flow",
     "parent",
     "step",
+    "payload_id",
 )
 _UOW_INSTANTS = (
     "created_at",

@@ -159,6 +159,8 @@ uows = sa.Table(
     sa.Column("parent", _key(ID_LENGTH), nullable=True),
     sa.Column("step", _key(NAME_LENGTH), nullable=True),
     sa.Column("result", sa.JSON(none_as_null=True), nullable=True),
+    # payloads (SPEC section 12); added to existing stores by _upgrade_columns
+    sa.Column("payload_id", _key(ID_LENGTH), nullable=True),
     sa.UniqueConstraint(
         "process", "start_timeperiod", "end_timeperiod", "run_key", name="uq_uows_key"
     ),
@@ -285,7 +287,9 @@ RETIRED_INDEXES: dict[str, tuple[str, ...]] = {"jobs": ("ix_jobs_state_timeperio
 
 #: Columns added after the first release, per table: :func:`_upgrade_indexes` adds them to
 #: existing stores before it creates the indexes that use them.
-ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"uows": ("flow", "parent", "step", "result")}
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "uows": ("flow", "parent", "step", "result", "payload_id")
+}
 
 
 def _upgrade_columns(connection: sa.Connection, table: sa.Table) -> None:
@@ -297,8 +301,12 @@ def _upgrade_columns(connection: sa.Connection, table: sa.Table) -> None:
         preparer = connection.dialect.identifier_preparer
         kind = column.type.compile(dialect=connection.dialect)
         default = ""
-        if column.server_default is not None:
-            default = " NOT NULL DEFAULT " + ("0" if name == "flow" else "NULL")
+        if isinstance(column.server_default, sa.DefaultClause):
+            # compiled per dialect: sa.false() is 0 on SQLite, false on PostgreSQL
+            value = column.server_default.arg
+            if isinstance(value, sa.ClauseElement):
+                value = str(value.compile(dialect=connection.dialect))
+            default = f" NOT NULL DEFAULT {value}"
         connection.exec_driver_sql(
             f"ALTER TABLE {preparer.quote(table.name)} ADD COLUMN {preparer.quote(name)} "
             f"{kind}{default}"

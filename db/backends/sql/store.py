@@ -1,5 +1,5 @@
 """The SQL store: lifecycle, processes, history and freerun fires; jobs, units of work, boxes,
-the embedded queue and the credentials come from their mixins."""
+the embedded queue, the credentials, payloads and messages come from their mixins."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from db.backends.sql.boxes import BoxesMixin
 from db.backends.sql.credentials import CredentialsMixin
 from db.backends.sql.engine import WRITE_OPTION, create_engine, prepare_sqlite, public_url
 from db.backends.sql.jobs import JobsMixin
+from db.backends.sql.messages import MessagesMixin
+from db.backends.sql.payloads import PayloadsMixin
 from db.backends.sql.queue import QueueMixin
 from db.backends.sql.schema import events, jobs, metadata, processes, supervised, uows
 from db.backends.sql.schema import fires as fires_table
@@ -50,7 +52,17 @@ _SERVER_TIME = {
 }
 
 
-class SqlStore(JobsMixin, UowsMixin, BoxesMixin, QueueMixin, CredentialsMixin, Store, QueueStore):
+class SqlStore(
+    JobsMixin,
+    UowsMixin,
+    BoxesMixin,
+    QueueMixin,
+    CredentialsMixin,
+    PayloadsMixin,
+    MessagesMixin,
+    Store,
+    QueueStore,
+):
     """:class:`~db.store.Store` on SQLite, PostgreSQL or MariaDB/MySQL through SQLAlchemy Core.
 
     Args:
