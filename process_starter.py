@@ -341,8 +341,11 @@ class HttpExecutorApi:
     def claim(self, body: dict[str, Any]) -> dict[str, Any] | None:
         return self._post("claim", body)
 
-    def heartbeat(self, uow_id: str, lease: str) -> None:
-        self._post(f"uows/{quote(uow_id, safe='')}/heartbeat", {"lease": lease}, uow_id)
+    def heartbeat(self, uow_id: str, lease: str, messages: list[str]) -> None:
+        body: dict[str, Any] = {"lease": lease}
+        if messages:
+            body["messages"] = messages
+        self._post(f"uows/{quote(uow_id, safe='')}/heartbeat", body, uow_id)
 
     def outcome(self, uow_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._post(f"uows/{quote(uow_id, safe='')}/outcome", body, uow_id) or {}

@@ -91,8 +91,14 @@ def executor_heartbeat(uow_id: str) -> ResponseReturnValue:
     audit_target(f"uow {uow_id}")
     body = json_body()
     lease = leases.Lease.parse(body.get("lease"))
-    beat = leases.heartbeat(_acting(lease.worker_id), uow_id, body, timeout_of=_timeout)
     rt = runtime()
+    beat = leases.heartbeat(
+        _acting(lease.worker_id),
+        uow_id,
+        body,
+        timeout_of=_timeout,
+        max_messages=rt.settings.max_messages_per_uow,
+    )
     if _shared().beats.due(lease.worker_id, rt.settings.heartbeat_interval):
         executors.beat(rt.store, lease.worker_id, rt.clock.now(), uow_id)
     return jsonify(beat)
@@ -135,7 +141,9 @@ def executor_outcome(uow_id: str) -> ResponseReturnValue:
     context = _acting(outcome.lease.worker_id)
     if body.get("next") is None:
         with _shared().writes:
-            uow, changed = leases.record_outcome(context, uow_id, outcome)
+            uow, changed = leases.record_outcome(
+                context, uow_id, outcome, max_messages=runtime().settings.max_messages_per_uow
+            )
         return jsonify(uow_id=uow.id, state=uow.state.value, changed=changed)
     # the executor's next claim, written in the outcome's commit (no waiting: none due, null)
     executor = executors.executor_from(_next(body["next"]))
@@ -156,7 +164,9 @@ def executor_outcome(uow_id: str) -> ResponseReturnValue:
         return result, in_commit
 
     with _shared().writes:
-        uow, changed = leases.record_outcome(context, uow_id, outcome, write=write)
+        uow, changed = leases.record_outcome(
+            context, uow_id, outcome, write=write, max_messages=rt.settings.max_messages_per_uow
+        )
     return jsonify(uow_id=uow.id, state=uow.state.value, changed=changed, next=claimed[0])
 
 

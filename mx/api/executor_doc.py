@@ -8,7 +8,7 @@ from typing import Any
 
 from mx.api.openapi_schemas import PROCESS_NAME, STR, STR_OR_NULL, ref
 from mx.services.executors import MAX_SLOTS, MAX_WAIT
-from mx.services.leases import MAX_LEASE, MAX_SECONDS
+from mx.services.leases import MAX_LEASE, MAX_MESSAGES, MAX_SECONDS
 
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
 _LEASE = {
@@ -18,6 +18,13 @@ _LEASE = {
     "description": "The lease of the claim (opaque: send it back as it came).",
 }
 _INT32 = {"type": "integer", "minimum": -(2**31), "maximum": 2**31}
+_MESSAGES = {
+    "type": ["array", "null"],
+    "maxItems": MAX_MESSAGES,
+    "items": STR,
+    "description": "Messages the run emitted since the last heartbeat (SPEC section 12), stored "
+    "in order with the attempt, stamped when they arrive.",
+}
 
 EXECUTOR = {
     "name": _NAME,
@@ -82,13 +89,18 @@ SCHEMAS: dict[str, Any] = {
             "start_timeperiod": STR,
             "end_timeperiod": STR,
             "heartbeat_interval": {"type": "number"},
+            "payload_id": STR_OR_NULL,
+            "payload": {
+                **STR_OR_NULL,
+                "description": "The payload's bytes in base64 (SPEC section 12); null: none.",
+            },
         },
     },
     "ExecutorLease": {
         "type": "object",
         "additionalProperties": False,
         "required": ["lease"],
-        "properties": {"lease": _LEASE},
+        "properties": {"lease": _LEASE, "messages": _MESSAGES},
     },
     "ExecutorOutcome": {
         "type": "object",
@@ -104,12 +116,7 @@ SCHEMAS: dict[str, Any] = {
                 "anyOf": [ref("JsonObject"), {"type": "null"}],
                 "description": "A step's result for its dependents (kept for processed only).",
             },
-            "messages": {
-                "type": ["array", "null"],
-                "maxItems": 1000,
-                "items": STR,
-                "description": "Messages the run emitted (SPEC section 12).",
-            },
+            "messages": _MESSAGES,
             "seconds": {"type": ["number", "null"], "minimum": 0, "maximum": MAX_SECONDS},
             "next": {
                 "anyOf": [ref("ExecutorLeave"), {"type": "null"}],

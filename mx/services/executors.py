@@ -25,6 +25,7 @@ stored: the executor's worker id, the attempt and ``started_at``.
 
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import re
@@ -365,7 +366,8 @@ def _look(
         *written, claimed = carry.write(ctx, [change])
         carried.extend(written)
         if isinstance(claimed, UnitOfWork):
-            return claim_json(claimed, entry, heartbeat_interval=heartbeat_interval), expanded
+            claim = claim_json(claimed, entry, heartbeat_interval=heartbeat_interval, store=store)
+            return claim, expanded
         # StateConflict / TransitionRefused / NotFound: claimed or changed by another first
     return None, expanded
 
@@ -443,11 +445,18 @@ def _expand(ctx: ServiceContext, flow_run: UnitOfWork, entry: ProcessEntry) -> b
 
 
 def claim_json(
-    uow: UnitOfWork, entry: ProcessEntry, *, heartbeat_interval: float
+    uow: UnitOfWork, entry: ProcessEntry, *, heartbeat_interval: float, store: Store | None = None
 ) -> dict[str, Any]:
     """What an executor gets for a claimed unit of work: the SPEC's fields, and the rest of
-    what its shell driver and worker classes take (the entry that runs it, its window)."""
+    what its shell driver and worker classes take (the entry that runs it, its window, and
+    its payload's bytes in base64: the executor cannot read the store)."""
     run = run_entry(entry, uow)
+    payload = None
+    if uow.payload_id is not None and store is not None:
+        try:
+            payload = base64.b64encode(store.get_payload(uow.payload_id).data).decode("ascii")
+        except NotFound:
+            payload = None  # the executor reports it invalid, as a worker would
     command = run.command if run.worker is None else None
     return {
         "uow_id": uow.id,
@@ -468,6 +477,8 @@ def claim_json(
         "start_timeperiod": uow.start_timeperiod,
         "end_timeperiod": uow.end_timeperiod,
         "heartbeat_interval": heartbeat_interval,
+        "payload_id": uow.payload_id,
+        "payload": payload,
     }
 
 

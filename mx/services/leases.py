@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any
 from db import flows
 from db.errors import BrokerUnavailable, InvalidInput, LeaseLost, StateConflict, TactusError
 from db.models import UnitOfWork
+from db.payloads import message_text
 from db.state_change import UowChange, change_uows
 from db.states import UowState
 from mq.message import status_message, status_queue
 from mx.services import validate
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from db.store import Store
     from mx.services.context import ServiceContext
@@ -137,6 +138,7 @@ def heartbeat(
     body: Mapping[str, Any],
     *,
     timeout_of: Callable[[UnitOfWork], timedelta | None],
+    max_messages: int = 1000,
 ) -> dict[str, Any]:
     """Stamp ``heartbeat_at`` of a unit of work under a lease (the caller beats its
     executor's record).
@@ -144,8 +146,10 @@ def heartbeat(
     Args:
         ctx: the service context.
         uow_id: the unit of work.
-        body: ``{"lease"}``.
+        body: ``{"lease", "messages"?}``: the messages the run emitted since the last
+            heartbeat (SPEC section 12), stored with the attempt, stamped now.
         timeout_of: the ``timeout`` of a unit of work (its entry's or step's; None: unknown).
+        max_messages: messages kept per unit of work (``max_messages_per_uow``).
 
     Returns:
         ``{"uow_id", "state"}``.
@@ -156,8 +160,9 @@ def heartbeat(
         LeaseLost: the lease no longer holds (409); also when this heartbeat finds the unit
             of work past its timeout and fails it.
     """
-    validate.only_fields(body, ("lease",))
+    validate.only_fields(body, ("lease", "messages"))
     lease = Lease.parse(body.get("lease"))
+    emitted = messages_of(body)
     store = ctx.store
     for _ in range(3):
         uow = store.get_uow(validate.identifier(uow_id, "uow_id"))
@@ -178,6 +183,7 @@ def heartbeat(
             )
         except StateConflict:
             continue  # changed meanwhile: look again
+        store_messages(ctx, uow, emitted, limit=max_messages)
         return {"uow_id": uow.id, "state": UowState.IN_PROGRESS.value}
     raise LeaseLost(uow_id, "the unit of work keeps changing")
 
@@ -253,13 +259,7 @@ def outcome_from(body: Mapping[str, Any]) -> Outcome:
             raise InvalidInput("result", exc.problem) from None
         if state is not UowState.PROCESSED:
             result = None  # a step hands on a result only when it succeeds
-    messages = body.get("messages")
-    if messages is not None and (
-        not isinstance(messages, list)
-        or len(messages) > MAX_MESSAGES
-        or not all(isinstance(m, str) for m in messages)
-    ):
-        raise InvalidInput("messages", f"must be a list of at most {MAX_MESSAGES} strings")
+    messages = messages_of(body)
     return Outcome(
         lease=lease,
         state=state,
@@ -268,8 +268,37 @@ def outcome_from(body: Mapping[str, Any]) -> Outcome:
         error=_text(body, "error", MAX_ERROR),
         result=result,
         seconds=None if seconds is None else float(seconds),
-        messages=tuple(messages or ()),
+        messages=messages,
     )
+
+
+def messages_of(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The ``messages`` of a heartbeat or an outcome: strings, each cut as a worker's are.
+
+    Raises:
+        InvalidInput: not a list of at most :data:`MAX_MESSAGES` strings.
+    """
+    messages = body.get("messages")
+    if messages is None:
+        return ()
+    if (
+        not isinstance(messages, list)
+        or len(messages) > MAX_MESSAGES
+        or not all(isinstance(m, str) for m in messages)
+    ):
+        raise InvalidInput("messages", f"must be a list of at most {MAX_MESSAGES} strings")
+    return tuple(message_text(validate.text("messages", m)) for m in messages if m.strip())
+
+
+def store_messages(
+    ctx: ServiceContext, uow: UnitOfWork, messages: Sequence[str], *, limit: int
+) -> None:
+    """Store a run's messages with its attempt, in order, stamped now (at most ``limit`` per
+    unit of work are kept)."""
+    if not messages:
+        return
+    now = ctx.clock.now()
+    ctx.store.append_messages(uow.id, uow.attempt, [(now, m) for m in messages], limit=limit)
 
 
 def _text(body: Mapping[str, Any], field: str, limit: int) -> str | None:
@@ -287,6 +316,7 @@ def record_outcome(
     outcome: Outcome,
     *,
     write: Callable[[UowChange], tuple[UnitOfWork | TactusError, bool]] | None = None,
+    max_messages: int = 1000,
 ) -> tuple[UnitOfWork, bool]:
     """Record an executor's outcome under its lease (see the module docstring).
 
@@ -298,6 +328,8 @@ def record_outcome(
             message went with it (the executor's next claim goes in the same commit,
             :func:`mx.services.executors.claim_with`); None: through the funnel alone, then
             the status.
+        max_messages: messages kept per unit of work; the outcome's are stored before it,
+            as a worker's are.
 
     Returns:
         (the unit of work as stored, whether this call changed it: False for a repeat).
@@ -308,6 +340,8 @@ def record_outcome(
     """
     store = ctx.store
     uow = store.get_uow(validate.identifier(uow_id, "uow_id"))
+    if outcome.lease.holds(uow):
+        store_messages(ctx, uow, outcome.messages, limit=max_messages)
     for _ in range(OUTCOME_TRIES):
         if not outcome.lease.holds(uow):
             return _repeated(store, uow, outcome.lease), False

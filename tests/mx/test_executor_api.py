@@ -3,6 +3,8 @@ heartbeats, outcomes, the registry, and flow steps."""
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from datetime import timedelta
 
@@ -377,3 +379,18 @@ def test_an_outcome_may_bring_the_next_claim(client, auth, app_store, clock, rec
     body = {"lease": "1.1.x", "state": "processed", "next": me(wait=1)}
     response = post(client, auth, f"uows/{second}/outcome", body)
     assert response.status_code == 400 and response.json["error"]["field"] == "next.wait"
+
+
+def test_messages_and_payloads_travel_with_claims_heartbeats_and_outcomes(
+    client, auth, app_store, clock
+):
+    task = tasks.submit(context(app_store, clock), "cat $TACTUS_PAYLOAD", payload={"n": 1})
+    data = claim(client, auth).json
+    assert data["uow_id"] == task["task_id"] and data["payload_id"]
+    assert json.loads(base64.b64decode(data["payload"])) == {"n": 1}
+    body = {"lease": data["lease"], "messages": ["loaded", ""]}
+    assert post(client, auth, f"uows/{data['uow_id']}/heartbeat", body).status_code == 200
+    body = {"lease": data["lease"], "state": "processed", "messages": ["done"]}
+    assert post(client, auth, f"uows/{data['uow_id']}/outcome", body).status_code == 200
+    page = app_store.list_messages(data["uow_id"])
+    assert [(m.text, m.attempt) for m in page.items] == [("loaded", 1), ("done", 1)]

@@ -4,6 +4,7 @@ against a fake mx."""
 
 from __future__ import annotations
 
+import base64
 import random
 import threading
 from datetime import timedelta
@@ -54,6 +55,8 @@ class FakeMx:
         self.claims = list(claims)
         self.outcomes: dict[str, list[dict[str, Any]]] = {}
         self.beats: list[str] = []
+        #: Messages that came with heartbeats, per unit of work.
+        self.messages: dict[str, list[str]] = {}
         self.bodies: list[dict[str, Any]] = []
         #: Calls to fail with Unreachable before answering (per route).
         self.unreachable = {"claim": 0, "outcome": 0}
@@ -80,8 +83,9 @@ class FakeMx:
         threading.Event().wait(min(body["wait"], 0.05))
         return None
 
-    def heartbeat(self, uow_id: str, lease: str) -> None:
+    def heartbeat(self, uow_id: str, lease: str, messages: list[str]) -> None:
         self.beats.append(uow_id)
+        self.messages.setdefault(uow_id, []).extend(messages)
         if uow_id in self.lost:
             raise LeaseLost(uow_id, "taken over")
 
@@ -289,3 +293,36 @@ def test_a_claim_is_read_from_mxs_answer():
     assert parsed.timeout == timedelta(seconds=2)
     with pytest.raises(ValueError, match="not a claim"):
         Claim.from_json({"uow_id": "x"})
+
+
+def test_messages_go_with_heartbeats_and_the_outcome_and_the_payload_comes_with_the_claim(
+    settings,
+):
+    command = [
+        "sh",
+        "-c",
+        'echo one >> "$TACTUS_MESSAGES"; sleep 0.3; echo two >> "$TACTUS_MESSAGES";'
+        ' cat "$TACTUS_PAYLOAD"',
+    ]
+    data = base64.b64encode(b"payload bytes").decode()
+    mx = FakeMx(
+        claim("u1", command=command, payload_id="p1", payload=data),
+        claim(
+            "u2",
+            command=None,
+            worker="tests.fixtures.workers:Messaging",
+            arguments={"messages": ["a", "b"]},
+            payload_id="p1",
+            payload=data,
+        ),
+        claim("u3", payload_id="gone", payload=None),
+    )
+    run_until(executor(mx, settings), lambda: {"u1", "u2", "u3"} <= set(mx.outcomes))
+    (first,) = mx.outcomes["u1"]
+    assert first["output_tail"] == "payload bytes"
+    assert mx.messages.get("u1", []) + first.get("messages", []) == ["one", "two"]
+    assert sorted(mx.messages.get("u2", []) + mx.outcomes["u2"][0].get("messages", [])) == [
+        "a",
+        "b",
+    ]
+    assert "payload gone is not in the store" in mx.outcomes["u3"][0]["error"]

@@ -41,8 +41,8 @@ class ExecutorApi(Protocol):
             Unreachable, Refused.
         """
 
-    def heartbeat(self, uow_id: str, lease: str) -> None:
-        """``POST uows/<id>/heartbeat``.
+    def heartbeat(self, uow_id: str, lease: str, messages: list[str]) -> None:
+        """``POST uows/<id>/heartbeat``, with the messages the run emitted since the last one.
 
         Raises:
             Unreachable, Refused, LeaseLost.

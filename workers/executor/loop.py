@@ -42,7 +42,7 @@ from db.errors import LeaseLost
 from db.outage import Outage
 from workers.executor.api import Refused, Unreachable
 from workers.executor.retry import Backoff, BackoffPolicy
-from workers.executor.run import Claim, Runner
+from workers.executor.run import Claim, Emitted, Runner
 from workers.orphans import reap_orphans
 
 if TYPE_CHECKING:
@@ -84,6 +84,8 @@ class _Running:
     cancel: threading.Event = field(default_factory=threading.Event)
     #: When its lease was last renewed (its claim counts), monotonic.
     beaten: float = field(default_factory=time.monotonic)
+    #: What it emitted that mx has not been sent yet.
+    emitted: Emitted = field(default_factory=Emitted)
 
 
 class Executor:
@@ -275,23 +277,28 @@ class Executor:
             claim.attempt,
         )
         try:
-            report = runner.run(claim, running.cancel, self.clock.now())
+            report = runner.run(claim, running.cancel, self.clock.now(), running.emitted)
         finally:
             with self._lock:
                 self._running.pop(claim.uow_id, None)
         if report.interrupted:
             log.warning("uow %s: run stopped (%s); not reported", claim.uow_id, report.error)
             return None
-        return self._report(claim, report, runner)
+        return self._report(claim, report, runner, running.emitted)
 
-    def _report(self, claim: Claim, report: Report, runner: Runner) -> dict[str, Any] | None:
+    def _report(
+        self, claim: Claim, report: Report, runner: Runner, emitted: Emitted
+    ) -> dict[str, Any] | None:
         """Deliver the outcome, retrying while mx is unreachable (a stop waits for it; only a
         hurried stop gives up, leaving the unit of work to mx's liveness rules). Unless the
         executor stops, the outcome asks for the slot's next claim too (``next``): it comes
         back with the answer, claimed in the outcome's commit."""
         retry = Backoff(self.config.backoff)
+        messages = emitted.take()
         while True:
             body = report.body(claim.lease)
+            if messages:
+                body["messages"] = messages
             if not (self.stopping.is_set() or runner.abandoned):
                 body["next"] = {**self.identity(), "running": self._running_ids()}
             try:
@@ -333,15 +340,18 @@ class Executor:
 
     def _beat(self, running: _Running) -> None:
         claim = running.claim
+        messages = running.emitted.take()
         try:
-            self.api.heartbeat(claim.uow_id, claim.lease)
+            self.api.heartbeat(claim.uow_id, claim.lease, messages)
         except LeaseLost as exc:
             log.warning("uow %s: lease lost (%s); stopping its run", claim.uow_id, exc)
             running.cancel.set()
         except (Unreachable, Refused) as exc:
             # mx away: the run goes on; mx declares it lost if this lasts past its liveness
+            running.emitted.give_back(messages)
             self.outage.failed(exc)
         except Exception:  # a beat must never end the heartbeat thread
+            running.emitted.give_back(messages)
             log.exception("uow %s: heartbeat failed", claim.uow_id)
         else:
             self.outage.succeeded()

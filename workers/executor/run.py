@@ -16,32 +16,38 @@ command for an ad-hoc task), its timeout, arguments and window. It runs here:
 
 from __future__ import annotations
 
+import binascii
 import json
 import logging
+import threading
 import time
 import traceback
+from base64 import b64decode
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from db.errors import InvalidInput
 from db.flows import check_result
 from db.models import ProcessEntry, UnitOfWork
+from db.payloads import message_text
 from db.states import ProcessKind, UowKind, UowState
 from workers.base import Outcome, load_worker_class
 from workers.capture import capturing
 from workers.shell import POLL_INTERVAL, OutputTail, run_command
 
 if TYPE_CHECKING:
-    import threading
     from collections.abc import Mapping
     from datetime import datetime
 
     from workers.base import UowWorker, WorkerSettings
 
 log = logging.getLogger(f"tactus.{__name__}")
+
+#: Most messages one heartbeat or outcome carries (mx's limit per request).
+MESSAGES_PER_REQUEST = 1000
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -67,6 +73,9 @@ class Claim:
     parent: str | None = None
     #: Seconds between heartbeats that mx asks for.
     heartbeat_interval: float = 5.0
+    #: Its payload (SPEC section 12): the id, and the bytes mx sent with the claim.
+    payload_id: str | None = None
+    payload: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Claim:
@@ -96,8 +105,10 @@ class Claim:
                 step=data.get("step"),
                 parent=data.get("parent"),
                 heartbeat_interval=float(data.get("heartbeat_interval") or 5.0),
+                payload_id=data.get("payload_id"),
+                payload=None if data.get("payload") is None else b64decode(data["payload"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise ValueError(f"not a claim: {exc!r}") from None
 
     def entry(self) -> ProcessEntry:
@@ -133,6 +144,8 @@ class Claim:
             started_at=now,
             parent=self.parent,
             step=self.step,
+            payload_id=self.payload_id,
+            payload=self.payload,
         )
 
 
@@ -180,15 +193,18 @@ class Runner:
         self._instances: dict[str, UowWorker] = {}
         self._pool: ThreadPoolExecutor | None = None
 
-    def run(self, claim: Claim, cancel: threading.Event, now: datetime) -> Report:
+    def run(self, claim: Claim, cancel: threading.Event, now: datetime, emitted: Emitted) -> Report:
         """Run ``claim`` to its end, its timeout, or ``cancel``; never raises for anything the
-        unit of work does."""
+        unit of work does. What it emits (``$TACTUS_MESSAGES``, ``self.message``) goes to
+        ``emitted``."""
         entry, uow = claim.entry(), claim.uow(now)
+        if claim.payload_id is not None and claim.payload is None:
+            return _failed(f"payload {claim.payload_id} is not in the store")
         if claim.worker is not None:
-            return self._run_python(entry, uow, claim.worker, cancel)
+            return self._run_python(entry, uow, claim.worker, cancel, emitted)
         if claim.command is None:
             return _failed(f"process {claim.process}: the claim names no command or worker")
-        done = run_command(entry, uow, cancel=cancel)
+        done = run_command(entry, uow, cancel=cancel, messages=emitted.extend)
         if done.interrupted:
             return _failed(done.error or "interrupted", interrupted=True)
         if done.outcome is None:
@@ -219,7 +235,12 @@ class Runner:
         return instance
 
     def _run_python(
-        self, entry: ProcessEntry, uow: UnitOfWork, path: str, cancel: threading.Event
+        self,
+        entry: ProcessEntry,
+        uow: UnitOfWork,
+        path: str,
+        cancel: threading.Event,
+        emitted: Emitted,
     ) -> Report:
         try:
             instance = self._instance(path, replace(entry, command=None))
@@ -229,7 +250,7 @@ class Runner:
         started = time.monotonic()
         timeout = entry.timeout.total_seconds()
         tail = OutputTail()
-        future = self._pool.submit(_call_captured, instance, uow, tail)
+        future = self._pool.submit(_call_captured, instance, uow, tail, emitted)
         while True:
             try:
                 value = future.result(timeout=POLL_INTERVAL)
@@ -270,9 +291,41 @@ class Runner:
         self._pool.shutdown(wait=True)
 
 
-def _call_captured(instance: UowWorker, uow: UnitOfWork, tail: OutputTail) -> Any:
-    with capturing(tail):
+def _call_captured(instance: UowWorker, uow: UnitOfWork, tail: OutputTail, sink: Emitted) -> Any:
+    with capturing(tail), instance.emitting(sink):  # type: ignore[arg-type]
         return instance.process_uow(uow)
+
+
+class Emitted:
+    """The messages a run emitted (SPEC section 12) that mx has not been sent yet, in order:
+    the heartbeat takes them (:meth:`take`), and the outcome takes the rest."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def add(self, text: str) -> None:
+        """One message (a worker class's ``self.message``)."""
+        line = message_text(str(text))
+        if line.strip():
+            with self._lock:
+                self._lines.append(line)
+
+    def extend(self, lines: list[str]) -> None:
+        """Lines a command appended to ``$TACTUS_MESSAGES``."""
+        with self._lock:
+            self._lines.extend(lines)
+
+    def take(self, limit: int = MESSAGES_PER_REQUEST) -> list[str]:
+        """Up to ``limit`` of the oldest, now on their way."""
+        with self._lock:
+            taken, self._lines = self._lines[:limit], self._lines[limit:]
+        return taken
+
+    def give_back(self, lines: list[str]) -> None:
+        """Messages whose request failed: first again."""
+        with self._lock:
+            self._lines[:0] = lines
 
 
 def _verdict(value: Any, uow: UnitOfWork, output: str, seconds: float) -> Report:
