@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import process_starter
@@ -32,6 +32,7 @@ from mx.cli import audit as cli_audit
 from mx.cli import boxes as cli_boxes
 from mx.cli import commands as cli_commands
 from mx.cli import credentials as cli_credentials
+from mx.cli import executor as cli_executor
 from mx.cli import listing, options
 from mx.cli import why as cli_why
 from mx.cli.backend import Installation
@@ -41,6 +42,8 @@ from process_starter import STANDALONE, STANDALONE_PARTS, run_standalone
 from settings import Settings, load_settings
 from supervisor import daemon as plumbing
 from supervisor.daemon import PartOfStandalone
+from workers.executor.loop import ExecutorConfig
+from workers.executor.retry import BackoffKind, BackoffPolicy
 
 log = logging.getLogger("tactus.launch")
 
@@ -98,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_commands.add_parsers(sub)
     cli_credentials.add_parsers(sub)
     cli_why.add_parsers(sub)
+    cli_executor.add_parser(sub)
 
     nxt = sub.add_parser("next-runs", help="preview the next fires of a trigger")
     nxt.add_argument("trigger", help="e.g. '*/15 * * * *', 'every 1h30m', 'at Mon-Fri 09:30'")
@@ -277,6 +281,30 @@ def cmd_standalone(args: argparse.Namespace, inst: Installation, out: Out) -> in
     return run_standalone(settings, shutdown, context, announce=announce)
 
 
+def cmd_executor(args: argparse.Namespace, inst: Installation, out: Out) -> int:
+    """Run units of work on this box through mx only, until SIGTERM (SPEC section 11)."""
+    cli_executor.check(args)
+    if inst.client is None:
+        raise InvalidInput(
+            "--url", "an executor reaches Tactus through mx: give --url (or TACTUS_URL)"
+        )
+    policy = BackoffPolicy(
+        kind=BackoffKind(args.backoff),
+        base=timedelta(seconds=args.backoff_base),
+        cap=timedelta(seconds=args.backoff_max),
+        jitter=args.backoff_jitter,
+    )
+    config = ExecutorConfig(
+        name=args.name,
+        box_id=args.box or inst.settings.box_id,
+        processes=cli_executor.processes_of(args.processes),
+        slots=args.slots,
+        wait=args.wait,
+        backoff=policy,
+    )
+    return process_starter.run_executor(inst.settings, inst.client, config)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Installation, Out], int]] = {
     "register": cmd_register,
     "db": cmd_db,
@@ -286,6 +314,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Installation, Out], int]] = {
     "standalone": cmd_standalone,
     "token": cli_credentials.cmd_token,
     "user": cli_credentials.cmd_user,
+    "executor": cmd_executor,
     **cli_commands.COMMANDS,
     **cli_why.COMMANDS,
 }

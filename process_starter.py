@@ -33,16 +33,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from db import open_store
 from db.builtin import ensure_builtin_processes
 from db.clock import SystemClock
-from db.errors import InvalidInput, NotFound, TactusError
+from db.errors import Conflict, InvalidInput, LeaseLost, NotFound, TactusError
 from db.models import ProcessEntry
 from db.outage import Outages, open_patient_store
 from db.placement import Placement, process_of
 from db.states import ProcessKind
 from db.threads import end_process_when_a_thread_dies
+from mx.cli.options import TOKEN_ENV
+from mx.client import ApiClient, AuthRefused
 from mx.server import MxServer, run_mx
 from mx.services.processes import register_file
 from scheduler.main import run_scheduler
@@ -52,6 +55,8 @@ from supervisor.config import SupervisorConfig
 from supervisor.host import PosixHost
 from supervisor.logs import log_to_console, log_to_file
 from supervisor.loop import Supervisor
+from workers.executor.api import Refused, Unreachable
+from workers.executor.loop import Executor, ExecutorConfig
 
 log = logging.getLogger("tactus.process_starter")
 
@@ -318,6 +323,63 @@ def _run_daemon_class(
     threading.Thread(target=relay_stop, name="stop-relay", daemon=True).start()
     result = instance.run()
     return int(result or 0)
+
+
+# -- executors (SPEC section 11) --------------------------------------------------------------------
+
+#: Seconds a request of an executor may take beyond its long poll's ``wait``.
+EXECUTOR_REQUEST_MARGIN = 15.0
+
+
+class HttpExecutorApi:
+    """The executor routes through the REST client (:class:`workers.executor.api.ExecutorApi`),
+    the client's errors turned into what the executor acts on."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+
+    def claim(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        return self._post("claim", body)
+
+    def heartbeat(self, uow_id: str, lease: str, messages: list[str]) -> None:
+        body: dict[str, Any] = {"lease": lease}
+        if messages:
+            body["messages"] = messages
+        self._post(f"uows/{quote(uow_id, safe='')}/heartbeat", body, uow_id)
+
+    def outcome(self, uow_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._post(f"uows/{quote(uow_id, safe='')}/outcome", body, uow_id) or {}
+
+    def leave(self, body: dict[str, Any]) -> None:
+        self._post("leave", body)
+
+    def _post(self, path: str, body: dict[str, Any], uow_id: str = "") -> Any:
+        try:
+            return self.client.post(f"/executor/{path}", body)
+        except LeaseLost:
+            raise
+        except Conflict as exc:
+            raise LeaseLost(uow_id, exc.message) from None
+        except (AuthRefused, InvalidInput, NotFound) as exc:
+            raise Refused(exc.message) from None
+        except TactusError as exc:  # unreachable, a 5xx, the store or broker away
+            raise Unreachable(exc.message) from None
+
+
+def run_executor(settings: Settings, client: ApiClient, config: ExecutorConfig) -> int:
+    """An executor in the foreground, reaching mx through ``client`` only, until SIGTERM
+    (drain; a second one stops at once). Returns its exit code, or leaves through
+    ``os._exit`` when a Python call had to be abandoned (its thread cannot be joined)."""
+    end_process_when_a_thread_dies()
+    # The commands it runs inherit its environment: never the token it authenticates with.
+    os.environ.pop(TOKEN_ENV, None)
+    api = HttpExecutorApi(client.with_timeout(config.wait + EXECUTOR_REQUEST_MARGIN))
+    executor = Executor(api, config, settings)
+    code = executor.run()
+    if executor.abandoned:
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 # -- the three modes --------------------------------------------------------------------------------

@@ -21,23 +21,30 @@ class Role(StrEnum):
     - ``viewer``: read everything (every GET).
     - ``operator``: also act: trigger, enable, reprocess, skip, cancel, start and stop.
     - ``admin``: also run shell commands by API (ad-hoc tasks, freerun entries with ``command``).
+    - ``executor``: apart from the others: only the executor routes (``/api/v1/executor/...``,
+      SPEC section 11), which admin may call too; it reads nothing and acts on nothing else.
     """
 
     VIEWER = "viewer"
     OPERATOR = "operator"
     ADMIN = "admin"
+    EXECUTOR = "executor"
 
     @property
     def rank(self) -> int:
-        """0 for viewer up to 2 for admin."""
+        """0 for viewer up to 2 for admin; -1 for executor, which includes none of them."""
         return _ROLE_RANK[self]
 
     def allows(self, needed: Role) -> bool:
-        """Whether this role may do what ``needed`` may."""
+        """Whether this role may do what ``needed`` may. ``executor`` stands outside the
+        ranks: it allows only itself, and only itself and admin allow it."""
+        if Role.EXECUTOR in (self, needed):
+            return self is needed or self is Role.ADMIN
         return self.rank >= needed.rank
 
 
-_ROLE_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+#: The ranks of the roles that include each other (executor stands apart, below viewer).
+_ROLE_RANK = {Role.EXECUTOR: -1, Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
 
 
 class CredentialKind(StrEnum):

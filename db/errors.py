@@ -118,6 +118,16 @@ class DuplicateKey(Conflict):
         super().__init__(entity, key, "already exists")
 
 
+class LeaseLost(Conflict):
+    """An executor's lease on a unit of work no longer holds (SPEC section 11): the unit of
+    work was declared lost and retried, canceled, or claimed again; nothing changed."""
+
+    code = "lease_lost"
+
+    def __init__(self, uow_id: str, detail: str) -> None:
+        super().__init__("uow", uow_id, f"the lease no longer holds: {detail}")
+
+
 class PayloadTooLarge(TactusError):
     """A payload larger than the ``max_payload_bytes`` setting (SPEC section 12)."""
 

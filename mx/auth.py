@@ -13,7 +13,8 @@
   ``X-CSRF-Token`` header or the ``csrf_token`` form field; bearer-token requests are exempt (a
   browser never adds that header on its own, so a forged cross-site request cannot carry it).
 - Every mutating request to an endpoint is written to the audit trail (who, what, target, when,
-  status), refused ones included. GET never writes anything to the store.
+  status), refused ones included (the executors' claims, heartbeats and outcomes only when
+  refused: each unit of work's history records them). GET never writes anything to the store.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ __all__ = [
     "ensure_admin_token",
     "init_app",
     "public",
+    "quiet_audit",
     "require_role",
     "requires",
 ]
@@ -167,6 +169,13 @@ def require_role(role: Role) -> Principal:
     return principal
 
 
+def quiet_audit() -> None:
+    """Leave the current request out of the audit trail unless it is refused: for the
+    executors' claims, heartbeats and outcomes, machine traffic that each unit of work's
+    history records already (a refused one is still audited)."""
+    g.audit_quiet = True
+
+
 def csrf_token() -> str:
     """The session's CSRF token, made on first use (templates put it in their forms)."""
     token = session.get("csrf")
@@ -259,6 +268,8 @@ def _audit(response: Response) -> Response:
         return response
     if request.endpoint == "static":
         return response
+    if g.get("audit_quiet") and response.status_code < 400:
+        return response  # machine traffic kept in the units' histories (quiet_audit)
     principal = current_principal()
     who = principal.actor if principal is not None else "anonymous"
     rule = request.url_rule.rule if request.url_rule is not None else request.path

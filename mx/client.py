@@ -10,6 +10,7 @@ put in a message.
 
 from __future__ import annotations
 
+import copy
 import http.client
 import ipaddress
 import json
@@ -24,6 +25,7 @@ from db.errors import (
     BrokerUnavailable,
     Conflict,
     InvalidInput,
+    LeaseLost,
     NotFound,
     PayloadTooLarge,
     StoreUnavailable,
@@ -49,6 +51,7 @@ ERRORS_BY_CODE: dict[str, type[TactusError]] = {
         NotFound,
         TransitionRefused,
         Conflict,
+        LeaseLost,
         PayloadTooLarge,
         StoreUnavailable,
         BrokerUnavailable,
@@ -112,6 +115,12 @@ class ApiClient:
 
     def __repr__(self) -> str:
         return f"ApiClient({self.base!r})"  # never the token
+
+    def with_timeout(self, timeout: float) -> ApiClient:
+        """The same client with another timeout per request (an executor's long poll)."""
+        other = copy.copy(self)
+        other._timeout = timeout
+        return other
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET ``/api/v1<path>``; parameters that are None are left out."""

@@ -5,12 +5,13 @@ Importing the route modules registers their routes on the blueprint.
 
 from __future__ import annotations
 
-from mx.api import boxes, jobs, meta, payloads, processes, registration, tasks, uows
+from mx.api import boxes, executor, jobs, meta, payloads, processes, registration, tasks, uows
 from mx.api.common import bp
 
 __all__ = [
     "boxes",
     "bp",
+    "executor",
     "jobs",
     "meta",
     "payloads",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from db.states import JobState, ProcessKind, UowState
+from mx.api import executor_doc
 from mx.api.openapi_schemas import PROCESS_NAME, SCHEMAS, STR, TIMEPERIOD, ref
 
 #: Error statuses every authenticated route may answer.
@@ -449,6 +450,7 @@ def build_document(version: str) -> dict[str, Any]:
             )
         },
     }
+    paths.update(executor_doc.paths(_op, _path))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -460,7 +462,7 @@ def build_document(version: str) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **executor_doc.SCHEMAS},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "tactus_session"},

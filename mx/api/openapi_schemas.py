@@ -654,6 +654,14 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "worker_id": STR,
+            "kind": {
+                "type": "string",
+                "enum": ["local", "http"],
+                "description": "http: an executor (SPEC section 11); process lists what it runs.",
+            },
+            "name": {**STR_OR_NULL, "description": "An executor's name (null: a local worker)."},
+            "slots": _INT,
+            "running": {**_INT_OR_NULL, "description": "Units of work it runs now."},
             "process": STR,
             "box_id": STR,
             "pid": _INT,

@@ -48,7 +48,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         parser.add_argument(
             "--role",
             default=DEFAULT_ROLE,
-            help=f"viewer, operator or admin (default {DEFAULT_ROLE})",
+            help=f"viewer, operator, admin or executor (default {DEFAULT_ROLE})",
         )
         parser.add_argument("--json", action="store_true", help="--list as JSON")
     sub.choices["user"].add_argument(

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from db.errors import NotFound, StateConflict
 from db.liveness import is_live
-from db.models import Event, SupervisedProcess
+from db.models import Event, SupervisedProcess, UowQuery
 from db.placement import process_of
 from db.state_change import change_supervised
-from db.states import SupervisedState
+from db.states import SupervisedState, UowState
 from mx.services import validate
 from mx.services.serialize import supervised_json, worker_json
 
@@ -59,10 +60,24 @@ def list_workers(
     """
     box = validate.text("box_id", box_id) if box_id else None
     name = validate.process_filter(process)
+    running = _running(store)
     return [
-        worker_json(w, alive=is_live(w, now, liveness))
+        worker_json(w, alive=is_live(w, now, liveness), running=running.get(w.worker_id, 0))
         for w in sorted(store.list_workers(box_id=box, process=name), key=lambda w: w.worker_id)
     ]
+
+
+def _running(store: Store) -> Counter[str]:
+    """Units of work in progress per worker id (a bounded set: what the workers run now)."""
+    counts: Counter[str] = Counter()
+    query = UowQuery(states=frozenset({UowState.IN_PROGRESS}), flow=False)
+    cursor = None
+    while True:
+        page = store.find_uows(query, limit=1000, cursor=cursor)
+        counts.update(u.worker_id for u in page.items if u.worker_id)
+        cursor = page.next_cursor
+        if cursor is None:
+            return counts
 
 
 def start_process(

@@ -184,9 +184,14 @@ def create_user(
     """Create a user of the web page with a password (stored as a salted scrypt hash).
 
     Raises:
-        InvalidInput: a bad name, role, or a password shorter than 8 characters.
+        InvalidInput: a bad name, role (``executor`` is for tokens: an executor has no page),
+            or a password shorter than 8 characters.
         DuplicateKey: a user of that name exists.
     """
+    if _check_role(role) is Role.EXECUTOR:
+        raise InvalidInput(
+            "role", "executor is a token's role (launch.py token --create NAME --role executor)"
+        )
     if not isinstance(password, str) or not 8 <= len(password) <= MAX_PASSWORD:
         raise InvalidInput("password", f"must be 8 to {MAX_PASSWORD} characters")
     credential = store.save_credential(

@@ -145,9 +145,23 @@ def _stats(stats: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def worker_json(worker: WorkerRecord, *, alive: bool | None = None) -> dict[str, Any]:
+#: Worker ids of executors (SPEC section 11) start with this.
+EXECUTOR_PREFIX = "http:"
+
+
+def worker_json(
+    worker: WorkerRecord, *, alive: bool | None = None, running: int | None = None
+) -> dict[str, Any]:
+    """A worker, an executor (``kind: "http"``) or a scheduler's presence record; ``running``:
+    how many units of work it holds in progress (None: not counted)."""
+    http = worker.worker_id.startswith(EXECUTOR_PREFIX)
     return {
         "worker_id": worker.worker_id,
+        "kind": "http" if http else "local",
+        # an executor's --name (its id reads http:<name>@<box>:<instance>)
+        "name": worker.worker_id[len(EXECUTOR_PREFIX) :].partition("@")[0] if http else None,
+        "slots": worker.concurrency,
+        "running": running,
         "process": worker.process,
         "box_id": worker.box_id,
         "pid": worker.pid,

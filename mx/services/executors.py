@@ -1,0 +1,493 @@
+"""Executors (SPEC section 11): workers that reach Tactus only over HTTP, the server's side.
+
+An executor has no access to the store or the broker. It long-polls ``POST
+/api/v1/executor/claim`` (:mod:`mx.api.executor`), and this module hands it the oldest due
+``requested`` unit of work of its processes that its box may run, claimed with the very
+compare-and-set every worker makes (``requested -> in_progress`` through the funnel,
+:func:`db.state_change.change_uows`): of an executor, another executor and a local worker
+racing for one unit of work exactly one wins, and the losers go on to the next candidate.
+
+The claim reads the store; it does not consume the broker. The message that announced the unit
+of work stays in the process's queue: a local worker of the process that receives it finds the
+unit of work no longer requested and acks it as the duplicate it is (workers/slot.py, step 2),
+as it does after any redelivery. A process served by executors alone has no consumer, so its
+queue keeps those small id messages until a local worker runs (docs/executors.md).
+
+Each executor is one :class:`~db.models.WorkerRecord`, its id prefixed with
+:data:`EXECUTOR_PREFIX` (``kind: "http"`` in ``GET /api/v1/workers``), ``concurrency`` its
+slots. Every claim and every heartbeat beats it; an executor silent for ``heartbeat_interval *
+heartbeat_misses`` is lost by the scheduler's liveness rules (:mod:`db.liveness`), its units of
+work invalid and retried, its record removed after ``worker_retention``.
+
+The lease that the claim hands out (:mod:`mx.services.leases`) is the claim's identity as
+stored: the executor's worker id, the attempt and ``started_at``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from db import flows
+from db.errors import InvalidInput, NotFound, StateConflict, TactusError, TransitionRefused
+from db.models import QueueSettlement, UnitOfWork, UowQuery, WorkerRecord
+from db.placement import runs_on
+from db.state_change import UowChange, change_uow, change_uows, settle_uows
+from db.states import ProcessKind, UowKind, UowState, WorkerState
+from mx.services import validate
+from mx.services.leases import lease_of, tell
+from mx.services.serialize import EXECUTOR_PREFIX
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+    from datetime import datetime
+
+    from db.models import ProcessEntry
+    from db.store import Store
+    from mx.services.context import ServiceContext
+
+log = logging.getLogger(f"tactus.{__name__}")
+
+#: Longest long-poll of a claim, in seconds (SPEC section 11).
+MAX_WAIT = 30.0
+#: Requested units of work one look reads at most (per process when the executor names its
+#: processes), a page of :data:`PAGE` at a time.
+CANDIDATES = 200
+PAGE = 16
+#: The first candidates are tried in a random order, so that many executors claiming at once
+#: spread over the oldest units of work instead of all racing for the first.
+SPREAD = 8
+#: Looks one claim takes at most (one more after each look that expanded a flow run).
+LOOKS = 3
+#: A settlement of the store queue that claims no message still names a visibility.
+NO_CLAIM = timedelta(seconds=60)
+#: An executor's name and the instance part of its id: what a token name may hold.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: Most slots an executor may declare.
+MAX_SLOTS = 1000
+#: The fields a claim's body may hold.
+CLAIM_FIELDS = ("name", "box", "instance", "slots", "processes", "pid", "running", "wait")
+
+
+def is_executor(worker_id: str) -> bool:
+    """Whether a worker record is an executor's."""
+    return worker_id.startswith(EXECUTOR_PREFIX)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Executor:
+    """Who claims: an executor as its requests describe it."""
+
+    #: ``--name`` (the host name by default).
+    name: str
+    #: The box it runs on, matched against the processes' ``boxes``.
+    box_id: str
+    #: Tells apart two runs of one executor (its pid and a random part).
+    instance: str
+    slots: int = 1
+    #: Processes it runs; empty: every process whose boxes allow its box.
+    processes: tuple[str, ...] = ()
+    #: Its pid on its own box (shown only).
+    pid: int = 0
+    #: Units of work it runs now, as it says.
+    running: tuple[str, ...] = ()
+
+    @property
+    def worker_id(self) -> str:
+        return f"{EXECUTOR_PREFIX}{self.name}@{self.box_id}:{self.instance}"
+
+    @property
+    def label(self) -> str:
+        """Its record's ``process``: the processes it runs, ``*`` for every one."""
+        text = ",".join(self.processes) or "*"
+        return text if len(text) <= validate.MAX_NAME else text[: validate.MAX_NAME - 1] + "+"
+
+    def serves(self, process: str) -> bool:
+        return not self.processes or process in self.processes
+
+
+def executor_from(body: Mapping[str, Any]) -> Executor:
+    """The executor a claim's body describes.
+
+    Raises:
+        InvalidInput: an unknown field, or a bad value (the field is named).
+    """
+    validate.only_fields(body, CLAIM_FIELDS)
+    processes = body.get("processes", [])
+    if not isinstance(processes, list) or len(processes) > 1000:
+        raise InvalidInput("processes", "must be a list of process names")
+    running = body.get("running", [])
+    if not isinstance(running, list) or len(running) > MAX_SLOTS:
+        raise InvalidInput("running", "must be a list of unit-of-work ids")
+    slots = validate.whole(body.get("slots", 1))
+    if not isinstance(slots, int) or isinstance(slots, bool) or not 1 <= slots <= MAX_SLOTS:
+        raise InvalidInput("slots", f"must be an integer from 1 to {MAX_SLOTS}")
+    pid = validate.whole(body.get("pid", 0))
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 <= pid < 2**31:
+        raise InvalidInput("pid", "must be a process id")
+    box = body.get("box")
+    if not isinstance(box, str) or not box or len(box) > 100:
+        raise InvalidInput("box", "must be the executor's box id (1 to 100 characters)")
+    return Executor(
+        name=_name(body.get("name"), "name"),
+        box_id=validate.text("box", box),
+        instance=_name(body.get("instance"), "instance"),
+        slots=slots,
+        processes=tuple(dict.fromkeys(validate.process_name(p, "processes") for p in processes)),
+        pid=pid,
+        running=tuple(validate.identifier(u, "running") for u in running),
+    )
+
+
+def wait_of(body: Mapping[str, Any]) -> float:
+    """How long a claim may wait for a unit of work: ``wait`` seconds, 0 to :data:`MAX_WAIT`
+    (absent: 0, answer at once).
+
+    Raises:
+        InvalidInput: field ``wait``.
+    """
+    wait = body.get("wait", 0)
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= MAX_WAIT:
+        raise InvalidInput("wait", f"must be a number of seconds from 0 to {MAX_WAIT:g}")
+    return float(wait)
+
+
+def _name(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise InvalidInput(field, "must be 1 to 64 letters, digits or _ . -")
+    return value
+
+
+# -- the registry ----------------------------------------------------------------------------------
+
+
+class RecentBeats:
+    """When mx last beat each executor's record (monotonic seconds), so that its many requests
+    (a claim per slot, a heartbeat per unit of work) write one beat an interval, not one
+    each. Bounded; per mx process (another mx beats on its own)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, worker_id: str, interval: float) -> bool:
+        """Whether to beat now (and if so, it counts as beaten)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(worker_id)
+            if last is not None and now - last < interval / 2:
+                return False
+            self._last.pop(worker_id, None)
+            self._last[worker_id] = now
+            while len(self._last) > self.size:
+                self._last.pop(next(iter(self._last)))
+            return True
+
+
+def check_in(store: Store, executor: Executor, now: datetime) -> None:
+    """Beat the executor's record, registering it on its first request (or again after its
+    record was removed)."""
+    current = executor.running[0] if executor.running else None
+    try:
+        store.beat_worker(executor.worker_id, now, current_uow=current)
+        return
+    except NotFound:
+        pass
+    store.save_worker(
+        WorkerRecord(
+            worker_id=executor.worker_id,
+            process=executor.label,
+            box_id=executor.box_id,
+            pid=executor.pid,
+            started_at=now,
+            heartbeat_at=now,
+            current_uow=current,
+            concurrency=executor.slots,
+        )
+    )
+    log.info(
+        "executor %s: registered (%d slot(s), processes %s)",
+        executor.worker_id,
+        executor.slots,
+        executor.label,
+    )
+
+
+def beat(store: Store, worker_id: str, now: datetime, current_uow: str | None) -> None:
+    """Beat an executor's record (a heartbeat of one of its units of work)."""
+    try:
+        store.beat_worker(worker_id, now, current_uow=current_uow)
+    except NotFound:
+        pass  # removed after it was lost: its next claim registers it again
+
+
+def leave(store: Store, executor: Executor) -> bool:
+    """The executor stopped (after its drain): its record says ``stopped``.
+
+    Returns:
+        Whether this call changed it.
+    """
+    changed = False
+    for state in (WorkerState.ALIVE, WorkerState.LOST):
+        changed = changed or store.set_worker_state(
+            executor.worker_id, WorkerState.STOPPED, expected_state=state
+        )
+    if changed:
+        log.info("executor %s: stopped", executor.worker_id)
+    return changed
+
+
+# -- the claim -------------------------------------------------------------------------------------
+
+
+def claim_next(
+    ctx: ServiceContext, executor: Executor, *, heartbeat_interval: float
+) -> dict[str, Any] | None:
+    """Claim the oldest due requested unit of work the executor may run, if any.
+
+    A flow run among the candidates is expanded here (as the first worker that receives it
+    does), and its root steps become candidates of the next look.
+
+    Returns:
+        The claim (SPEC section 11: ``uow_id``, ``lease``, ``process``, ``step``, ``command``
+        or ``worker``, ``arguments``, ``timeout``, ``attempt``, and what the executor's shell
+        driver and worker classes need besides), or None when nothing is due.
+    """
+    claim, _ = claim_with(ctx, executor, (), heartbeat_interval=heartbeat_interval)
+    return claim
+
+
+def claim_with(
+    ctx: ServiceContext,
+    executor: Executor,
+    changes: Sequence[UowChange],
+    *,
+    heartbeat_interval: float,
+    notices: Sequence[tuple[str, bytes]] = (),
+) -> tuple[dict[str, Any] | None, list[UnitOfWork | TactusError]]:
+    """:func:`claim_next`, with ``changes`` (the outcome of the executor's previous unit of
+    work) written in the commit of the first claim tried, as a worker records an outcome
+    with the claim of its next unit of work; alone when there is nothing to claim. Each change
+    applies or is refused on its own (:func:`db.state_change.change_uows`).
+
+    Args:
+        notices: (queue, body) messages of the embedded store queue to put in that same
+            commit (the outcome's status message; :func:`db.state_change.settle_uows`), as a
+            worker on the store queue does; empty on another broker.
+
+    Returns:
+        (the claim or None, what became of each of ``changes``, in their order).
+    """
+    carry, carried = _Carry(list(changes), tuple(notices)), []
+    entries: dict[str, ProcessEntry | None] = {}
+    claim = None
+    for _ in range(LOOKS):
+        claim, expanded = _look(ctx, executor, entries, heartbeat_interval, carry, carried)
+        if claim is not None or not expanded:
+            break
+        # a flow run was expanded: its root steps are candidates of the next look
+    if carry.changes:
+        carried = carry.write(ctx, [])
+    return claim, carried
+
+
+@dataclass(slots=True)
+class _Carry:
+    """What goes with the first claim tried: an outcome, and its status on the store queue."""
+
+    changes: list[UowChange]
+    notices: tuple[tuple[str, bytes], ...]
+
+    def write(self, ctx: ServiceContext, claims: list[UowChange]) -> list[UnitOfWork | TactusError]:
+        """Write the carried changes with ``claims`` (then nothing is carried any more)."""
+        requests = [*self.changes, *claims]
+        announce = ctx.announce_all if self.changes else None
+        if self.notices:
+            settlement = QueueSettlement(
+                consumer="mx", put=self.notices, now=ctx.clock.now(), visibility=NO_CLAIM
+            )
+            written, _ = settle_uows(
+                ctx.store, requests, settlement, clock=ctx.clock, actor=ctx.actor, announce=announce
+            )
+        else:
+            written = change_uows(
+                ctx.store, requests, clock=ctx.clock, actor=ctx.actor, announce=announce
+            )
+        self.changes, self.notices = [], ()
+        return written
+
+
+def _look(
+    ctx: ServiceContext,
+    executor: Executor,
+    entries: dict[str, ProcessEntry | None],
+    heartbeat_interval: float,
+    carry: _Carry,
+    carried: list[UnitOfWork | TactusError],
+) -> tuple[dict[str, Any] | None, bool]:
+    """One look at the candidates: (the claim, or None; whether a flow run was expanded).
+    The first claim tried takes ``carry`` along (emptied; their results in ``carried``)."""
+    store = ctx.store
+    now = ctx.clock.now()
+    expanded = False
+    for uow in _candidates(store, executor):
+        if uow.scheduled_at is not None and uow.scheduled_at > now:
+            continue  # a delayed task, not due yet
+        entry = _entry(store, entries, uow.process)
+        if entry is None or not runs_on(flows.entry_for(entry, uow), executor.box_id):
+            continue
+        if uow.flow:
+            expanded = _expand(ctx, uow, entry) or expanded
+            continue
+        change = UowChange(
+            uow=uow,
+            trigger="claim",
+            changes={
+                "worker_id": executor.worker_id,
+                "box_id": executor.box_id,
+                "pid": executor.pid,
+                "started_at": now,
+                "heartbeat_at": now,
+                "finished_at": None,
+                "exit_code": None,
+                "output": None,
+                "error": None,
+            },
+            details={"attempt": uow.attempt, "executor": executor.worker_id},
+        )
+        *written, claimed = carry.write(ctx, [change])
+        carried.extend(written)
+        if isinstance(claimed, UnitOfWork):
+            claim = claim_json(claimed, entry, heartbeat_interval=heartbeat_interval, store=store)
+            return claim, expanded
+        # StateConflict / TransitionRefused / NotFound: claimed or changed by another first
+    return None, expanded
+
+
+def _candidates(store: Store, executor: Executor) -> Iterator[UnitOfWork]:
+    """Requested units of work of the executor's processes, the oldest first (the first
+    :data:`SPREAD` shuffled), read a page of :data:`PAGE` at a time (per process when it names
+    them), up to :data:`CANDIDATES`: a claim usually takes one of the first."""
+    requested = frozenset({UowState.REQUESTED})
+    queries = [
+        UowQuery(process=process, states=requested, newest_first=False)
+        for process in executor.processes
+    ] or [UowQuery(states=requested, newest_first=False)]
+    cursors: list[str | None] = [None] * len(queries)
+    seen = 0
+    first = True
+    while seen < CANDIDATES:
+        found: list[UnitOfWork] = []
+        for i, query in enumerate(queries):
+            if first or cursors[i] is not None:
+                page = store.find_uows(query, limit=PAGE, cursor=cursors[i])
+                found += page.items
+                cursors[i] = page.next_cursor
+        if len(queries) > 1:
+            found.sort(key=lambda u: u.id)
+        if first:
+            head = found[:SPREAD]
+            random.shuffle(head)
+            found[:SPREAD] = head
+        yield from found
+        seen += len(found)
+        first = False
+        if all(c is None for c in cursors):
+            return
+
+
+def _entry(
+    store: Store, entries: dict[str, ProcessEntry | None], process: str
+) -> ProcessEntry | None:
+    if process not in entries:
+        try:
+            entry: ProcessEntry | None = store.get_process(process).entry
+        except NotFound:
+            entry = None
+        if entry is not None and entry.kind is ProcessKind.DAEMON:
+            entry = None
+        entries[process] = entry
+    return entries[process]
+
+
+def _expand(ctx: ServiceContext, flow_run: UnitOfWork, entry: ProcessEntry) -> bool:
+    """Expand a requested flow run (db.flows.expand), as a worker does on its delivery.
+
+    Returns:
+        Whether it was expanded (by this call or a racing one): its steps are there now.
+    """
+    try:
+        flows.expand(
+            ctx.store, flow_run, entry, clock=ctx.clock, actor=ctx.actor, announce=ctx.announce_all
+        )
+        return True
+    except (StateConflict, TransitionRefused) as exc:
+        log.info("uow %s: expanded elsewhere first (%s)", flow_run.id, exc)
+        return True
+    except InvalidInput as exc:
+        log.warning("uow %s: cannot expand the flow run: %s", flow_run.id, exc)
+        try:
+            change_uow(
+                ctx.store, flow_run, "cancel", clock=ctx.clock, actor=ctx.actor, reason=str(exc)
+            )
+        except (StateConflict, TransitionRefused):
+            return False
+        tell(ctx, flow_run)
+        return False
+
+
+def claim_json(
+    uow: UnitOfWork, entry: ProcessEntry, *, heartbeat_interval: float, store: Store | None = None
+) -> dict[str, Any]:
+    """What an executor gets for a claimed unit of work: the SPEC's fields, and the rest of
+    what its shell driver and worker classes take (the entry that runs it, its window, and
+    its payload's bytes in base64: the executor cannot read the store)."""
+    run = run_entry(entry, uow)
+    payload = None
+    if uow.payload_id is not None and store is not None:
+        try:
+            payload = base64.b64encode(store.get_payload(uow.payload_id).data).decode("ascii")
+        except NotFound:
+            payload = None  # the executor reports it invalid, as a worker would
+    command = run.command if run.worker is None else None
+    return {
+        "uow_id": uow.id,
+        "lease": lease_of(uow),
+        "process": uow.process,
+        "step": uow.step,
+        "parent": uow.parent,
+        "kind": uow.kind.value,
+        "command": list(command) if isinstance(command, tuple) else command,
+        "shell": run.shell,
+        "worker": run.worker,
+        "noop_exit_code": run.noop_exit_code,
+        "arguments": dict(uow.arguments),
+        "timeout": run.timeout.total_seconds(),
+        "attempt": uow.attempt,
+        "retries": uow.retries,
+        "timeperiod": uow.timeperiod,
+        "start_timeperiod": uow.start_timeperiod,
+        "end_timeperiod": uow.end_timeperiod,
+        "heartbeat_interval": heartbeat_interval,
+        "payload_id": uow.payload_id,
+        "payload": payload,
+    }
+
+
+def run_entry(entry: ProcessEntry, uow: UnitOfWork) -> ProcessEntry:
+    """The entry that runs ``uow``: its step's, or for an ad-hoc task its own shell command,
+    run literally (braces escaped, so that placeholder filling leaves them alone), as the
+    local worker runs it."""
+    if uow.step is None and uow.kind is UowKind.ADHOC:
+        command = str(uow.arguments.get("command", ""))
+        literal = command.replace("{", "{{").replace("}", "}}")
+        return replace(entry, command=literal, shell=True, worker=None)
+    return flows.entry_for(entry, uow)
