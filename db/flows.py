@@ -565,7 +565,7 @@ def reconcile(
         if run_move is not None:
             done.append(result)
         _log_moves(flow_run_id, [head, *members])
-        _announced(announce, done)
+        announced(announce, done)
         return done
     log.warning(
         "flow run %s: still contended after %d tries; recovery goes on", flow_run_id, _TRIES
@@ -652,7 +652,7 @@ def expand(
         raise result
     _log_moves(flow_run.id, [head, *members])
     requested = [_as_stored(m, t) for m, t in zip(moves, members, strict=True)]
-    _announced(announce, [u for u in requested if u.state is UowState.REQUESTED])
+    announced(announce, [u for u in requested if u.state is UowState.REQUESTED])
     if not store.atomic_groups:
         reconcile(store, flow_run.id, clock=clock, actor=actor, announce=announce)
     return result
@@ -778,7 +778,7 @@ def retry_failed(
                 for m, t in zip(moves, ready, strict=True)
                 if t.new_state is UowState.REQUESTED
             ]
-            _announced(announce, requested)
+            announced(announce, requested)
             if not store.atomic_groups:
                 reconcile(store, flow_run.id, clock=clock, actor=actor, announce=announce)
             return result, [s.step or "" for s in failed]
@@ -803,7 +803,9 @@ def _log_moves(flow_run_id: str, transitions: Sequence[UowTransition]) -> None:
         )
 
 
-def _announced(announce: Announce | None, uows: Sequence[UnitOfWork]) -> None:
+def announced(announce: Announce | None, uows: Sequence[UnitOfWork]) -> None:
+    """Call ``announce`` with ``uows`` after their commit; a failure is logged, not raised (the
+    change is stored, and recovery re-posts a requested unit of work nobody published)."""
     if announce is None or not uows:
         return
     try:

@@ -397,7 +397,7 @@ def change_uows(
         steps, heard = _with_flows(store, steps, requests, positions, actor=actor)
         stored = _flows_settled(store, steps, store.transition_uows(steps), clock, actor, heard)
         _stored_uows(results, positions, steps, stored)
-        _announced(announce, heard)
+        flows.announced(announce, heard)
     return [result for result in results if result is not None]
 
 
@@ -429,7 +429,7 @@ def settle_uows(
     stored, settled = store.settle_uows(steps, settlement)
     stored = _flows_settled(store, steps, stored, clock, actor, heard)
     _stored_uows(results, positions, steps, stored)
-    _announced(announce, [u for u in heard if id(u) not in in_commit])
+    flows.announced(announce, [u for u in heard if id(u) not in in_commit])
     return [result for result in results if result is not None], settled
 
 
@@ -513,16 +513,6 @@ def _regrouped(
             return answer
         refused = answer
     return refused
-
-
-def _announced(announce: Announce | None, uows: Sequence[UnitOfWork]) -> None:
-    if announce is None or not uows:
-        return
-    try:
-        announce(uows)
-    except Exception:
-        # Stored is stored: recovery re-posts a requested unit of work nobody published.
-        log.exception("announcing %s failed", ", ".join(u.id for u in uows))
 
 
 _UowResults = list["UnitOfWork | TransitionRefused | NotFound | StateConflict | None"]
