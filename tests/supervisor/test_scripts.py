@@ -9,6 +9,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,6 +22,8 @@ from tests.supervisor.installation import BOX, Installation
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
 UNITS = sorted((SCRIPTS / "systemd").glob("*.service"))
+#: The daemons' units (process_starter.py NAME --console); the executor's runs launch.py executor.
+DAEMON_UNITS = [u for u in UNITS if u.name != "tactus-executor.service"]
 INIT_SCRIPT = SCRIPTS / "sysv" / "tactus"
 LOGROTATE = SCRIPTS / "logrotate" / "tactus"
 
@@ -34,22 +37,36 @@ def tool(name: str) -> str:
 
 def directives(unit: Path) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    for line in unit.read_text().splitlines():
+    # a line ending in a backslash goes on on the next one, as systemd reads it
+    text = re.sub(r"\\\n\s*", " ", unit.read_text())
+    for line in text.splitlines():
         if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
             key, value = line.split("=", 1)
             found.setdefault(key.strip(), []).append(value.strip())
     return found
 
 
-def test_units_exist_for_the_three_daemons():
+def test_units_exist_for_the_three_daemons_and_the_executor():
     assert [u.name for u in UNITS] == [
+        "tactus-executor.service",
         "tactus-mx.service",
         "tactus-scheduler.service",
         "tactus-supervisor.service",
     ]
 
 
-@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_executor_unit_runs_launch_executor_with_its_token_as_its_user():
+    d = directives(SCRIPTS / "systemd" / "tactus-executor.service")
+    (start,) = d["ExecStart"]
+    assert start.startswith("/opt/tactus/.venv/bin/python /opt/tactus/launch.py executor")
+    assert "--token-file /etc/tactus/executor.token" in start
+    assert d["Restart"] == ["on-failure"] and d["User"] == ["tactus"]
+    assert d["NoNewPrivileges"] == ["yes"] and d["PrivateTmp"] == ["yes"]
+    # SIGTERM drains: running units of work end and are reported before the stop
+    assert d["KillMode"] == ["mixed"]
+
+
+@pytest.mark.parametrize("unit", DAEMON_UNITS, ids=lambda u: u.name)
 def test_unit_restarts_runs_as_its_user_and_is_hardened(unit):
     d = directives(unit)
     name = unit.stem.removeprefix("tactus-")
