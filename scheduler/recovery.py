@@ -79,6 +79,7 @@ class Recovery:
         self.clock = clock
         self.config = config
         self._store_steady_for = store_steady_for
+        self._last_reconcile: datetime | None = None
 
     def run(self, entries: Callable[[str], ProcessEntry | None], now: datetime) -> RecoveryReport:
         """Apply every rule once.
@@ -104,7 +105,14 @@ class Recovery:
             states=frozenset({UowState.REQUESTED}), submitted_before=stale, newest_first=False
         )
         self._repost(query, stale, f"not claimed for {self.config.unclaimed_timeout}", report)
-        reconcile_open(self.store, clock=self.clock, actor=ACTOR, announce=self._announce)
+        if (
+            self._last_reconcile is None
+            or now - self._last_reconcile >= self.config.recovery_interval
+        ):
+            # every flow run in progress is read whole: once a recovery interval, not on each
+            # status message that wakes the pass (a step's end wakes it once per step)
+            self._last_reconcile = now
+            reconcile_open(self.store, clock=self.clock, actor=ACTOR, announce=self._announce)
         return report
 
     def _announce(self, uows: Sequence[UnitOfWork]) -> None:
