@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from db.errors import MalformedMessage
+from db.errors import InvalidInput, MalformedMessage
 
 if TYPE_CHECKING:
     from db.models import UnitOfWork
@@ -116,3 +116,19 @@ def status_queue(prefix: str) -> str:
 def dead_letter_queue(queue: str) -> str:
     """Where messages of ``queue`` that cannot be parsed or name nothing go."""
     return f"{queue}.dead"
+
+
+def valid_queue_name(queue: object, limit: int) -> str:
+    """``queue`` if it can name a queue of a broker whose names are at most ``limit`` long.
+
+    Raises:
+        InvalidInput: not a string of 1 to ``limit`` printable characters without spaces
+            (field ``queue``).
+    """
+    if not isinstance(queue, str) or not queue:
+        raise InvalidInput("queue", f"must be a non-empty string (got {queue!r})")
+    if len(queue) > limit:
+        raise InvalidInput("queue", f"is longer than {limit} characters")
+    if not queue.isprintable() or any(ch.isspace() for ch in queue):
+        raise InvalidInput("queue", f"must be printable and without spaces (got {queue!r})")
+    return queue

@@ -33,7 +33,7 @@ from db.clock import SystemClock
 from db.errors import BrokerUnavailable, InvalidInput, StoreUnavailable
 from db.models import QueueSettlement
 from mq.broker import Broker, Delivery, SettlingConsumer
-from mq.message import dead_letter_queue
+from mq.message import dead_letter_queue, valid_queue_name
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -61,19 +61,8 @@ STORE_RETRY_BASE = timedelta(milliseconds=250)
 
 
 def check_queue_name(queue: object) -> str:
-    """Refuse what cannot name a queue.
-
-    Raises:
-        InvalidInput: not a string of 1 to ``MAX_QUEUE_NAME`` printable characters without
-            spaces (field ``queue``).
-    """
-    if not isinstance(queue, str) or not queue:
-        raise InvalidInput("queue", f"must be a non-empty string (got {queue!r})")
-    if len(queue) > MAX_QUEUE_NAME:
-        raise InvalidInput("queue", f"is longer than {MAX_QUEUE_NAME} characters")
-    if not queue.isprintable() or any(ch.isspace() for ch in queue):
-        raise InvalidInput("queue", f"must be printable and without spaces (got {queue!r})")
-    return queue
+    """:func:`mq.message.valid_queue_name` with this broker's ``MAX_QUEUE_NAME``."""
+    return valid_queue_name(queue, MAX_QUEUE_NAME)
 
 
 def _check_visibility(visibility: timedelta) -> timedelta:

@@ -19,7 +19,7 @@ from redis import exceptions as redis_errors
 from db.backends.base import mask_uri
 from db.errors import BrokerUnavailable, InvalidInput
 from mq.broker import Consumer, Delivery
-from mq.message import dead_letter_queue
+from mq.message import dead_letter_queue, valid_queue_name
 from mq.redis import _scripts as scripts
 from mq.redis._link import REPLY_TIMEOUT, RetryPolicy, explain, open_client
 
@@ -49,19 +49,8 @@ RECOVER_LIMIT = 1000
 
 
 def check_queue_name(queue: object) -> str:
-    """Refuse what cannot name a queue.
-
-    Raises:
-        InvalidInput: not a string of 1 to ``MAX_QUEUE_NAME`` printable characters without
-            spaces (field ``queue``).
-    """
-    if not isinstance(queue, str) or not queue:
-        raise InvalidInput("queue", f"must be a non-empty string (got {queue!r})")
-    if len(queue) > MAX_QUEUE_NAME:
-        raise InvalidInput("queue", f"is longer than {MAX_QUEUE_NAME} characters")
-    if not queue.isprintable() or any(ch.isspace() for ch in queue):
-        raise InvalidInput("queue", f"must be printable and without spaces (got {queue!r})")
-    return queue
+    """:func:`mq.message.valid_queue_name` with this broker's ``MAX_QUEUE_NAME``."""
+    return valid_queue_name(queue, MAX_QUEUE_NAME)
 
 
 @dataclass(frozen=True, slots=True)
