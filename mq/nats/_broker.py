@@ -214,7 +214,14 @@ class NatsBroker(Broker):
         self._link.call(what, action, timeout=timeout, reset=self._declared.forget)
 
     def _call(self, what: str, action, where: Place):
-        return self._link.call(what, action, reset=lambda: self._declared.forget(where))
+        """``action`` once this process's posted settles have ended (an ack is not waited for
+        by its caller: a depth or purge after it must still see its message gone)."""
+
+        async def after_settles(nc: Client, js: JetStreamContext):
+            await self._link.posted()
+            return await action(nc, js)
+
+        return self._link.call(what, after_settles, reset=lambda: self._declared.forget(where))
 
     def _hold_mover(self, queue: str) -> None:
         """Start the mover of ``queue``'s delayed messages with this broker's first consumer of

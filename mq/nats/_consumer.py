@@ -8,8 +8,11 @@ more. A request outlives the ``get`` that sent it (up to :data:`PULL_EXPIRES`), 
 arriving ahead of the next ``get``, as RabbitMQ pushes its prefetch: that is what
 :meth:`NatsConsumer.get_ready` finds and :meth:`NatsConsumer.hand_back` gives back.
 
-Settling maps onto JetStream's acks: ``ack`` is ``+ACK``, waiting for the server's answer (so
-what follows sees the message gone), ``requeue`` a ``-NAK`` (with ``{"delay": ns}`` for a delay),
+Settling maps onto JetStream's acks: ``ack`` is ``+ACK``, posted to the event loop without
+waiting (as RabbitMQ's ``basic_ack``): the loop waits for the server's answer, then asks for the
+message that fills the room, while the caller goes on; the broker's ``depth``, ``purge`` and
+``delete`` wait for posted settles first, so what follows an ack sees the message gone.
+``requeue`` a ``-NAK`` (with ``{"delay": ns}`` for a delay),
 ``extend`` ``+WPI`` (the AckWait starts again), ``reject`` a confirmed publish to the
 dead-letter queue then ``+ACK``. An ack lost with the connection means the message comes again
 after the visibility timeout, which handlers tolerate.
@@ -107,6 +110,8 @@ class NatsConsumer(Consumer):
         self._tags = itertools.count(1)
         self._numbers = itertools.count(1)
         self._pull: _Pull | None = None
+        #: Posted settles that will ask for what they make room for: get leaves that to them.
+        self._refilling = 0
         self._handed_back = False
         self._closed = False
         #: Check the durable consumer before the next pull (a request went unanswered).
@@ -182,11 +187,12 @@ class NatsConsumer(Consumer):
         if msg is None:
             return
         if not notices:
-            self._quietly(f"ack of a delivery of {self.queue}", self._refilled(_confirmed(msg)))
+            self._post(f"ack of a delivery of {self.queue}", _confirmed(msg))
             return
         places = [place(queue) for queue, _ in notices]
 
-        async def publish_then_ack(nc: Client, js: JetStreamContext) -> None:
+        async def publish_then_ack() -> None:
+            nc, js = await self._link.connection()
             for where in places:
                 if where.stream not in self._notice_places:
                     await self._declared.stream(js, where)
@@ -195,17 +201,14 @@ class NatsConsumer(Consumer):
             # the ack. Nothing waits for their publish acks.
             for where, (_, body) in zip(places, notices, strict=True):
                 await nc.publish(where.ready, body)
-            await self._refilled(_confirmed(msg))
+            await _confirmed(msg)
 
-        try:
-            self._link.call(f"ack with notices on {self.queue}", publish_then_ack, attempts=1)
-        except BrokerUnavailable as exc:
-            self._lost(f"ack with notices ({exc})")
+        self._post(f"ack with notices on {self.queue}", publish_then_ack())
 
     def ack_many(self, deliveries: Sequence[Delivery], *, defer: bool = False) -> None:
         messages = [m for m in (self._take(d, "ack") for d in deliveries) if m is not None]
         if messages:
-            self._quietly(f"ack of {len(messages)} deliveries", self._refilled(_ack_all(messages)))
+            self._post(f"ack of {len(messages)} deliveries", _ack_all(messages))
 
     def reject(self, delivery: Delivery, reason: str) -> None:
         log.warning(
@@ -257,8 +260,9 @@ class NatsConsumer(Consumer):
             self._cond.notify_all()
         with contextlib.suppress(RuntimeError):  # the broker closed first: its loop is gone
             self._unhook()
-        # Unacked deliveries go back at once (a NAK each); the subscription goes, and with it
-        # the outstanding pull request (the server drops requests nobody listens to).
+        # Posted settles end first; unacked deliveries go back at once (a NAK each); the
+        # subscription goes, and with it the outstanding pull request (the server drops
+        # requests nobody listens to).
         self._quietly(f"closing the consumer of {self.queue}", self._shut(returned))
         if self._on_close is not None:
             self._on_close()
@@ -320,6 +324,7 @@ class NatsConsumer(Consumer):
                     pull.answer.set()
                     if status in _STATUS_DONE:
                         self._pull = None
+                        self._cond.notify_all()  # a waiting get asks again
                 return
             if pull is not None:
                 pull.answered = True
@@ -342,6 +347,8 @@ class NatsConsumer(Consumer):
             self._cond.notify_all()
 
     async def _shut(self, returned: list[Msg]) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._link.posted(), REQUEST_TIMEOUT / 2)
         for msg in returned:
             await msg.nak()
         subscription, self._subscription = self._subscription, None
@@ -375,7 +382,7 @@ class NatsConsumer(Consumer):
     def _room(self) -> int:
         """How many more to ask for now (0: enough in hand, or a request is still out)."""
         pull = self._pull
-        if pull is not None and not self._expired(pull):
+        if self._refilling or pull is not None and not self._expired(pull):
             return 0
         if pull is not None and not pull.answered:
             self._verify = True  # not even a 408: the durable consumer may be gone
@@ -394,12 +401,19 @@ class NatsConsumer(Consumer):
         if wanted:
             self._link.spawn(self._request_quietly(wanted))
 
-    async def _refilled(self, settle: Coroutine[Any, Any, None]) -> None:
+    async def _refilled(self, settle: Coroutine[Any, Any, None], *, posted: bool = False) -> None:
         """``settle`` (an ack, a nak), then ask for what it made room for, as RabbitMQ sends
-        the next message of the prefetch once one is acked."""
-        await settle
-        with self._cond:
-            wanted = 0 if self._handed_back or self._closed else self._room()
+        the next message of the prefetch once one is acked. ``posted``: one of
+        ``self._refilling``, which ends here."""
+        try:
+            await settle
+        finally:
+            with self._cond:
+                if posted:
+                    self._refilling -= 1
+                wanted = 0 if self._handed_back or self._closed else self._room()
+                if not wanted:
+                    self._cond.notify_all()  # a get waiting for this refill asks itself
         if not wanted:
             return
         # Ask for what is there now and wait for the answer (one round trip): the message
@@ -434,6 +448,25 @@ class NatsConsumer(Consumer):
                 what,
             )
         return msg
+
+    def _post(self, what: str, settle: Coroutine[Any, Any, None]) -> None:
+        """Hand ``settle`` (an ack) to the loop, followed by the request that refills the
+        prefetch, and return at once; a failure is logged (see :meth:`_quietly`)."""
+
+        async def posted() -> None:
+            try:
+                await asyncio.wait_for(self._refilled(settle, posted=True), REQUEST_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - see _quietly
+                self._lost(f"{what} ({explain(exc)})")
+
+        with self._cond:
+            self._refilling += 1
+        try:
+            self._link.post(posted())
+        except BrokerUnavailable as exc:
+            with self._cond:
+                self._refilling -= 1
+            self._lost(f"{what} ({exc})")
 
     def _quietly(self, what: str, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Run ``coroutine`` (an ack, a nak) once; a failure is logged, not raised: the server

@@ -135,6 +135,8 @@ class Link:
         #: Bumped whenever a new connection replaces a closed one (its subscriptions are gone).
         self.generation = 0
         self._closed = False
+        #: Posted coroutines not yet done (touched on the loop only).
+        self._posted: set[asyncio.Task[None]] = set()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -217,6 +219,28 @@ class Link:
         """Start ``coroutine`` as a task on the loop (a mover); :meth:`close` cancels it."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
+    def post(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Start ``coroutine`` on the loop and return at once (it handles its own errors).
+
+        Posts from one thread start in their order, and before anything that thread hands the
+        loop afterwards; :meth:`posted` waits for them to end, so a depth or a purge that
+        follows an ack sees the message gone, as it would after a waited ack.
+        """
+        if self._closed:
+            coroutine.close()
+            raise BrokerUnavailable(f"NATS at {self.where}: {self.name} is closed", transient=False)
+        self._loop.call_soon_threadsafe(self._start_posted, coroutine)
+
+    def _start_posted(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coroutine)
+        self._posted.add(task)
+        task.add_done_callback(self._posted.discard)
+
+    async def posted(self) -> None:
+        """(On the loop.) Wait until what was posted before has ended."""
+        if self._posted:
+            await asyncio.wait(list(self._posted))
+
     @property
     def connected(self) -> bool:
         """True while the connection is up (as far as nats-py knows)."""
@@ -290,6 +314,9 @@ class Link:
         return nc, self._js
 
     async def _shutdown(self) -> None:
+        # posted acks first: a closing worker's last settles reach the server
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.posted(), CLOSE_TIMEOUT / 4)
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):
