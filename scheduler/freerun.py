@@ -5,9 +5,10 @@ finds it taken and does nothing), then its unit of work is created under its own
 linked to the fire, and published. The fires of one pass go together: all of them recorded in
 one store transaction, their units of work created in one, linked in one, and published in one
 broker write, so a thousand entries firing on the same minute cost a few commits, not three
-thousand. A crash between these steps is repaired on the next look at the process: the fired
-fires of its last pass (one ``recorded_at``) with no unit of work get one, or get the one a
-previous attempt created. A fire while ``max_active`` units of work are in flight is recorded
+thousand; what a pass reads is grouped too (the firing processes' last fires, their fires
+without a unit of work, their units of work in flight: one query each). A crash between these
+steps is repaired on the next look at the process: its fired fires with no unit of work get
+one, or get the one a previous attempt created. A fire while ``max_active`` units of work are in flight is recorded
 as skipped, visibly.
 
 After downtime, ``catchup`` decides: ``all`` fires every missed fire (up to a limit), ``latest``
@@ -75,12 +76,10 @@ class FreerunFirer:
     def forget(self, name: str) -> None:
         self._due.pop(name, None)
 
-    def _baseline(self, record: ProcessRecord, last: FireRecord | None = None) -> datetime:
+    def _baseline(self, record: ProcessRecord) -> datetime:
         """Fires after this instant are candidates: the last recorded fire, or the last edit
         of the process (a new trigger or a re-enable does not fire what passed before it)."""
-        if last is None:
-            last = self.store.last_fire(record.name)
-        return fire_baseline(record.updated_at, last)
+        return fire_baseline(record.updated_at, self.store.last_fire(record.name))
 
     def fire_due_together(
         self, records: Sequence[ProcessRecord], now: datetime
@@ -88,15 +87,13 @@ class FreerunFirer:
         """Fire what is due for each of ``records`` up to ``now``, together (module doc);
         returns the fires recorded."""
         entries = {record.name: record.entry for record in records}
-        to_create: list[tuple[ProcessEntry, datetime]] = []
+        to_create = self._interrupted(entries)
+        last_fires = self.store.last_fires(list(entries))
         due: dict[str, list[tuple[datetime, FireOutcome]]] = {}
         baselines: dict[str, datetime] = {}
         for record in records:
             entry = record.entry
-            last_pass = self._last_pass(entry)
-            to_create += [(entry, instant) for instant in self._interrupted(entry, last_pass)]
-            last = last_pass[0] if last_pass else None
-            baselines[record.name] = self._baseline(record, last)
+            baselines[record.name] = fire_baseline(record.updated_at, last_fires.get(record.name))
             due[record.name] = self._due_fires(
                 self.trigger(entry), baselines[record.name], now, entry.catchup
             )
@@ -155,26 +152,22 @@ class FreerunFirer:
         """Give the fires that an interrupted pass recorded without a unit of work theirs, for
         every one of ``records`` (a starting scheduler calls it: a process firing once a day
         must not wait a day for it). Returns how many were completed."""
-        to_create = [
-            (record.entry, instant)
-            for record in records
-            for instant in self._interrupted(record.entry, self._last_pass(record.entry))
-        ]
+        to_create = self._interrupted({record.name: record.entry for record in records})
         self._create(to_create)
         return len(to_create)
 
-    def _interrupted(self, entry: ProcessEntry, last_pass: list[FireRecord]) -> list[datetime]:
-        """The fired instants of the last pass that have no unit of work linked."""
-        instants = [
-            f.scheduled_at for f in last_pass if f.outcome is FireOutcome.FIRED and f.uow_id is None
-        ]
-        if instants:
+    def _interrupted(
+        self, entries: Mapping[str, ProcessEntry]
+    ) -> list[tuple[ProcessEntry, datetime]]:
+        """The fired fires of ``entries`` that have no unit of work linked (one read)."""
+        if not entries:
+            return []
+        found = self.store.unlinked_fires(list(entries))
+        for name, count in Counter(fire.process for fire in found).items():
             log.warning(
-                "freerun %s: completing %d fire(s) recorded just before a crash",
-                entry.name,
-                len(instants),
+                "freerun %s: completing %d fire(s) recorded just before a crash", name, count
             )
-        return instants
+        return [(entries[fire.process], fire.scheduled_at) for fire in found]
 
     def _due_fires(
         self, trigger: Trigger, baseline: datetime, now: datetime, catchup: Catchup
@@ -220,14 +213,6 @@ class FreerunFirer:
                 )
             )
         return fires
-
-    def _last_pass(self, entry: ProcessEntry) -> list[FireRecord]:
-        """The fires the last pass recorded for ``entry`` (one ``recorded_at``), newest first:
-        usually one, read with the fire before it in one query."""
-        recent = self.store.list_fires(entry.name, limit=2)
-        if len(recent) == 2 and recent[1].recorded_at == recent[0].recorded_at:
-            recent = self.store.list_fires(entry.name, limit=self.config.catchup_limit + 1)
-        return [f for f in recent if f.recorded_at == recent[0].recorded_at]
 
     def _create(self, fires: list[tuple[ProcessEntry, datetime]]) -> None:
         """Create, link and publish the units of work of ``fires`` (a taken key recovers the

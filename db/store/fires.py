@@ -49,3 +49,20 @@ class FireStore(ABC):
     @abstractmethod
     def list_fires(self, process: str, *, limit: int = 100) -> list[FireRecord]:
         """The latest fires of ``process``, newest first."""
+
+    def last_fires(self, processes: Sequence[str]) -> dict[str, FireRecord]:
+        """:meth:`last_fire` of each of ``processes`` that has a fire, by process name: one
+        grouped read where the backend has one (a scheduler pass reads every firing process's),
+        each an index lookup, whatever the history. This default reads one at a time."""
+        found = {}
+        for process in dict.fromkeys(processes):
+            fire = self.last_fire(process)
+            if fire is not None:
+                found[process] = fire
+        return found
+
+    @abstractmethod
+    def unlinked_fires(self, processes: Sequence[str]) -> list[FireRecord]:
+        """The fires of ``processes`` recorded as fired with no unit of work linked (a pass
+        cut short between recording its fires and linking their units of work), by process
+        and then ``scheduled_at``. Indexed: the cost follows these fires, not the history."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from db.models import FireRecord
-from db.states import FireOutcome
-from tests.contract.store_helpers import T0
+from db.states import FireOutcome, ProcessKind
+from tests.contract.store_helpers import T0, make_record
 
 
 def test_fire_recorded_once(store):
@@ -82,3 +82,77 @@ def test_fires_recorded_and_linked_in_batches(store):
     assert store.last_fire("ghost") is None
     assert store.record_fires([]) == []
     store.set_fire_uows([])
+
+
+def _fired(process: str, when: datetime, outcome: FireOutcome = FireOutcome.FIRED) -> FireRecord:
+    return FireRecord(process=process, scheduled_at=when, outcome=outcome, recorded_at=T0)
+
+
+def test_last_fires_of_many_processes_read_together(store):
+    # given two registered freeruns with fires, one registered without, one not registered
+    base = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+    for name in ("a_cron", "b_cron", "quiet"):
+        store.insert_process(make_record(name, ProcessKind.FREERUN))
+    store.record_fires([_fired("a_cron", base + timedelta(seconds=i)) for i in range(5)])
+    store.record_fires(
+        [
+            _fired("b_cron", base, FireOutcome.SKIPPED),
+            _fired("b_cron", base - timedelta(days=1)),
+            _fired("gone", base + timedelta(hours=1)),
+        ]
+    )
+    store.set_fire_uows([("a_cron", base + timedelta(seconds=4), "u4")])
+    # when
+    last = store.last_fires(["a_cron", "b_cron", "quiet", "gone", "nobody", "a_cron"])
+    # then each is the fire with the latest scheduled_at, whole; none for those without
+    assert sorted(last) == ["a_cron", "b_cron", "gone"]
+    assert last["a_cron"] == store.last_fire("a_cron")
+    assert last["a_cron"].scheduled_at == base + timedelta(seconds=4)
+    assert last["a_cron"].uow_id == "u4"
+    assert last["b_cron"].scheduled_at == base
+    assert last["b_cron"].outcome is FireOutcome.SKIPPED
+    assert last["gone"].scheduled_at == base + timedelta(hours=1)
+    assert store.last_fires([]) == {}
+
+
+def test_unlinked_fires_are_the_fired_ones_without_a_unit_of_work(store):
+    # given fired fires linked and not, a skipped and a missed one (never linked)
+    base = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+    store.record_fires(
+        [
+            _fired("a_cron", base),
+            _fired("a_cron", base + timedelta(minutes=1)),
+            _fired("a_cron", base + timedelta(minutes=2)),
+            _fired("a_cron", base + timedelta(minutes=3), FireOutcome.SKIPPED),
+            _fired("b_cron", base + timedelta(minutes=1), FireOutcome.MISSED),
+            _fired("b_cron", base),
+            _fired("c_cron", base),
+        ]
+    )
+    store.set_fire_uows([("a_cron", base + timedelta(minutes=1), "u1")])
+    # when
+    found = store.unlinked_fires(["b_cron", "a_cron", "nobody"])
+    # then only the fired, unlinked fires of the processes asked about, by process and instant
+    assert [(f.process, f.scheduled_at, f.outcome) for f in found] == [
+        ("a_cron", base, FireOutcome.FIRED),
+        ("a_cron", base + timedelta(minutes=2), FireOutcome.FIRED),
+        ("b_cron", base, FireOutcome.FIRED),
+    ]
+    assert all(f.uow_id is None for f in found)
+    store.set_fire_uows([("a_cron", base, "u0"), ("a_cron", base + timedelta(minutes=2), "u2")])
+    assert [f.process for f in store.unlinked_fires(["a_cron", "b_cron"])] == ["b_cron"]
+    assert store.unlinked_fires([]) == []
+
+
+def test_record_fires_twice_in_one_batch_records_it_once(store):
+    # given the same fire twice in one batch, and one recorded before
+    base = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+    store.record_fire(_fired("cron", base))
+    # when
+    recorded = store.record_fires(
+        [_fired("cron", base + timedelta(seconds=1)), _fired("cron", base + timedelta(seconds=1))]
+        + [_fired("cron", base)]
+    )
+    # then
+    assert recorded == [True, False, False]
+    assert len(store.list_fires("cron")) == 2

@@ -12,8 +12,10 @@ from db.backends.mongo.core import MongoCore
 from db.backends.mongo.documents import fire_doc, fire_from_doc, to_utc
 from db.backends.mongo.errors import translated
 from db.backends.mongo.schema import FIRES
+from db.states import FireOutcome
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
     from db.models import FireRecord
@@ -49,6 +51,22 @@ class FiresMixin(MongoCore):
         """The fire of ``process`` with the latest ``scheduled_at``, or None."""
         fires = self.list_fires(process, limit=1)
         return fires[0] if fires else None
+
+    @translated
+    def unlinked_fires(self, processes: Sequence[str]) -> list[FireRecord]:
+        """Fired fires with no unit of work linked (indexed by uow_id, outcome, process)."""
+        docs = (
+            self._db[FIRES]
+            .find(
+                {
+                    "uow_id": None,
+                    "outcome": FireOutcome.FIRED.value,
+                    "process": {"$in": list(dict.fromkeys(processes))},
+                }
+            )
+            .sort([("process", 1), ("scheduled_at", 1)])
+        )
+        return [fire_from_doc(doc) for doc in docs]
 
     @translated
     def list_fires(self, process: str, *, limit: int = 100) -> list[FireRecord]:

@@ -71,6 +71,7 @@ INDEXES: tuple[tuple[str, list[tuple[str, int]], bool], ...] = (
     (UOWS, [("process", 1), ("timeperiod", 1)], False),
     (UOWS, [("parent", 1), ("step", 1)], False),
     (FIRES, [("process", 1), ("scheduled_at", 1)], True),
+    (FIRES, [("uow_id", 1), ("outcome", 1), ("process", 1)], False),
     (SUPERVISED, [("box_id", 1), ("process", 1)], True),
     (WORKERS, [("box_id", 1)], False),
     (WORKERS, [("process", 1)], False),

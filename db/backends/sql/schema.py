@@ -213,6 +213,9 @@ fires = sa.Table(
     **_MYSQL_TABLE,
 )
 
+# A pass's repair of fires recorded without their unit of work: found without reading history.
+sa.Index("ix_fires_unlinked", fires.c.uow_id, fires.c.outcome, fires.c.process)
+
 supervised = sa.Table(
     "supervised",
     metadata,

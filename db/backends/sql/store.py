@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -20,8 +20,11 @@ from db.backends.sql.payloads import PayloadsMixin
 from db.backends.sql.queue import QueueMixin
 from db.backends.sql.schema import events, jobs, metadata, processes, supervised, uows
 from db.backends.sql.schema import fires as fires_table
+from db.backends.sql.schema import processes as processes_table
 from db.backends.sql.uows import UowsMixin
+from db.clock import truncate_ms
 from db.errors import Conflict, InvalidInput, NotFound, TactusError
+from db.states import FireOutcome
 from db.store import QueueStore, Store
 
 if TYPE_CHECKING:
@@ -45,6 +48,8 @@ log = logging.getLogger(f"tactus.{__name__}")
 _BACKENDS = {"sqlite": "sqlite", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
 
 _INSERT_PROCESS = sa.insert(processes)
+#: Names bound in one ``IN`` list (well under every backend's limit on bound values).
+_NAMES_PER_STATEMENT = 500
 #: The server's current instant, by backend (SQLite has no server: the local clock serves).
 _SERVER_TIME = {
     "postgresql": sa.select(sa.func.now()),
@@ -176,8 +181,8 @@ class SqlStore(
             if (cached := cache.get(name)) is None
             or (cached.version, cached.updated_at) != (version, updated_at)
         ]
-        for start in range(0, len(stale), 500):
-            chunk = stale[start : start + 500]
+        for start in range(0, len(stale), _NAMES_PER_STATEMENT):
+            chunk = stale[start : start + _NAMES_PER_STATEMENT]
             full = sa.select(processes).where(c.name.in_(chunk))
             for row in self._read(lambda conn, full=full: conn.execute(full).all()):
                 record = rows.process_from(row._mapping)
@@ -287,13 +292,31 @@ class SqlStore(
         return self.record_fires([fire])[0]
 
     def record_fires(self, fires: Sequence[FireRecord]) -> list[bool]:
-        """Record fires once each, in one transaction (INSERT ... ON CONFLICT DO NOTHING, or
-        IGNORE, per fire: the ones recorded before are passed over)."""
+        """Record fires once each, in one transaction: INSERT ... ON CONFLICT DO NOTHING
+        RETURNING the keys inserted, in multi-row statements (SQLite, PostgreSQL), or INSERT
+        IGNORE per fire, its rowcount telling (MariaDB): the ones recorded before are passed
+        over."""
         if not fires:
             return []
         stmt = self._insert_ignore(fires_table)
         batch = [rows.fire_row(fire) for fire in fires]  # bad values: refused before writing
-        return self._write(lambda conn: [conn.execute(stmt, row).rowcount == 1 for row in batch])
+        if self.backend not in ("sqlite", "postgresql"):
+            return self._write(
+                lambda conn: [conn.execute(stmt, row).rowcount == 1 for row in batch]
+            )
+        c = fires_table.c
+        returning = stmt.returning(c.process, c.scheduled_at)
+
+        def write(conn: sa.Connection) -> set[tuple[str, datetime]]:
+            return {(process, at) for process, at in conn.execute(returning, batch)}
+
+        inserted = self._write(write)
+        recorded = []
+        for row in batch:
+            key = (row["process"], truncate_ms(row["scheduled_at"]).astimezone(UTC))
+            recorded.append(key in inserted)
+            inserted.discard(key)  # the same fire twice in one batch: the first records it
+        return recorded
 
     def set_fire_uow(self, process: str, scheduled_at: datetime, uow_id: str) -> None:
         """Link a recorded fire to its unit of work (nothing happens for an unknown fire)."""
@@ -322,6 +345,59 @@ class SqlStore(
         """The fire of ``process`` with the latest ``scheduled_at``, or None."""
         found = self.list_fires(process, limit=1)
         return found[0] if found else None
+
+    def last_fires(self, processes: Sequence[str]) -> dict[str, FireRecord]:
+        """The latest fire of each of ``processes``, in two statements per chunk of names:
+        each registered process's latest ``scheduled_at`` (a scalar subquery per process row:
+        an index lookup each, whatever the history; a grouped ``max`` would read every fire),
+        then those fires by their key. A name not registered is read on its own."""
+        names = list(dict.fromkeys(processes))
+        c = fires_table.c
+        p = processes_table.c
+        latest = sa.select(sa.func.max(c.scheduled_at)).where(c.process == p.name)
+        found: dict[str, FireRecord] = {}
+        unregistered: list[str] = []
+        for start in range(0, len(names), _NAMES_PER_STATEMENT):
+            chunk = names[start : start + _NAMES_PER_STATEMENT]
+            heads = sa.select(p.name, latest.scalar_subquery()).where(p.name.in_(chunk))
+
+            def read(conn: sa.Connection, heads=heads) -> tuple[list[Any], list[str]]:
+                registered = conn.execute(heads).all()
+                keys = [(name, at) for name, at in registered if at is not None]
+                stmt = sa.select(fires_table).where(sa.tuple_(c.process, c.scheduled_at).in_(keys))
+                return (conn.execute(stmt).all() if keys else []), [n for n, _ in registered]
+
+            fires, registered = self._read(read)
+            for row in fires:
+                fire = rows.fire_from(row._mapping)
+                found[fire.process] = fire
+            unregistered += sorted(set(chunk) - set(registered))
+        for name in unregistered:
+            fire = self.last_fire(name)
+            if fire is not None:
+                found[name] = fire
+        return found
+
+    def unlinked_fires(self, processes: Sequence[str]) -> list[FireRecord]:
+        """Fired fires with no unit of work linked (``ix_fires_unlinked``)."""
+        names = list(dict.fromkeys(processes))
+        c = fires_table.c
+        found: list[FireRecord] = []
+        for start in range(0, len(names), _NAMES_PER_STATEMENT):
+            stmt = (
+                sa.select(fires_table)
+                .where(
+                    c.uow_id.is_(None),
+                    c.outcome == FireOutcome.FIRED.value,
+                    c.process.in_(names[start : start + _NAMES_PER_STATEMENT]),
+                )
+                .order_by(c.process, c.scheduled_at)
+            )
+            found += [
+                rows.fire_from(row._mapping)
+                for row in self._read(lambda conn, stmt=stmt: conn.execute(stmt).all())
+            ]
+        return found
 
     def list_fires(self, process: str, *, limit: int = 100) -> list[FireRecord]:
         """The latest fires of ``process``, newest first."""
