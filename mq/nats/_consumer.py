@@ -8,10 +8,12 @@ more. A request outlives the ``get`` that sent it (up to :data:`PULL_EXPIRES`), 
 arriving ahead of the next ``get``, as RabbitMQ pushes its prefetch: that is what
 :meth:`NatsConsumer.get_ready` finds and :meth:`NatsConsumer.hand_back` gives back.
 
-Settling maps onto JetStream's acks: ``ack`` is ``+ACK``, posted to the event loop without
-waiting (as RabbitMQ's ``basic_ack``): the loop waits for the server's answer, then asks for the
-message that fills the room, while the caller goes on; the broker's ``depth``, ``purge`` and
-``delete`` wait for posted settles first, so what follows an ack sees the message gone.
+Settling maps onto JetStream's acks: ``ack`` is posted to the event loop without waiting (as
+RabbitMQ's ``basic_ack``) and sent as ``+NXT``, JetStream's ack-next: the ack and the request
+for the message that fills the room in one protocol message, whose answer the loop waits for
+while the caller goes on (a plain ``+ACK``, its answer waited for, when no request can go with
+it); the broker's ``depth``, ``purge`` and ``delete`` wait for posted settles first, so what
+follows an ack sees the message gone.
 ``requeue`` a ``-NAK`` (with ``{"delay": ns}`` for a delay),
 ``extend`` ``+WPI`` (the AckWait starts again), ``reject`` a confirmed publish to the
 dead-letter queue then ``+ACK``. An ack lost with the connection means the message comes again
@@ -184,31 +186,14 @@ class NatsConsumer(Consumer):
 
     def ack(self, delivery: Delivery, *, notices: Sequence[tuple[str, bytes]] = ()) -> None:
         msg = self._take(delivery, "ack")
-        if msg is None:
-            return
-        if not notices:
-            self._post(f"ack of a delivery of {self.queue}", _confirmed(msg))
-            return
-        places = [place(queue) for queue, _ in notices]
-
-        async def publish_then_ack() -> None:
-            nc, js = await self._link.connection()
-            for where in places:
-                if where.stream not in self._notice_places:
-                    await self._declared.stream(js, where)
-                    self._notice_places.add(where.stream)
-            # One connection carries both, in order: the server has the notices when it sees
-            # the ack. Nothing waits for their publish acks.
-            for where, (_, body) in zip(places, notices, strict=True):
-                await nc.publish(where.ready, body)
-            await _confirmed(msg)
-
-        self._post(f"ack with notices on {self.queue}", publish_then_ack())
+        if msg is not None:
+            what = "ack with notices" if notices else "ack of a delivery"
+            self._post(f"{what} of {self.queue}", [msg], notices)
 
     def ack_many(self, deliveries: Sequence[Delivery], *, defer: bool = False) -> None:
         messages = [m for m in (self._take(d, "ack") for d in deliveries) if m is not None]
         if messages:
-            self._post(f"ack of {len(messages)} deliveries", _ack_all(messages))
+            self._post(f"ack of {len(messages)} deliveries of {self.queue}", messages)
 
     def reject(self, delivery: Delivery, reason: str) -> None:
         log.warning(
@@ -307,7 +292,7 @@ class NatsConsumer(Consumer):
         await nc.publish(
             f"$JS.API.CONSUMER.MSG.NEXT.{self._where.stream}.{self._where.consumer}",
             json.dumps(request).encode(),
-            reply=f"{self._inbox}.{pull.number}",
+            reply=self._reply(pull),
         )
         return pull
 
@@ -319,7 +304,7 @@ class NatsConsumer(Consumer):
         with self._cond:
             pull = self._pull
             if status is not None:
-                if pull is not None and msg.subject == f"{self._inbox}.{pull.number}":
+                if pull is not None and msg.subject == self._reply(pull):
                     pull.answered = True
                     pull.answer.set()
                     if status in _STATUS_DONE:
@@ -389,6 +374,10 @@ class NatsConsumer(Consumer):
         self._pull = None
         return max(self.prefetch - len(self._held) - len(self._buffer), 0)
 
+    def _reply(self, pull: _Pull) -> str:
+        """The subject the answer to ``pull`` comes on (its status; messages carry their own)."""
+        return f"{self._inbox}.{pull.number}"
+
     def _expired(self, pull: _Pull) -> bool:
         return time.monotonic() > pull.expires_at + PULL_GRACE
 
@@ -401,16 +390,13 @@ class NatsConsumer(Consumer):
         if wanted:
             self._link.spawn(self._request_quietly(wanted))
 
-    async def _refilled(self, settle: Coroutine[Any, Any, None], *, posted: bool = False) -> None:
+    async def _refilled(self, settle: Coroutine[Any, Any, None]) -> None:
         """``settle`` (an ack, a nak), then ask for what it made room for, as RabbitMQ sends
-        the next message of the prefetch once one is acked. ``posted``: one of
-        ``self._refilling``, which ends here."""
+        the next message of the prefetch once one is acked."""
         try:
             await settle
         finally:
             with self._cond:
-                if posted:
-                    self._refilling -= 1
                 wanted = 0 if self._handed_back or self._closed else self._room()
                 if not wanted:
                     self._cond.notify_all()  # a get waiting for this refill asks itself
@@ -420,8 +406,7 @@ class NatsConsumer(Consumer):
         # that fills the room is then in hand, not counted as waiting by a depth that follows.
         pull = await self._request_quietly(wanted, no_wait=True)
         if pull is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(pull.answer.wait(), REFILL_WAIT)
+            await _answered(pull)
 
     async def _request_quietly(self, wanted: int, *, no_wait: bool = False) -> _Pull | None:
         try:
@@ -449,13 +434,18 @@ class NatsConsumer(Consumer):
             )
         return msg
 
-    def _post(self, what: str, settle: Coroutine[Any, Any, None]) -> None:
-        """Hand ``settle`` (an ack) to the loop, followed by the request that refills the
-        prefetch, and return at once; a failure is logged (see :meth:`_quietly`)."""
+    def _post(
+        self, what: str, messages: list[Msg], notices: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
+        """Hand the ack of ``messages`` (after ``notices``) to the loop, with the request that
+        refills the prefetch (:meth:`_acked`), and return at once; a failure is logged (see
+        :meth:`_quietly`)."""
 
         async def posted() -> None:
             try:
-                await asyncio.wait_for(self._refilled(settle, posted=True), REQUEST_TIMEOUT)
+                # (asyncio.timeout, not wait_for: no task of its own per ack)
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    await self._acked(messages, notices)
             except Exception as exc:  # noqa: BLE001 - see _quietly
                 self._lost(f"{what} ({explain(exc)})")
 
@@ -467,6 +457,58 @@ class NatsConsumer(Consumer):
             with self._cond:
                 self._refilling -= 1
             self._lost(f"{what} ({exc})")
+
+    async def _acked(self, messages: list[Msg], notices: Sequence[tuple[str, bytes]]) -> None:
+        """(Posted: one of ``self._refilling``, which ends here.) Publish ``notices``, then ack
+        ``messages`` and ask for what that makes room for. The last ack and the request are
+        one protocol message, JetStream's ack-next (``+NXT``: the server applies the ack, then
+        serves the request), not an ack waited for and a pull request after it: one message
+        and one answer per unit of work instead of two round trips. Its answer is waited for
+        (here, not by the caller), so the message that fills the room is in hand, not counted
+        as waiting by a depth that follows. One connection carries everything, in order: the
+        server has the notices when it sees the ack; nothing waits for their publish acks."""
+        places = [place(queue) for queue, _ in notices]
+        pull: _Pull | None = None
+        try:
+            nc, js = await self._link.connection()
+            for where in places:
+                if where.stream not in self._notice_places:
+                    await self._declared.stream(js, where)
+                    self._notice_places.add(where.stream)
+            for where, (_, body) in zip(places, notices, strict=True):
+                await nc.publish(where.ready, body)
+            for msg in messages[:-1]:
+                await msg.ack()  # the server handles one consumer's acks in order
+        except BaseException:
+            with self._cond:
+                self._refilling -= 1
+                self._cond.notify_all()
+            raise
+        else:
+            with self._cond:
+                self._refilling -= 1
+                wanted = 0 if self._handed_back or self._closed else self._room()
+                if wanted and not self._verify and self._generation == self._link.generation:
+                    pull = self._pull = _Pull(
+                        next(self._numbers), wanted, time.monotonic() + PULL_EXPIRES_MIN
+                    )
+                elif not wanted:
+                    self._cond.notify_all()  # a get waiting for this refill asks itself
+        if pull is None:
+            # Nothing to ask for, or the subscription must be made again first: a plain ack,
+            # then (if room is left) a request on its own.
+            await self._refilled(_confirmed(messages[-1]))
+            return
+        request = json.dumps({"batch": pull.wanted, "no_wait": True}).encode()
+        try:
+            await nc.publish(messages[-1].reply, b"+NXT " + request, reply=self._reply(pull))
+        except BaseException:
+            with self._cond:
+                if self._pull is pull:
+                    self._pull = None  # never sent: a get asks again
+                    self._cond.notify_all()
+            raise
+        await _answered(pull)
 
     def _quietly(self, what: str, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Run ``coroutine`` (an ack, a nak) once; a failure is logged, not raised: the server
@@ -496,11 +538,13 @@ async def _confirmed(msg: Msg) -> None:
     await msg.ack_sync(timeout=REQUEST_TIMEOUT)
 
 
-async def _ack_all(messages: list[Msg]) -> None:
-    # The server handles one consumer's acks in order: the last one's answer covers them all.
-    for msg in messages[:-1]:
-        await msg.ack()
-    await _confirmed(messages[-1])
+async def _answered(pull: _Pull) -> None:
+    """Wait up to :data:`REFILL_WAIT` for the first answer to ``pull``."""
+    if pull.answer.is_set():
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(REFILL_WAIT):
+            await pull.answer.wait()
 
 
 async def _nak_all(messages: list[Msg]) -> None:
