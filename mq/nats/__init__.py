@@ -28,6 +28,6 @@ from __future__ import annotations
 
 from mq.nats._broker import NatsBroker
 from mq.nats._consumer import NatsConsumer
-from mq.nats._link import RetryPolicy
+from mq.retry import RetryPolicy
 
 __all__ = ["NatsBroker", "NatsConsumer", "RetryPolicy"]

@@ -20,8 +20,9 @@ from mq.message import dead_letter_queue
 from mq.nats._consumer import NatsConsumer
 from mq.nats._declared import Declared
 from mq.nats._layout import DELAY_HEADER, MSG_ID_HEADER, Place, place
-from mq.nats._link import REQUEST_TIMEOUT, Link, RetryPolicy
+from mq.nats._link import REQUEST_TIMEOUT, Link
 from mq.nats._mover import move_delayed
+from mq.retry import RetryPolicy
 
 if TYPE_CHECKING:
     import concurrent.futures

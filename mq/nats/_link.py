@@ -19,10 +19,7 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from nats import errors as nats_errors
@@ -31,8 +28,8 @@ from nats.js import JetStreamContext
 from nats.js import errors as js_errors
 
 from db.backends.base import mask_uri
-from db.backoff import backoff
-from db.errors import BrokerUnavailable, InvalidInput
+from db.errors import BrokerUnavailable
+from mq.retry import Failures, RetryPolicy
 
 log = logging.getLogger(f"tactus.{__name__}")
 
@@ -88,24 +85,9 @@ def explain(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RetryPolicy:
-    """How often one call is tried before it raises :class:`~db.errors.BrokerUnavailable`:
-    ``attempts`` tries, waiting ``db.backoff.backoff(base, n, cap)`` (20 % jitter) before try
-    ``n + 1``. The defaults ride out a blip; a longer outage is for the daemons to wait out
-    (:mod:`mq.patient`)."""
-
-    attempts: int = 4
-    base: timedelta = timedelta(seconds=0.25)
-    cap: timedelta = timedelta(seconds=2)
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise InvalidInput("attempts", f"must be at least 1 (got {self.attempts})")
-
-    def pause(self, attempt: int) -> float:
-        """Seconds to wait after failed try ``attempt``."""
-        return backoff(self.base, attempt, cap=self.cap, jitter=0.2).total_seconds()
+#: How nats-py fails, for :class:`~mq.retry.RetryPolicy` (a call's coroutine may raise
+#: anything: what is not transient is a refusal).
+FAILURES = Failures("nats", "NATS", (Exception,), is_transient, explain)
 
 
 class Link:
@@ -181,39 +163,14 @@ class Link:
         Raises:
             BrokerUnavailable: a refusal, or ``attempts`` (default: the policy's) failures.
         """
-        tries = attempts or self.retry.attempts
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self.run(self._connected(action, timeout), timeout + CONNECT_TIMEOUT)
-            except BrokerUnavailable:
-                raise
-            except Exception as exc:  # noqa: BLE001 - sorted below: transient or a refusal
-                if reset is not None:
-                    reset()
-                if not is_transient(exc):
-                    log.error("nats %s: %s refused: %s", self.where, what, explain(exc))
-                    raise BrokerUnavailable(
-                        f"NATS at {self.where}: {what} refused: {explain(exc)}", transient=False
-                    ) from exc
-                if attempt >= tries:
-                    log.debug("nats %s: %s failed %d times: %s", self.where, what, attempt, exc)
-                    raise BrokerUnavailable(
-                        f"NATS at {self.where}: {what} failed after {attempt} attempts: "
-                        f"{explain(exc)}"
-                    ) from exc
-                pause = self.retry.pause(attempt)
-                log.debug(
-                    "nats %s: %s failed (attempt %d of %d), retrying in %.2fs: %s",
-                    self.where,
-                    what,
-                    attempt,
-                    tries,
-                    pause,
-                    explain(exc),
-                )
-                time.sleep(pause)
+        return self.retry.run(
+            FAILURES,
+            self.where,
+            what,
+            lambda: self.run(self._connected(action, timeout), timeout + CONNECT_TIMEOUT),
+            None if reset is None else lambda exc: reset(),
+            attempts=attempts,
+        )
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
         """Start ``coroutine`` as a task on the loop (a mover); :meth:`close` cancels it."""

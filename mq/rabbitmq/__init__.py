@@ -42,6 +42,6 @@ from __future__ import annotations
 
 from mq.rabbitmq._broker import RabbitBroker
 from mq.rabbitmq._consumer import RabbitConsumer
-from mq.rabbitmq._link import RetryPolicy
+from mq.retry import RetryPolicy
 
 __all__ = ["RabbitBroker", "RabbitConsumer", "RetryPolicy"]

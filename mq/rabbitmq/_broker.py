@@ -13,7 +13,7 @@ from pika import exceptions as pika_errors
 from mq.broker import Broker
 from mq.message import dead_letter_queue
 from mq.rabbitmq._consumer import RabbitConsumer
-from mq.rabbitmq._link import Link, RetryPolicy, reply_code
+from mq.rabbitmq._link import FAILURES, Link, reply_code
 from mq.rabbitmq._publisher import (
     DELAY_QUEUE_GRACE,
     Outgoing,
@@ -21,6 +21,7 @@ from mq.rabbitmq._publisher import (
     declare_queue,
     delay_millis,
 )
+from mq.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from pika.adapters.blocking_connection import BlockingChannel
@@ -146,7 +147,9 @@ class RabbitBroker(Broker):
 
     def _locked(self, what: str, action: Callable[[], T]) -> T:
         with self._lock:
-            return self._retry.run(self._link.where, what, action, self._link.reset)
+            return self._retry.run(
+                FAILURES, self._link.where, what, action, lambda exc: self._link.reset()
+            )
 
     def _count(self, name: str) -> int:
         return self._on_existing(name, self._count_one)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from db.errors import BrokerUnavailable, InvalidInput
 from mq.broker import Consumer, Delivery
-from mq.rabbitmq._link import BROKER_ERRORS, Link, RetryPolicy, explain
+from mq.rabbitmq._link import BROKER_ERRORS, FAILURES, Link, explain
 from mq.rabbitmq._publisher import (
     DELAY_QUEUE_GRACE,
     PERSISTENT,
@@ -20,6 +20,7 @@ from mq.rabbitmq._publisher import (
     declare_queue,
     delay_millis,
 )
+from mq.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from pika.adapters.blocking_connection import BlockingChannel
@@ -66,7 +67,9 @@ class RabbitConsumer(Consumer):
         #: from a lost channel is recognised and never sent on its successor.
         self._epoch = 0
         self._closed = False
-        self._retry.run(self._link.where, f"consume {queue}", self._open, self._drop)
+        self._retry.run(
+            FAILURES, self._link.where, f"consume {queue}", self._open, lambda exc: self._drop()
+        )
 
     def get(self, timeout: float) -> Delivery | None:
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -222,7 +225,11 @@ class RabbitConsumer(Consumer):
         if channel is None or not self._link.is_open or not channel.is_open:
             self._drop()
             channel = self._retry.run(
-                self._link.where, f"consume {self.queue}", self._open, self._drop
+                FAILURES,
+                self._link.where,
+                f"consume {self.queue}",
+                self._open,
+                lambda exc: self._drop(),
             )
         return channel
 

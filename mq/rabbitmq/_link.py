@@ -9,16 +9,13 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 import pika
 from pika import exceptions as pika_errors
 
 from db.backends.base import mask_uri
-from db.backoff import backoff
-from db.errors import BrokerUnavailable, InvalidInput
+from mq.retry import Failures
 
 if TYPE_CHECKING:
     from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -73,66 +70,8 @@ def explain(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RetryPolicy:
-    """How hard one call tries before it gives up with :class:`~db.errors.BrokerUnavailable`.
-
-    ``attempts`` tries in all; before try ``n + 1`` it waits ``db.backoff.backoff(base, n, cap)``
-    with 20 % jitter. The defaults ride out a blip (a connection dropped, ``rabbitmqctl
-    stop_app`` / ``start_app``, about 2 s here) within one call, quietly (debug lines only);
-    a longer outage is the caller's to wait out: the daemons do, through :mod:`mq.patient`,
-    which logs it once.
-    """
-
-    attempts: int = 4
-    base: timedelta = timedelta(seconds=0.25)
-    cap: timedelta = timedelta(seconds=2)
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise InvalidInput("attempts", f"must be at least 1 (got {self.attempts})")
-        if self.base < timedelta(0) or self.cap < timedelta(0):
-            raise InvalidInput("base", "retry delays must not be negative")
-
-    def run(self, where: str, what: str, action: Callable[[], T], reset: Callable[[], None]) -> T:
-        """Call ``action`` until it succeeds; after each failure call ``reset`` (drop the broken
-        connection) and wait.
-
-        Raises:
-            BrokerUnavailable: a permanent refusal (``transient`` False), or ``attempts``
-                transient failures in a row.
-        """
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return action()
-            except BROKER_ERRORS as exc:
-                reset()
-                if not is_transient(exc):
-                    log.error("rabbitmq %s: %s refused: %s", where, what, explain(exc))
-                    raise BrokerUnavailable(
-                        f"RabbitMQ at {where}: {what} refused: {explain(exc)}", transient=False
-                    ) from exc
-                if attempt == self.attempts:
-                    log.debug(
-                        "rabbitmq %s: %s failed %d times: %s", where, what, attempt, explain(exc)
-                    )
-                    raise BrokerUnavailable(
-                        f"RabbitMQ at {where}: {what} failed after {attempt} attempts: "
-                        f"{explain(exc)}"
-                    ) from exc
-                pause = backoff(self.base, attempt, cap=self.cap, jitter=0.2).total_seconds()
-                log.debug(
-                    "rabbitmq %s: %s failed (attempt %d of %d), retrying in %.2fs: %s",
-                    where,
-                    what,
-                    attempt,
-                    self.attempts,
-                    pause,
-                    explain(exc),
-                )
-                time.sleep(pause)
+#: How pika fails, for :class:`~mq.retry.RetryPolicy`.
+FAILURES = Failures("rabbitmq", "RabbitMQ", BROKER_ERRORS, is_transient, explain)
 
 
 def connection_parameters(uri: str, name: str) -> pika.URLParameters:

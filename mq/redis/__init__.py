@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from mq.redis._broker import RedisBroker
 from mq.redis._consumer import RedisConsumer
-from mq.redis._link import RetryPolicy
 from mq.redis._scripts import queue_key_pattern
+from mq.retry import RetryPolicy
 
 __all__ = ["RedisBroker", "RedisConsumer", "RetryPolicy", "queue_key_pattern"]

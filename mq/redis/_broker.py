@@ -17,7 +17,8 @@ from mq.broker import Broker
 from mq.message import dead_letter_queue
 from mq.redis import _scripts as scripts
 from mq.redis._consumer import RedisConsumer, check_queue_name, delay_millis
-from mq.redis._link import RetryPolicy, open_client
+from mq.redis._link import FAILURES, open_client
+from mq.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from db.store import Store
@@ -101,7 +102,7 @@ class RedisBroker(Broker):
                     if not str(exc).startswith("BUSYGROUP"):
                         raise
 
-        self._retry.run(self.where, f"declare {queue}", action)
+        self._retry.run(FAILURES, self.where, f"declare {queue}", action)
 
     def publish(self, queue: str, body: bytes, *, delay: timedelta | None = None) -> None:
         self._send([(check_queue_name(queue), body, delay_millis(delay))])
@@ -125,6 +126,7 @@ class RedisBroker(Broker):
         names = [check_queue_name(queue) for queue in dict.fromkeys(queues)]
         keys = [key for name in names for key in _queue_keys(name)]
         counts = self._retry.run(
+            FAILURES,
             self.where,
             f"depth of {', '.join(names[:3])}",
             lambda: self._depths_script(keys=keys, args=[scripts.GROUP]),
@@ -135,6 +137,7 @@ class RedisBroker(Broker):
         keys = _queue_keys(check_queue_name(queue))
         purged = int(
             self._retry.run(
+                FAILURES,
                 self.where,
                 f"purge {queue}",
                 lambda: self._purge_script(keys=keys, args=[scripts.GROUP]),
@@ -145,7 +148,7 @@ class RedisBroker(Broker):
 
     def delete(self, queue: str) -> None:
         keys = [*_queue_keys(queue), *_queue_keys(dead_letter_queue(queue))]
-        self._retry.run(self.where, f"delete {queue}", lambda: self._client.delete(*keys))
+        self._retry.run(FAILURES, self.where, f"delete {queue}", lambda: self._client.delete(*keys))
 
     def close(self) -> None:
         with self._lock:
@@ -195,7 +198,9 @@ class RedisBroker(Broker):
         what = f"publish {len(items)} message(s) to {', '.join(queues[:3])}"
         if len(queues) > 3:
             what += f" and {len(queues) - 3} more queue(s)"
-        self._retry.run(self.where, what, lambda: self._publish_script(keys=keys, args=args))
+        self._retry.run(
+            FAILURES, self.where, what, lambda: self._publish_script(keys=keys, args=args)
+        )
 
 
 def _queue_keys(queue: str) -> list[str]:

@@ -21,7 +21,8 @@ from db.errors import BrokerUnavailable, InvalidInput
 from mq.broker import Consumer, Delivery
 from mq.message import dead_letter_queue, valid_queue_name
 from mq.redis import _scripts as scripts
-from mq.redis._link import REPLY_TIMEOUT, RetryPolicy, explain, open_client
+from mq.redis._link import FAILURES, REPLY_TIMEOUT, explain, open_client
+from mq.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from redis.commands.core import Script
@@ -445,7 +446,7 @@ class RedisConsumer(Consumer):
         return list(done)
 
     def _call(self, what: str, action: Callable[[], T]) -> T:
-        return self._retry.run(self.where, what, action, self._failed)
+        return self._retry.run(FAILURES, self.where, what, action, self._failed)
 
     def _failed(self, exc: BaseException) -> None:
         self._healthy = False
