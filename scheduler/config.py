@@ -38,6 +38,10 @@ class SchedulerConfig:
     #: A freerun with ``catchup: all`` fires at most this many missed fires after downtime;
     #: older ones are recorded as missed.
     catchup_limit: int = 1000
+    #: A freerun fire is prepared this long before its instant (recorded, its unit of work
+    #: stored) and only released at the instant, so that a due fire costs a publish, not a
+    #: pass; longer than a pass over every freerun process takes.
+    prepare_ahead: timedelta = timedelta(seconds=1)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> SchedulerConfig:

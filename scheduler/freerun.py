@@ -19,21 +19,24 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from db.errors import StateConflict, TransitionRefused
 from db.gates import fire_baseline, free_slots
 from db.models import FireRecord
+from db.state_change import change_uow
 from db.states import ACTIVE_UOW_STATES, Catchup, FireOutcome, UowKind
 from db.timeperiod import instant_stamp
 from db.triggers import Trigger, parse_trigger
 from db.uow_factory import UowSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from db.clock import Clock
-    from db.models import ProcessEntry, ProcessRecord
+    from db.models import ProcessEntry, ProcessRecord, UnitOfWork
     from db.store import Store
     from scheduler.config import SchedulerConfig
     from scheduler.dispatch import Dispatcher
@@ -42,6 +45,18 @@ log = logging.getLogger(f"tactus.{__name__}")
 
 #: A fire counts as on time (not missed) under ``catchup: none`` when this late at most.
 ON_TIME = timedelta(seconds=30)
+#: Why a prepared fire's unit of work is canceled at its instant.
+CHANGED_BEFORE_INSTANT = "the process was disabled, edited or removed before the fire's instant"
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A fire prepared ahead: recorded, its unit of work stored, its message held here until
+    the instant."""
+
+    instant: datetime
+    entry: ProcessEntry
+    uow: UnitOfWork
 
 
 def fire_stamp(instant: datetime) -> str:
@@ -60,6 +75,11 @@ class FreerunFirer:
         self.clock = clock
         self.config = config
         self._due: dict[str, tuple[ProcessEntry, datetime | None]] = {}
+        #: Fires prepared ahead, waiting for their instant (:meth:`release`).
+        self._held: list[Held] = []
+        #: process -> an upcoming instant not prepared (no room under ``max_active``): the pass
+        #: at the instant decides it, as it would without preparation.
+        self._declined: dict[str, datetime] = {}
 
     def trigger(self, entry: ProcessEntry) -> Trigger:
         return parse_trigger(entry.trigger or "", entry.timezone or self.config.timezone)
@@ -73,8 +93,21 @@ class FreerunFirer:
         self._due[record.name] = (record.entry, due)
         return due
 
+    def wake_at(self, record: ProcessRecord) -> datetime | None:
+        """When a pass should look at ``record``: ``prepare_ahead`` before its next fire (its
+        fire is then prepared ahead), or at the fire itself when that was declined."""
+        due = self.next_due(record)
+        if due is None or self._declined.get(record.name) == due:
+            return due
+        return due - self.config.prepare_ahead
+
+    def next_release(self) -> datetime | None:
+        """The instant of the earliest fire held for release."""
+        return min((held.instant for held in self._held), default=None)
+
     def forget(self, name: str) -> None:
         self._due.pop(name, None)
+        self._declined.pop(name, None)
 
     def _baseline(self, record: ProcessRecord) -> datetime:
         """Fires after this instant are candidates: the last recorded fire, or the last edit
@@ -84,37 +117,59 @@ class FreerunFirer:
     def fire_due_together(
         self, records: Sequence[ProcessRecord], now: datetime
     ) -> list[FireRecord]:
-        """Fire what is due for each of ``records`` up to ``now``, together (module doc);
-        returns the fires recorded."""
+        """Fire what is due for each of ``records`` up to ``now``, and prepare the fires due
+        within ``prepare_ahead`` of it, together (module doc); returns the fires recorded."""
         entries = {record.name: record.entry for record in records}
         to_create = self._interrupted(entries)
         last_fires = self.store.last_fires(list(entries))
         due: dict[str, list[tuple[datetime, FireOutcome]]] = {}
+        upcoming: dict[str, datetime] = {}
         baselines: dict[str, datetime] = {}
         for record in records:
-            entry = record.entry
-            baselines[record.name] = fire_baseline(record.updated_at, last_fires.get(record.name))
-            due[record.name] = self._due_fires(
-                self.trigger(entry), baselines[record.name], now, entry.catchup
-            )
+            entry, name = record.entry, record.name
+            trigger = self.trigger(entry)
+            baselines[name] = fire_baseline(record.updated_at, last_fires.get(name))
+            due[name] = self._due_fires(trigger, baselines[name], now, entry.catchup)
+            after = max([baselines[name], *(instant for instant, _ in due[name])])
+            following = trigger.next_fire(after)
+            if following is not None and following <= now + self.config.prepare_ahead:
+                if self._declined.get(name) != following:
+                    upcoming[name] = following
         # What is in flight, for every process that may fire: one grouped count.
         firing = [n for n, fires in due.items() if any(o is FireOutcome.FIRED for _, o in fires)]
+        firing += [n for n in upcoming if n not in firing]
         in_flight = Counter(entry.name for entry, _ in to_create)
         if firing:
             counts = self.store.count_uows(firing, states=ACTIVE_UOW_STATES)
             for (name, _), count in counts.items():
                 in_flight[name] += count
-        planned = [
-            fire
-            for name, fires in due.items()
-            for fire in self._planned(entries[name], fires, now, in_flight=in_flight[name])
-        ]
+        planned = []
+        for name, fires in due.items():
+            for fire in self._planned(entries[name], fires, now, in_flight=in_flight[name]):
+                planned.append(fire)
+                in_flight[name] += fire.outcome is FireOutcome.FIRED
+        prepared = {}
+        for name, instant in upcoming.items():
+            if free_slots(entries[name].max_active, in_flight[name]):
+                prepared[name] = instant
+                planned.append(
+                    FireRecord(
+                        process=name,
+                        scheduled_at=instant,
+                        outcome=FireOutcome.FIRED,
+                        recorded_at=now,
+                        reason="",
+                    )
+                )
+            else:
+                # No room now; a unit of work may end before the instant: decide it then.
+                self._declined[name] = instant
         recorded = self.fire_planned(planned, entries, repairs=to_create)
         # The next due instants follow from what was just recorded (by this pass, or by a
         # racing scheduler for the same instants): no read of the store needed.
         for name, fires in due.items():
             newest = max((instant for instant, _ in fires), default=baselines[name])
-            after = max(baselines[name], newest)
+            after = max(baselines[name], newest, prepared.get(name, newest))
             self._due[name] = (entries[name], self.trigger(entries[name]).next_fire(after))
         return recorded
 
@@ -238,7 +293,53 @@ class FreerunFirer:
                 for (entry, instant), (uow, _) in zip(fires, created, strict=True)
             ]
         )
-        self.dispatcher.publish_all(uow for uow, _ in created)
+        now = self.clock.now()
+        ready = []
+        for (entry, instant), (uow, _) in zip(fires, created, strict=True):
+            if instant > now:
+                self._held.append(Held(instant, entry, uow))
+            else:
+                ready.append(uow)
+        self.dispatcher.publish_all(ready)
+
+    def release(self, now: datetime, current: Callable[[str], ProcessEntry | None]) -> int:
+        """Publish the held fires whose instant has come, in one broker write; a fire whose
+        process changed meanwhile (``current``: its entry now, None when disabled or gone)
+        has its unit of work canceled instead, visibly. Returns how many were published."""
+        if not self._held or min(held.instant for held in self._held) > now:
+            return 0
+        ripe = [held for held in self._held if held.instant <= now]
+        self._held = [held for held in self._held if held.instant > now]
+        fresh, changed = [], []
+        for held in ripe:
+            (fresh if current(held.entry.name) == held.entry else changed).append(held)
+        self.dispatcher.publish_all(held.uow for held in fresh)
+        for held in changed:
+            log.warning(
+                "freerun %s: fire at %s canceled: %s",
+                held.entry.name,
+                held.instant,
+                CHANGED_BEFORE_INSTANT,
+            )
+            try:
+                change_uow(
+                    self.store,
+                    held.uow,
+                    "cancel",
+                    clock=self.clock,
+                    actor="scheduler",
+                    reason=CHANGED_BEFORE_INSTANT,
+                )
+            except (StateConflict, TransitionRefused):
+                pass  # changed by someone else meanwhile (canceled from mx, say)
+        return len(fresh)
+
+    def hand_over_held(self) -> int:
+        """(On stop.) Publish what is still held with the broker's delay until each instant,
+        so that a scheduler stopping between preparing and releasing a fire delays nothing."""
+        held, self._held = self._held, []
+        self.dispatcher.publish_all(h.uow for h in held)
+        return len(held)
 
 
 def _latest_fire(trigger: Trigger, after: datetime, now: datetime) -> datetime | None:

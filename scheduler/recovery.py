@@ -148,7 +148,7 @@ class Recovery:
         report = RecoveryReport()
         query = UowQuery(states=frozenset({UowState.REQUESTED}), newest_first=False)
         why = "re-posted on start: the scheduler before may have stopped before publishing it"
-        self._repost(query, now, why, report)
+        self._repost(query, now, why, report, ahead_too=True)
         if report.reposted:
             log.info("re-posted %d requested unit(s) of work on start", len(report.reposted))
         return report
@@ -161,10 +161,16 @@ class Recovery:
         report: RecoveryReport,
         *,
         since: datetime | None = None,
+        ahead_too: bool = False,
     ) -> None:
         for uow in self._all(query):
             if uow.scheduled_at is not None and uow.scheduled_at > due:
-                continue  # a delayed task whose message is still on its way
+                # A delayed task whose message is still on its way, or a freerun fire
+                # prepared ahead whose scheduler stopped before its instant: on start, its
+                # message goes with the broker's delay (a duplicate is harmless).
+                if ahead_too:
+                    self.dispatcher.publish(uow)
+                continue
             if since is not None and (uow.submitted_at or uow.created_at) < since:
                 continue  # published before the outage began
             self._unclaimed(uow, why, report)

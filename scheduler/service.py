@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from db.clock import Clock
-    from db.models import ProcessRecord
+    from db.models import ProcessEntry, ProcessRecord
     from db.outage import Outages
     from db.store import Store
     from mq.broker import Broker, Consumer, Delivery
@@ -179,6 +179,8 @@ class Scheduler:
                 ]
             )
             self._announced = True
+        # Fires prepared ahead whose instant has come: first, before anything slower.
+        self.firer.release(now, self._freerun_entry)
         with self._lock:
             woken, self._wake = self._wake, set()
             repost_since, self._repost_since = self._repost_since, None
@@ -218,6 +220,13 @@ class Scheduler:
     def _entry(self, name: str):
         record = self._records.get(name)
         return record.entry if record else None
+
+    def _freerun_entry(self, name: str) -> ProcessEntry | None:
+        """The entry of an enabled freerun process, as last read (None: disabled or gone)."""
+        entry = self._entry(name)
+        if entry is None or entry.kind is not ProcessKind.FREERUN or not entry.enabled:
+            return None
+        return entry
 
     def _managed(
         self, now: datetime, woken: set[str], report: PassReport, *, scheduled_only: bool = True
@@ -268,8 +277,8 @@ class Scheduler:
             entry = record.entry
             if entry.kind is not ProcessKind.FREERUN or not entry.enabled:
                 continue
-            next_due = self.firer.next_due(record)
-            if next_due is not None and next_due <= now:
+            wake_at = self.firer.wake_at(record)
+            if wake_at is not None and wake_at <= now:
                 due.append(record)
         if due:
             # all of the pass's fires together: a few store transactions, not three a fire
@@ -282,9 +291,12 @@ class Scheduler:
         candidates += list(self._next_look.values())
         for record in self._records.values():
             if record.entry.kind is ProcessKind.FREERUN and record.entry.enabled:
-                due = self.firer.next_due(record)
+                due = self.firer.wake_at(record)
                 if due is not None:
                     candidates.append(due)
+        release = self.firer.next_release()
+        if release is not None:
+            candidates.append(release)
         return max(now, min(candidates))
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -303,6 +315,16 @@ class Scheduler:
         self._stopping.set()
         self._event.set()
         self.join(timeout)
+        if any(t.is_alive() for t in self._threads if t.name == "scheduler-loop"):
+            return
+        try:
+            handed = self.firer.hand_over_held()
+        except TactusError as exc:
+            # Stored as requested: the next scheduler's first pass publishes them.
+            log.warning("stopping: fires prepared ahead not handed to the broker: %s", exc)
+        else:
+            if handed:
+                log.info("stopping: %d fire(s) prepared ahead handed to the broker", handed)
 
     def join(self, timeout: float | None = None) -> None:
         for thread in self._threads:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from db.states import FireOutcome, UowKind
@@ -246,3 +247,97 @@ def test_a_pass_that_failed_after_recording_its_fire_is_completed_by_the_next(ki
     (uow,) = kit.uows("cron")
     assert fires[1].uow_id == uow.id and uow.scheduled_at == first.scheduled_at
     assert kit.broker.uow_ids() == [uow.id]
+
+
+# -- fires prepared ahead of their instant (issue 16) -----------------------------------------
+
+
+def _disable(kit, name="cron"):
+    record = kit.store.get_process(name)
+    changed = replace(
+        record, entry=replace(record.entry, enabled=False), updated_at=kit.clock.now()
+    )
+    kit.store.update_process(changed, expected_version=record.version)
+    kit.scheduler.reload()
+
+
+def test_a_fire_is_prepared_ahead_and_published_at_its_instant(kit):
+    # given a trigger every minute (registered at 13:00)
+    freerun(kit, max_active=10)
+    # when a pass runs half a second before 13:01
+    kit.run(seconds=59.5)
+    # then the fire is recorded and its unit of work stored, but nothing is published yet
+    (fire,) = fired(kit)
+    assert fire.scheduled_at == datetime(2026, 1, 5, 13, 1, tzinfo=UTC)
+    (uow,) = kit.uows("cron", "requested")
+    assert uow.scheduled_at == fire.scheduled_at and fire.uow_id == uow.id
+    assert kit.broker.uow_ids() == []
+    # and the loop wakes at the instant to release it
+    assert kit.scheduler.next_wakeup() == fire.scheduled_at
+    # when the instant comes: published once, without a delay, and never again
+    kit.run(seconds=0.5)
+    kit.run(seconds=20)
+    assert [(m.uow_id, delay) for _, m, delay in kit.broker.published] == [(uow.id, None)]
+    assert len(fired(kit)) == 1 and len(kit.uows("cron")) == 1
+
+
+def test_a_fire_prepared_ahead_of_a_disable_is_canceled_not_published(kit):
+    # given a fire prepared ahead
+    freerun(kit, max_active=10)
+    kit.run(seconds=59.5)
+    (uow,) = kit.uows("cron", "requested")
+    # when the process is disabled before the instant, and the instant comes
+    _disable(kit)
+    kit.run(seconds=0.5)
+    # then its unit of work is canceled, visibly, and never published
+    assert kit.broker.uow_ids() == []
+    (canceled,) = kit.uows("cron", "canceled")
+    assert canceled.id == uow.id
+    events = kit.store.history("uow", uow.id)
+    assert any("disabled, edited or removed" in e.reason for e in events)
+
+
+def test_a_fire_prepared_by_a_scheduler_that_stops_is_published_with_the_delay_to_its_instant(
+    kit,
+):
+    # given a fire prepared ahead by a scheduler that then dies before its instant
+    freerun(kit, max_active=10)
+    kit.run(seconds=59.5)
+    (uow,) = kit.uows("cron", "requested")
+    kit.restart()
+    # when the next scheduler starts, 0.2 s later
+    kit.run(seconds=0.2)
+    # then it publishes the unit of work with the broker's delay to the instant (not early,
+    # not a unit of work's timeout late), and never fires that instant again
+    assert [(m.uow_id, delay) for _, m, delay in kit.broker.published] == [
+        (uow.id, timedelta(seconds=0.3))
+    ]
+    kit.run(seconds=0.3)
+    kit.run(seconds=10)
+    assert len(fired(kit)) == 1 and len(kit.uows("cron")) == 1
+
+
+def test_a_scheduler_stopping_hands_its_prepared_fires_to_the_broker(kit):
+    freerun(kit, max_active=10)
+    kit.run(seconds=59.5)
+    (uow,) = kit.uows("cron", "requested")
+    kit.scheduler.stop()
+    assert [(m.uow_id, delay) for _, m, delay in kit.broker.published] == [
+        (uow.id, timedelta(seconds=0.5))
+    ]
+
+
+def test_no_room_under_max_active_ahead_of_the_instant_is_decided_at_the_instant(kit):
+    # given max_active 1 and the 13:01 unit of work still in flight half a second before 13:02
+    freerun(kit, max_active=1)
+    kit.run(seconds=60)
+    kit.run(seconds=59.5)
+    # then the 13:02 fire is not prepared (nor skipped), and the loop waits for the instant
+    assert len(kit.store.list_fires("cron")) == 1
+    assert kit.scheduler.next_wakeup() == datetime(2026, 1, 5, 13, 2, tzinfo=UTC)
+    # when the unit of work ends before the instant, the fire at the instant goes ahead
+    kit.work_all("cron")
+    kit.run(seconds=0.5)
+    fires = kit.store.list_fires("cron")
+    assert [f.outcome for f in fires] == [FireOutcome.FIRED, FireOutcome.FIRED]
+    assert len(kit.broker.uow_ids()) == 2
