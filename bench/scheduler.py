@@ -16,7 +16,11 @@
    skip). Lateness = publish time - ``scheduled_at`` (and the fire record's ``recorded_at`` -
    ``scheduled_at``). In the same run APScheduler 3 (latest 3.x, in bench/.venv-apscheduler,
    created when missing) runs 1,000 interval jobs every second doing nothing; lateness = the
-   function's start - the event's ``scheduled_run_time``.
+   function's start - the event's ``scheduled_run_time``. Also: the same 1,000 freeruns
+   publishing to RabbitMQ (``TACTUS_BENCH_AMQP``; lateness = when the broker write that carried
+   the fire returned), and worker start: 4 freeruns ``every 1``, each with its own worker
+   process (``python -m workers``, a no-op Python class) on the store queue; lateness = the
+   unit of work's ``started_at`` - ``scheduled_at``.
    2b. Fire cost against history: one freerun ``every 1`` with no processed units of work
    behind it, then with a day of them (86,400), FakeClock; median pass time.
 3. Catch-up rate: one hourly process a year behind (8,760 periods), ``max_active`` 100 and 1;
@@ -38,6 +42,7 @@ figures; simulated workers write to the same store as the scheduler.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -54,6 +59,11 @@ from scheduler_kit import isolated  # noqa: E402
 from scheduler_report import render, write  # noqa: E402
 
 from tests import servers  # noqa: E402
+
+#: Freeruns in the worker-start measurement, each with its own worker process.
+WORKER_START_PROCESSES = 4
+#: The RabbitMQ of the published-to-a-broker measurement (skipped when nothing listens).
+AMQP_URI = os.environ.get("TACTUS_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,26 @@ def bench_freerun(tmp: Path, size: Sizes) -> dict:
     log("freerun: APScheduler 3")
     theirs = scheduler_freerun.apscheduler(size.freeruns, size.seconds)
     log(f"freerun: APScheduler {theirs}")
+    rabbit = None
+    if servers.port_open("127.0.0.1", 5672):
+        log(f"freerun: Tactus publishing to RabbitMQ ({AMQP_URI})")
+        rabbit = isolated(
+            scheduler_freerun.tactus_broker,
+            f"sqlite:///{tmp / 'freerun-rabbit.db'}",
+            AMQP_URI,
+            size.freeruns,
+            size.seconds,
+        )
+        log(f"freerun: Tactus, RabbitMQ {rabbit}")
+    log(f"freerun: worker start, {WORKER_START_PROCESSES} freeruns, store queue")
+    started = isolated(
+        scheduler_freerun.tactus_workers,
+        f"sqlite:///{tmp / 'freerun-workers.db'}",
+        WORKER_START_PROCESSES,
+        size.seconds,
+        tmp,
+    )
+    log(f"freerun: worker start {started}")
     cost = []
     for name, make_uri, cleanup in backends(tmp):
         try:
@@ -156,7 +186,13 @@ def bench_freerun(tmp: Path, size: Sizes) -> dict:
                 log(f"freerun fire cost: {cost[-1]}")
         finally:
             cleanup()
-    return {"tactus": ours, "apscheduler": theirs, "cost": cost}
+    return {
+        "tactus": ours,
+        "apscheduler": theirs,
+        "rabbitmq": rabbit,
+        "workers": started,
+        "cost": cost,
+    }
 
 
 def bench_catchup(tmp: Path, size: Sizes) -> list[dict]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from dispatch_tactus import WORKER_CLASS, spawn_worker, tail_logs, wait_registered, worker_env
 from scheduler_kit import NullBroker, quiet_logs, register, stopwatch, summary_ms, work
 
 from db import open_store
@@ -25,6 +28,8 @@ from db.clock import FakeClock, SystemClock
 from db.ids import new_id
 from db.models import UnitOfWork, UowQuery
 from db.states import FireOutcome, UowKind, UowState
+from mq import open_broker
+from mq.message import Message, process_queue, status_queue
 from scheduler.config import SchedulerConfig
 from scheduler.freerun import fire_stamp
 from scheduler.service import Scheduler
@@ -52,9 +57,16 @@ def tactus(uri: str, processes: int, seconds: int) -> dict:
     fires of the last instants are seen); lateness of every fire of those instants."""
     store = open_store(uri)
     store.init_schema()
+    names = [f"every_second_{i:04d}" for i in range(processes)]
+    try:
+        return _run_loop(store, NullBroker(), names, seconds, SchedulerConfig())
+    finally:
+        store.close()
+
+
+def _run_loop(store, broker: NullBroker, names: list[str], seconds: int, config) -> dict:
     # every process is "edited" at t0: its first fire is t0 + 1 s, after the loop has started
     t0 = datetime.fromtimestamp(math.ceil(time.time()) + 2, UTC)
-    names = [f"every_second_{i:04d}" for i in range(processes)]
     for name in names:
         register(
             store,
@@ -65,8 +77,7 @@ def tactus(uri: str, processes: int, seconds: int) -> dict:
             trigger="every 1",
             max_active=MAX_ACTIVE,
         )
-    broker = NullBroker()
-    scheduler = Scheduler(store, broker, SystemClock(), SchedulerConfig())
+    scheduler = Scheduler(store, broker, SystemClock(), config)
     last = t0 + timedelta(seconds=seconds)  # the instants t0 + 1 s ... t0 + seconds count
     with quiet_logs():
         scheduler.start()
@@ -86,8 +97,7 @@ def tactus(uri: str, processes: int, seconds: int) -> dict:
         for uow_id, at in broker.published
         if uows[uow_id].scheduled_at <= last
     ]
-    store.close()
-    expected = seconds * processes
+    expected = seconds * len(names)
     return {
         "expected": expected,
         "outcomes": dict(outcomes),
@@ -95,6 +105,112 @@ def tactus(uri: str, processes: int, seconds: int) -> dict:
         "recorded": summary_ms(recorded_late),
         "published": summary_ms(published_late),
     }
+
+
+class TimedBroker(NullBroker):
+    """A real broker whose publishes are timed when they return (the message is then with the
+    broker: RabbitMQ's transaction committed, say)."""
+
+    def __init__(self, broker) -> None:
+        super().__init__()
+        self.broker = broker
+        self.backend = broker.backend
+
+    def declare(self, queue: str) -> None:
+        self.broker.declare(queue)
+
+    def publish(self, queue: str, body: bytes, *, delay: timedelta | None = None) -> None:
+        self.broker.publish(queue, body, delay=delay)
+        self._published([body])
+
+    def publish_many(self, messages) -> None:
+        messages = list(messages)
+        self.broker.publish_many(messages)
+        self._published([body for _, body in messages])
+
+    def _published(self, bodies: list[bytes]) -> None:
+        at = datetime.now(UTC)
+        with self._lock:
+            self.published += [(Message.decode(body).uow_id, at) for body in bodies]
+
+
+def tactus_broker(uri: str, broker_uri: str, processes: int, seconds: int) -> dict:
+    """:func:`tactus` publishing to a real broker (its queues declared first, deleted after):
+    lateness = when the broker write that carried the fire's message returned."""
+    store = open_store(uri)
+    store.init_schema()
+    prefix = f"bf{secrets.token_hex(4)}"
+    broker = TimedBroker(open_broker(broker_uri, store))
+    names = [f"every_second_{i:04d}" for i in range(processes)]
+    queues = [process_queue(prefix, name) for name in names] + [status_queue(prefix)]
+    for queue in queues:
+        broker.declare(queue)
+    try:
+        return _run_loop(store, broker, names, seconds, SchedulerConfig(queue_prefix=prefix))
+    finally:
+        for queue in queues:
+            broker.broker.delete(queue)
+        broker.broker.close()
+        store.close()
+
+
+def tactus_workers(uri: str, processes: int, seconds: int, tmp: Path) -> dict:
+    """``processes`` freeruns ``every 1``, each with its own worker process (``python -m
+    workers``, the no-op Python class, concurrency 1) on the store queue, and the scheduler
+    loop: lateness = the unit of work's ``started_at`` (the worker's claim) - its instant."""
+    store = open_store(uri)
+    store.init_schema()
+    prefix = f"bw{secrets.token_hex(4)}"
+    names = [f"worker_start_{i:02d}" for i in range(processes)]
+    t0 = datetime.fromtimestamp(math.ceil(time.time()) + 10, UTC)
+    for name in names:
+        register(
+            store,
+            t0,
+            name=name,
+            kind="freerun",
+            worker=WORKER_CLASS,
+            trigger="every 1",
+            max_active=MAX_ACTIVE,
+        )
+    env = worker_env(uri, "store", prefix, tmp)
+    logs = [tmp / f"worker-{name}.log" for name in names]
+    procs = [spawn_worker(name, 1, env, path) for name, path in zip(names, logs, strict=True)]
+    broker = open_broker("store", store)
+    try:
+        for name in names:
+            wait_registered(store, name, [procs[names.index(name)]], lambda: tail_logs(logs))
+        if datetime.now(UTC) >= t0:
+            raise RuntimeError("workers took more than 10 s to start")
+        config = SchedulerConfig(queue_prefix=prefix)
+        scheduler = Scheduler(store, broker, SystemClock(), config)
+        last = t0 + timedelta(seconds=seconds)
+        with quiet_logs():
+            scheduler.start()
+            time.sleep(max(0.0, (last - datetime.now(UTC)).total_seconds() + DRAIN))
+            scheduler.stop(timeout=60)
+        late, states = [], Counter()
+        for uow in _uows(store).values():
+            if uow.scheduled_at is None or uow.scheduled_at > last:
+                continue
+            states[uow.state.value] += 1
+            if uow.started_at is not None:
+                late.append((uow.started_at - uow.scheduled_at).total_seconds())
+        return {
+            "expected": seconds * processes,
+            "states": dict(states),
+            "started": summary_ms(late),
+        }
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        broker.close()
+        store.close()
 
 
 def fire_cost(uri: str, history: int, fires: int = 50) -> dict:
