@@ -357,6 +357,19 @@ def tail_logs(paths: list[Path]) -> str:
     )
 
 
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to each worker process still running, then SIGKILL to any alive after 30 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def close_installation(
     procs: list[subprocess.Popen[bytes]],
     counter: StatusCounter,
@@ -369,15 +382,7 @@ def close_installation(
     delete what the run made on a shared broker server (the RabbitMQ queues; the Redis keys of
     ``queues`` and of their dead-letter queues; the stream of the NATS installation named by
     ``prefix``), close the broker and the store."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    stop_workers(procs)
     counter.stop.set()
     if counter.is_alive():
         counter.join(5)

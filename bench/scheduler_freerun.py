@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,14 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dispatch_tactus import WORKER_CLASS, spawn_worker, tail_logs, wait_registered, worker_env
+from dispatch_tactus import (
+    WORKER_CLASS,
+    spawn_worker,
+    stop_workers,
+    tail_logs,
+    wait_registered,
+    worker_env,
+)
 from scheduler_kit import NullBroker, quiet_logs, register, stopwatch, summary_ms, work
 
 from db import open_store
@@ -202,13 +208,7 @@ def tactus_workers(uri: str, processes: int, seconds: int, tmp: Path) -> dict:
             "started": summary_ms(late),
         }
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_workers(procs)
         broker.close()
         store.close()
 
