@@ -4,7 +4,9 @@
   document, the login page, static files): a route someone adds later is protected without
   anyone remembering to.
 - A principal comes from ``Authorization: Bearer <token>`` (scripts, the remote command line) or
-  from the page's session after :func:`login`. A request whose Authorization header is present but
+  from the page's session after :func:`login`. An executor token is kept in memory for
+  :data:`~mx.runtime.EXECUTOR_TOKEN_TTL` once it authenticated (its revocation takes that long);
+  every other token is looked up on each request. A request whose Authorization header is present but
   wrong is refused; it never falls back to the session.
 - Roles: GET and HEAD need ``viewer``; any other method needs ``operator`` unless the view asks
   for more with :func:`requires`, or calls :func:`require_role` once it knows (a body carrying a
@@ -232,21 +234,29 @@ def _authenticate() -> None:
 
 
 def _token_principal(store: Any, secret: str, is_public: bool) -> Principal | None:
-    """The principal of a bearer token. While the store is away, a token that authenticated in
+    """The principal of a bearer token. An executor token that authenticated within
+    :data:`~mx.runtime.EXECUTOR_TOKEN_TTL` is not looked up again (so its revocation takes up to
+    that long). While the store is away, a token that authenticated in
     the last minutes still may read ``/metrics`` (which says the store is down); any other
     request meets the outage (503), and a public one goes on without a principal."""
-    recent = runtime().recent_tokens
+    rt = runtime()
+    recent, digest = rt.recent_tokens, token_hash(secret)
+    cached = rt.executor_tokens.recall(digest)
+    if cached is not None:
+        return cached
     try:
         principal = authenticate_token(store, secret)
     except StoreUnavailable:
         if is_public:
             return None
-        remembered = recent.recall(token_hash(secret)) if request.path == "/metrics" else None
+        remembered = recent.recall(digest) if request.path == "/metrics" else None
         if remembered is None:
             raise
         return remembered
     if principal is not None:
-        recent.remember(token_hash(secret), principal)
+        recent.remember(digest, principal)
+        if principal.role is Role.EXECUTOR:
+            rt.executor_tokens.remember(digest, principal)
     return principal
 
 

@@ -36,6 +36,9 @@ log = logging.getLogger(f"tactus.{__name__}")
 EXTENSION = "tactus"
 #: How long failed logins count against an address or a user name.
 LOGIN_WINDOW = timedelta(minutes=5)
+#: Seconds an executor token's principal is taken from memory before the store is asked again:
+#: a token revoked (or its role changed) in the store is refused by every mx within this long.
+EXECUTOR_TOKEN_TTL = 5.0
 
 
 class RecentTokens:
@@ -89,6 +92,11 @@ class MxRuntime:
     throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(LOGIN_WINDOW))
     #: Tokens that authenticated lately (reads of /metrics during a store outage).
     recent_tokens: RecentTokens = field(default_factory=RecentTokens)
+    #: Executor tokens that authenticated within :data:`EXECUTOR_TOKEN_TTL`: an executor sends
+    #: one request per unit of work, and its token is not looked up in the store for each.
+    executor_tokens: RecentTokens = field(
+        default_factory=lambda: RecentTokens(ttl=EXECUTOR_TOKEN_TTL)
+    )
 
     @classmethod
     def wire(

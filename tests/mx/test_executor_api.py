@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from db.credentials import Role
+from db.credentials import CredentialKind, Role
 from db.errors import InvalidInput
 from db.liveness import reap_lost_workers
 from db.states import UowState
@@ -92,6 +92,28 @@ def test_an_executor_token_is_refused_everywhere_else(client, auth, freerun, met
 def test_a_user_cannot_have_the_executor_role(app_store):
     with pytest.raises(InvalidInput, match="executor is a token's role"):
         create_user(app_store, "builder", "long enough password", Role.EXECUTOR)
+
+
+def test_a_revoked_executor_token_is_refused_once_its_cache_entry_ends(
+    client, auth, app, app_store, freerun
+):
+    # given an executor token that authenticated once
+    assert claim(client, auth, me(processes=["none"])).status_code == 204
+    # when it is revoked in the store (launch.py token --revoke)
+    app_store.delete_credential(CredentialKind.TOKEN, "executor")
+    # then mx serves it from memory for at most EXECUTOR_TOKEN_TTL, and refuses it after
+    assert claim(client, auth, me(processes=["none"])).status_code == 204
+    app.extensions["tactus"].executor_tokens.ttl = 0.0  # the TTL has passed
+    response = claim(client, auth, me(processes=["none"]))
+    assert response.status_code == 401
+    assert app_store.get_uow(freerun).state is UowState.REQUESTED
+
+
+def test_only_executor_tokens_are_served_from_memory(client, auth, app_store):
+    assert client.get("/api/v1/processes", headers=auth.headers(Role.VIEWER)).status_code == 200
+    app_store.delete_credential(CredentialKind.TOKEN, "viewer")
+    response = client.get("/api/v1/processes", headers=auth.headers(Role.VIEWER))
+    assert response.status_code == 401
 
 
 def test_admin_may_claim(client, auth, freerun):
