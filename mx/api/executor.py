@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from flask import current_app, jsonify
 
 from db.credentials import Role
-from db.errors import InvalidInput, NotFound
+from db.errors import InvalidInput
 from mx.api.common import audit_target, bp, ctx, json_body, query
 from mx.auth import quiet_audit, requires
 from mx.runtime import runtime
@@ -73,7 +73,9 @@ def executor_claim() -> ResponseReturnValue:
         if _shared().beats.due(executor.worker_id, interval):
             executors.check_in(rt.store, executor, rt.clock.now())
         with _shared().writes:
-            claimed = executors.claim_next(context, executor, heartbeat_interval=interval)
+            claimed = executors.claim_next(
+                context, executor, heartbeat_interval=interval, entries=_shared().entries
+            )
         if claimed is not None:
             return jsonify(claimed)
         remaining = deadline - time.monotonic()
@@ -114,6 +116,8 @@ class _Shared:
         #: writer sleep in growing steps, so mx's own threads queue here instead (a claim is
         #: a few milliseconds; the long poll's waits are outside).
         self.writes = threading.Lock()
+        #: The processes' entries as claims and heartbeats read them lately.
+        self.entries = executors.Entries()
 
 
 def _shared() -> _Shared:
@@ -122,11 +126,8 @@ def _shared() -> _Shared:
 
 def _timeout(uow: UnitOfWork) -> timedelta | None:
     """The ``timeout`` that runs ``uow`` (its step's, its process's); None: unknown."""
-    try:
-        entry = runtime().store.get_process(uow.process).entry
-    except NotFound:
-        return None
-    return executors.run_entry(entry, uow).timeout
+    entry = _shared().entries.get(runtime().store, uow.process)
+    return None if entry is None else executors.run_entry(entry, uow).timeout
 
 
 @bp.post("/executor/uows/<uow_id>/outcome")
@@ -160,6 +161,7 @@ def executor_outcome(uow_id: str) -> ResponseReturnValue:
             [change],
             heartbeat_interval=rt.settings.heartbeat_interval,
             notices=notices,
+            entries=_shared().entries,
         )
         return result, in_commit
 

@@ -74,6 +74,9 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_SLOTS = 1000
 #: The fields a claim's body may hold.
 CLAIM_FIELDS = ("name", "box", "instance", "slots", "processes", "pid", "running", "wait")
+#: Seconds a read of a process's entry serves the claims after it (as a local worker's
+#: :data:`workers.runner.ENTRY_REFRESH`): an edit reaches the claims made this long after it.
+ENTRY_REFRESH = 1.0
 
 
 def is_executor(worker_id: str) -> bool:
@@ -248,8 +251,45 @@ def leave(store: Store, executor: Executor) -> bool:
 # -- the claim -------------------------------------------------------------------------------------
 
 
+class Entries:
+    """The entries that run the processes' units of work as claims read them, each read again
+    once :data:`ENTRY_REFRESH` old; shared by the claims of one mx process (a claim per unit of
+    work would otherwise read its process each time). A daemon's or a missing process's entry
+    is None: an executor claims none of its units of work."""
+
+    def __init__(self, refresh: float = ENTRY_REFRESH, size: int = 10_000) -> None:
+        self.refresh = refresh
+        self.size = size
+        self._read: dict[str, tuple[float, ProcessEntry | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, store: Store, process: str) -> ProcessEntry | None:
+        """The entry of ``process``, from memory while fresh, else from the store."""
+        now = time.monotonic()
+        with self._lock:
+            found = self._read.get(process)
+        if found is not None and now - found[0] < self.refresh:
+            return found[1]
+        try:
+            entry: ProcessEntry | None = store.get_process(process).entry
+        except NotFound:
+            entry = None
+        if entry is not None and entry.kind is ProcessKind.DAEMON:
+            entry = None
+        with self._lock:
+            self._read.pop(process, None)
+            self._read[process] = (now, entry)
+            while len(self._read) > self.size:
+                self._read.pop(next(iter(self._read)))
+        return entry
+
+
 def claim_next(
-    ctx: ServiceContext, executor: Executor, *, heartbeat_interval: float
+    ctx: ServiceContext,
+    executor: Executor,
+    *,
+    heartbeat_interval: float,
+    entries: Entries | None = None,
 ) -> dict[str, Any] | None:
     """Claim the oldest due requested unit of work the executor may run, if any.
 
@@ -261,7 +301,7 @@ def claim_next(
         or ``worker``, ``arguments``, ``timeout``, ``attempt``, and what the executor's shell
         driver and worker classes need besides), or None when nothing is due.
     """
-    claim, _ = claim_with(ctx, executor, (), heartbeat_interval=heartbeat_interval)
+    claim, _ = claim_with(ctx, executor, (), heartbeat_interval=heartbeat_interval, entries=entries)
     return claim
 
 
@@ -272,6 +312,7 @@ def claim_with(
     *,
     heartbeat_interval: float,
     notices: Sequence[tuple[str, bytes]] = (),
+    entries: Entries | None = None,
 ) -> tuple[dict[str, Any] | None, list[UnitOfWork | TactusError]]:
     """:func:`claim_next`, with ``changes`` (the outcome of the executor's previous unit of
     work) written in the commit of the first claim tried, as a worker records an outcome
@@ -282,12 +323,14 @@ def claim_with(
         notices: (queue, body) messages of the embedded store queue to put in that same
             commit (the outcome's status message; :func:`db.state_change.settle_uows`), as a
             worker on the store queue does; empty on another broker.
+        entries: the processes' entries as read lately (shared by mx's claims); None: each
+            read from the store once in this claim.
 
     Returns:
         (the claim or None, what became of each of ``changes``, in their order).
     """
     carry, carried = _Carry(list(changes), tuple(notices)), []
-    entries: dict[str, ProcessEntry | None] = {}
+    entries = entries if entries is not None else Entries()
     claim = None
     for _ in range(LOOKS):
         claim, expanded = _look(ctx, executor, entries, heartbeat_interval, carry, carried)
@@ -328,7 +371,7 @@ class _Carry:
 def _look(
     ctx: ServiceContext,
     executor: Executor,
-    entries: dict[str, ProcessEntry | None],
+    entries: Entries,
     heartbeat_interval: float,
     carry: _Carry,
     carried: list[UnitOfWork | TactusError],
@@ -341,7 +384,7 @@ def _look(
     for uow in _candidates(store, executor):
         if uow.scheduled_at is not None and uow.scheduled_at > now:
             continue  # a delayed task, not due yet
-        entry = _entry(store, entries, uow.process)
+        entry = entries.get(store, uow.process)
         if entry is None or not runs_on(flows.entry_for(entry, uow), executor.box_id):
             continue
         if uow.flow:
@@ -402,20 +445,6 @@ def _candidates(store: Store, executor: Executor) -> Iterator[UnitOfWork]:
         first = False
         if all(c is None for c in cursors):
             return
-
-
-def _entry(
-    store: Store, entries: dict[str, ProcessEntry | None], process: str
-) -> ProcessEntry | None:
-    if process not in entries:
-        try:
-            entry: ProcessEntry | None = store.get_process(process).entry
-        except NotFound:
-            entry = None
-        if entry is not None and entry.kind is ProcessKind.DAEMON:
-            entry = None
-        entries[process] = entry
-    return entries[process]
 
 
 def _expand(ctx: ServiceContext, flow_run: UnitOfWork, entry: ProcessEntry) -> bool:
