@@ -34,6 +34,8 @@ from db.states import UowKind
 from db.uow_factory import UowSpec, new_uow
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from db.clock import Clock
     from db.flows import Announce
     from db.machines.base import TableMachine
@@ -372,6 +374,35 @@ class UowChange:
     changes: Mapping[str, Any] | None = None
     details: Mapping[str, Any] | None = None
     check_version: bool = False
+
+
+def claim_change(
+    uow: UnitOfWork,
+    *,
+    worker_id: str,
+    box_id: str,
+    pid: int,
+    now: datetime,
+    details: Mapping[str, Any],
+) -> UowChange:
+    """The ``claim`` of ``uow`` (``requested -> in_progress``) by a worker or an executor: who
+    and where runs it from now, what a previous attempt's end left cleared."""
+    return UowChange(
+        uow=uow,
+        trigger="claim",
+        changes={
+            "worker_id": worker_id,
+            "box_id": box_id,
+            "pid": pid,
+            "started_at": now,
+            "heartbeat_at": now,
+            "finished_at": None,
+            "exit_code": None,
+            "output": None,
+            "error": None,
+        },
+        details=details,
+    )
 
 
 def change_uows(

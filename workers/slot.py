@@ -59,7 +59,7 @@ from db.errors import (
     TransitionRefused,
 )
 from db.placement import runs_on
-from db.state_change import UowChange, change_uow, change_uows, settle_uows
+from db.state_change import UowChange, change_uow, change_uows, claim_change, settle_uows
 from db.states import UowKind, UowState
 from mq.broker import SettlingConsumer
 from mq.message import Message
@@ -447,21 +447,12 @@ class Slot:
     def _claim_change(self, delivery: Delivery, uow: UnitOfWork) -> UowChange:
         """``requested -> in_progress``, recording who and where runs it from now."""
         worker = self.worker
-        now = worker.clock.now()
-        return UowChange(
-            uow=uow,
-            trigger="claim",
-            changes={
-                "worker_id": worker.worker_id,
-                "box_id": worker.settings.box_id,
-                "pid": os.getpid(),
-                "started_at": now,
-                "heartbeat_at": now,
-                "finished_at": None,
-                "exit_code": None,
-                "output": None,
-                "error": None,
-            },
+        return claim_change(
+            uow,
+            worker_id=worker.worker_id,
+            box_id=worker.settings.box_id,
+            pid=os.getpid(),
+            now=worker.clock.now(),
             details={"attempt": uow.attempt, "redelivered": delivery.redelivered},
         )
 

@@ -11,6 +11,9 @@ everywhere else (:class:`~db.credentials.Role`).
   ``next`` (the body of a claim, without ``wait``), the executor's next claim is made in the
   outcome's commit and comes back as ``next`` (null when nothing is due): one request and one
   commit per unit of work while work flows.
+- ``POST outcomes {outcomes: [{uow_id, lease, state, ...}], next?}``: several outcomes of one
+  executor recorded in one commit, with up to ``next.count`` next claims in it too; each
+  outcome answered as above or refused alone (``error``), a bad body refused whole (400).
 - ``POST leave``: the executor stopped after its drain; its record says ``stopped``.
 
 Claims, heartbeats and outcomes stay out of the audit trail unless refused: each unit of
@@ -170,6 +173,56 @@ def executor_outcome(uow_id: str) -> ResponseReturnValue:
             context, uow_id, outcome, write=write, max_messages=rt.settings.max_messages_per_uow
         )
     return jsonify(uow_id=uow.id, state=uow.state.value, changed=changed, next=claimed[0])
+
+
+@bp.post("/executor/outcomes")
+@requires(Role.EXECUTOR)
+def executor_outcomes() -> ResponseReturnValue:
+    """Record the outcomes of several runs under their leases in one commit, with the
+    executor's next claims (up to ``next.count``) in it too."""
+    query()
+    quiet_audit()
+    body = json_body()
+    items = leases.outcomes_from(body)
+    audit_target(f"uows {', '.join(uow_id for uow_id, _ in items)}"[:500])
+    executor, count = None, 0
+    if body.get("next") is not None:
+        wanted = _next(body["next"])
+        executor = executors.executor_from({k: v for k, v in wanted.items() if k != "count"})
+        count = executors.count_of(wanted, executor)
+    context = _acting(items[0][1].lease.worker_id)
+    rt = runtime()
+    # on the embedded store queue, the status messages go in the same commit too
+    in_commit = rt.broker.backend == "store"
+    claimed: list[dict[str, Any]] = []
+
+    def write(changes: list[UowChange]) -> tuple[list[UnitOfWork | TactusError], bool]:
+        notices = [leases.status_notice(context, c.uow) for c in changes] if in_commit else []
+        claims, results = executors.claim_many(
+            context,
+            executor,
+            changes,
+            count=count,
+            heartbeat_interval=rt.settings.heartbeat_interval,
+            notices=notices,
+            entries=_shared().entries,
+        )
+        claimed.extend(claims)
+        return results, in_commit
+
+    with _shared().writes:
+        results = leases.record_outcomes(
+            context, items, write=write, max_messages=rt.settings.max_messages_per_uow
+        )
+    answers = []
+    for (uow_id, _), result in zip(items, results, strict=True):
+        if isinstance(result, tuple):
+            uow, changed = result
+            answers.append({"uow_id": uow.id, "state": uow.state.value, "changed": changed})
+        else:
+            error = {"code": result.code, "message": result.message, "status": result.http_status}
+            answers.append({"uow_id": uow_id, "error": error})
+    return jsonify(outcomes=answers, next=claimed)
 
 
 def _next(value: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from mx.api.openapi_schemas import PROCESS_NAME, STR, STR_OR_NULL, ref
 from mx.services.executors import MAX_SLOTS, MAX_WAIT
-from mx.services.leases import MAX_LEASE, MAX_MESSAGES, MAX_SECONDS
+from mx.services.leases import MAX_BATCH, MAX_LEASE, MAX_MESSAGES, MAX_SECONDS
 
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
 _LEASE = {
@@ -24,6 +24,22 @@ _MESSAGES = {
     "items": STR,
     "description": "Messages the run emitted since the last heartbeat (SPEC section 12), stored "
     "in order with the attempt, stamped when they arrive.",
+}
+
+#: What every outcome reports (``POST uows/<id>/outcome`` adds ``next``, ``POST outcomes``
+#: ``uow_id``).
+_OUTCOME = {
+    "lease": _LEASE,
+    "state": {"type": "string", "enum": ["processed", "noop", "invalid"]},
+    "exit_code": {**_INT32, "type": ["integer", "null"]},
+    "output_tail": STR_OR_NULL,
+    "error": STR_OR_NULL,
+    "result": {
+        "anyOf": [ref("JsonObject"), {"type": "null"}],
+        "description": "A step's result for its dependents (kept for processed only).",
+    },
+    "messages": _MESSAGES,
+    "seconds": {"type": ["number", "null"], "minimum": 0, "maximum": MAX_SECONDS},
 }
 
 EXECUTOR = {
@@ -107,22 +123,82 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": ["lease", "state"],
         "properties": {
-            "lease": _LEASE,
-            "state": {"type": "string", "enum": ["processed", "noop", "invalid"]},
-            "exit_code": {**_INT32, "type": ["integer", "null"]},
-            "output_tail": STR_OR_NULL,
-            "error": STR_OR_NULL,
-            "result": {
-                "anyOf": [ref("JsonObject"), {"type": "null"}],
-                "description": "A step's result for its dependents (kept for processed only).",
-            },
-            "messages": _MESSAGES,
-            "seconds": {"type": ["number", "null"], "minimum": 0, "maximum": MAX_SECONDS},
+            **_OUTCOME,
             "next": {
                 "anyOf": [ref("ExecutorLeave"), {"type": "null"}],
                 "description": "The executor's next claim (without wait), made in the "
                 "outcome's commit and answered as `next`.",
             },
+        },
+    },
+    "ExecutorOutcomes": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["outcomes"],
+        "properties": {
+            "outcomes": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["uow_id", "lease", "state"],
+                    "properties": {"uow_id": {"type": "string", "minLength": 1}, **_OUTCOME},
+                },
+                "description": "Outcomes under leases of this one executor, each unit of work "
+                "once.",
+            },
+            "next": {
+                "anyOf": [
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "box", "instance"],
+                        "properties": {
+                            **EXECUTOR,
+                            "count": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_SLOTS,
+                                "description": "Units of work to claim at most (1 to `slots`; "
+                                "default 1).",
+                            },
+                        },
+                    },
+                    {"type": "null"},
+                ],
+                "description": "The executor's next claims (without wait), made in the "
+                "outcomes' commit and answered as `next`.",
+            },
+        },
+    },
+    "ExecutorBatchRecorded": {
+        "type": "object",
+        "properties": {
+            "outcomes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "uow_id": STR,
+                        "state": STR,
+                        "changed": {"type": "boolean"},
+                        "error": {
+                            "type": "object",
+                            "properties": {
+                                "code": STR,
+                                "message": STR,
+                                "status": {"type": "integer"},
+                            },
+                            "description": "Why this outcome alone was refused (`lease_lost`, "
+                            "409; `not_found`, 404); the others stand.",
+                        },
+                    },
+                },
+                "description": "One per outcome sent, in its order.",
+            },
+            "next": {"type": "array", "items": ref("ExecutorClaim")},
         },
     },
     "ExecutorBeat": {
@@ -180,6 +256,18 @@ def paths(
                 errors=(404, 409),
                 description=f"{_ROLE} A repeat under the same lease answers 200 with `changed` "
                 "false; 409 `lease_lost` when the lease no longer holds.",
+            )
+        },
+        "/api/v1/executor/outcomes": {
+            "post": op(
+                "Record how several runs under leases ended, in one commit",
+                "ExecutorBatchRecorded",
+                tag="executors",
+                body="ExecutorOutcomes",
+                description=f"{_ROLE} Each outcome is recorded as by `uows/{{uow_id}}/outcome` "
+                "(a repeat: `changed` false) or refused alone in its answer (`error`); a bad "
+                "body is refused whole (400, naming the field) and changes nothing. With "
+                "`next`, up to `next.count` units of work are claimed in the same commit.",
             )
         },
         "/api/v1/executor/leave": {

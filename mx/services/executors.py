@@ -39,7 +39,7 @@ from db import flows
 from db.errors import InvalidInput, NotFound, StateConflict, TactusError, TransitionRefused
 from db.models import QueueSettlement, UnitOfWork, UowQuery, WorkerRecord
 from db.placement import runs_on
-from db.state_change import UowChange, change_uow, change_uows, settle_uows
+from db.state_change import UowChange, change_uow, change_uows, claim_change, settle_uows
 from db.states import ProcessKind, UowKind, UowState, WorkerState
 from mx.services import validate
 from mx.services.leases import lease_of, tell
@@ -147,6 +147,19 @@ def executor_from(body: Mapping[str, Any]) -> Executor:
         pid=pid,
         running=tuple(validate.identifier(u, "running") for u in running),
     )
+
+
+def count_of(body: Mapping[str, Any], executor: Executor) -> int:
+    """How many units of work a claim asks for: ``count``, 1 to the executor's ``slots``
+    (absent: 1).
+
+    Raises:
+        InvalidInput: field ``count``.
+    """
+    count = validate.whole(body.get("count", 1))
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= executor.slots:
+        raise InvalidInput("count", f"must be an integer from 1 to slots ({executor.slots})")
+    return count
 
 
 def wait_of(body: Mapping[str, Any]) -> float:
@@ -329,17 +342,50 @@ def claim_with(
     Returns:
         (the claim or None, what became of each of ``changes``, in their order).
     """
+    claims, carried = claim_many(
+        ctx,
+        executor,
+        changes,
+        count=1,
+        heartbeat_interval=heartbeat_interval,
+        notices=notices,
+        entries=entries,
+    )
+    return (claims[0] if claims else None), carried
+
+
+def claim_many(
+    ctx: ServiceContext,
+    executor: Executor | None,
+    changes: Sequence[UowChange],
+    *,
+    count: int,
+    heartbeat_interval: float,
+    notices: Sequence[tuple[str, bytes]] = (),
+    entries: Entries | None = None,
+) -> tuple[list[dict[str, Any]], list[UnitOfWork | TactusError]]:
+    """:func:`claim_with` for up to ``count`` units of work (an executor's free slots): the
+    candidates it may run are claimed together in one commit (the carried ``changes`` and
+    ``notices`` in the first), each with its own compare-and-set; those lost to another
+    claimer are replaced by the next candidates. ``count`` 0 (``executor`` may then be None):
+    the carried changes alone.
+
+    Returns:
+        (the claims, oldest first, at most ``count``; what became of each of ``changes``).
+    """
     carry, carried = _Carry(list(changes), tuple(notices)), []
     entries = entries if entries is not None else Entries()
-    claim = None
-    for _ in range(LOOKS):
-        claim, expanded = _look(ctx, executor, entries, heartbeat_interval, carry, carried)
-        if claim is not None or not expanded:
+    claims: list[dict[str, Any]] = []
+    for _ in range(LOOKS if count > 0 else 0):
+        if executor is None:
+            raise ValueError("claim_many: an executor is needed to claim")
+        expanded = _look(ctx, executor, entries, heartbeat_interval, carry, carried, claims, count)
+        if len(claims) >= count or not expanded:
             break
         # a flow run was expanded: its root steps are candidates of the next look
     if carry.changes:
         carried = carry.write(ctx, [])
-    return claim, carried
+    return claims, carried
 
 
 @dataclass(slots=True)
@@ -375,13 +421,17 @@ def _look(
     heartbeat_interval: float,
     carry: _Carry,
     carried: list[UnitOfWork | TactusError],
-) -> tuple[dict[str, Any] | None, bool]:
-    """One look at the candidates: (the claim, or None; whether a flow run was expanded).
-    The first claim tried takes ``carry`` along (emptied; their results in ``carried``)."""
+    claims: list[dict[str, Any]],
+    count: int,
+) -> bool:
+    """One look at the candidates, adding to ``claims`` until it holds ``count``; returns
+    whether a flow run was expanded. The first claims tried take ``carry`` along (emptied;
+    their results in ``carried``)."""
     store = ctx.store
     now = ctx.clock.now()
     expanded = False
-    for uow in _candidates(store, executor):
+    batch: list[tuple[UowChange, ProcessEntry]] = []
+    for uow in _candidates(store, executor, page=max(PAGE, 2 * count)):
         if uow.scheduled_at is not None and uow.scheduled_at > now:
             continue  # a delayed task, not due yet
         entry = entries.get(store, uow.process)
@@ -390,35 +440,56 @@ def _look(
         if uow.flow:
             expanded = _expand(ctx, uow, entry) or expanded
             continue
-        change = UowChange(
-            uow=uow,
-            trigger="claim",
-            changes={
-                "worker_id": executor.worker_id,
-                "box_id": executor.box_id,
-                "pid": executor.pid,
-                "started_at": now,
-                "heartbeat_at": now,
-                "finished_at": None,
-                "exit_code": None,
-                "output": None,
-                "error": None,
-            },
-            details={"attempt": uow.attempt, "executor": executor.worker_id},
-        )
-        *written, claimed = carry.write(ctx, [change])
-        carried.extend(written)
+        batch.append((_claim_change(executor, uow, now), entry))
+        if len(claims) + len(batch) < count:
+            continue
+        _write_claims(ctx, batch, heartbeat_interval, carry, carried, claims)
+        batch = []
+        if len(claims) >= count:
+            return expanded
+        # the others were claimed or changed by another first: the next candidates
+    if batch:
+        _write_claims(ctx, batch, heartbeat_interval, carry, carried, claims)
+    return expanded
+
+
+def _claim_change(executor: Executor, uow: UnitOfWork, now: datetime) -> UowChange:
+    """The funnel's ``claim`` of ``uow`` for ``executor`` (compare-and-set on its version)."""
+    return claim_change(
+        uow,
+        worker_id=executor.worker_id,
+        box_id=executor.box_id,
+        pid=executor.pid,
+        now=now,
+        details={"attempt": uow.attempt, "executor": executor.worker_id},
+    )
+
+
+def _write_claims(
+    ctx: ServiceContext,
+    batch: list[tuple[UowChange, ProcessEntry]],
+    heartbeat_interval: float,
+    carry: _Carry,
+    carried: list[UnitOfWork | TactusError],
+    claims: list[dict[str, Any]],
+) -> None:
+    """Write the claims of ``batch`` in one commit (with what ``carry`` holds); the won ones
+    join ``claims``. StateConflict / TransitionRefused / NotFound: claimed or changed by
+    another first."""
+    written = carry.write(ctx, [change for change, _ in batch])
+    won = written[len(written) - len(batch) :]
+    carried.extend(written[: len(written) - len(batch)])
+    for (_, entry), claimed in zip(batch, won, strict=True):
         if isinstance(claimed, UnitOfWork):
-            claim = claim_json(claimed, entry, heartbeat_interval=heartbeat_interval, store=store)
-            return claim, expanded
-        # StateConflict / TransitionRefused / NotFound: claimed or changed by another first
-    return None, expanded
+            claims.append(
+                claim_json(claimed, entry, heartbeat_interval=heartbeat_interval, store=ctx.store)
+            )
 
 
-def _candidates(store: Store, executor: Executor) -> Iterator[UnitOfWork]:
+def _candidates(store: Store, executor: Executor, *, page: int = PAGE) -> Iterator[UnitOfWork]:
     """Requested units of work of the executor's processes, the oldest first (the first
-    :data:`SPREAD` shuffled), read a page of :data:`PAGE` at a time (per process when it names
-    them), up to :data:`CANDIDATES`: a claim usually takes one of the first."""
+    :data:`SPREAD` shuffled), read ``page`` at a time (per process when it names them), up to
+    :data:`CANDIDATES`: a claim usually takes one of the first."""
     requested = frozenset({UowState.REQUESTED})
     queries = [
         UowQuery(process=process, states=requested, newest_first=False)
@@ -431,9 +502,9 @@ def _candidates(store: Store, executor: Executor) -> Iterator[UnitOfWork]:
         found: list[UnitOfWork] = []
         for i, query in enumerate(queries):
             if first or cursors[i] is not None:
-                page = store.find_uows(query, limit=PAGE, cursor=cursors[i])
-                found += page.items
-                cursors[i] = page.next_cursor
+                read = store.find_uows(query, limit=page, cursor=cursors[i])
+                found += read.items
+                cursors[i] = read.next_cursor
         if len(queries) > 1:
             found.sort(key=lambda u: u.id)
         if first:

@@ -25,12 +25,19 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from db import flows
-from db.errors import BrokerUnavailable, InvalidInput, LeaseLost, StateConflict, TactusError
+from db.errors import (
+    BrokerUnavailable,
+    InvalidInput,
+    LeaseLost,
+    NotFound,
+    StateConflict,
+    TactusError,
+)
 from db.models import UnitOfWork
 from db.payloads import message_text
 from db.state_change import UowChange, change_uows
@@ -80,6 +87,10 @@ OUTCOME_TRIES = 5
 MAX_MESSAGES = 1000
 #: Most characters of a lease.
 MAX_LEASE = 300
+#: Most outcomes one ``POST outcomes`` may carry (as many as an executor may have slots).
+MAX_BATCH = 1000
+#: The fields of a batch of outcomes (``POST outcomes``).
+BATCH_FIELDS = ("outcomes", "next")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -366,6 +377,95 @@ def record_outcome(
         # the version), a repeat that won, or the lease lost. Look again.
         uow = store.get_uow(uow.id)
     return _repeated(store, uow, outcome.lease), False
+
+
+def outcomes_from(body: Mapping[str, Any]) -> list[tuple[str, Outcome]]:
+    """The (unit of work id, outcome) pairs a batch reports, all checked before any is written.
+
+    Raises:
+        InvalidInput: an unknown field; ``outcomes`` not a list of 1 to :data:`MAX_BATCH`
+            objects; a bad outcome (``outcomes[i].<field>``); a unit of work named twice; or
+            leases of more than one executor.
+    """
+    validate.only_fields(body, BATCH_FIELDS)
+    items = body.get("outcomes")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise InvalidInput("outcomes", f"must be a list of 1 to {MAX_BATCH} outcomes")
+    parsed: list[tuple[str, Outcome]] = []
+    for i, item in enumerate(items):
+        where = f"outcomes[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidInput(where, "must be an outcome object (uow_id, lease, state ...)")
+        if "next" in item:
+            raise InvalidInput(f"{where}.next", "the batch's next claim is the body's next")
+        fields = {k: v for k, v in item.items() if k != "uow_id"}
+        try:
+            uow_id = validate.identifier(item.get("uow_id"), "uow_id")
+            outcome = outcome_from(fields)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}.{exc.field}", exc.problem) from None
+        if any(uow_id == seen for seen, _ in parsed):
+            raise InvalidInput(f"{where}.uow_id", f"{uow_id} is reported twice")
+        if parsed and outcome.lease.worker_id != parsed[0][1].lease.worker_id:
+            raise InvalidInput(f"{where}.lease", "names another executor than outcomes[0]")
+        parsed.append((uow_id, outcome))
+    return parsed
+
+
+def record_outcomes(
+    ctx: ServiceContext,
+    items: Sequence[tuple[str, Outcome]],
+    *,
+    write: Callable[[list[UowChange]], tuple[list[UnitOfWork | TactusError], bool]],
+    max_messages: int = 1000,
+) -> list[tuple[UnitOfWork, bool] | TactusError]:
+    """Record several outcomes of one executor, as :func:`record_outcome` does each, their
+    changes written together by ``write`` (one commit, with the executor's next claims).
+
+    Args:
+        ctx: the service context.
+        items: (unit of work id, outcome) pairs, as :func:`outcomes_from` reads them.
+        write: writes the changes; answers what became of each, in their order, and whether
+            their status messages went with them.
+        max_messages: messages kept per unit of work.
+
+    Returns:
+        For each item in its order: (the unit of work as stored, whether this call changed
+        it), or the error that refused it alone (NotFound, LeaseLost ...). A change that lost
+        its compare-and-set to a change between the read and the write is recorded again
+        alone (:func:`record_outcome`).
+    """
+    store = ctx.store
+    results: list[tuple[UnitOfWork, bool] | TactusError | None] = [None] * len(items)
+    pending: list[tuple[int, UowChange]] = []
+    for i, (uow_id, outcome) in enumerate(items):
+        try:
+            uow = store.get_uow(uow_id)
+            if not outcome.lease.holds(uow):
+                results[i] = (_repeated(store, uow, outcome.lease), False)
+                continue
+        except (NotFound, LeaseLost) as exc:
+            results[i] = exc
+            continue
+        store_messages(ctx, uow, outcome.messages, limit=max_messages)
+        pending.append((i, _outcome_change(ctx, uow, outcome)))
+    written, told = write([change for _, change in pending])
+    for (i, _), result in zip(pending, written, strict=True):
+        if isinstance(result, UnitOfWork):
+            if not told:
+                tell(ctx, result)
+            results[i] = (result, True)
+        elif isinstance(result, StateConflict):
+            uow_id, outcome = items[i]
+            # its messages are stored already
+            alone = replace(outcome, messages=())
+            try:
+                results[i] = record_outcome(ctx, uow_id, alone, max_messages=max_messages)
+            except (NotFound, LeaseLost) as exc:
+                results[i] = exc
+        else:
+            results[i] = result
+    return [r for r in results if r is not None]
 
 
 def _outcome_change(ctx: ServiceContext, uow: UnitOfWork, outcome: Outcome) -> UowChange:

@@ -58,6 +58,7 @@ def freerun(app, app_store, clock):
         ("claim", me()),
         ("uows/x/heartbeat", {"lease": "1.2.http:a"}),
         ("uows/x/outcome", {"lease": "1.2.http:a", "state": "processed"}),
+        ("outcomes", {"outcomes": [{"uow_id": "x", "lease": "1.2.http:a", "state": "noop"}]}),
         ("leave", me()),
     ],
 )

@@ -27,14 +27,16 @@ docs/triggers.md), ``tactus-timezone`` (an IANA zone), ``tactus-command`` (a str
 shell words with known placeholders), ``tactus-regex`` (a box pattern) and ``tactus-cursor-*``
 (a cursor the list issued: opaque, so only the server's own and the empty one are valid). The
 strategies below draw members of those languages; invalid strings of them are covered by the
-bad-input tables of test_api_errors.py. Three operations are left out of
+bad-input tables of test_api_errors.py. Four operations are left out of
 ``positive_data_acceptance`` only, because whether their input is valid depends on what is
 stored, which no JSON Schema can state: ``PUT /registration`` (rules between its entries and the
 processes already registered: unique names, dependencies and trees that exist and agree, no
 cycles; SPEC section 4), ``PATCH /processes/{name}`` (the fields allowed depend on the kind of
 the process named, and the edited entry must still obey the rules of its kind: a freerun keeps a
-trigger, one program) and ``GET /processes/{name}/why`` (its ``timeperiod`` must be a period of
-the named process's grid, and a freerun has none). Their document still states every field's
+trigger, one program), ``GET /processes/{name}/why`` (its ``timeperiod`` must be a period of
+the named process's grid, and a freerun has none) and ``POST /executor/outcomes`` (rules between
+its items: each unit of work once, every lease of one executor, ``next.count`` at most
+``next.slots``; tested in test_executor_batch.py). Their document still states every field's
 own rule, their valid inputs are tested in test_api_processes.py, test_api_errors.py and
 test_why.py, and every other check runs on them. For the same reason the ``steps`` of a valid
 body are made a chain before it is sent: named ``s0``, ``s1`` ... and without ``depends_on``
@@ -80,6 +82,7 @@ RULES_BETWEEN_FIELDS = {
     ("/api/v1/registration", "PUT"),
     ("/api/v1/processes/{name}", "PATCH"),
     ("/api/v1/processes/{name}/why", "GET"),
+    ("/api/v1/executor/outcomes", "POST"),
 }
 
 #: Triggers of every form (docs/triggers.md).
