@@ -350,6 +350,9 @@ class HttpExecutorApi:
     def outcome(self, uow_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._post(f"uows/{quote(uow_id, safe='')}/outcome", body, uow_id) or {}
 
+    def outcomes(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._post("outcomes", body) or {}
+
     def leave(self, body: dict[str, Any]) -> None:
         self._post("leave", body)
 

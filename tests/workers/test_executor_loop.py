@@ -58,6 +58,8 @@ class FakeMx:
         #: Messages that came with heartbeats, per unit of work.
         self.messages: dict[str, list[str]] = {}
         self.bodies: list[dict[str, Any]] = []
+        #: Bodies of ``POST outcomes`` (several outcomes in one request).
+        self.batches: list[dict[str, Any]] = []
         #: Calls to fail with Unreachable before answering (per route).
         self.unreachable = {"claim": 0, "outcome": 0}
         #: Units of work whose heartbeat answers 409.
@@ -94,6 +96,21 @@ class FakeMx:
         with self._lock:
             self.outcomes.setdefault(uow_id, []).append(body)
         return {"uow_id": uow_id, "state": body["state"], "changed": True}
+
+    def outcomes(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._fail("outcome")
+        with self._lock:
+            self.batches.append(body)
+            for each in body["outcomes"]:
+                fields = {k: v for k, v in each.items() if k != "uow_id"}
+                self.outcomes.setdefault(each["uow_id"], []).append(fields)
+            count = body["next"]["count"] if body.get("next") else 0
+            claims = [self.claims.pop(0) for _ in range(min(count, len(self.claims)))]
+        answers = [
+            {"uow_id": each["uow_id"], "state": each["state"], "changed": True}
+            for each in body["outcomes"]
+        ]
+        return {"outcomes": answers, "next": claims}
 
     def leave(self, body: dict[str, Any]) -> None:
         self.left.set()

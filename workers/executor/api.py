@@ -55,6 +55,14 @@ class ExecutorApi(Protocol):
             Unreachable, Refused, LeaseLost.
         """
 
+    def outcomes(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST outcomes``: several outcomes and the next claims (``{"outcomes": [...],
+        "next": [...]}``; each outcome's answer, or its ``error`` when refused alone).
+
+        Raises:
+            Unreachable, Refused.
+        """
+
     def leave(self, body: dict[str, Any]) -> None:
         """``POST leave``: the executor stopped.
 

@@ -8,7 +8,9 @@ Per slot (a thread of its own, with its own :class:`~workers.executor.run.Runner
    Python call past it is abandoned and the executor then stops for a clean restart);
 3. report the outcome under the claim's lease, again and again with backoff while mx is
    unreachable (never by running the unit of work again); 409 ``lease_lost``: the claim was
-   taken away meanwhile, and the outcome is dropped.
+   taken away meanwhile, and the outcome is dropped. Outcomes of slots that end while another
+   slot's request is on the way go to mx together, with one claim for all their next units of
+   work (:mod:`workers.executor.batch`).
 
 The heartbeat thread renews the lease of every running unit of work every
 ``heartbeat_interval`` (mx names it in each claim); a heartbeat answered 409 stops that run (its
@@ -41,6 +43,7 @@ from db.clock import SystemClock
 from db.errors import LeaseLost
 from db.outage import Outage
 from workers.executor.api import Refused, Unreachable
+from workers.executor.batch import OutcomeBatcher
 from workers.executor.retry import Backoff, BackoffPolicy
 from workers.executor.run import Claim, Emitted, Runner
 from workers.orphans import reap_orphans
@@ -122,6 +125,8 @@ class Executor:
             target=self._beat_loop, name="executor-heartbeat", daemon=True
         )
         self._runners: list[Runner] = []
+        #: Outcomes of slots that end together go in one request.
+        self.outcomes = OutcomeBatcher(api)
 
     @property
     def worker_id(self) -> str:
@@ -216,9 +221,13 @@ class Executor:
         retry = Backoff(self.config.backoff)
         following: dict[str, Any] | None = None
         try:
-            # a claim that came with the last outcome is run even when a stop came meanwhile:
-            # it is this executor's once mx has claimed it
-            while following is not None or not self.stopping.is_set():
+            # a claim that came with the last outcome (or with another slot's, left spare) is
+            # run even when a stop came meanwhile: it is this executor's once mx has claimed it
+            while True:
+                if following is None:
+                    following = self.outcomes.take_spare()
+                if following is None and self.stopping.is_set():
+                    break
                 data = following if following is not None else self._claim(retry)
                 following = None
                 if data is not None:
@@ -302,7 +311,7 @@ class Executor:
             if not (self.stopping.is_set() or runner.abandoned):
                 body["next"] = {**self.identity(), "running": self._running_ids()}
             try:
-                answer = self.api.outcome(claim.uow_id, body)
+                answer = self.outcomes.outcome(claim.uow_id, body)
             except Unreachable as exc:
                 self.outage.failed(exc)
                 if self.hurried.is_set():
