@@ -77,7 +77,7 @@ def executor_claim() -> ResponseReturnValue:
             executors.check_in(rt.store, executor, rt.clock.now())
         with _shared().writes:
             claimed = executors.claim_next(
-                context, executor, heartbeat_interval=interval, entries=_shared().entries
+                context, executor, heartbeat_interval=interval, memory=_shared().memory
             )
         if claimed is not None:
             return jsonify(claimed)
@@ -119,8 +119,8 @@ class _Shared:
         #: writer sleep in growing steps, so mx's own threads queue here instead (a claim is
         #: a few milliseconds; the long poll's waits are outside).
         self.writes = threading.Lock()
-        #: The processes' entries as claims and heartbeats read them lately.
-        self.entries = executors.Entries()
+        #: The processes' entries and the candidates as claims and heartbeats read them lately.
+        self.memory = executors.Memory()
 
 
 def _shared() -> _Shared:
@@ -129,7 +129,7 @@ def _shared() -> _Shared:
 
 def _timeout(uow: UnitOfWork) -> timedelta | None:
     """The ``timeout`` that runs ``uow`` (its step's, its process's); None: unknown."""
-    entry = _shared().entries.get(runtime().store, uow.process)
+    entry = _shared().memory.entries.get(runtime().store, uow.process)
     return None if entry is None else executors.run_entry(entry, uow).timeout
 
 
@@ -164,7 +164,7 @@ def executor_outcome(uow_id: str) -> ResponseReturnValue:
             [change],
             heartbeat_interval=rt.settings.heartbeat_interval,
             notices=notices,
-            entries=_shared().entries,
+            memory=_shared().memory,
         )
         return result, in_commit
 
@@ -205,7 +205,7 @@ def executor_outcomes() -> ResponseReturnValue:
             count=count,
             heartbeat_interval=rt.settings.heartbeat_interval,
             notices=notices,
-            entries=_shared().entries,
+            memory=_shared().memory,
         )
         claimed.extend(claims)
         return results, in_commit

@@ -31,7 +31,7 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,10 @@ CLAIM_FIELDS = ("name", "box", "instance", "slots", "processes", "pid", "running
 #: Seconds a read of a process's entry serves the claims after it (as a local worker's
 #: :data:`workers.runner.ENTRY_REFRESH`): an edit reaches the claims made this long after it.
 ENTRY_REFRESH = 1.0
+#: Seconds the first page of candidates read by a claim serves the claims after it: while work
+#: flows, one read of candidates serves a page of claims instead of one. A unit of work
+#: requested since (newer, so later in the order) is seen once the page is used up or this old.
+CANDIDATES_REFRESH = 0.25
 
 
 def is_executor(worker_id: str) -> bool:
@@ -297,12 +301,52 @@ class Entries:
         return entry
 
 
+class Candidates:
+    """The first page of candidates of each process filter as a claim read it, shared by the
+    claims of one mx process until it is :data:`CANDIDATES_REFRESH` old or used up; each
+    candidate a claim tries is dropped from it, won or lost. A candidate that changed since it
+    was read is refused by the claim's compare-and-set on its version (the next one is tried):
+    this memory changes which units of work a claim tries first, never what a claim may do."""
+
+    def __init__(self, refresh: float = CANDIDATES_REFRESH) -> None:
+        self.refresh = refresh
+        self._pages: dict[tuple[str, ...], tuple[float, list[UnitOfWork]]] = {}
+        self._lock = threading.Lock()
+
+    def recall(self, key: tuple[str, ...]) -> list[UnitOfWork]:
+        """The page kept for ``key`` while fresh (what is left of it); else empty."""
+        with self._lock:
+            found = self._pages.get(key)
+        if found is None or time.monotonic() - found[0] >= self.refresh:
+            return []
+        return list(found[1])
+
+    def keep(self, key: tuple[str, ...], page: list[UnitOfWork]) -> None:
+        with self._lock:
+            self._pages[key] = (time.monotonic(), list(page))
+
+    def drop(self, key: tuple[str, ...], uow_ids: set[str]) -> None:
+        """Forget the candidates ``uow_ids`` (tried by a claim)."""
+        with self._lock:
+            found = self._pages.get(key)
+            if found is not None:
+                self._pages[key] = (found[0], [u for u in found[1] if u.id not in uow_ids])
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """What the claims of one mx process share: the processes' entries and the candidates."""
+
+    entries: Entries = field(default_factory=Entries)
+    candidates: Candidates = field(default_factory=Candidates)
+
+
 def claim_next(
     ctx: ServiceContext,
     executor: Executor,
     *,
     heartbeat_interval: float,
-    entries: Entries | None = None,
+    memory: Memory | None = None,
 ) -> dict[str, Any] | None:
     """Claim the oldest due requested unit of work the executor may run, if any.
 
@@ -314,7 +358,7 @@ def claim_next(
         or ``worker``, ``arguments``, ``timeout``, ``attempt``, and what the executor's shell
         driver and worker classes need besides), or None when nothing is due.
     """
-    claim, _ = claim_with(ctx, executor, (), heartbeat_interval=heartbeat_interval, entries=entries)
+    claim, _ = claim_with(ctx, executor, (), heartbeat_interval=heartbeat_interval, memory=memory)
     return claim
 
 
@@ -325,7 +369,7 @@ def claim_with(
     *,
     heartbeat_interval: float,
     notices: Sequence[tuple[str, bytes]] = (),
-    entries: Entries | None = None,
+    memory: Memory | None = None,
 ) -> tuple[dict[str, Any] | None, list[UnitOfWork | TactusError]]:
     """:func:`claim_next`, with ``changes`` (the outcome of the executor's previous unit of
     work) written in the commit of the first claim tried, as a worker records an outcome
@@ -336,8 +380,8 @@ def claim_with(
         notices: (queue, body) messages of the embedded store queue to put in that same
             commit (the outcome's status message; :func:`db.state_change.settle_uows`), as a
             worker on the store queue does; empty on another broker.
-        entries: the processes' entries as read lately (shared by mx's claims); None: each
-            read from the store once in this claim.
+        memory: what mx's claims share (the processes' entries, the candidates read lately);
+            None: this claim's own, read from the store.
 
     Returns:
         (the claim or None, what became of each of ``changes``, in their order).
@@ -349,7 +393,7 @@ def claim_with(
         count=1,
         heartbeat_interval=heartbeat_interval,
         notices=notices,
-        entries=entries,
+        memory=memory,
     )
     return (claims[0] if claims else None), carried
 
@@ -362,7 +406,7 @@ def claim_many(
     count: int,
     heartbeat_interval: float,
     notices: Sequence[tuple[str, bytes]] = (),
-    entries: Entries | None = None,
+    memory: Memory | None = None,
 ) -> tuple[list[dict[str, Any]], list[UnitOfWork | TactusError]]:
     """:func:`claim_with` for up to ``count`` units of work (an executor's free slots): the
     candidates it may run are claimed together in one commit (the carried ``changes`` and
@@ -374,12 +418,12 @@ def claim_many(
         (the claims, oldest first, at most ``count``; what became of each of ``changes``).
     """
     carry, carried = _Carry(list(changes), tuple(notices)), []
-    entries = entries if entries is not None else Entries()
+    memory = memory if memory is not None else Memory(candidates=Candidates(refresh=0.0))
     claims: list[dict[str, Any]] = []
     for _ in range(LOOKS if count > 0 else 0):
         if executor is None:
             raise ValueError("claim_many: an executor is needed to claim")
-        expanded = _look(ctx, executor, entries, heartbeat_interval, carry, carried, claims, count)
+        expanded = _look(ctx, executor, memory, heartbeat_interval, carry, carried, claims, count)
         if len(claims) >= count or not expanded:
             break
         # a flow run was expanded: its root steps are candidates of the next look
@@ -417,7 +461,7 @@ class _Carry:
 def _look(
     ctx: ServiceContext,
     executor: Executor,
-    entries: Entries,
+    memory: Memory,
     heartbeat_interval: float,
     carry: _Carry,
     carried: list[UnitOfWork | TactusError],
@@ -431,42 +475,49 @@ def _look(
     now = ctx.clock.now()
     expanded = False
     batch: list[tuple[UowChange, ProcessEntry]] = []
-    for uow in _candidates(store, executor, page=max(PAGE, 2 * count)):
+    for uow in _candidates(store, executor, memory.candidates, page=max(PAGE, 2 * count)):
         if uow.scheduled_at is not None and uow.scheduled_at > now:
             continue  # a delayed task, not due yet
-        entry = entries.get(store, uow.process)
+        entry = memory.entries.get(store, uow.process)
         if entry is None or not runs_on(flows.entry_for(entry, uow), executor.box_id):
             continue
         if uow.flow:
+            memory.candidates.drop(executor.processes, {uow.id})  # requested no more
             expanded = _expand(ctx, uow, entry) or expanded
             continue
         batch.append((_claim_change(executor, uow, now), entry))
         if len(claims) + len(batch) < count:
             continue
-        _write_claims(ctx, batch, heartbeat_interval, carry, carried, claims)
+        _write_claims(ctx, executor, memory, batch, heartbeat_interval, carry, carried, claims)
         batch = []
         if len(claims) >= count:
             return expanded
         # the others were claimed or changed by another first: the next candidates
     if batch:
-        _write_claims(ctx, batch, heartbeat_interval, carry, carried, claims)
+        _write_claims(ctx, executor, memory, batch, heartbeat_interval, carry, carried, claims)
     return expanded
 
 
 def _claim_change(executor: Executor, uow: UnitOfWork, now: datetime) -> UowChange:
-    """The funnel's ``claim`` of ``uow`` for ``executor`` (compare-and-set on its version)."""
-    return claim_change(
-        uow,
-        worker_id=executor.worker_id,
-        box_id=executor.box_id,
-        pid=executor.pid,
-        now=now,
-        details={"attempt": uow.attempt, "executor": executor.worker_id},
+    """The funnel's ``claim`` of ``uow`` for ``executor`` (compare-and-set on its version:
+    a candidate read lately that changed since is refused)."""
+    return replace(
+        claim_change(
+            uow,
+            worker_id=executor.worker_id,
+            box_id=executor.box_id,
+            pid=executor.pid,
+            now=now,
+            details={"attempt": uow.attempt, "executor": executor.worker_id},
+        ),
+        check_version=True,
     )
 
 
 def _write_claims(
     ctx: ServiceContext,
+    executor: Executor,
+    memory: Memory,
     batch: list[tuple[UowChange, ProcessEntry]],
     heartbeat_interval: float,
     carry: _Carry,
@@ -476,6 +527,7 @@ def _write_claims(
     """Write the claims of ``batch`` in one commit (with what ``carry`` holds); the won ones
     join ``claims``. StateConflict / TransitionRefused / NotFound: claimed or changed by
     another first."""
+    memory.candidates.drop(executor.processes, {change.uow.id for change, _ in batch})
     written = carry.write(ctx, [change for change, _ in batch])
     won = written[len(written) - len(batch) :]
     carried.extend(written[: len(written) - len(batch)])
@@ -486,17 +538,24 @@ def _write_claims(
             )
 
 
-def _candidates(store: Store, executor: Executor, *, page: int = PAGE) -> Iterator[UnitOfWork]:
+def _candidates(
+    store: Store, executor: Executor, memory: Candidates, *, page: int = PAGE
+) -> Iterator[UnitOfWork]:
     """Requested units of work of the executor's processes, the oldest first (the first
     :data:`SPREAD` shuffled), read ``page`` at a time (per process when it names them), up to
-    :data:`CANDIDATES`: a claim usually takes one of the first."""
+    :data:`CANDIDATES`: a claim usually takes one of the first. The first page read lately by
+    a claim comes first from ``memory`` while it is fresh; one read here is kept there."""
+    key = executor.processes
+    recalled = memory.recall(key)
+    yield from recalled
+    yielded = {u.id for u in recalled}
     requested = frozenset({UowState.REQUESTED})
     queries = [
         UowQuery(process=process, states=requested, newest_first=False)
         for process in executor.processes
     ] or [UowQuery(states=requested, newest_first=False)]
     cursors: list[str | None] = [None] * len(queries)
-    seen = 0
+    seen = len(recalled)
     first = True
     while seen < CANDIDATES:
         found: list[UnitOfWork] = []
@@ -511,9 +570,14 @@ def _candidates(store: Store, executor: Executor, *, page: int = PAGE) -> Iterat
             head = found[:SPREAD]
             random.shuffle(head)
             found[:SPREAD] = head
-        yield from found
+            if not recalled:
+                memory.keep(key, found)
         seen += len(found)
         first = False
+        # after a page from memory the store is read from the top: what that page held
+        # comes again when still requested (not twice)
+        yield from (u for u in found if u.id not in yielded)
+        yielded.update(u.id for u in found)
         if all(c is None for c in cursors):
             return
 

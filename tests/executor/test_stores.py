@@ -44,6 +44,15 @@ def outcome(lease: str, state: str = "processed") -> leases.Outcome:
     return leases.outcome_from({"lease": lease, "state": state, "exit_code": 0})
 
 
+def in_threads(target, count: int) -> None:
+    """``target(n)`` in ``count`` threads at once, waited for."""
+    threads = [threading.Thread(target=target, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+
 def test_claims_racing_from_threads_hand_out_each_unit_once(concurrent_store_uri):
     # given thirty requested units of work
     clock = SystemClock()
@@ -64,15 +73,59 @@ def test_claims_racing_from_threads_hand_out_each_unit_once(concurrent_store_uri
                 leases.record_outcome(ctx, data["uow_id"], outcome(data["lease"]))
 
     # when four executors claim them at once
-    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    in_threads(claimer, 4)
     # then each was handed out once, and all are processed
     assert sorted(got) == sorted(made)
     with open_store(concurrent_store_uri) as store:
         assert {store.get_uow(u).state for u in made} == {UowState.PROCESSED}
+
+
+def test_claims_of_several_from_remembered_candidates_hand_out_each_unit_once(
+    concurrent_store_uri,
+):
+    # given thirty requested units of work, and two mx processes with their own memory
+    clock = SystemClock()
+    with open_store(concurrent_store_uri) as store:
+        register(store, clock)
+        made = {actions.trigger(context(store), "job")["uow"]["id"] for _ in range(30)}
+    memories = [executors.Memory(), executors.Memory()]
+    got: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(4)
+
+    def claimer(n: int) -> None:
+        with open_store(concurrent_store_uri) as own:
+            ctx, who = context(own), executor(f"ex{n}", "job")
+            start.wait()
+            while True:
+                claims, _ = executors.claim_many(
+                    ctx, who, (), count=3, heartbeat_interval=1.0, memory=memories[n % 2]
+                )
+                if not claims:
+                    return
+                with lock:
+                    got.extend(c["uow_id"] for c in claims)
+
+    # when four executors, two on each mx, claim up to three at a time
+    in_threads(claimer, 4)
+    # then each unit of work was handed out once (a remembered candidate that another claimed
+    # first is refused by the compare-and-set)
+    assert sorted(got) == sorted(made)
+
+
+def test_a_unit_requested_after_the_candidates_were_remembered_is_claimed(store, clock):
+    register(store, clock)
+    ctx, who, memory = context(store, clock), executor("ex1", "job"), executors.Memory()
+    first = actions.trigger(ctx, "job")["uow"]["id"]
+    second = actions.trigger(ctx, "job")["uow"]["id"]
+    claimed = executors.claim_next(ctx, who, heartbeat_interval=1.0, memory=memory)
+    # the other one was claimed elsewhere, and a third requested, after the page was kept
+    other = ({first, second} - {claimed["uow_id"]}).pop()
+    assert claim(ctx, executor("ex2", "job"))["uow_id"] == other
+    third = actions.trigger(ctx, "job")["uow"]["id"]
+    # the remembered candidate is refused, and the claim goes on to the store
+    again = executors.claim_next(ctx, who, heartbeat_interval=1.0, memory=memory)
+    assert again["uow_id"] == third
 
 
 def test_outcomes_under_leases_on_every_store(store, clock):
