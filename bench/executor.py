@@ -19,7 +19,7 @@ started after the N units were stored (so no claim that waited idle for work is 
 p50 and p99 over the executors of the run.
 
 Caveats: 2 cores shared by mx, the SQLite store, the consumers and the benchmark; loopback
-HTTP with a new connection per request (urllib); mx writes every claim and outcome itself, so
+HTTP with a new connection per request (urllib; werkzeug closes each); mx writes every claim and outcome itself, so
 the executors' store writes are serialised through one process (the local worker writes its
 own). No scheduler runs: the status messages pile up in the store queue unread.
 """
@@ -60,6 +60,8 @@ from scheduler.dispatch import Dispatcher  # noqa: E402
 PROCESS = "bench_noop"
 BEGIN, END = "## Executors over HTTP (`bench/executor.py`)", "<!-- bench/executor.py end -->"
 WARMUP_PER_CONSUMER = 10
+#: Seconds in all the runs wait for a quiet machine by default.
+QUIET_BUDGET_S = 20 * 60
 
 
 @dataclass(frozen=True)
@@ -295,8 +297,14 @@ def main() -> int:
     parser.add_argument(
         "--only", type=int, nargs="*", help="run only these configurations (0-based, for tries)"
     )
+    parser.add_argument(
+        "--quiet-budget",
+        type=float,
+        default=QUIET_BUDGET_S,
+        help="seconds in all to wait for a quiet machine (default %(default)s)",
+    )
     args = parser.parse_args()
-    quiet = Quiet(20 * 60, enabled=not args.quick)
+    quiet = Quiet(args.quiet_budget, enabled=not args.quick)
     chosen = [c for i, c in enumerate(CONFIGS) if args.only is None or i in args.only]
     results: dict[Config, list[Result]] = {c: [] for c in chosen}
     for round_ in range(args.repeat):
@@ -348,14 +356,15 @@ def render(results: dict[Config, list[Result]], args: argparse.Namespace, notes:
         "unit of work and started once the N were stored, over every executor of the runs. "
         "Caveats: the two cores serve mx, the SQLite store, every consumer and the benchmark, "
         "and other sessions' work (the load noted below). Every executor request is a new "
-        "loopback HTTP connection (urllib) to the threaded werkzeug server. While work flows an "
-        "executor makes one request per unit of work (its outcome, which brings the next "
-        "claim) and mx one commit (the outcome, the next claim and the status message), as a "
-        "local worker does; but mx also reads the token, the unit of work, a page of "
-        "candidates and the process per request, and its threads take turns for these writes, "
-        "so 32 slots queue behind each other there (the p99 of 4 × 8). The local worker reads "
-        "its units from the store queue; the executors' copies of those messages stay in the "
-        "queue unread. No scheduler runs.",
+        "loopback HTTP connection (urllib) to the threaded werkzeug server, which closes every "
+        "connection (no keep-alive). While work flows, a slot's outcome brings its next claim "
+        "in one commit (with the status message); the outcomes of an executor's slots that end "
+        "while its previous request is on the way go in one request and one commit "
+        "(`POST /executor/outcomes`, with a claim of as many units). mx reads the unit of work "
+        "per outcome; it keeps executor tokens 5 s, process entries 1 s and a page of "
+        "candidates 0.25 s in memory; its threads take turns for the writes. The local worker "
+        "reads its units from the store queue; the executors' copies of those messages stay "
+        "in the queue unread. No scheduler runs.",
         "",
         "Machine: " + "; ".join(notes[:3]) + ("; …" if len(notes) > 3 else ""),
         END,
