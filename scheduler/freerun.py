@@ -313,7 +313,13 @@ class FreerunFirer:
         fresh, changed = [], []
         for held in ripe:
             (fresh if current(held.entry.name) == held.entry else changed).append(held)
-        self.dispatcher.publish_all(held.uow for held in fresh)
+        try:
+            self.dispatcher.publish_all(held.uow for held in fresh)
+        except BaseException:
+            # Held again: the next pass publishes them (a message already sent twice is
+            # harmless: a worker's claim is a compare-and-set).
+            self._held = fresh + self._held
+            raise
         for held in changed:
             log.warning(
                 "freerun %s: fire at %s canceled: %s",

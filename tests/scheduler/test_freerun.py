@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from db.errors import BrokerUnavailable
 from db.states import FireOutcome, UowKind
 
 
@@ -341,3 +344,22 @@ def test_no_room_under_max_active_ahead_of_the_instant_is_decided_at_the_instant
     fires = kit.store.list_fires("cron")
     assert [f.outcome for f in fires] == [FireOutcome.FIRED, FireOutcome.FIRED]
     assert len(kit.broker.uow_ids()) == 2
+
+
+def test_a_release_that_the_broker_refuses_is_tried_again_by_the_next_pass(kit):
+    # given a fire prepared ahead, and a broker that fails the release
+    freerun(kit, max_active=10)
+    kit.run(seconds=59.5)
+    (uow,) = kit.uows("cron", "requested")
+    publish = kit.broker.publish
+
+    def down(queue, body, *, delay=None):
+        raise BrokerUnavailable("broker away")
+
+    kit.broker.publish = down
+    with pytest.raises(BrokerUnavailable):
+        kit.run(seconds=0.5)
+    # when the broker is back, the next pass publishes it, once
+    kit.broker.publish = publish
+    kit.run(seconds=0.2)
+    assert kit.broker.uow_ids() == [uow.id]
