@@ -35,6 +35,6 @@ class Quiet:
             load = os.getloadavg()[0]
         state = "quiet" if load < QUIET_LOAD else "NOT quiet (budget spent)"
         if not self.enabled:
-            state = "no wait (--quick)"
+            state = "no wait (--quick or --no-wait)"
         self.notes.append(f"{part}: load {load:.2f} after waiting {waited:.0f} s, {state}")
         log(self.notes[-1])

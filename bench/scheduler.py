@@ -1,6 +1,12 @@
 """Scheduler benchmark (issue 4). Not a timed test: run it by hand.
 
     .venv/bin/python bench/scheduler.py [--quick] [--write docs/benchmarks.md]
+    .venv/bin/python bench/scheduler.py --only pass [--days 0] [--profile pass.prof]
+
+``--only pass`` runs part 1 alone and prints its table (``--days 0``: no long history, and
+``--no-wait``: no wait for a quiet machine, for quick iterations); ``--profile FILE`` also runs one more pass per store and history under
+cProfile and writes its statistics to FILE with the store and history in the name
+(``pass-sqlite-0d.prof``; read them with ``python -m pstats``).
 
 1. Pass time and memory against history: 1,000 managed daily processes on a store holding no
    history and on one holding 5 years of it (1,826 processed daily jobs per process, ~1.8M
@@ -42,6 +48,7 @@ figures; simulated workers write to the same store as the scheduler.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -56,7 +63,7 @@ import scheduler_freerun  # noqa: E402
 import scheduler_pass  # noqa: E402
 from quiet import Quiet  # noqa: E402
 from scheduler_kit import isolated  # noqa: E402
-from scheduler_report import render, write  # noqa: E402
+from scheduler_report import ratios, render, render_passes, write  # noqa: E402
 
 from tests import servers  # noqa: E402
 
@@ -111,14 +118,24 @@ def backends(tmp: Path):
     yield "postgresql", make, cleanup
 
 
-def bench_passes(tmp: Path, size: Sizes) -> list[dict]:
+def _profile_path(profile: str | None, backend: str, days: int) -> str | None:
+    """``pass.prof`` -> ``pass-sqlite-0d.prof`` (one file per store and history)."""
+    if not profile:
+        return None
+    path = Path(profile)
+    return str(path.with_name(f"{path.stem}-{backend.split()[0]}-{days}d{path.suffix}"))
+
+
+def bench_passes(tmp: Path, size: Sizes, profile: str | None = None) -> list[dict]:
     """Both history sizes per store, measured in alternate rounds so that a change in the
-    machine's load hits both alike."""
+    machine's load hits both alike. With ``profile``, the last round of each also profiles
+    one more pass (:func:`_profile_path` names the file)."""
     rows = []
+    histories = sorted({0, size.days})
     for name, make_uri, cleanup in backends(tmp):
         try:
             uris, results, day = {}, {}, {}
-            for days in (0, size.days):
+            for days in histories:
                 uris[days], results[days], day[days] = make_uri(f"pass_{days}"), [], 0
                 log(f"{name}: filling {size.processes} processes x {days} days of history")
                 built = isolated(scheduler_pass.build, uris[days], size.processes, days)
@@ -126,12 +143,16 @@ def bench_passes(tmp: Path, size: Sizes) -> list[dict]:
                 rows.append({"backend": name, "days": days, **built})
             for round_ in range(size.rounds):
                 warmup = size.warmup if round_ == 0 else 1  # a fresh interpreter warms up
-                for days in (0, size.days):
-                    args = (uris[days], day[days], warmup, size.passes)
+                for days in histories:
+                    last = round_ == size.rounds - 1
+                    prof = _profile_path(profile, name, days) if last else None
+                    args = (uris[days], day[days], warmup, size.passes, prof)
                     results[days].append(isolated(scheduler_pass.measure, *args))
-                    day[days] += warmup + size.passes + 1
+                    day[days] += warmup + size.passes + 1 + (prof is not None)
                     log(f"{name}, {days} days: passes {results[days][-1]['pass_s']}")
-            for row in rows[-2:]:
+                    if prof:
+                        log(f"{name}, {days} days: profile of one pass in {prof}")
+            for row in rows[-len(histories) :]:
                 found = results[row["days"]]
                 row["pass_s"] = [t for r in found for t in r["pass_s"]]
                 for key in ("rss_first_mib", "rss_growth_mib", "tracemalloc_peak_mib"):
@@ -209,12 +230,34 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--write", help="replace the marked section of this Markdown file")
+    parser.add_argument(
+        "--only", choices=["pass"], help="run this part alone and print its table (no --write)"
+    )
+    parser.add_argument("--days", type=int, help="days of history of the long history (pass)")
+    parser.add_argument("--rounds", type=int, help="rounds of timed passes (pass)")
+    parser.add_argument("--profile", help="cProfile one more pass per store and history here")
+    parser.add_argument(
+        "--no-wait", action="store_true", help="do not wait for a quiet machine (iterating)"
+    )
     args = parser.parse_args()
     size = QUICK if args.quick else Sizes()
-    quiet = Quiet(budget_s=1200, enabled=not args.quick)
+    if args.days is not None:
+        size = dataclasses.replace(size, days=args.days)
+    if args.rounds is not None:
+        size = dataclasses.replace(size, rounds=args.rounds)
+    quiet = Quiet(budget_s=1200, enabled=not (args.quick or args.no_wait))
+    if args.only == "pass":
+        if args.write:
+            parser.error("--write needs the whole run, not --only")
+        with tempfile.TemporaryDirectory(prefix="bench-scheduler-") as tmp:
+            quiet.wait("pass")
+            passes = bench_passes(Path(tmp), size, args.profile)
+        load = f"Load: {'; '.join(quiet.notes)}; {os.getloadavg()[0]:.2f} at the end."
+        print("\n".join([load, "", *render_passes(passes, size), "", *ratios(passes, [])]))
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-scheduler-") as tmp:
         quiet.wait("pass")
-        passes = bench_passes(Path(tmp), size)
+        passes = bench_passes(Path(tmp), size, args.profile)
         quiet.wait("freerun")
         freerun = bench_freerun(Path(tmp), size)
         quiet.wait("catch-up")

@@ -7,6 +7,7 @@ those of a scheduler that starts on that store.
 
 from __future__ import annotations
 
+import cProfile
 import gc
 import tracemalloc
 from datetime import UTC, datetime, timedelta
@@ -87,11 +88,12 @@ def build(uri: str, processes: int, days: int) -> dict:
     return {"jobs": inserted, "fill_s": seconds}
 
 
-def measure(uri: str, first_day: int, warmup: int, passes: int) -> dict:
+def measure(uri: str, first_day: int, warmup: int, passes: int, profile: str | None = None) -> dict:
     """Run ``warmup`` then ``passes`` scheduler passes, one simulated day apart from day
     ``first_day`` after DAY0 on, with every published unit of work finished by simulated workers
-    between passes, then one more pass under tracemalloc. A later call goes on where the
-    previous one stopped (``first_day`` + ``warmup`` + ``passes`` + 1).
+    between passes, then one more pass under tracemalloc (and, with ``profile``, one more under
+    cProfile, its statistics written to that file; not timed). A later call goes on where the
+    previous one stopped (``first_day`` + ``warmup`` + ``passes`` + 1, + 1 with ``profile``).
 
     In steady state each pass, for each of the processes: materializes today's job, completes
     the job started the day before (its unit of work processed) and starts yesterday's: one
@@ -124,6 +126,12 @@ def measure(uri: str, first_day: int, warmup: int, passes: int) -> dict:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         work(store, clock, broker.take())
+        if profile:
+            clock.advance(timedelta(days=1))
+            profiler = cProfile.Profile()
+            profiler.runcall(scheduler.run_pass)
+            profiler.dump_stats(profile)
+            work(store, clock, broker.take())
     store.close()
     return {
         "pass_s": times,
