@@ -411,6 +411,35 @@ class UowTransition:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class JobTransition:
+    """One compare-and-set of :meth:`db.store.Store.transition_jobs`: the arguments of
+    :meth:`~db.store.Store.transition_job`, to be written together with others."""
+
+    process: str
+    timeperiod: str
+    expected_state: JobState
+    new_state: JobState
+    event: Event
+    changes: Mapping[str, Any] | None = None
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobStart:
+    """One start of :meth:`db.store.Store.start_jobs`: the arguments of
+    :meth:`~db.store.Store.start_job`, to be written together with others."""
+
+    process: str
+    timeperiod: str
+    expected_state: JobState
+    expected_version: int
+    new_state: JobState
+    event: Event
+    uow: UnitOfWork
+    uow_event: Event
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class FireRecord:
     """One scheduled fire of a freerun trigger; unique by (process, scheduled_at)."""
 

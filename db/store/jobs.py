@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from db.errors import DuplicateKey, InvalidInput
+from db.errors import DuplicateKey, InvalidInput, NotFound, StateConflict
+from db.models import JobQuery
 from db.states import UowKind
 
 if TYPE_CHECKING:
-    from db.models import Event, Job, JobQuery, Page, UnitOfWork
+    from db.models import Event, Job, JobStart, JobTransition, Page, UnitOfWork
     from db.states import JobState
 
 
@@ -56,6 +57,73 @@ class JobStore(ABC):
             InvalidInput: ``cursor`` (field ``cursor``) is not one this store issued, or ``limit``
                 is not positive.
         """
+
+    def newest_jobs(self, processes: Sequence[str]) -> dict[str, Job]:
+        """The job of the latest timeperiod of each of ``processes`` that has jobs, by process
+        name: one grouped read where the backend has one (a scheduler pass materializes every
+        due process from its newest job), each an index lookup, whatever the history. This
+        default reads one process at a time."""
+        found = {}
+        for process in dict.fromkeys(processes):
+            newest = self.find_jobs(JobQuery(process=process), limit=1).items
+            if newest:
+                found[process] = newest[0]
+        return found
+
+    def job_windows(
+        self, limits: Mapping[str, int], states: Iterable[JobState]
+    ) -> dict[str, list[Job]]:
+        """Each process's jobs in ``states``, oldest timeperiod first, at most ``limits[name]``
+        of them (a positive number), by process name; a process without such jobs has an empty
+        list. One grouped read where the backend has one: a scheduler pass reads every due
+        process's active window this way. The cost follows the jobs in ``states``, not the
+        history. This default reads one process at a time (:meth:`find_jobs`).
+
+        Raises:
+            InvalidInput: a limit is not positive.
+        """
+        wanted = frozenset(states)
+        return {
+            process: self.find_jobs(
+                JobQuery(process=process, states=wanted, newest_first=False), limit=limit
+            ).items
+            for process, limit in limits.items()
+        }
+
+    def transition_jobs(
+        self, steps: Sequence[JobTransition]
+    ) -> list[Job | NotFound | StateConflict]:
+        """Several compare-and-sets of :meth:`transition_job`, each with its event, written
+        together: one transaction (one durable commit) where the backend has them. Each step
+        applies or is refused on its own, in the order of ``steps`` (a later step of the same
+        job sees what an earlier one wrote); the result holds, in that order, the stored job or
+        the :class:`~db.errors.NotFound` / :class:`~db.errors.StateConflict` that refused it (a
+        refused step writes nothing and does not stop the others). A scheduler pass moves the
+        jobs of all its processes this way.
+
+        Raises:
+            InvalidInput: a step's ``changes`` are bad; checked for every step before anything
+                is written where the backend has transactions.
+
+        This default applies the steps one after the other (MongoDB: a job is one document).
+        """
+        done: list[Job | NotFound | StateConflict] = []
+        for step in steps:
+            try:
+                done.append(
+                    self.transition_job(
+                        step.process,
+                        step.timeperiod,
+                        expected_state=step.expected_state,
+                        new_state=step.new_state,
+                        event=step.event,
+                        changes=step.changes,
+                        expected_version=step.expected_version,
+                    )
+                )
+            except (NotFound, StateConflict) as exc:
+                done.append(exc)
+        return done
 
     @abstractmethod
     def transition_job(
@@ -124,6 +192,47 @@ class JobStore(ABC):
             InvalidInput: ``uow`` is not a managed unit of work of this job, or a value is bad;
                 nothing was written.
         """
+
+    def start_jobs(
+        self, starts: Sequence[JobStart]
+    ) -> list[tuple[Job, UnitOfWork] | NotFound | StateConflict | DuplicateKey]:
+        """Several :meth:`start_job`, written together: one transaction (one durable commit)
+        where the backend has them. Each start applies or is refused on its own with the same
+        guarantees as :meth:`start_job` (compare-and-set on state and version; the unit of work
+        under its unique key, or the one an interrupted start stored, linked), in the order of
+        ``starts``; the result holds, in that order, (the job as stored, its unit of work) or
+        the :class:`~db.errors.NotFound` / :class:`~db.errors.StateConflict` /
+        :class:`~db.errors.DuplicateKey` that refused it (a refused start writes nothing and
+        does not stop the others). A scheduler pass starts the jobs of all its processes this
+        way.
+
+        Raises:
+            InvalidInput: a start's unit of work is not a managed one of its job, or a value is
+                bad; every start is checked before anything is written.
+
+        This default checks them all, then starts one after the other (MongoDB's
+        :meth:`start_job` is a sequence of single-document writes anyway).
+        """
+        for start in starts:
+            self._check_start(start.process, start.timeperiod, start.uow)
+        done: list[tuple[Job, UnitOfWork] | NotFound | StateConflict | DuplicateKey] = []
+        for start in starts:
+            try:
+                done.append(
+                    self.start_job(
+                        start.process,
+                        start.timeperiod,
+                        expected_state=start.expected_state,
+                        expected_version=start.expected_version,
+                        new_state=start.new_state,
+                        event=start.event,
+                        uow=start.uow,
+                        uow_event=start.uow_event,
+                    )
+                )
+            except (NotFound, StateConflict, DuplicateKey) as exc:
+                done.append(exc)
+        return done
 
     @staticmethod
     def _check_start(process: str, timeperiod: str, uow: UnitOfWork) -> None:

@@ -52,6 +52,18 @@ class UowStore(ABC):
             NotFound: no such unit of work.
         """
 
+    def get_uows(self, uow_ids: Sequence[str]) -> dict[str, UnitOfWork]:
+        """The units of work with these ids that exist, by id: one grouped read where the
+        backend has one (a scheduler pass reads the runs of every started job in its processes'
+        windows this way). An unknown id has no key. This default reads one at a time."""
+        found = {}
+        for uow_id in dict.fromkeys(uow_ids):
+            try:
+                found[uow_id] = self.get_uow(uow_id)
+            except NotFound:
+                continue
+        return found
+
     @abstractmethod
     def find_uow_by_key(
         self, process: str, start_timeperiod: str, end_timeperiod: str, run_key: str

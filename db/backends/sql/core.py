@@ -17,6 +17,7 @@ import functools
 import logging
 import random
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from db.backends.sql import rows
 from db.backends.sql.engine import is_transient, is_unique_violation, reason
-from db.backends.sql.schema import events
+from db.backends.sql.schema import events, processes
 from db.errors import (
     DuplicateKey,
     InvalidInput,
@@ -35,7 +36,7 @@ from db.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from db.models import Event
 
@@ -48,7 +49,24 @@ MAX_ATTEMPTS = 5
 #: First pause before running a transaction again; doubled each time, with jitter.
 RETRY_PAUSE = 0.01
 
+#: Keys bound in one ``IN`` list (well under every backend's limit on bound values).
+KEYS_PER_STATEMENT = 500
+
 _INSERT_EVENT = sa.insert(events)
+
+
+@dataclass(frozen=True, slots=True)
+class CasStep:
+    """One compare-and-set of :meth:`SqlCore._cas_many`: the arguments of
+    :meth:`SqlCore._cas` but the connection, the table and the entity."""
+
+    #: The row's key values, in the order of the key names.
+    keys: tuple[Any, ...]
+    #: How the row is named in a NotFound or StateConflict.
+    label: str
+    expected_state: str
+    expected_version: int | None
+    values: Mapping[str, Any]
 
 
 class SqlCore:
@@ -196,11 +214,151 @@ class SqlCore:
         current = self._get_row(conn, table, keys)
         if current is None:
             raise NotFound(entity, key)
-        actual, expected = current["state"], str(expected_state)
-        if current["state"] == expected and expected_version is not None:
-            actual = f"{actual} (version {current['version']})"
-            expected = f"{expected} (version {expected_version})"
-        raise StateConflict(entity, key, expected, actual)
+        raise _conflict(entity, key, current, expected_state, expected_version) or StateConflict(
+            entity, key, str(expected_state), str(current["state"])
+        )
+
+    def _cas_many(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        key_names: tuple[str, ...],
+        steps: Sequence[CasStep],
+        *,
+        entity: str,
+    ) -> list[sa.RowMapping | NotFound | StateConflict]:
+        """Several compare-and-sets (:meth:`_cas`) in the caller's transaction, in a few
+        statements whatever their number: the rows are read and locked (``FOR UPDATE``; SQLite's
+        write transaction holds the only writer), each step is checked against its row, the
+        steps that match are written by an executemany of the compare-and-set itself (one per
+        set of changed columns; each still matches on the state, and the version when
+        expected), and the rows written are read back. Steps naming one row twice run one at a
+        time, in order (a later one sees what an earlier one wrote).
+
+        Returns:
+            In the order of ``steps``: the updated row, or the NotFound or StateConflict that
+            refused the step (it wrote nothing).
+        """
+        results: list[sa.RowMapping | NotFound | StateConflict] = []
+        if len({step.keys for step in steps}) < len(steps):
+            for step in steps:
+                try:
+                    results.append(
+                        self._cas(
+                            conn,
+                            table,
+                            dict(zip(key_names, step.keys, strict=True)),
+                            entity=entity,
+                            key=step.label,
+                            expected_state=step.expected_state,
+                            expected_version=step.expected_version,
+                            values=step.values,
+                        )
+                    )
+                except (NotFound, StateConflict) as exc:
+                    results.append(exc)
+            return results
+        current = self._rows_by_keys(conn, table, key_names, [s.keys for s in steps], lock=True)
+        groups: dict[tuple[tuple[str, ...], bool], list[CasStep]] = {}
+        for step in steps:
+            row = current.get(step.keys)
+            if row is None:
+                results.append(NotFound(entity, step.label))
+                continue
+            conflict = _conflict(
+                entity, step.label, row, step.expected_state, step.expected_version
+            )
+            if conflict is not None:
+                results.append(conflict)
+                continue
+            results.append(row)  # replaced by the row as written, below
+            names = tuple(sorted(step.values))
+            groups.setdefault((names, step.expected_version is not None), []).append(step)
+        for (names, with_version), members in groups.items():
+            stmt = _compare_and_set(table, key_names, names, with_version, False)
+            params = []
+            for step in members:
+                bound = {f"k_{n}": v for n, v in zip(key_names, step.keys, strict=True)}
+                bound["x_state"] = str(step.expected_state)
+                if with_version:
+                    bound["x_version"] = step.expected_version
+                bound.update({f"v_{n}": step.values[n] for n in names})
+                params.append(bound)
+            matched = conn.execute(stmt, params).rowcount
+            if conn.dialect.supports_sane_multi_rowcount and matched != len(members):
+                # the rows are locked since they were read: only a bug can get here
+                raise RuntimeError(
+                    f"{entity}: {len(members)} locked rows checked, {matched} compare-and-set"
+                )
+        refused = (NotFound, StateConflict)
+        written = [
+            s.keys for s, r in zip(steps, results, strict=True) if not isinstance(r, refused)
+        ]
+        stored = self._rows_by_keys(conn, table, key_names, written, lock=False)
+        return [
+            answer if isinstance(answer, refused) else stored[step.keys]
+            for step, answer in zip(steps, results, strict=True)
+        ]
+
+    def _latest_rows(
+        self, table: sa.Table, column: str, names: Sequence[str]
+    ) -> tuple[list[sa.RowMapping], list[str]]:
+        """The row of each process in ``names`` with the largest ``column`` (its latest fire,
+        its newest job), in two statements per chunk of names: each registered process's
+        largest value (a scalar subquery per process row: an index lookup each, whatever the
+        history; a grouped ``max`` would read every row), then those rows by their key.
+
+        Returns:
+            (the rows found, the names not registered: the caller reads those on its own).
+        """
+        p = processes.c
+        latest = sa.select(sa.func.max(table.c[column])).where(table.c.process == p.name)
+        found: list[sa.RowMapping] = []
+        unregistered: list[str] = []
+        ordered = list(dict.fromkeys(names))
+        for start in range(0, len(ordered), KEYS_PER_STATEMENT):
+            chunk = ordered[start : start + KEYS_PER_STATEMENT]
+            heads = sa.select(p.name, latest.scalar_subquery()).where(p.name.in_(chunk))
+
+            def read(conn: sa.Connection, heads=heads) -> tuple[list[Any], list[str]]:
+                registered = conn.execute(heads).all()
+                keys = [(name, value) for name, value in registered if value is not None]
+                by_key = sa.tuple_(table.c.process, table.c[column]).in_(keys)
+                stmt = sa.select(table).where(by_key)
+                return (conn.execute(stmt).all() if keys else []), [n for n, _ in registered]
+
+            rows_, registered = self._read(read)
+            found += [row._mapping for row in rows_]
+            unregistered += sorted(set(chunk) - set(registered))
+        return found, unregistered
+
+    def _rows_by_keys(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        key_names: tuple[str, ...],
+        keys: Sequence[tuple[Any, ...]],
+        *,
+        lock: bool,
+    ) -> dict[tuple[Any, ...], sa.RowMapping]:
+        """The rows with these key values, by key, in statements of KEYS_PER_STATEMENT keys;
+        with ``lock``, locked for the rest of the transaction in key order."""
+        columns = [table.c[n] for n in key_names]
+        found: dict[tuple[Any, ...], sa.RowMapping] = {}
+        ordered = sorted(set(keys))
+        for start in range(0, len(ordered), KEYS_PER_STATEMENT):
+            chunk = ordered[start : start + KEYS_PER_STATEMENT]
+            if len(columns) == 1:
+                where = columns[0].in_([k[0] for k in chunk])
+            else:
+                where = sa.tuple_(*columns).in_(chunk)
+            stmt = sa.select(table).where(where).order_by(*columns)
+            if lock:
+                stmt = stmt.with_for_update()
+            for row in conn.execute(stmt):
+                mapping = row._mapping
+                found[tuple(mapping[n] for n in key_names)] = mapping
+        return found
 
     def _add_event(self, conn: sa.Connection, event: Event | None) -> None:
         """Append ``event`` in the caller's transaction (so it commits with the change)."""
@@ -220,6 +378,23 @@ class SqlCore:
     def _upsert(self, table: sa.Table, update: Iterable[str]) -> sa.Insert:
         """INSERT that replaces the ``update`` columns of a row whose primary key exists."""
         return _upsert(self.backend, table, tuple(update))
+
+
+def _conflict(
+    entity: str,
+    key: object,
+    current: Mapping[str, Any],
+    expected_state: str,
+    expected_version: int | None,
+) -> StateConflict | None:
+    """The StateConflict of a compare-and-set on ``current`` (None: it matches)."""
+    actual, expected = current["state"], str(expected_state)
+    if actual == expected and (expected_version is None or current["version"] == expected_version):
+        return None
+    if actual == expected:
+        actual = f"{actual} (version {current['version']})"
+        expected = f"{expected} (version {expected_version})"
+    return StateConflict(entity, key, expected, actual)
 
 
 # -- statement builders, one per shape ---------------------------------------------------------------

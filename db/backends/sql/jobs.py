@@ -15,17 +15,17 @@ from db.backends.base import (
     encode_cursor,
 )
 from db.backends.sql import rows
-from db.backends.sql.core import SqlCore
+from db.backends.sql.core import KEYS_PER_STATEMENT, CasStep, SqlCore
 from db.backends.sql.schema import jobs as job_table
 from db.backends.sql.schema import uows as uow_table
-from db.errors import InvalidInput, NotFound
-from db.models import Page
+from db.errors import DuplicateKey, InvalidInput, NotFound, StateConflict
+from db.models import JobQuery, Page
 from db.states import JobState
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
-    from db.models import Event, Job, JobQuery, UnitOfWork
+    from db.models import Event, Job, JobStart, JobTransition, UnitOfWork
 
 #: Jobs per batch of ``ensure_jobs``: one transaction and one executemany each.
 ENSURE_BATCH = 500
@@ -136,6 +136,56 @@ class JobsMixin(SqlCore):
             next_cursor = encode_cursor(items[-1].timeperiod, items[-1].process)
         return Page(items, next_cursor)
 
+    def newest_jobs(self, processes: Sequence[str]) -> dict[str, Job]:
+        """The newest job of each process: two statements per chunk of names
+        (:meth:`SqlCore._latest_rows`); a name not registered is read on its own."""
+        newest, unregistered = self._latest_rows(job_table, "timeperiod", processes)
+        found = {job.process: job for job in map(rows.job_from, newest)}
+        for name in unregistered:
+            page = self.find_jobs(JobQuery(process=name), limit=1).items
+            if page:
+                found[name] = page[0]
+        return found
+
+    def job_windows(
+        self, limits: Mapping[str, int], states: Iterable[JobState]
+    ) -> dict[str, list[Job]]:
+        """Each process's first jobs in ``states``: one statement per chunk of names, numbering
+        each process's matches in timeperiod order (``row_number``) over the (process, state,
+        timeperiod) index and keeping those within the largest limit of the chunk; each
+        process's own limit is applied here."""
+        wanted = {name: check_limit(limit) for name, limit in limits.items()}
+        found: dict[str, list[Job]] = {name: [] for name in wanted}
+        values = sorted({JobState(state).value for state in states})
+        if not values or not wanted:
+            return found
+        c = job_table.c
+        # ``+timeperiod`` (as in _job_order): SQLite would otherwise number each process's
+        # rows along the unique (process, timeperiod) index, reading its whole history.
+        order = c.timeperiod
+        if self.engine.dialect.name == "sqlite":
+            order = sa.literal_column(f"+{job_table.name}.timeperiod")
+        number = sa.func.row_number().over(partition_by=c.process, order_by=order)
+        names = list(wanted)
+        for start in range(0, len(names), KEYS_PER_STATEMENT):
+            chunk = names[start : start + KEYS_PER_STATEMENT]
+            numbered = (
+                sa.select(job_table, number.label("n_in_window"))
+                .where(c.process.in_(chunk), c.state.in_(values))
+                .subquery()
+            )
+            stmt = (
+                sa.select(*(numbered.c[column.name] for column in c))
+                .where(numbered.c.n_in_window <= max(wanted[n] for n in chunk))
+                .order_by(numbered.c.process, numbered.c.timeperiod)
+            )
+            for row in self._read(lambda conn, stmt=stmt: conn.execute(stmt).all()):
+                job = rows.job_from(row._mapping)
+                window = found[job.process]
+                if len(window) < wanted[job.process]:
+                    window.append(job)
+        return found
+
     def _job_order(
         self, stmt: sa.Select, columns: Any, query: JobQuery, *, several: bool = False
     ) -> sa.Select:
@@ -189,6 +239,89 @@ class JobsMixin(SqlCore):
             return rows.job_from(row)
 
         return self._write(work, entity="job", key=key)
+
+    def transition_jobs(
+        self, steps: Sequence[JobTransition]
+    ) -> list[Job | NotFound | StateConflict]:
+        """Several compare-and-sets in one transaction (:meth:`SqlCore._cas_many`: a few
+        statements whatever their number), each step's event with it in one insert."""
+        cas = []
+        for step in steps:  # bad changes: refused now, before the transaction
+            values = rows.normalise(check_changes("job", step.changes, JOB_CHANGEABLE_FIELDS))
+            values["state"] = JobState(step.new_state).value
+            values["updated_at"] = rows.instant(step.event.at, "at")
+            cas.append(_job_cas(step.process, step.timeperiod, step, values))
+        if not cas:
+            return []
+
+        def work(conn: sa.Connection) -> list[Job | NotFound | StateConflict]:
+            stored = self._cas_many(conn, job_table, _JOB_KEY, cas, entity="job")
+            self._add_events(
+                conn,
+                (s.event for s, r in zip(steps, stored, strict=True) if not _refused(r)),
+            )
+            return [r if _refused(r) else rows.job_from(r) for r in stored]
+
+        return self._write(work, entity="job", key=f"{len(cas)} jobs")
+
+    def start_jobs(
+        self, starts: Sequence[JobStart]
+    ) -> list[tuple[Job, UnitOfWork] | NotFound | StateConflict | DuplicateKey]:
+        """Several starts in one transaction: the units of work already stored under their
+        keys read in one statement, the jobs compare-and-set together
+        (:meth:`SqlCore._cas_many`), the new units of work and every event inserted in one
+        statement each. Should another writer take a unit of work's key in between
+        (PostgreSQL, MariaDB), the starts run again one by one (:meth:`start_job`)."""
+        for start in starts:
+            self._check_start(start.process, start.timeperiod, start.uow)
+        prepared = [(start, rows.uow_row(start.uow)) for start in starts]  # bad values: now
+        if not prepared:
+            return []
+
+        def work(
+            conn: sa.Connection,
+        ) -> list[tuple[Job, UnitOfWork] | NotFound | StateConflict | DuplicateKey]:
+            twins = _stored_by_key(conn, [row for _, row in prepared])
+            done: list[Any] = [None] * len(prepared)
+            cas: list[CasStep] = []
+            casting: list[tuple[int, UnitOfWork | None]] = []
+            for i, (start, uow_row) in enumerate(prepared):
+                twin = twins.get(_uow_key(uow_row))
+                if twin is not None:
+                    try:
+                        twin = self._start_twin(start.timeperiod, start.uow, twin)
+                    except DuplicateKey as exc:
+                        done[i] = exc
+                        continue
+                values = rows.normalise({"uow_id": (twin or start.uow).id})
+                values["state"] = JobState(start.new_state).value
+                values["updated_at"] = rows.instant(start.event.at, "at")
+                cas.append(_job_cas(start.process, start.timeperiod, start, values))
+                casting.append((i, twin))
+            stored = self._cas_many(conn, job_table, _JOB_KEY, cas, entity="job")
+            inserts: list[dict[str, Any]] = []
+            events: list[Event] = []
+            for (i, twin), answer in zip(casting, stored, strict=True):
+                if _refused(answer):
+                    done[i] = answer
+                    continue
+                start, uow_row = prepared[i]
+                linked = twin
+                if linked is None:
+                    inserts.append(uow_row)
+                    events.append(start.uow_event)
+                    linked = rows.uow_from(uow_row)
+                events.append(self._start_event(start.event, linked, adopted=twin is not None))
+                done[i] = (rows.job_from(answer), linked)
+            if inserts:
+                conn.execute(_INSERT_UOW, inserts)
+            self._add_events(conn, events)
+            return done
+
+        try:
+            return self._write(work, entity="uow", key=f"{len(prepared)} job starts")
+        except DuplicateKey:
+            return super().start_jobs(starts)
 
     def start_job(
         self,
@@ -261,6 +394,48 @@ class JobsMixin(SqlCore):
             stmt = stmt.where(job_table.c.process.in_(names))
         found = self._read(lambda conn: conn.execute(stmt).all())
         return {(name, JobState(state)): count for name, state, count in found}
+
+
+_JOB_KEY = ("process", "timeperiod")
+
+
+def _job_cas(
+    process: str, timeperiod: str, step: JobTransition | JobStart, values: dict[str, Any]
+) -> CasStep:
+    return CasStep(
+        keys=(process, timeperiod),
+        label=f"{process}/{timeperiod}",
+        expected_state=JobState(step.expected_state).value,
+        expected_version=step.expected_version,
+        values=values,
+    )
+
+
+def _refused(answer: object) -> bool:
+    return isinstance(answer, NotFound | StateConflict)
+
+
+def _uow_key(row: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    return (row["process"], row["start_timeperiod"], row["end_timeperiod"], row["run_key"])
+
+
+def _stored_by_key(
+    conn: sa.Connection, batch: Sequence[Mapping[str, Any]]
+) -> dict[tuple[str, str, str, str], UnitOfWork]:
+    """The units of work stored under the unique keys of ``batch`` (rows), by key: one read
+    per chunk through the (process, timeperiod) index."""
+    c = uow_table.c
+    wanted = {_uow_key(row) for row in batch}
+    found: dict[tuple[str, str, str, str], UnitOfWork] = {}
+    pairs = sorted({(row["process"], row["timeperiod"]) for row in batch})
+    for start in range(0, len(pairs), KEYS_PER_STATEMENT):
+        chunk = pairs[start : start + KEYS_PER_STATEMENT]
+        stmt = sa.select(uow_table).where(sa.tuple_(c.process, c.timeperiod).in_(chunk))
+        for row in conn.execute(stmt):
+            key = _uow_key(row._mapping)
+            if key in wanted:
+                found[key] = rows.uow_from(row._mapping)
+    return found
 
 
 def _decode_job_cursor(cursor: str) -> tuple[str, str]:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from db.backends.sql import rows
 from db.backends.sql.boxes import BoxesMixin
+from db.backends.sql.core import KEYS_PER_STATEMENT
 from db.backends.sql.credentials import CredentialsMixin
 from db.backends.sql.engine import WRITE_OPTION, create_engine, prepare_sqlite, public_url
 from db.backends.sql.jobs import JobsMixin
@@ -20,7 +21,6 @@ from db.backends.sql.payloads import PayloadsMixin
 from db.backends.sql.queue import QueueMixin
 from db.backends.sql.schema import events, jobs, metadata, processes, supervised, uows
 from db.backends.sql.schema import fires as fires_table
-from db.backends.sql.schema import processes as processes_table
 from db.backends.sql.uows import UowsMixin
 from db.clock import truncate_ms
 from db.errors import Conflict, InvalidInput, NotFound, TactusError
@@ -48,8 +48,6 @@ log = logging.getLogger(f"tactus.{__name__}")
 _BACKENDS = {"sqlite": "sqlite", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
 
 _INSERT_PROCESS = sa.insert(processes)
-#: Names bound in one ``IN`` list (well under every backend's limit on bound values).
-_NAMES_PER_STATEMENT = 500
 #: The server's current instant, by backend (SQLite has no server: the local clock serves).
 _SERVER_TIME = {
     "postgresql": sa.select(sa.func.now()),
@@ -181,8 +179,8 @@ class SqlStore(
             if (cached := cache.get(name)) is None
             or (cached.version, cached.updated_at) != (version, updated_at)
         ]
-        for start in range(0, len(stale), _NAMES_PER_STATEMENT):
-            chunk = stale[start : start + _NAMES_PER_STATEMENT]
+        for start in range(0, len(stale), KEYS_PER_STATEMENT):
+            chunk = stale[start : start + KEYS_PER_STATEMENT]
             full = sa.select(processes).where(c.name.in_(chunk))
             for row in self._read(lambda conn, full=full: conn.execute(full).all()):
                 record = rows.process_from(row._mapping)
@@ -347,31 +345,10 @@ class SqlStore(
         return found[0] if found else None
 
     def last_fires(self, processes: Sequence[str]) -> dict[str, FireRecord]:
-        """The latest fire of each of ``processes``, in two statements per chunk of names:
-        each registered process's latest ``scheduled_at`` (a scalar subquery per process row:
-        an index lookup each, whatever the history; a grouped ``max`` would read every fire),
-        then those fires by their key. A name not registered is read on its own."""
-        names = list(dict.fromkeys(processes))
-        c = fires_table.c
-        p = processes_table.c
-        latest = sa.select(sa.func.max(c.scheduled_at)).where(c.process == p.name)
-        found: dict[str, FireRecord] = {}
-        unregistered: list[str] = []
-        for start in range(0, len(names), _NAMES_PER_STATEMENT):
-            chunk = names[start : start + _NAMES_PER_STATEMENT]
-            heads = sa.select(p.name, latest.scalar_subquery()).where(p.name.in_(chunk))
-
-            def read(conn: sa.Connection, heads=heads) -> tuple[list[Any], list[str]]:
-                registered = conn.execute(heads).all()
-                keys = [(name, at) for name, at in registered if at is not None]
-                stmt = sa.select(fires_table).where(sa.tuple_(c.process, c.scheduled_at).in_(keys))
-                return (conn.execute(stmt).all() if keys else []), [n for n, _ in registered]
-
-            fires, registered = self._read(read)
-            for row in fires:
-                fire = rows.fire_from(row._mapping)
-                found[fire.process] = fire
-            unregistered += sorted(set(chunk) - set(registered))
+        """The latest fire of each of ``processes``: two statements per chunk of names
+        (:meth:`SqlCore._latest_rows`); a name not registered is read on its own."""
+        latest, unregistered = self._latest_rows(fires_table, "scheduled_at", processes)
+        found = {fire.process: fire for fire in map(rows.fire_from, latest)}
         for name in unregistered:
             fire = self.last_fire(name)
             if fire is not None:
@@ -383,13 +360,13 @@ class SqlStore(
         names = list(dict.fromkeys(processes))
         c = fires_table.c
         found: list[FireRecord] = []
-        for start in range(0, len(names), _NAMES_PER_STATEMENT):
+        for start in range(0, len(names), KEYS_PER_STATEMENT):
             stmt = (
                 sa.select(fires_table)
                 .where(
                     c.uow_id.is_(None),
                     c.outcome == FireOutcome.FIRED.value,
-                    c.process.in_(names[start : start + _NAMES_PER_STATEMENT]),
+                    c.process.in_(names[start : start + KEYS_PER_STATEMENT]),
                 )
                 .order_by(c.process, c.scheduled_at)
             )

@@ -14,7 +14,7 @@ from db.backends.base import (
     encode_cursor,
 )
 from db.backends.sql import rows
-from db.backends.sql.core import SqlCore
+from db.backends.sql.core import KEYS_PER_STATEMENT, SqlCore
 from db.backends.sql.engine import is_unique_violation
 from db.backends.sql.schema import uows
 from db.errors import DuplicateKey, InvalidInput, NotFound, StateConflict
@@ -92,6 +92,17 @@ class UowsMixin(SqlCore):
         if row is None:
             raise NotFound("uow", uow_id)
         return rows.uow_from(row)
+
+    def get_uows(self, uow_ids: Sequence[str]) -> dict[str, UnitOfWork]:
+        """The units of work with these ids, one statement per chunk of ids."""
+        ids = list(dict.fromkeys(uow_ids))
+        found: dict[str, UnitOfWork] = {}
+        for start in range(0, len(ids), KEYS_PER_STATEMENT):
+            stmt = sa.select(uows).where(uows.c.id.in_(ids[start : start + KEYS_PER_STATEMENT]))
+            for row in self._read(lambda conn, stmt=stmt: conn.execute(stmt).all()):
+                uow = rows.uow_from(row._mapping)
+                found[uow.id] = uow
+        return found
 
     def find_uow_by_key(
         self, process: str, start_timeperiod: str, end_timeperiod: str, run_key: str
