@@ -62,6 +62,17 @@ class Registry:
         return [e for e in self.managed() if name in e.depends_on]
 
 
+def related_names(registry: Registry) -> frozenset[str]:
+    """The managed processes whose jobs relate to another process's: in a tree, depending on
+    another process, or depended on (one pass over the registry)."""
+    related: set[str] = set()
+    for entry in registry.managed():
+        if entry.tree or entry.depends_on:
+            related.add(entry.name)
+            related.update(entry.depends_on)
+    return frozenset(related)
+
+
 def timeperiod_of(job: Job) -> Timeperiod:
     return Timeperiod.parse(job.qualifier, job.timeperiod)
 

@@ -25,11 +25,19 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from db import flows
-from db.errors import NotFound, StateConflict, TransitionRefused
+from db.errors import DuplicateKey, NotFound, StateConflict, TransitionRefused
 from db.machines.job import job_machine
 from db.machines.supervised import SUPERVISED_MACHINE
 from db.machines.uow import UOW_MACHINE
-from db.models import Event, Job, SupervisedProcess, UnitOfWork, UowTransition
+from db.models import (
+    Event,
+    Job,
+    JobStart,
+    JobTransition,
+    SupervisedProcess,
+    UnitOfWork,
+    UowTransition,
+)
 from db.states import UowKind
 from db.uow_factory import UowSpec, new_uow
 
@@ -193,6 +201,69 @@ def change_job(
     )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobChange:
+    """One change of :func:`change_jobs`: what :func:`change_job` takes besides the store,
+    the clock, the actor and ``after_commit``."""
+
+    job: Job
+    trigger: str
+    state_machine: StateMachineName
+    reason: str = ""
+    facts: Mapping[str, Any] | None = None
+    changes: Mapping[str, Any] | None = None
+    details: Mapping[str, Any] | None = None
+    check_version: bool = False
+
+
+def change_jobs(
+    store: Store, requests: Sequence[JobChange], *, clock: Clock, actor: str
+) -> list[Job | TransitionRefused | NotFound | StateConflict]:
+    """Several job changes written together (:meth:`~db.store.Store.transition_jobs`: one
+    commit on SQL): each is decided by the machine and applied or refused on its own, as
+    :func:`change_job` would. A scheduler pass moves the jobs of all its processes this way.
+
+    Returns:
+        In the order of ``requests``: the job as stored, or the
+        :class:`~db.errors.TransitionRefused`, :class:`~db.errors.StateConflict` or
+        :class:`~db.errors.NotFound` that refused it (nothing of it was written). There is no
+        ``after_commit``: the caller acts on the results once this returns, after the commit.
+    """
+
+    def step_of(request: JobChange) -> JobTransition:
+        job = request.job
+        dest, event = _decided(
+            job_machine(request.state_machine),
+            "job",
+            job.key,
+            job.state,
+            request.trigger,
+            clock=clock,
+            actor=actor,
+            reason=request.reason,
+            facts=dict(request.facts or {}),
+            details=request.details,
+        )
+        return JobTransition(
+            process=job.process,
+            timeperiod=job.timeperiod,
+            expected_state=job.state,
+            new_state=dest,
+            event=event,
+            changes=request.changes,
+            expected_version=job.version if request.check_version else None,
+        )
+
+    results, steps, positions = _decide_all(requests, step_of)
+    if steps:
+        stored = store.transition_jobs(steps)
+        for position, step, answer in zip(positions, steps, stored, strict=True):
+            results[position] = answer
+            if isinstance(answer, Job):
+                _logged("job", requests[position].job.key, step.event)
+    return results
+
+
 def run_key(job: Job) -> str:
     """The run key of the unit of work that starts ``job`` as it is now: its run and version,
     so each start of a job has its own key and a repeated attempt of the same start the same."""
@@ -239,45 +310,28 @@ def start_job(
         TransitionRefused: the machine does not allow it; nothing was written.
         StateConflict: another actor changed the job first; nothing was written.
     """
-    dest, event = _decided(
-        job_machine(entry.state_machine),
-        "job",
-        job.key,
-        job.state,
-        trigger,
-        clock=clock,
-        actor=actor,
-        reason=reason,
-        facts=dict(facts or {}),
-        details=details,
-    )
-    spec = UowSpec(
+    start_request = JobStartRequest(
+        job=job,
+        trigger=trigger,
         entry=entry,
-        kind=UowKind.MANAGED,
         start=start,
         end=end,
-        run_key=run_key(job),
-        reason=f"{trigger} job {job.key}",
-        timeperiod=job.timeperiod,
+        reason=reason,
+        facts=facts,
+        details=details,
     )
-    uow, uow_event = new_uow(spec, event.at, actor, managed=True)
+    prepared = _prepared_start(start_request, clock=clock, actor=actor)
     stored_job, stored_uow = store.start_job(
         job.process,
         job.timeperiod,
-        expected_state=job.state,
-        expected_version=job.version,
-        new_state=dest,
-        event=event,
-        uow=uow,
-        uow_event=uow_event,
+        expected_state=prepared.expected_state,
+        expected_version=prepared.expected_version,
+        new_state=prepared.new_state,
+        event=prepared.event,
+        uow=prepared.uow,
+        uow_event=prepared.uow_event,
     )
-    _logged("job", job.key, event)
-    if stored_uow.id == uow.id:
-        _logged("uow", uow.id, uow_event)
-    else:
-        log.info(
-            "uow %s: linked to job %s (stored by an interrupted start)", stored_uow.id, job.key
-        )
+    _logged_start(job, prepared, stored_uow)
     if after_commit is not None:
         try:
             after_commit(stored_job, stored_uow)
@@ -285,6 +339,98 @@ def start_job(
             # As in _change: stored is stored; the recovery re-posts what was not published.
             log.exception("job %s: after-commit hook failed", job.key)
     return stored_job, stored_uow
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobStartRequest:
+    """One start of :func:`start_jobs`: what :func:`start_job` takes besides the store, the
+    clock, the actor and ``after_commit``."""
+
+    job: Job
+    trigger: str
+    entry: ProcessEntry
+    start: str
+    end: str
+    reason: str = ""
+    facts: Mapping[str, Any] | None = None
+    details: Mapping[str, Any] | None = None
+
+
+def start_jobs(
+    store: Store, requests: Sequence[JobStartRequest], *, clock: Clock, actor: str
+) -> list[tuple[Job, UnitOfWork] | TransitionRefused | NotFound | StateConflict | DuplicateKey]:
+    """Several :func:`start_job` written together (:meth:`~db.store.Store.start_jobs`: one
+    commit on SQL): each is decided by the machine and applied or refused on its own, as
+    :func:`start_job` would. A scheduler pass starts the jobs of all its processes this way.
+
+    Returns:
+        In the order of ``requests``: (the job as stored, its unit of work), or the
+        :class:`~db.errors.TransitionRefused`, :class:`~db.errors.StateConflict`,
+        :class:`~db.errors.NotFound` or :class:`~db.errors.DuplicateKey` that refused it
+        (nothing of it was written). There is no ``after_commit``: the caller publishes once
+        this returns, after the commit.
+
+    Raises:
+        InvalidInput: a value is bad; nothing was written.
+    """
+    results, prepared, positions = _decide_all(
+        requests, lambda request: _prepared_start(request, clock=clock, actor=actor)
+    )
+    if prepared:
+        stored = store.start_jobs(prepared)
+        for position, start, answer in zip(positions, prepared, stored, strict=True):
+            results[position] = answer
+            if not isinstance(answer, Exception):
+                _logged_start(requests[position].job, start, answer[1])
+    return results
+
+
+def _prepared_start(request: JobStartRequest, *, clock: Clock, actor: str) -> JobStart:
+    """Step 1 of a start: the machine's decision, the job's event and its unit of work."""
+    job = request.job
+    dest, event = _decided(
+        job_machine(request.entry.state_machine),
+        "job",
+        job.key,
+        job.state,
+        request.trigger,
+        clock=clock,
+        actor=actor,
+        reason=request.reason,
+        facts=dict(request.facts or {}),
+        details=request.details,
+    )
+    spec = UowSpec(
+        entry=request.entry,
+        kind=UowKind.MANAGED,
+        start=request.start,
+        end=request.end,
+        run_key=run_key(job),
+        reason=f"{request.trigger} job {job.key}",
+        timeperiod=job.timeperiod,
+    )
+    uow, uow_event = new_uow(spec, event.at, actor, managed=True)
+    return JobStart(
+        process=job.process,
+        timeperiod=job.timeperiod,
+        expected_state=job.state,
+        expected_version=job.version,
+        new_state=dest,
+        event=event,
+        uow=uow,
+        uow_event=uow_event,
+    )
+
+
+def _logged_start(job: Job, start: JobStart, stored_uow: UnitOfWork) -> None:
+    """Step 3 of a start: the job's log line, and its unit of work's."""
+    _logged("job", job.key, start.event)
+    if stored_uow.id == start.uow.id:
+        _logged("uow", start.uow.id, start.uow_event)
+    else:
+        log.info(
+            "uow %s: linked to job %s (stored by an interrupted start)", stored_uow.id, job.key
+        )
 
 
 def change_uow(
@@ -554,37 +700,52 @@ def _decided_uows(
 ) -> tuple[_UowResults, list[UowTransition], list[int]]:
     """Step 1 for each request: the refusals in place, and the steps to write with the
     positions of their requests."""
-    results: _UowResults = [None] * len(requests)
-    steps: list[UowTransition] = []
+
+    def step_of(request: UowChange) -> UowTransition:
+        uow = request.uow
+        dest, event = _decided(
+            UOW_MACHINE,
+            "uow",
+            uow.id,
+            uow.state,
+            request.trigger,
+            clock=clock,
+            actor=actor,
+            reason=request.reason,
+            facts={"attempts_remain": uow.attempt <= uow.retries, **dict(request.facts or {})},
+            details=request.details,
+        )
+        return UowTransition(
+            uow_id=uow.id,
+            expected_state=uow.state,
+            new_state=dest,
+            event=event,
+            changes=request.changes,
+            expected_version=uow.version if request.check_version else None,
+        )
+
+    return _decide_all(requests, step_of)
+
+
+R = TypeVar("R")
+S = TypeVar("S")
+
+
+def _decide_all(
+    requests: Sequence[R], step_of: Callable[[R], S]
+) -> tuple[list[Any], list[S], list[int]]:
+    """Step 1 of several changes: each request's step (``step_of``: the machine decides), or
+    the TransitionRefused in its place; returns (results with the refusals, the steps, the
+    positions of their requests)."""
+    results: list[Any] = [None] * len(requests)
+    steps: list[S] = []
     positions: list[int] = []
     for position, request in enumerate(requests):
-        uow = request.uow
         try:
-            dest, event = _decided(
-                UOW_MACHINE,
-                "uow",
-                uow.id,
-                uow.state,
-                request.trigger,
-                clock=clock,
-                actor=actor,
-                reason=request.reason,
-                facts={"attempts_remain": uow.attempt <= uow.retries, **dict(request.facts or {})},
-                details=request.details,
-            )
+            steps.append(step_of(request))
         except TransitionRefused as exc:
             results[position] = exc
             continue
-        steps.append(
-            UowTransition(
-                uow_id=uow.id,
-                expected_state=uow.state,
-                new_state=dest,
-                event=event,
-                changes=request.changes,
-                expected_version=uow.version if request.check_version else None,
-            )
-        )
         positions.append(position)
     return results, steps, positions
 

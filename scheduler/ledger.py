@@ -7,6 +7,7 @@ read to know where to continue.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -16,6 +17,8 @@ from db.models import Job, JobQuery
 from db.timeperiod import Timeperiod
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
     from db.models import ProcessEntry
     from db.store import Store
 
@@ -32,33 +35,56 @@ def materialize(store: Store, entry: ProcessEntry, now: datetime) -> int:
     Returns:
         How many jobs were created.
     """
-    qualifier = entry.time_qualifier
     newest = store.find_jobs(JobQuery(process=entry.name), limit=1).items
-    if newest:
-        first = Timeperiod.parse(qualifier, newest[0].timeperiod).next()
+    created = _ensure(store, _missing(entry, newest[0] if newest else None, now))
+    if created:
+        log.info("process %s: %d new jobs up to %s", entry.name, created, now.isoformat())
+    return created
+
+
+def materialize_many(store: Store, entries: Sequence[ProcessEntry], now: datetime) -> int:
+    """:func:`materialize` of several processes: their newest jobs read in one go
+    (:meth:`~db.store.Store.newest_jobs`), their missing jobs inserted together.
+
+    Returns:
+        How many jobs were created.
+    """
+    newest = store.newest_jobs([entry.name for entry in entries])
+    created = _ensure(
+        store,
+        (job for entry in entries for job in _missing(entry, newest.get(entry.name), now)),
+    )
+    if created:
+        log.info("%d processes: %d new jobs up to %s", len(entries), created, now.isoformat())
+    return created
+
+
+def _missing(entry: ProcessEntry, newest: Job | None, now: datetime) -> Iterator[Job]:
+    """The jobs of ``entry`` after ``newest`` (or from its start) through the period
+    containing ``now``."""
+    qualifier = entry.time_qualifier
+    if newest is not None:
+        first = Timeperiod.parse(qualifier, newest.timeperiod).next()
     elif entry.start_timeperiod:
         first = Timeperiod.parse(qualifier, entry.start_timeperiod)
     else:
         first = Timeperiod.containing(qualifier, now)
-    created = 0
-    batch: list[Job] = []
     # through the period containing ``now`` (``between`` stops before its bound)
     for period in Timeperiod.between(qualifier, first, now + timedelta(milliseconds=1)):
-        batch.append(
-            Job(
-                id=new_id(),
-                process=entry.name,
-                qualifier=qualifier,
-                timeperiod=str(period),
-                created_at=now,
-                updated_at=now,
-            )
+        yield Job(
+            id=new_id(),
+            process=entry.name,
+            qualifier=qualifier,
+            timeperiod=str(period),
+            created_at=now,
+            updated_at=now,
         )
-        if len(batch) >= BATCH:
-            created += store.ensure_jobs(batch)
-            batch = []
-    if batch:
+
+
+def _ensure(store: Store, jobs: Iterable[Job]) -> int:
+    """Insert ``jobs`` that do not exist yet, BATCH per ``ensure_jobs`` call."""
+    created = 0
+    pending = iter(jobs)
+    while batch := list(itertools.islice(pending, BATCH)):
         created += store.ensure_jobs(batch)
-    if created:
-        log.info("process %s: %d new jobs up to %s", entry.name, created, now.isoformat())
     return created

@@ -17,6 +17,12 @@ waited for, and the event that moves the job on says so.
 
 Every decision goes through :mod:`db.state_change`; a lost race (``StateConflict``) just means
 another actor moved the job first: the next look sees the new state.
+
+Several processes are looked at together (:meth:`ManagedDriver.look_many`) when their jobs
+relate to no other process's: their windows and their units of work in flight are read in one
+go for all of them, then each is decided exactly as alone, then the jobs they finish or skip
+move in one store write and the jobs they start start in another (each change still its own
+compare-and-set with its history event), then the units of work are published.
 """
 
 from __future__ import annotations
@@ -26,11 +32,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from db.errors import DuplicateKey, NotFound, StateConflict
+from db.errors import DuplicateKey, NotFound, StateConflict, TransitionRefused
 from db.gates import BlockingVerdict, blocking_verdict, closes_at, free_slots
-from db.models import Event, JobQuery
+from db.models import Event
 from db.relations import Readiness, Registry, readiness, timeperiod_of
-from db.state_change import change_job, change_uow, start_job
+from db.state_change import (
+    JobChange,
+    JobStartRequest,
+    change_job,
+    change_jobs,
+    change_uow,
+    start_job,
+    start_jobs,
+)
 from db.states import (
     ACTIVE_JOB_STATES,
     ACTIVE_UOW_STATES,
@@ -44,6 +58,8 @@ from db.states import (
 from db.timeperiod import Timeperiod
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
     from db.clock import Clock
     from db.models import Job, ProcessEntry, UnitOfWork
     from db.store import Store
@@ -63,6 +79,7 @@ NOTED_LIMIT = 50_000
 FINISHED = "finished"  # it moved to processed, noop or skipped
 IN_FLIGHT = "in_flight"  # its unit of work is in flight: it holds a max_active slot
 WAITING = "waiting"  # nothing to do now; holds no slot
+DEFERRED = "deferred"  # it moves with the other moves of the look (holds no slot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +107,21 @@ class _Want:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _Look:
+    """One process's look in progress: what its jobs need, decided from what was read."""
+
+    entry: ProcessEntry
+    finished: int = 0
+    #: Free max_active slots left.
+    slots: int = 0
+    #: The jobs that need a new unit of work, in the order they get one.
+    wants: list[_Want] = field(default_factory=list)
+    #: The moves decided, written with the other processes' (the jobs' own unit of work over).
+    moves: list[JobChange] = field(default_factory=list)
+    started: int = 0
+
+
 class ManagedDriver:
     """Moves the jobs of managed processes; one instance per scheduler."""
 
@@ -111,18 +143,62 @@ class ManagedDriver:
                 another unit of work for their open period); False when woken by a status
                 change (only finishing and starting happen).
         """
+        return self.look_many([(entry, scheduled)], registry)[entry.name]
+
+    def look_many(
+        self, looks: Sequence[tuple[ProcessEntry, bool]], registry: Registry
+    ) -> dict[str, LookResult]:
+        """:meth:`look` at several processes, each with its ``scheduled``, by process name.
+
+        The reads are grouped (every window, every unit of work they run), the moves written
+        together, then the starts together. Only processes whose jobs relate to no other
+        process among them may go together (a look reads its relations as they are when it
+        runs, and the others' moves are written later): the scheduler looks at a process of a
+        tree or with dependencies alone.
+        """
         now = self.clock.now()
-        jobs = self.store.find_jobs(
-            JobQuery(process=entry.name, states=ACTIVE_JOB_STATES, newest_first=False),
-            limit=entry.max_active + self.window,
-        ).items
-        finished = in_flight = 0
+        limits = {entry.name: entry.max_active + self.window for entry, _ in looks}
+        windows = self.store.job_windows(limits, ACTIVE_JOB_STATES)
+        uows = self.store.get_uows(
+            [
+                job.uow_id
+                for jobs in windows.values()
+                for job in jobs
+                if job.state is not JobState.EMBRYO and job.uow_id
+            ]
+        )
+        decided = [
+            self._decide(entry, registry, windows.get(entry.name, []), uows, now, scheduled)
+            for entry, scheduled in looks
+        ]
+        self._moved(decided)
+        self._started(decided, registry, now)
+        return {
+            look.entry.name: LookResult(
+                started=look.started, finished=look.finished, changed_finished=look.finished > 0
+            )
+            for look in decided
+        }
+
+    def _decide(
+        self,
+        entry: ProcessEntry,
+        registry: Registry,
+        jobs: list[Job],
+        uows: Mapping[str, UnitOfWork],
+        now: datetime,
+        scheduled: bool,
+    ) -> _Look:
+        """What each job of ``entry``'s window needs, from what was read; the moves of started
+        jobs are kept for :meth:`_moved`, the starts for :meth:`_started`."""
+        look = _Look(entry)
+        in_flight = 0
         wants: list[_Want] = []
         for job in jobs:
             if job.state is not JobState.EMBRYO:
-                step = self._advance(entry, registry, job, now, scheduled)
+                step = self._advance(entry, registry, job, now, scheduled, uows, look.moves)
                 in_flight += step == IN_FLIGHT
-                finished += step == FINISHED
+                look.finished += step == FINISHED
                 if isinstance(step, _Want):
                     wants.append(step)
         slots = free_slots(entry.max_active, in_flight)
@@ -132,28 +208,68 @@ class ManagedDriver:
             if sum(w.closed and w.job.timeperiod < job.timeperiod for w in wants) >= slots:
                 break  # older closed periods take every free slot (the next embryos are newer)
             step = self._embryo(entry, registry, job, now)
-            finished += step == FINISHED
+            look.finished += step == FINISHED
             if isinstance(step, _Want):
                 wants.append(step)
             elif step == WAITING and entry.max_active == 1:
                 break  # periods start in time order: one that cannot start holds back the rest
-        started = 0
         # closed periods first, each group oldest first
-        for want in sorted(wants, key=lambda w: (not w.closed, w.job.timeperiod)):
-            if slots <= 0:
-                break
-            stored = self._start(entry, want, now)
-            if stored is None:
-                if entry.max_active == 1:
-                    break  # it changed under us: the next look decides again, in order
-                continue
-            started += 1
-            job, uow = stored
-            if uow.state in ACTIVE_UOW_STATES:
-                slots -= 1
-            else:  # an interrupted start's run, finished meanwhile: the job can move on now
-                finished += self._advance(entry, registry, job, now, False) == FINISHED
-        return LookResult(started=started, finished=finished, changed_finished=finished > 0)
+        look.wants = sorted(wants, key=lambda w: (not w.closed, w.job.timeperiod))
+        look.slots = slots
+        return look
+
+    def _moved(self, decided: list[_Look]) -> None:
+        """Write the moves every look decided, together (:func:`db.state_change.change_jobs`);
+        a lost race just means another actor moved the job first."""
+        requests = [(look, move) for look in decided for move in look.moves]
+        if not requests:
+            return
+        done = change_jobs(
+            self.store, [move for _, move in requests], clock=self.clock, actor=ACTOR
+        )
+        for (look, move), answer in zip(requests, done, strict=True):
+            if isinstance(answer, TransitionRefused | NotFound):
+                raise answer
+            if isinstance(answer, StateConflict):
+                continue  # moved by someone else: the next look sees where to
+            self._noted.pop(move.job.key, None)
+            look.finished += answer.state in FINISHED_JOB_STATES
+
+    def _started(self, decided: list[_Look], registry: Registry, now: datetime) -> None:
+        """Start what each look wants within its free slots: the first of every look
+        together (:func:`db.state_change.start_jobs`), then published; a look whose start
+        did not take a slot (lost, or its run over already) goes on alone, in order."""
+        first = [(look, look.wants[: look.slots]) for look in decided]
+        requests = [(look, want) for look, wants in first for want in wants]
+        done = start_jobs(
+            self.store,
+            [self._start_request(look.entry, want, now) for look, want in requests],
+            clock=self.clock,
+            actor=ACTOR,
+        )
+        stored: dict[int, tuple[Job, UnitOfWork] | None] = {}
+        for (_, want), answer in zip(requests, done, strict=True):
+            stored[id(want)] = self._start_answer(want, answer, now)
+        self._publish_all(s for s in stored.values() if s is not None)
+        for look, _ in first:
+            entry = look.entry
+            for want in look.wants:
+                if look.slots <= 0:
+                    break
+                if id(want) in stored:
+                    started = stored[id(want)]
+                else:
+                    started = self._start(entry, want, now)
+                if started is None:
+                    if entry.max_active == 1:
+                        break  # it changed under us: the next look decides again, in order
+                    continue
+                look.started += 1
+                job, uow = started
+                if uow.state in ACTIVE_UOW_STATES:
+                    look.slots -= 1
+                else:  # an interrupted start's run, finished meanwhile: the job can move on now
+                    look.finished += self._advance(entry, registry, job, now, False) == FINISHED
 
     # -- embryo ---------------------------------------------------------------------------------
 
@@ -171,7 +287,8 @@ class ManagedDriver:
             verdict = blocking_verdict(entry.blocking, ready)
             if verdict is BlockingVerdict.SKIP:
                 names = ", ".join(ready.skipped_dependencies)
-                return self._move(entry, job, "skip", reason=f"dependency {names} skipped")
+                reason = f"dependency {names} skipped"
+                return self._move(None, entry, job, "skip", reason=reason)
             if verdict is BlockingVerdict.WAIT:
                 return self._wait(job, ready, now)
         if discrete:
@@ -186,14 +303,27 @@ class ManagedDriver:
     # -- in_progress and final_run ----------------------------------------------------------------
 
     def _advance(
-        self, entry: ProcessEntry, registry: Registry, job: Job, now: datetime, scheduled: bool
+        self,
+        entry: ProcessEntry,
+        registry: Registry,
+        job: Job,
+        now: datetime,
+        scheduled: bool,
+        uows: Mapping[str, UnitOfWork] | None = None,
+        moves: list[JobChange] | None = None,
     ) -> _Want | str:
-        """What a started job needs: to finish, a new unit of work, or to wait."""
-        uow = self._uow(job)
+        """What a started job needs: to finish, a new unit of work, or to wait.
+
+        Args:
+            uows: the units of work read for the look, by id (None: read the job's now).
+            moves: where a move is kept to be written with the look's others (None: now).
+        """
+        uow = self._uow(job) if uows is None else uows.get(job.uow_id or "")
         if uow is None:
             # linked unit of work missing (should not happen): give the job a fresh one
             log.warning("job %s: unit of work %s missing; reprocessing", job.key, job.uow_id)
             return self._move(
+                moves,
                 entry,
                 job,
                 "reprocess",
@@ -201,7 +331,7 @@ class ManagedDriver:
                 changes={"run": job.run + 1, "uow_id": None},
             )
         if uow.state is UowState.CANCELED:
-            return self._move(entry, job, "skip", reason=f"unit of work {uow.id} canceled")
+            return self._move(moves, entry, job, "skip", reason=f"unit of work {uow.id} canceled")
         if uow.state in ACTIVE_UOW_STATES:
             if (
                 entry.state_machine is StateMachineName.RECOMPUTING
@@ -213,7 +343,8 @@ class ManagedDriver:
         # the unit of work succeeded (processed or noop)
         done = "complete" if uow.state is UowState.PROCESSED else "complete_noop"
         if job.state is JobState.FINAL_RUN:
-            return self._move(entry, job, done, reason=f"unit of work {uow.id} {uow.state}")
+            reason = f"unit of work {uow.id} {uow.state}"
+            return self._move(moves, entry, job, done, reason=reason)
         closed = now >= timeperiod_of(job).end
         if entry.state_machine is not StateMachineName.DISCRETE and not closed:
             if not scheduled:
@@ -225,7 +356,13 @@ class ManagedDriver:
         if entry.state_machine is StateMachineName.DISCRETE:
             reason, details = _with_note(f"unit of work {uow.id} {uow.state}", ready)
             return self._move(
-                entry, job, done, facts={"finalizable": True}, reason=reason, details=details
+                moves,
+                entry,
+                job,
+                done,
+                facts={"finalizable": True},
+                reason=reason,
+                details=details,
             )
         facts = {"closed": True, "finalizable": True}
         return _want(job, "finalize", ready, final=True, closed=True, facts=facts)
@@ -267,6 +404,21 @@ class ManagedDriver:
         except NotFound:
             return None
 
+    def _start_request(self, entry: ProcessEntry, want: _Want, now: datetime) -> JobStartRequest:
+        """The start ``want`` asks for: the job moved, and its next unit of work over the whole
+        period (a final run) or up to now."""
+        period = timeperiod_of(want.job)
+        return JobStartRequest(
+            job=want.job,
+            trigger=want.trigger,
+            entry=entry,
+            start=str(period),
+            end=str(period.next()) if want.final else _horizon(period, now),
+            reason=want.reason,
+            facts=want.facts,
+            details=want.details or None,
+        )
+
     def _start(
         self, entry: ProcessEntry, want: _Want, now: datetime
     ) -> tuple[Job, UnitOfWork] | None:
@@ -276,32 +428,57 @@ class ManagedDriver:
         Returns:
             The job and its unit of work as stored, or None if the job changed under us.
         """
-        job = want.job
-        period = timeperiod_of(job)
+        request = self._start_request(entry, want, now)
         try:
-            stored = start_job(
+            answer: Any = start_job(
                 self.store,
-                job,
-                want.trigger,
+                request.job,
+                request.trigger,
                 entry=entry,
-                start=str(period),
-                end=str(period.next()) if want.final else _horizon(period, now),
+                start=request.start,
+                end=request.end,
                 clock=self.clock,
                 actor=ACTOR,
-                reason=want.reason,
-                facts=want.facts,
-                details=want.details or None,
+                reason=request.reason,
+                facts=request.facts,
+                details=request.details,
                 after_commit=self._publish,
             )
-        except StateConflict:
+        except (StateConflict, DuplicateKey) as exc:
+            answer = exc
+        return self._start_answer(want, answer, now)
+
+    def _start_answer(
+        self, want: _Want, answer: Any, now: datetime
+    ) -> tuple[Job, UnitOfWork] | None:
+        """What a start came to: the job and its unit of work as stored, or None if the job
+        changed under us (or its run's key is taken, which is noted in its history).
+
+        Raises:
+            TransitionRefused, NotFound: as :func:`~db.state_change.start_job` does.
+        """
+        job = want.job
+        if isinstance(answer, StateConflict):
             return None
-        except DuplicateKey as exc:
+        if isinstance(answer, DuplicateKey):
             # Only data no current Tactus writes can hold a job's key (see Store.start_job).
-            log.error("job %s: cannot start: %s", job.key, exc)
-            self._note(job, f"cannot start: {exc}", {}, now)
+            log.error("job %s: cannot start: %s", job.key, answer)
+            self._note(job, f"cannot start: {answer}", {}, now)
             return None
+        if isinstance(answer, Exception):
+            raise answer
         self._noted.pop(job.key, None)
-        return stored
+        return answer
+
+    def _publish_all(self, started: Iterable[tuple[Job, UnitOfWork]]) -> None:
+        """After the commit: announce the units of work started (see :meth:`_publish`)."""
+        fresh = [uow for _, uow in started if uow.state is UowState.REQUESTED]
+        try:
+            self.dispatcher.publish_all(fresh)
+        except Exception:
+            # As an after-commit hook: stored is stored; the recovery re-posts what was not
+            # published.
+            log.exception("publishing %d units of work started failed", len(fresh))
 
     def _publish(self, job: Job, uow: UnitOfWork) -> None:
         """After the commit: announce the job's unit of work (one an interrupted start stored
@@ -311,6 +488,7 @@ class ManagedDriver:
 
     def _move(
         self,
+        moves: list[JobChange] | None,
         entry: ProcessEntry,
         job: Job,
         trigger: str,
@@ -320,6 +498,20 @@ class ManagedDriver:
         changes: dict | None = None,
         details: dict | None = None,
     ) -> str:
+        """Move ``job`` now, or keep the move in ``moves`` to be written with the look's
+        others (:meth:`_moved`)."""
+        change = JobChange(
+            job=job,
+            trigger=trigger,
+            state_machine=entry.state_machine,
+            reason=reason,
+            facts=facts,
+            changes=changes,
+            details=details,
+        )
+        if moves is not None:
+            moves.append(change)
+            return DEFERRED
         try:
             moved = change_job(
                 self.store,

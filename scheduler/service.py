@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 from db.backoff import backoff
 from db.errors import InvalidInput, MalformedMessage, NotFound, TactusError
 from db.gates import DEFAULT_MANAGED_TRIGGER
-from db.relations import Registry
+from db.relations import Registry, related_names
 from db.states import ProcessKind
 from db.triggers import parse_trigger
 from mq.message import Message, status_queue
 from scheduler.dispatch import Dispatcher
 from scheduler.freerun import FreerunFirer
-from scheduler.ledger import materialize
+from scheduler.ledger import materialize, materialize_many
 from scheduler.managed import ManagedDriver
 from scheduler.recovery import Recovery
 
@@ -114,6 +114,8 @@ class Scheduler:
         )
         self._records: dict[str, ProcessRecord] = {}
         self._registry = Registry({})
+        #: The managed processes looked at alone (trees, dependencies: see _managed).
+        self._related: frozenset[str] = frozenset()
         self._loaded_at: datetime | None = None
         self._next_look: dict[str, datetime] = {}
         self._last_recovery: datetime | None = None
@@ -147,6 +149,7 @@ class Scheduler:
         self._registry = Registry.from_entries(
             r.entry for r in records.values() if r.entry.kind is ProcessKind.MANAGED
         )
+        self._related = related_names(self._registry)
         self._loaded_at = self.clock.now()
 
     def request_reload(self) -> None:
@@ -231,6 +234,13 @@ class Scheduler:
     def _managed(
         self, now: datetime, woken: set[str], report: PassReport, *, scheduled_only: bool = True
     ) -> None:
+        """Materialize and look at the due and woken managed processes, then at the ones
+        their finished jobs concern (parents, dependents), for up to MAX_CASCADE_ROUNDS.
+
+        A process of a tree or with dependencies (either way) is looked at alone, in registry
+        order, so that its look sees what the looks before it in the round wrote; the others
+        relate to nobody and are looked at together (grouped reads and writes:
+        :meth:`ManagedDriver.look_many`)."""
         managed = [
             r
             for r in self._records.values()
@@ -239,10 +249,14 @@ class Scheduler:
         pending = set(woken)
         for rounds in range(MAX_CASCADE_ROUNDS):
             wake_next: set[str] = set()
+            together: list[tuple[ProcessEntry, bool]] = []
             for record in managed:
                 name = record.name
                 scheduled = rounds == 0 and scheduled_only and now >= self._next_look.get(name, now)
                 if not scheduled and name not in pending:
+                    continue
+                if name not in self._related:
+                    together.append((record.entry, scheduled))
                     continue
                 entry = record.entry
                 if scheduled:
@@ -254,9 +268,27 @@ class Scheduler:
                 report.finished += result.finished
                 if result.changed_finished:
                     wake_next.update(self._neighbours(name))
+            if together:
+                self._look_together(together, now, report)
             if not wake_next:
                 return
             pending = wake_next
+
+    def _look_together(
+        self, looks: list[tuple[ProcessEntry, bool]], now: datetime, report: PassReport
+    ) -> None:
+        """Materialize and look at processes that relate to no other (nobody to wake)."""
+        due = [entry for entry, scheduled in looks if scheduled]
+        if due:
+            report.materialized += materialize_many(self.store, due, now)
+            for entry in due:
+                self._next_look[entry.name] = self._next(entry, now)
+        results = self.driver.look_many(looks, self._registry)
+        for entry, _ in looks:
+            result = results[entry.name]
+            report.looked.append(entry.name)
+            report.started += result.started
+            report.finished += result.finished
 
     def _neighbours(self, name: str) -> set[str]:
         parent = self._registry.parent(name)

@@ -259,14 +259,16 @@ def _killed_at_the_job_write(store, monkeypatch) -> None:
     """The next job compare-and-set of a start dies as the process would under SIGKILL: on SQL
     inside the transaction (nothing is committed), on MongoDB after the unit of work's write."""
     if hasattr(store, "_cas"):
-        real_cas = store._cas
+        # one start (_cas) or a pass's starts together (_cas_many)
+        for name in ("_cas", "_cas_many"):
+            real = getattr(store, name)
 
-        def cas(conn, table, *args, **kwargs):
-            if table.name == "jobs":
-                raise Killed
-            return real_cas(conn, table, *args, **kwargs)
+            def cas(conn, table, *args, real=real, **kwargs):
+                if table.name == "jobs":
+                    raise Killed
+                return real(conn, table, *args, **kwargs)
 
-        monkeypatch.setattr(store, "_cas", cas)
+            monkeypatch.setattr(store, name, cas)
     else:
         real_change = store._change
 
