@@ -70,6 +70,8 @@ class TableMachine:
             send_event=True,
         )
         self._lock = threading.Lock()
+        #: (state, trigger, facts) -> destination, of the decisions made (few: a table's edges).
+        self._decided: dict[tuple[str, str, frozenset[tuple[str, Any]]], str] = {}
         self.triggers = tuple(dict.fromkeys(row.trigger for row in self.rows))
 
     def allowed(self, state: str) -> list[str]:
@@ -83,6 +85,18 @@ class TableMachine:
             TransitionRefused: no edge for (state, trigger), or a condition does not hold.
         """
         state = str(state)
+        try:
+            # a destination depends on the table and these only: decided once each
+            return self._decided[(state, trigger, frozenset(facts.items()))]
+        except KeyError:
+            pass
+        except TypeError:  # a fact that is not hashable: decide it below
+            return self._decide(state, trigger, key, facts)
+        dest = self._decide(state, trigger, key, facts)
+        self._decided[(state, trigger, frozenset(facts.items()))] = dest
+        return dest
+
+    def _decide(self, state: str, trigger: str, key: object, facts: dict[str, Any]) -> str:
         if state not in self.states:
             raise TransitionRefused(self.entity, key, state, trigger, "unknown state")
         if trigger not in self.triggers:

@@ -226,20 +226,21 @@ class SqlCore:
         steps: Sequence[CasStep],
         *,
         entity: str,
-    ) -> list[sa.RowMapping | NotFound | StateConflict]:
+    ) -> list[Mapping[str, Any] | NotFound | StateConflict]:
         """Several compare-and-sets (:meth:`_cas`) in the caller's transaction, in a few
         statements whatever their number: the rows are read and locked (``FOR UPDATE``; SQLite's
-        write transaction holds the only writer), each step is checked against its row, the
+        write transaction holds the only writer), each step is checked against its row, and the
         steps that match are written by an executemany of the compare-and-set itself (one per
         set of changed columns; each still matches on the state, and the version when
-        expected), and the rows written are read back. Steps naming one row twice run one at a
-        time, in order (a later one sees what an earlier one wrote).
+        expected). Steps naming one row twice run one at a time, in order (a later one sees
+        what an earlier one wrote). ``values`` must be as :meth:`_cas` binds them (instants
+        normalised): the rows returned are the rows read with them applied.
 
         Returns:
             In the order of ``steps``: the updated row, or the NotFound or StateConflict that
             refused the step (it wrote nothing).
         """
-        results: list[sa.RowMapping | NotFound | StateConflict] = []
+        results: list[Mapping[str, Any] | NotFound | StateConflict] = []
         if len({step.keys for step in steps}) < len(steps):
             for step in steps:
                 try:
@@ -290,13 +291,11 @@ class SqlCore:
                 raise RuntimeError(
                     f"{entity}: {len(members)} locked rows checked, {matched} compare-and-set"
                 )
-        refused = (NotFound, StateConflict)
-        written = [
-            s.keys for s, r in zip(steps, results, strict=True) if not isinstance(r, refused)
-        ]
-        stored = self._rows_by_keys(conn, table, key_names, written, lock=False)
+        # each row as written: locked since read, so exactly its values and the next version
         return [
-            answer if isinstance(answer, refused) else stored[step.keys]
+            answer
+            if isinstance(answer, NotFound | StateConflict)
+            else {**answer, **step.values, "version": answer["version"] + 1}
             for step, answer in zip(steps, results, strict=True)
         ]
 
