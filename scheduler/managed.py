@@ -248,9 +248,16 @@ class ManagedDriver:
             actor=ACTOR,
         )
         stored: dict[int, tuple[Job, UnitOfWork] | None] = {}
+        refused: TransitionRefused | NotFound | None = None
         for (_, want), answer in zip(requests, done, strict=True):
-            stored[id(want)] = self._start_answer(want, answer, now)
+            try:
+                stored[id(want)] = self._start_answer(want, answer, now)
+            except (TransitionRefused, NotFound) as exc:
+                refused = refused or exc
+        # what was stored is announced even when a start fails the pass
         self._publish_all(s for s in stored.values() if s is not None)
+        if refused is not None:
+            raise refused
         for look, _ in first:
             entry = look.entry
             for want in look.wants:
