@@ -281,7 +281,7 @@ class JobsMixin(SqlCore):
         def work(
             conn: sa.Connection,
         ) -> list[tuple[Job, UnitOfWork] | NotFound | StateConflict | DuplicateKey]:
-            twins = _stored_by_key(conn, self.backend, [row for _, row in prepared])
+            twins = _stored_by_key(conn, [row for _, row in prepared])
             done: list[Any] = [None] * len(prepared)
             cas: list[CasStep] = []
             casting: list[tuple[int, UnitOfWork | None]] = []
@@ -420,7 +420,7 @@ def _uow_key(row: Mapping[str, Any]) -> tuple[str, str, str, str]:
 
 
 def _stored_by_key(
-    conn: sa.Connection, backend: str, batch: Sequence[Mapping[str, Any]]
+    conn: sa.Connection, batch: Sequence[Mapping[str, Any]]
 ) -> dict[tuple[str, str, str, str], UnitOfWork]:
     """The units of work stored under the unique keys of ``batch`` (rows), by key: one read
     per chunk through the (process, timeperiod) index."""
@@ -430,7 +430,7 @@ def _stored_by_key(
     pairs = sorted({(row["process"], row["timeperiod"]) for row in batch})
     for start in range(0, len(pairs), KEYS_PER_STATEMENT):
         chunk = pairs[start : start + KEYS_PER_STATEMENT]
-        stmt = sa.select(uow_table).where(key_filter(backend, (c.process, c.timeperiod), chunk))
+        stmt = sa.select(uow_table).where(key_filter((c.process, c.timeperiod), chunk))
         for row in conn.execute(stmt):
             key = _uow_key(row._mapping)
             if key in wanted:
