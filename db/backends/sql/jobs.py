@@ -15,7 +15,8 @@ from db.backends.base import (
     encode_cursor,
 )
 from db.backends.sql import rows
-from db.backends.sql.core import KEYS_PER_STATEMENT, CasStep, SqlCore, key_filter
+from db.backends.sql.core import KEYS_PER_STATEMENT, CasStep, key_filter
+from db.backends.sql.counts import CountsMixin
 from db.backends.sql.schema import jobs as job_table
 from db.backends.sql.schema import uows as uow_table
 from db.errors import DuplicateKey, InvalidInput, NotFound, StateConflict
@@ -34,7 +35,7 @@ _INSERT_JOB = sa.insert(job_table)
 _INSERT_UOW = sa.insert(uow_table)
 
 
-class JobsMixin(SqlCore):
+class JobsMixin(CountsMixin):
     """The job half of :class:`~db.store.Store` on SQL."""
 
     def create_job(self, job: Job) -> Job:
@@ -381,18 +382,9 @@ class JobsMixin(SqlCore):
     def count_jobs(
         self, process: str | Iterable[str] | None = None
     ) -> dict[tuple[str, JobState], int]:
-        """Jobs per (process, state), of one process, several (one query) or all."""
-        stmt = sa.select(job_table.c.process, job_table.c.state, sa.func.count()).group_by(
-            job_table.c.process, job_table.c.state
-        )
-        if isinstance(process, str):
-            stmt = stmt.where(job_table.c.process == process)
-        elif process is not None:
-            names = sorted(set(process))
-            if not names:
-                return {}
-            stmt = stmt.where(job_table.c.process.in_(names))
-        found = self._read(lambda conn: conn.execute(stmt).all())
+        """Jobs per (process, state), of one process, several or all: read from the kept
+        counts (``counts.py``), not counted."""
+        found = self._state_counts("job", process, None)
         return {(name, JobState(state)): count for name, state, count in found}
 
 

@@ -52,6 +52,17 @@ def _long_binary() -> sa.types.TypeEngine[bytes]:
     return sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
 
 
+def _serial_id() -> sa.Column[int]:
+    """An auto-incremented 64-bit primary key (INTEGER on SQLite, which auto-increments only an
+    INTEGER PRIMARY KEY, not a BIGINT one)."""
+    return sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
+
+
 class UtcDateTime(sa.types.TypeDecorator[datetime]):
     """A real datetime column holding UTC instants with millisecond precision.
 
@@ -180,13 +191,7 @@ sa.Index("ix_uows_parent_step", uows.c.parent, uows.c.step)
 events = sa.Table(
     "events",
     metadata,
-    # SQLite auto-increments only an INTEGER PRIMARY KEY, not a BIGINT one.
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _serial_id(),
     sa.Column("entity", _key(STATE_LENGTH), nullable=False),
     sa.Column("entity_id", _key(ENTITY_ID_LENGTH), nullable=False),
     sa.Column("at", UtcDateTime(), nullable=False),
@@ -279,6 +284,31 @@ sa.Index(
     queue_messages.c.available_at,
 )
 
+
+# Jobs and units of work by (entity, process, state), kept by the database (``counts.py``): the
+# triggers on ``jobs`` and ``uows`` append +1/-1 rows to ``state_count_deltas`` in the writer's
+# transaction (insert-only: concurrent writers never wait on one counter row), and a reader
+# folds the deltas into ``state_counts`` now and then. A count is the sum of both.
+state_counts = sa.Table(
+    "state_counts",
+    metadata,
+    sa.Column("entity", sa.String(STATE_LENGTH), primary_key=True),
+    sa.Column("process", _key(NAME_LENGTH), primary_key=True),
+    sa.Column("state", _key(STATE_LENGTH), primary_key=True),
+    sa.Column("n", sa.BigInteger(), nullable=False),
+    **_MYSQL_TABLE,
+)
+
+state_count_deltas = sa.Table(
+    "state_count_deltas",
+    metadata,
+    _serial_id(),
+    sa.Column("entity", sa.String(STATE_LENGTH), nullable=False),
+    sa.Column("process", _key(NAME_LENGTH), nullable=False),
+    sa.Column("state", _key(STATE_LENGTH), nullable=False),
+    sa.Column("delta", sa.Integer(), nullable=False),
+    **_MYSQL_TABLE,
+)
 
 # -- indexes added after a store was created -------------------------------------------------------
 

@@ -95,6 +95,7 @@ class SqlStore(
         #: Parsed process records by name (see :meth:`list_processes`).
         self._process_cache: dict[str, ProcessRecord] = {}
         self._process_lock = threading.Lock()
+        self._fold_lock = threading.Lock()
         self._returning = bool(dialect.update_returning)
         log.debug("opened %s store %s", self.backend, self.describe())
 

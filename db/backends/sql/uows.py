@@ -14,7 +14,8 @@ from db.backends.base import (
     encode_cursor,
 )
 from db.backends.sql import rows
-from db.backends.sql.core import KEYS_PER_STATEMENT, SqlCore
+from db.backends.sql.core import KEYS_PER_STATEMENT
+from db.backends.sql.counts import CountsMixin
 from db.backends.sql.engine import is_unique_violation
 from db.backends.sql.schema import uows
 from db.errors import DuplicateKey, InvalidInput, NotFound, StateConflict
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 _INSERT_UOW = sa.insert(uows)
 
 
-class UowsMixin(SqlCore):
+class UowsMixin(CountsMixin):
     """The unit-of-work half of :class:`~db.store.Store` on SQL."""
 
     def create_uow(self, uow: UnitOfWork, *, event: Event | None = None) -> UnitOfWork:
@@ -294,27 +295,10 @@ class UowsMixin(SqlCore):
         *,
         states: Iterable[UowState] | None = None,
     ) -> dict[tuple[str, UowState], int]:
-        """Units of work per (process, state), of one process, several (one query) or all;
-        with ``states``, read through the (process, state) index for those states only."""
-        c = uows.c
-        stmt = (
-            sa.select(c.process, c.state, sa.func.count())
-            .where(c.parent.is_(None))  # a flow run counts once, not once per step
-            .group_by(c.process, c.state)
-        )
-        if states is not None:
-            wanted = sorted(UowState(state).value for state in states)
-            if not wanted:
-                return {}
-            stmt = stmt.where(c.state.in_(wanted))
-        if isinstance(process, str):
-            stmt = stmt.where(c.process == process)
-        elif process is not None:
-            names = sorted(set(process))
-            if not names:
-                return {}
-            stmt = stmt.where(c.process.in_(names))
-        found = self._read(lambda conn: conn.execute(stmt).all())
+        """Units of work per (process, state), of one process, several or all, of ``states``
+        or all: read from the kept counts (``counts.py``), not counted."""
+        wanted = None if states is None else [UowState(state).value for state in states]
+        found = self._state_counts("uow", process, wanted)
         return {(name, UowState(state)): count for name, state, count in found}
 
 
