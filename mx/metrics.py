@@ -137,17 +137,16 @@ class StoreCollector(Collector):
             f"Largest lateness among the latest {RECENT_FIRES} fires.",
             labels=["process"],
         )
-        for record in self.rt.store.list_processes(ProcessKind.FREERUN):
-            fires = [
-                f
-                for f in self.rt.store.list_fires(record.name, limit=RECENT_FIRES)
-                if f.outcome is FireOutcome.FIRED
-            ]
+        names = [record.name for record in self.rt.store.list_processes(ProcessKind.FREERUN)]
+        # one grouped read for every freerun process, not one list_fires each
+        recent = self.rt.store.recent_fires(names, limit=RECENT_FIRES)
+        for name in names:
+            fires = [f for f in recent.get(name, ()) if f.outcome is FireOutcome.FIRED]
             if not fires:
                 continue
             late = [max(0.0, (f.recorded_at - f.scheduled_at).total_seconds()) for f in fires]
-            last.add_metric([record.name], late[0])
-            worst.add_metric([record.name], max(late))
+            last.add_metric([name], late[0])
+            worst.add_metric([name], max(late))
         yield last
         yield worst
 

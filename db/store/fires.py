@@ -61,6 +61,18 @@ class FireStore(ABC):
                 found[process] = fire
         return found
 
+    def recent_fires(self, processes: Sequence[str], *, limit: int) -> dict[str, list[FireRecord]]:
+        """:meth:`list_fires` of each of ``processes`` that has a fire, by process name: the
+        latest ``limit`` fires of each, newest first. One grouped read where the backend has
+        one (``/metrics`` reads every freerun's), each an index range, whatever the history.
+        This default reads one process at a time."""
+        found = {}
+        for process in dict.fromkeys(processes):
+            fires = self.list_fires(process, limit=limit)
+            if fires:
+                found[process] = fires
+        return found
+
     @abstractmethod
     def unlinked_fires(self, processes: Sequence[str]) -> list[FireRecord]:
         """The fires of ``processes`` recorded as fired with no unit of work linked (a pass

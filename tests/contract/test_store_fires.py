@@ -115,6 +115,34 @@ def test_last_fires_of_many_processes_read_together(store):
     assert store.last_fires([]) == {}
 
 
+def test_recent_fires_of_many_processes_read_together(store):
+    # given freeruns with more fires than asked for, with fewer, with none, and fires of a
+    # process no longer registered
+    base = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+    for name in ("a_cron", "b_cron", "quiet"):
+        store.insert_process(make_record(name, ProcessKind.FREERUN))
+    store.record_fires([_fired("a_cron", base + timedelta(minutes=i)) for i in range(12)])
+    store.record_fires(
+        [
+            _fired("b_cron", base, FireOutcome.SKIPPED),
+            _fired("b_cron", base - timedelta(days=1)),
+            _fired("gone", base + timedelta(hours=1)),
+        ]
+    )
+    # when
+    recent = store.recent_fires(["a_cron", "b_cron", "quiet", "gone", "nobody", "a_cron"], limit=5)
+    # then each is list_fires of its process: the latest ones, newest first, whole
+    assert sorted(recent) == ["a_cron", "b_cron", "gone"]
+    for name, fires in recent.items():
+        assert fires == store.list_fires(name, limit=5)
+    assert [f.scheduled_at for f in recent["a_cron"]] == [
+        base + timedelta(minutes=i) for i in range(11, 6, -1)
+    ]
+    assert [f.outcome for f in recent["b_cron"]] == [FireOutcome.SKIPPED, FireOutcome.FIRED]
+    assert store.recent_fires([], limit=5) == {}
+    assert store.recent_fires(["a_cron"], limit=1) == {"a_cron": [store.last_fire("a_cron")]}
+
+
 def test_unlinked_fires_are_the_fired_ones_without_a_unit_of_work(store):
     # given fired fires linked and not, a skipped and a missed one (never linked)
     base = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)

@@ -33,6 +33,9 @@ ENSURE_BATCH = 500
 
 _INSERT_JOB = sa.insert(job_table)
 _INSERT_UOW = sa.insert(uow_table)
+#: A stored state's member: a dict look-up costs a tenth of ``JobState(value)`` (thousands a
+#: count of every process).
+_JOB_STATES = {state.value: state for state in JobState}
 
 
 class JobsMixin(CountsMixin):
@@ -385,7 +388,7 @@ class JobsMixin(CountsMixin):
         """Jobs per (process, state), of one process, several or all: read from the kept
         counts (``counts.py``), not counted."""
         found = self._state_counts("job", process, None)
-        return {(name, JobState(state)): count for name, state, count in found}
+        return {(name, _JOB_STATES[state]): count for name, state, count in found}
 
 
 _JOB_KEY = ("process", "timeperiod")

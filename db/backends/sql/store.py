@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -19,8 +19,17 @@ from db.backends.sql.jobs import JobsMixin
 from db.backends.sql.messages import MessagesMixin
 from db.backends.sql.payloads import PayloadsMixin
 from db.backends.sql.queue import QueueMixin
-from db.backends.sql.schema import events, jobs, metadata, processes, supervised, uows
+from db.backends.sql.schema import (
+    UtcDateTime,
+    events,
+    jobs,
+    metadata,
+    processes,
+    supervised,
+    uows,
+)
 from db.backends.sql.schema import fires as fires_table
+from db.backends.sql.schema import processes as processes_table
 from db.backends.sql.uows import UowsMixin
 from db.clock import truncate_ms
 from db.errors import Conflict, InvalidInput, NotFound, TactusError
@@ -48,6 +57,8 @@ log = logging.getLogger(f"tactus.{__name__}")
 _BACKENDS = {"sqlite": "sqlite", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
 
 _INSERT_PROCESS = sa.insert(processes)
+#: Before every fire: the lower bound of a process's fires when it has fewer than asked for.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The server's current instant, by backend (SQLite has no server: the local clock serves).
 _SERVER_TIME = {
     "postgresql": sa.select(sa.func.now()),
@@ -354,6 +365,52 @@ class SqlStore(
             fire = self.last_fire(name)
             if fire is not None:
                 found[name] = fire
+        return found
+
+    def recent_fires(self, processes: Sequence[str], *, limit: int) -> dict[str, list[FireRecord]]:
+        """The latest ``limit`` fires of each of ``processes``, one statement per chunk of
+        names: each registered process's ``limit``-th latest ``scheduled_at`` (a scalar
+        subquery per process row: an index lookup each) bounds an index range of its fires. A
+        name not registered is read on its own."""
+        _check_positive(limit)
+        names = list(dict.fromkeys(processes))
+        c = fires_table.c
+        p = processes_table.c
+        older = fires_table.alias("older")
+        # the limit-th latest fire's instant, or the epoch for a process with fewer fires
+        floor = sa.func.coalesce(
+            sa.select(older.c.scheduled_at)
+            .where(older.c.process == p.name)
+            .order_by(older.c.scheduled_at.desc())
+            .limit(1)
+            .offset(limit - 1)
+            .scalar_subquery(),
+            sa.literal(_EPOCH, UtcDateTime()),
+        )
+        found: dict[str, list[FireRecord]] = {}
+        unregistered: list[str] = []
+        for start in range(0, len(names), KEYS_PER_STATEMENT):
+            chunk = names[start : start + KEYS_PER_STATEMENT]
+            heads = sa.select(p.name).where(p.name.in_(chunk))
+            stmt = (
+                sa.select(fires_table)
+                .join(processes_table, c.process == p.name)
+                .where(p.name.in_(chunk), c.scheduled_at >= floor)
+                .order_by(c.process, c.scheduled_at.desc())
+            )
+
+            def read(conn: sa.Connection, heads=heads, stmt=stmt) -> tuple[list[Any], list[str]]:
+                return conn.execute(stmt).all(), list(conn.execute(heads).scalars())
+
+            fires, registered = self._read(read)
+            for row in fires:
+                fire = rows.fire_from(row._mapping)
+                found.setdefault(fire.process, []).append(fire)
+            unregistered += sorted(set(chunk) - set(registered))
+        for name in unregistered:
+            fires = self.list_fires(name, limit=limit)
+            if fires:
+                found[name] = fires
         return found
 
     def unlinked_fires(self, processes: Sequence[str]) -> list[FireRecord]:

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from db.models import Event, UnitOfWork, UowQuery
 
 _INSERT_UOW = sa.insert(uows)
+#: A stored state's member: a dict look-up costs a tenth of ``UowState(value)`` (thousands a
+#: count of every process).
+_UOW_STATES = {state.value: state for state in UowState}
 
 
 class UowsMixin(CountsMixin):
@@ -299,7 +302,7 @@ class UowsMixin(CountsMixin):
         or all: read from the kept counts (``counts.py``), not counted."""
         wanted = None if states is None else [UowState(state).value for state in states]
         found = self._state_counts("uow", process, wanted)
-        return {(name, UowState(state)): count for name, state, count in found}
+        return {(name, _UOW_STATES[state]): count for name, state, count in found}
 
 
 def _in_id_order(stmt: sa.Select, id_column: Any, newest_first: bool) -> sa.Select:
