@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from db.errors import TactusError
 from db.models import UowQuery
@@ -26,6 +26,8 @@ from mq.message import process_queue, status_queue
 from mx.runtime import MxRuntime, runtime
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger(f"tactus.{__name__}")
@@ -209,15 +211,37 @@ def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
     return gauge
 
 
-def registry_for(rt: MxRuntime) -> CollectorRegistry:
-    """A registry of its own per application (never the global default one)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(rt))
-    return registry
+def exposition(families: Iterable[Metric]) -> bytes:
+    """The Prometheus text format (0.0.4) of ``families``: byte for byte what
+    ``prometheus_client.generate_latest`` writes for them, for the gauges and counters this
+    module makes (valid metric and label names, no timestamps, no ``_created`` samples).
+
+    A scrape has thousands of samples (a count per process and state); ``generate_latest``
+    validates and escapes every label name of every sample, about a fifth of the scrape's time
+    at 1,000 processes; ours are fixed, valid names (``tests/mx/test_metrics_exposition.py``
+    compares the two)."""
+    out: list[str] = []
+    for metric in families:
+        name = f"{metric.name}_total" if metric.type == "counter" else metric.name
+        text = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {text}\n# TYPE {name} {metric.type}\n")
+        for sample in metric.samples:
+            if sample.labels:
+                pairs = ",".join(
+                    f'{key}="{_escape(value)}"' for key, value in sorted(sample.labels.items())
+                )
+                out.append(f"{sample.name}{{{pairs}}} {floatToGoString(sample.value)}\n")
+            else:
+                out.append(f"{sample.name} {floatToGoString(sample.value)}\n")
+    return "".join(out).encode("utf-8")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
     """The Prometheus text exposition of the current state."""
-    body = generate_latest(registry_for(runtime()))
+    body = exposition(StoreCollector(runtime()).collect())
     return Response(body, mimetype="text/plain; version=0.0.4")
