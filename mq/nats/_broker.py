@@ -38,6 +38,8 @@ log = logging.getLogger(f"tactus.{__name__}")
 DEFAULT_VISIBILITY = timedelta(seconds=60)
 #: Messages of one pipelined batch of :meth:`NatsBroker.publish_many`.
 BATCH = 1000
+#: Depth requests of :meth:`NatsBroker.depths` in flight at once.
+DEPTHS_IN_FLIGHT = 64
 
 
 def delay_millis(delay: timedelta | None) -> int:
@@ -118,19 +120,32 @@ class NatsBroker(Broker):
         where = place(queue)
 
         async def action(nc: Client, js: JetStreamContext) -> int:
-            try:
-                info = await js.stream_info(where.stream, subjects_filter=where.both)
-            except js_errors.NotFoundError:
-                return 0
-            counts = info.state.subjects or {}
-            try:
-                # not yet delivered: neither in a consumer's hands nor given back with a delay
-                ready = (await js.consumer_info(where.stream, where.consumer)).num_pending
-            except js_errors.NotFoundError:
-                ready = counts.get(where.ready, 0)  # never consumed: every message waits
-            return ready + counts.get(where.delayed, 0)
+            return await _depth(js, where)
 
         return self._call(f"depth of {queue}", action, where)
+
+    def depths(self, queues: Iterable[str]) -> dict[str, int]:
+        """:meth:`depth` of each queue, their requests in flight together (at most
+        :data:`DEPTHS_IN_FLIGHT` at a time): ``/metrics`` reads every process queue, and one
+        round trip after the other took about 0.2 s for 1,000 queues."""
+        wheres = {queue: place(queue) for queue in dict.fromkeys(queues)}
+
+        async def action(nc: Client, js: JetStreamContext) -> dict[str, int]:
+            await self._link.posted()
+            gate = asyncio.Semaphore(DEPTHS_IN_FLIGHT)
+
+            async def one(where: Place) -> int:
+                async with gate:
+                    return await _depth(js, where)
+
+            counts = await asyncio.gather(*(one(where) for where in wheres.values()))
+            return dict(zip(wheres, counts, strict=True))
+
+        def reset() -> None:
+            for where in wheres.values():
+                self._declared.forget(where)
+
+        return self._link.call(f"depth of {len(wheres)} queues", action, reset=reset)
 
     def purge(self, queue: str) -> int:
         where = place(queue)
@@ -244,6 +259,21 @@ class NatsBroker(Broker):
                 return
             del self._movers[queue]
         future.cancel()
+
+
+async def _depth(js: JetStreamContext, where: Place) -> int:
+    """Messages of ``where`` not yet delivered or given back with a delay (0: no stream)."""
+    try:
+        info = await js.stream_info(where.stream, subjects_filter=where.both)
+    except js_errors.NotFoundError:
+        return 0
+    counts = info.state.subjects or {}
+    try:
+        # not yet delivered: neither in a consumer's hands nor given back with a delay
+        ready = (await js.consumer_info(where.stream, where.consumer)).num_pending
+    except js_errors.NotFoundError:
+        ready = counts.get(where.ready, 0)  # never consumed: every message waits
+    return ready + counts.get(where.delayed, 0)
 
 
 async def _purge(nc: Client, where: Place, subject: str) -> int:
