@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from db import open_store
+from db.backends.sql import counts
 from db.backends.sql.schema import jobs, state_count_deltas, state_counts, uows
 from db.states import JobState, UowState
 from tests.conftest import fresh_store_uri
@@ -90,6 +91,22 @@ def test_a_fold_moves_the_ledger_into_the_counts(sql_store):
         )
         assert conn.execute(sa.select(sa.func.count()).select_from(state_counts)).scalar() > 0
     assert (sql_store.count_jobs(), sql_store.count_uows()) == before == _grouped(sql_store)
+
+
+def test_a_large_ledger_is_folded_in_batches(sql_store, monkeypatch):
+    # given a ledger of several batches (a bulk load, or a burst with no reader)
+    monkeypatch.setattr(counts, "FOLD_BATCH", 7)
+    _fill(sql_store)
+    before = _grouped(sql_store)
+    # when
+    folded = sql_store.fold_state_counts()
+    # then every row was folded, a batch per transaction
+    assert folded > 7 * 3
+    with sql_store.engine.connect() as conn:
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(state_count_deltas)).scalar() == 0
+        )
+    assert (sql_store.count_jobs(), sql_store.count_uows()) == before
 
 
 @pytest.mark.parametrize("backend", SQL_BACKENDS)

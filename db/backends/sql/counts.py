@@ -42,7 +42,9 @@ _BUILD_FLAG = "tactus_build_state_counts"
 _d = state_count_deltas.c
 _c = state_counts.c
 _SPAN = sa.select(sa.func.min(_d.id), sa.func.max(_d.id))
-_FOLD = sa.delete(state_count_deltas).returning(_d.entity, _d.process, _d.state, _d.delta)
+#: Ledger rows folded per transaction (a bulk load leaves a million: folded in steps).
+FOLD_BATCH = 50_000
+_RETURNED = (_d.entity, _d.process, _d.state, _d.delta)
 _PRUNE = sa.delete(state_counts).where(_c.n == 0)
 
 
@@ -79,12 +81,17 @@ class CountsMixin(SqlCore):
         if not self._fold_lock.acquire(blocking=False):
             return 0
         try:
-            return self._write(self._fold)
+            total = 0
+            while True:
+                folded = self._write(self._fold)
+                total += folded
+                if folded < FOLD_BATCH:
+                    return total
         finally:
             self._fold_lock.release()
 
     def _fold(self, conn: sa.Connection) -> int:
-        folded = conn.execute(_FOLD).all()
+        folded = conn.execute(_fold_statement(conn.dialect.name, FOLD_BATCH)).all()
         sums: Counter[tuple[str, str, str]] = Counter()
         for entity, process, state, delta in folded:
             sums[(entity, process, state)] += delta
@@ -100,6 +107,17 @@ class CountsMixin(SqlCore):
             conn.execute(_PRUNE)
         log.debug("%s store: folded %d count deltas", self.backend, len(folded))
         return len(folded)
+
+
+def _fold_statement(dialect: str, batch: int) -> sa.Delete:
+    """Delete any ``batch`` ledger rows, returning them. MySQL/MariaDB take DELETE ... LIMIT and
+    no LIMIT in an IN subquery; the others the reverse."""
+    if dialect in ("mysql", "mariadb"):
+        stmt = sa.delete(state_count_deltas).with_dialect_options(mysql_limit=batch)
+    else:
+        some = sa.select(_d.id).limit(batch).scalar_subquery()
+        stmt = sa.delete(state_count_deltas).where(_d.id.in_(some))
+    return stmt.returning(*_RETURNED)
 
 
 def _count_statement(entity: str, names: list[str] | None, states: list[str] | None) -> sa.Select:
