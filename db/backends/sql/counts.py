@@ -36,14 +36,14 @@ log = logging.getLogger(f"tactus.{__name__}")
 
 #: Ledger rows (by id span) past which a count first folds the ledger into ``state_counts``.
 FOLD_AT = 2000
+#: Ledger rows folded per transaction (a bulk load leaves a million: folded in steps).
+FOLD_BATCH = 50_000
 #: ``Connection.info`` key: ``state_counts`` was just created, so build it and the triggers.
 _BUILD_FLAG = "tactus_build_state_counts"
 
 _d = state_count_deltas.c
 _c = state_counts.c
 _SPAN = sa.select(sa.func.min(_d.id), sa.func.max(_d.id))
-#: Ledger rows folded per transaction (a bulk load leaves a million: folded in steps).
-FOLD_BATCH = 50_000
 _RETURNED = (_d.entity, _d.process, _d.state, _d.delta)
 _PRUNE = sa.delete(state_counts).where(_c.n == 0)
 
@@ -76,8 +76,10 @@ class CountsMixin(SqlCore):
         return [(name, state, int(n)) for name, state, n in found]
 
     def fold_state_counts(self) -> int:
-        """Move the ledger's deltas into ``state_counts`` in one transaction; skipped when
-        another thread of this store is folding. Returns the number of ledger rows folded."""
+        """Move the ledger's deltas into ``state_counts``, :data:`FOLD_BATCH` rows a
+        transaction; skipped when another thread of this store is folding (another store's
+        fold may run at once: each row is deleted, so folded, by one). Returns the number of
+        ledger rows folded."""
         if not self._fold_lock.acquire(blocking=False):
             return 0
         try:
