@@ -440,6 +440,18 @@ class JobStart:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class UowInstants:
+    """A unit of work's process and the instants of its dispatch (``/metrics`` reads the
+    newest 500: these columns only, not whole units of work)."""
+
+    process: str
+    created_at: datetime
+    scheduled_at: datetime | None = None
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class FireRecord:
     """One scheduled fire of a freerun trigger; unique by (process, scheduled_at)."""
 

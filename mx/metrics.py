@@ -20,7 +20,6 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from db.errors import TactusError
-from db.models import UowQuery
 from db.states import FireOutcome, ProcessKind, SupervisedState
 from mq.message import process_queue, status_queue
 from mx.runtime import MxRuntime, runtime
@@ -29,6 +28,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from prometheus_client.metrics_core import Metric
+
+    from db.models import ProcessRecord
 
 log = logging.getLogger(f"tactus.{__name__}")
 
@@ -52,13 +53,16 @@ class StoreCollector(Collector):
         and ``tactus_broker_up`` say whether each answered this scrape. With the store down,
         only the up gauges, the outage counters and what mx keeps in memory are exported."""
         rt = self.rt
+        records: list[ProcessRecord] | None = None
         try:
-            families = list(self._store_families())
-            store_up = True
+            # read once for the fire lateness (freeruns) and the queue depths (all but daemons)
+            records = rt.store.list_processes()
+            families = list(self._store_families(records))
         except TactusError as exc:
             log.debug("metrics: store: %s", exc)
-            families, store_up = [], False
-        broker_families = list(self._queue_families(list_processes=store_up))
+            families, records = [], None
+        store_up = records is not None
+        broker_families = list(self._queue_families(records))
         yield _gauge("tactus_store_up", "1 when the store answered this scrape.", store_up)
         yield _gauge(
             "tactus_broker_up", "1 when the broker answered this scrape.", bool(broker_families)
@@ -77,7 +81,7 @@ class StoreCollector(Collector):
         yield from families
         yield from broker_families
 
-    def _store_families(self) -> Iterator[Metric]:
+    def _store_families(self, records: list[ProcessRecord]) -> Iterator[Metric]:
         store, now = self.rt.store, self.rt.clock.now()
         jobs = GaugeMetricFamily(
             "tactus_jobs", "Jobs by process and state.", labels=["process", "state"]
@@ -91,7 +95,7 @@ class StoreCollector(Collector):
         for (process, state), n in sorted(store.count_uows().items()):
             uows.add_metric([process, str(state)], n)
         yield uows
-        yield from self._lateness()
+        yield from self._lateness(records)
         yield from self._dispatch_latency()
         workers = GaugeMetricFamily(
             "tactus_worker_up",
@@ -128,7 +132,7 @@ class StoreCollector(Collector):
         yield supervised
         yield desired
 
-    def _lateness(self) -> Iterator[Metric]:
+    def _lateness(self, records: list[ProcessRecord]) -> Iterator[Metric]:
         last = GaugeMetricFamily(
             "tactus_fire_lateness_seconds",
             "Seconds between the scheduled instant of the latest fire and its recording.",
@@ -139,7 +143,7 @@ class StoreCollector(Collector):
             f"Largest lateness among the latest {RECENT_FIRES} fires.",
             labels=["process"],
         )
-        names = [record.name for record in self.rt.store.list_processes(ProcessKind.FREERUN)]
+        names = [r.name for r in records if r.entry.kind is ProcessKind.FREERUN]
         # one grouped read for every freerun process, not one list_fires each
         recent = self.rt.store.recent_fires(names, limit=RECENT_FIRES)
         for name in names:
@@ -154,7 +158,7 @@ class StoreCollector(Collector):
 
     def _dispatch_latency(self) -> Iterator[Metric]:
         samples: dict[str, list[float]] = defaultdict(list)
-        for uow in self.rt.store.find_uows(UowQuery(), limit=RECENT_UOWS).items:
+        for uow in self.rt.store.newest_uow_instants(RECENT_UOWS):
             if uow.started_at is None:
                 continue
             # When it last became requested: created, due (a delayed task), or re-posted or
@@ -180,9 +184,9 @@ class StoreCollector(Collector):
         yield mean
         yield worst
 
-    def _queue_families(self, *, list_processes: bool) -> Iterator[Metric]:
-        """Queue depths: the status queue's, and each process queue's when the store can say
-        which processes there are. Nothing when the broker does not answer."""
+    def _queue_families(self, records: list[ProcessRecord] | None) -> Iterator[Metric]:
+        """Queue depths: the status queue's, and each process queue's when the store could say
+        which processes there are (``records``). Nothing when the broker does not answer."""
         prefix = self.rt.settings.queue_prefix
         depth = GaugeMetricFamily(
             "tactus_queue_depth",
@@ -191,12 +195,11 @@ class StoreCollector(Collector):
         )
         names = [status_queue(prefix)]
         try:
-            if list_processes:
-                names += [
-                    process_queue(prefix, r.name)
-                    for r in self.rt.store.list_processes()
-                    if r.entry.kind is not ProcessKind.DAEMON
-                ]
+            names += [
+                process_queue(prefix, r.name)
+                for r in records or ()
+                if r.entry.kind is not ProcessKind.DAEMON
+            ]
             for name, count in self.rt.broker.depths(names).items():
                 depth.add_metric([name], count)
         except TactusError as exc:

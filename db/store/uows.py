@@ -7,10 +7,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from db.errors import DuplicateKey, NotFound, StateConflict
+from db.models import UowInstants, UowQuery
 
 if TYPE_CHECKING:
-    from db.models import Event, Page, UnitOfWork, UowQuery, UowTransition
+    from db.models import Event, Page, UnitOfWork, UowTransition
     from db.states import UowState
+
+
+#: Every unit of work, newest first.
+_NEWEST = UowQuery()
 
 
 class UowStore(ABC):
@@ -164,6 +169,26 @@ class UowStore(ABC):
             NotFound: no such unit of work.
             StateConflict: the stored state (or version) differs.
         """
+
+    def newest_uow_instants(self, limit: int) -> list[UowInstants]:
+        """The process and dispatch instants of the newest ``limit`` units of work (by id,
+        newest first, as ``find_uows(UowQuery(), limit=limit)``): only those columns where the
+        backend can read them alone. This default reads the whole units of work.
+
+        Raises:
+            InvalidInput: ``limit`` out of range (as :meth:`find_uows`).
+        """
+        from_page = self.find_uows(_NEWEST, limit=limit).items
+        return [
+            UowInstants(
+                process=u.process,
+                created_at=u.created_at,
+                scheduled_at=u.scheduled_at,
+                submitted_at=u.submitted_at,
+                started_at=u.started_at,
+            )
+            for u in from_page
+        ]
 
     @abstractmethod
     def count_uows(

@@ -329,3 +329,32 @@ def test_count_uows_of_some_states(store):
     }
     assert store.count_uows("a", states=[UowState.PROCESSED]) == {("a", UowState.PROCESSED): 1}
     assert store.count_uows(states=[]) == {}
+
+
+def test_newest_uow_instants_are_those_of_the_newest_units_of_work(store):
+    # given units of work of two processes, one started, one due later, one re-posted
+    made = [store.create_uow(make_uow(process=f"p{i % 2}", run_key=str(i))) for i in range(5)]
+    started = store.create_uow(make_uow(process="p0", run_key="started"))
+    store.transition_uow(
+        started.id,
+        expected_state=UowState.REQUESTED,
+        new_state=UowState.IN_PROGRESS,
+        changes={"started_at": T0 + timedelta(seconds=5)},
+        event=event("uow", started.id, "claim", "requested", "in_progress"),
+    )
+    store.update_uow(
+        made[1].id,
+        expected_state=UowState.REQUESTED,
+        changes={"submitted_at": T0 + timedelta(seconds=9), "scheduled_at": T0},
+    )
+    # when
+    newest = store.newest_uow_instants(4)
+    # then they are find_uows's newest, in its order, with their instants
+    expected = store.find_uows(UowQuery(), limit=4).items
+    assert [
+        (i.process, i.created_at, i.scheduled_at, i.submitted_at, i.started_at) for i in newest
+    ] == [(u.process, u.created_at, u.scheduled_at, u.submitted_at, u.started_at) for u in expected]
+    every = store.newest_uow_instants(100)
+    assert len(every) == 6
+    assert [i.started_at for i in every if i.started_at] == [T0 + timedelta(seconds=5)]
+    assert [i.submitted_at for i in every if i.submitted_at] == [T0 + timedelta(seconds=9)]

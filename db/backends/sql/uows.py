@@ -19,7 +19,7 @@ from db.backends.sql.counts import CountsMixin
 from db.backends.sql.engine import is_unique_violation
 from db.backends.sql.schema import uows
 from db.errors import DuplicateKey, InvalidInput, NotFound, StateConflict
-from db.models import Page, UowTransition
+from db.models import Page, UowInstants, UowTransition
 from db.states import UowState
 
 if TYPE_CHECKING:
@@ -291,6 +291,26 @@ class UowsMixin(CountsMixin):
             return rows.uow_from(row)
 
         return self._write(work, entity="uow", key=uow_id)
+
+    def newest_uow_instants(self, limit: int) -> list[UowInstants]:
+        """The newest units of work's process and dispatch instants: five columns, not rows."""
+        c = uows.c
+        stmt = (
+            sa.select(c.process, c.created_at, c.scheduled_at, c.submitted_at, c.started_at)
+            .order_by(c.id.desc())
+            .limit(check_limit(limit))
+        )
+        found = self._read(lambda conn: conn.execute(stmt).all())
+        return [
+            UowInstants(
+                process=process,
+                created_at=created,
+                scheduled_at=scheduled,
+                submitted_at=submitted,
+                started_at=started,
+            )
+            for process, created, scheduled, submitted, started in found
+        ]
 
     def count_uows(
         self,
