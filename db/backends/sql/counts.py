@@ -8,8 +8,9 @@ funnel, creation in batches, ``start_job``, flows, a hand-made ``UPDATE``). The 
 insert-only, so concurrent writers never queue on one counter row (a hot row would serialise
 every transition of a process on PostgreSQL and MariaDB). A count is ``state_counts`` plus the
 ledger's rows, read in one statement (one snapshot); when the ledger has grown past
-:data:`FOLD_AT` rows, the reader first folds it into ``state_counts`` (``DELETE ... RETURNING``:
-exactly the rows folded are removed, however many writers commit meanwhile).
+:data:`FOLD_AT` rows, the reader first folds it into ``state_counts`` (``DELETE ... RETURNING``,
+or on MySQL, which has no RETURNING, a locking read and a delete of those rows: exactly the
+rows folded are removed, however many writers commit meanwhile).
 
 Units of work that are steps of a flow run (``parent`` set) are not counted, as before: a flow
 run counts once. ``state_counts`` is built from the tables when it is created (a new store, or an
@@ -93,7 +94,10 @@ class CountsMixin(SqlCore):
             self._fold_lock.release()
 
     def _fold(self, conn: sa.Connection) -> int:
-        folded = conn.execute(_fold_statement(conn.dialect.name, FOLD_BATCH)).all()
+        if conn.dialect.delete_returning:
+            folded = conn.execute(_fold_statement(conn.dialect.name, FOLD_BATCH)).all()
+        else:
+            folded = _take_locked(conn, FOLD_BATCH)
         sums: Counter[tuple[str, str, str]] = Counter()
         for entity, process, state, delta in folded:
             sums[(entity, process, state)] += delta
@@ -120,6 +124,19 @@ def _fold_statement(dialect: str, batch: int) -> sa.Delete:
         some = sa.select(_d.id).limit(batch).scalar_subquery()
         stmt = sa.delete(state_count_deltas).where(_d.id.in_(some))
     return stmt.returning(*_RETURNED)
+
+
+def _take_locked(conn: sa.Connection, batch: int) -> list[Any]:
+    """:func:`_fold_statement` where DELETE has no RETURNING (MySQL): a locking read of
+    ``batch`` rows, then their deletion by id. Another fold waits for these rows' locks and then
+    finds them gone, so each row is still folded once."""
+    taken = conn.execute(
+        sa.select(_d.id, *_RETURNED).order_by(_d.id).limit(batch).with_for_update()
+    ).all()
+    if taken:
+        ids = [row[0] for row in taken]
+        conn.execute(sa.delete(state_count_deltas).where(_d.id.in_(ids)))
+    return [row[1:] for row in taken]
 
 
 def _count_statement(entity: str, names: list[str] | None, states: list[str] | None) -> sa.Select:
