@@ -234,7 +234,8 @@ def caveats(others_limit: float, attempts: int) -> list[str]:
         "script call (one round trip). NATS rows: a batch's publish waits for every "
         "JetStream publish ack (the message is in the stream's files, synced to disk every 2 "
         "minutes by default); the status notice is a plain publish into the stream, not "
-        "waited for, followed by the delivery's ack, whose answer is waited for. Neither "
+        "waited for, followed by the delivery's ack sent as ack-next (+NXT: the ack and the "
+        "request for the next message in one), which the worker does not wait for. Neither "
         "exercises redelivery, reconnects or delayed messages. Each run deletes its Redis "
         "keys and its NATS stream.",
         "- The Tactus workers log at WARNING (the per-change INFO line is off), like Celery's "
