@@ -61,7 +61,8 @@ def test_newest_jobs_of_several_processes(store):
     assert store.newest_jobs([]) == {}
 
 
-def test_job_windows_are_the_oldest_jobs_in_the_states_within_each_limit(store):
+@pytest.mark.parametrize("others", [0, 20], ids=["few processes", "many processes"])
+def test_job_windows_are_the_oldest_jobs_in_the_states_within_each_limit(store, others):
     # given a process with processed history and five active jobs, and one with one
     for i in range(4):
         store.create_job(make_job("a", f"20260105{i:02d}", state=JobState.PROCESSED))
@@ -71,13 +72,16 @@ def test_job_windows_are_the_oldest_jobs_in_the_states_within_each_limit(store):
     store.create_job(make_job("b", "2026010500"))
     store.create_job(make_job("b", "2026010501", state=JobState.SKIPPED))
     # when the windows are read with a limit each
-    windows = store.job_windows({"a": 3, "b": 5, "c": 2}, ACTIVE_JOB_STATES)
+    # (with ``others`` processes more, read together: a backend may read many another way)
+    extra = {f"other{i:02d}": 1 for i in range(others)}
+    windows = store.job_windows({"a": 3, "b": 5, "c": 2, **extra}, ACTIVE_JOB_STATES)
+    assert all(windows[name] == [] for name in extra)
     # then each holds its oldest active jobs, in timeperiod order, at most its limit
     assert [j.timeperiod for j in windows["a"]] == ["2026010504", "2026010505", "2026010506"]
     assert windows["a"][0] == store.get_job("a", "2026010504")
     assert [j.timeperiod for j in windows["b"]] == ["2026010500"]
     assert windows["c"] == []
-    assert [j.timeperiod for j in store.job_windows({"a": 9}, {JobState.EMBRYO})["a"]] == [
+    assert [j.timeperiod for j in store.job_windows({"a": 9, **extra}, {JobState.EMBRYO})["a"]] == [
         "2026010506",
         "2026010507",
         "2026010508",

@@ -38,6 +38,14 @@ _INSERT_UOW = sa.insert(uow_table)
 _JOB_STATES = {state.value: state for state in JobState}
 
 
+#: Branches of one ``UNION ALL`` in :meth:`JobsMixin._windows_ranged` (SQLite allows 500).
+_BRANCHES_PER_STATEMENT = 400
+#: :meth:`JobsMixin.job_windows` reads this many processes or fewer by ranges: a branch per
+#: (process, state) costs more than one numbered read for a whole pass, and less than it for
+#: a process with a backlog.
+_RANGED_UP_TO = 16
+
+
 class JobsMixin(CountsMixin):
     """The job half of :class:`~db.store.Store` on SQL."""
 
@@ -154,6 +162,18 @@ class JobsMixin(CountsMixin):
     def job_windows(
         self, limits: Mapping[str, int], states: Iterable[JobState]
     ) -> dict[str, list[Job]]:
+        """Each process's first jobs in ``states``. For a few processes (a catch-up, a woken
+        process), index ranges cut at each limit (:meth:`_windows_ranged`): the cost follows
+        the limits, not the backlog of jobs in ``states``; for many (a scheduler pass over
+        every due process), one numbered read per chunk of names (:meth:`_windows_numbered`),
+        which reads each process's jobs in ``states`` once."""
+        if len(limits) <= _RANGED_UP_TO:
+            return self._windows_ranged(limits, states)
+        return self._windows_numbered(limits, states)
+
+    def _windows_numbered(
+        self, limits: Mapping[str, int], states: Iterable[JobState]
+    ) -> dict[str, list[Job]]:
         """Each process's first jobs in ``states``: one statement per chunk of names, numbering
         each process's matches in timeperiod order (``row_number``) over the (process, state,
         timeperiod) index and keeping those within the largest limit of the chunk; each
@@ -188,6 +208,41 @@ class JobsMixin(CountsMixin):
                 window = found[job.process]
                 if len(window) < wanted[job.process]:
                     window.append(job)
+        return found
+
+    def _windows_ranged(
+        self, limits: Mapping[str, int], states: Iterable[JobState]
+    ) -> dict[str, list[Job]]:
+        """Each process's first jobs in ``states``: one ``UNION ALL`` statement per chunk of
+        (process, state) pairs, each branch an index range of (process, state, timeperiod)
+        cut at the process's limit, so the cost follows the limits, not the jobs in
+        ``states`` (a year of embryos behind a catch-up is not read at each pass)."""
+        wanted = {name: check_limit(limit) for name, limit in limits.items()}
+        found: dict[str, list[Job]] = {name: [] for name in wanted}
+        values = sorted({JobState(state).value for state in states})
+        if not values or not wanted:
+            return found
+        c = job_table.c
+        pairs = [(name, value) for name in wanted for value in values]
+        for start in range(0, len(pairs), _BRANCHES_PER_STATEMENT):
+            branches = [
+                sa.select(job_table)
+                .where(c.process == name, c.state == value)
+                .order_by(c.timeperiod)
+                .limit(wanted[name])
+                .subquery()
+                for name, value in pairs[start : start + _BRANCHES_PER_STATEMENT]
+            ]
+            if len(branches) == 1:
+                stmt = sa.select(branches[0])
+            else:
+                stmt = sa.union_all(*(sa.select(branch) for branch in branches))
+            for row in self._read(lambda conn, stmt=stmt: conn.execute(stmt).all()):
+                job = rows.job_from(row._mapping)
+                found[job.process].append(job)
+        for name, window in found.items():
+            window.sort(key=lambda job: job.timeperiod)
+            del window[wanted[name] :]
         return found
 
     def _job_order(
