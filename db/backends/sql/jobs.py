@@ -167,22 +167,21 @@ class JobsMixin(CountsMixin):
         the limits, not the backlog of jobs in ``states``; for many (a scheduler pass over
         every due process), one numbered read per chunk of names (:meth:`_windows_numbered`),
         which reads each process's jobs in ``states`` once."""
-        if len(limits) <= _RANGED_UP_TO:
-            return self._windows_ranged(limits, states)
-        return self._windows_numbered(limits, states)
-
-    def _windows_numbered(
-        self, limits: Mapping[str, int], states: Iterable[JobState]
-    ) -> dict[str, list[Job]]:
-        """Each process's first jobs in ``states``: one statement per chunk of names, numbering
-        each process's matches in timeperiod order (``row_number``) over the (process, state,
-        timeperiod) index and keeping those within the largest limit of the chunk; each
-        process's own limit is applied here."""
         wanted = {name: check_limit(limit) for name, limit in limits.items()}
         found: dict[str, list[Job]] = {name: [] for name in wanted}
         values = sorted({JobState(state).value for state in states})
-        if not values or not wanted:
-            return found
+        if values and wanted:
+            read = self._windows_ranged if len(wanted) <= _RANGED_UP_TO else self._windows_numbered
+            read(wanted, values, found)
+        return found
+
+    def _windows_numbered(
+        self, wanted: Mapping[str, int], values: list[str], found: dict[str, list[Job]]
+    ) -> None:
+        """Fill ``found``: one statement per chunk of names, numbering
+        each process's matches in timeperiod order (``row_number``) over the (process, state,
+        timeperiod) index and keeping those within the largest limit of the chunk; each
+        process's own limit is applied here."""
         c = job_table.c
         # ``+timeperiod`` (as in _job_order): SQLite would otherwise number each process's
         # rows along the unique (process, timeperiod) index, reading its whole history.
@@ -208,20 +207,14 @@ class JobsMixin(CountsMixin):
                 window = found[job.process]
                 if len(window) < wanted[job.process]:
                     window.append(job)
-        return found
 
     def _windows_ranged(
-        self, limits: Mapping[str, int], states: Iterable[JobState]
-    ) -> dict[str, list[Job]]:
-        """Each process's first jobs in ``states``: one ``UNION ALL`` statement per chunk of
+        self, wanted: Mapping[str, int], values: list[str], found: dict[str, list[Job]]
+    ) -> None:
+        """Fill ``found``: one ``UNION ALL`` statement per chunk of
         (process, state) pairs, each branch an index range of (process, state, timeperiod)
         cut at the process's limit, so the cost follows the limits, not the jobs in
         ``states`` (a year of embryos behind a catch-up is not read at each pass)."""
-        wanted = {name: check_limit(limit) for name, limit in limits.items()}
-        found: dict[str, list[Job]] = {name: [] for name in wanted}
-        values = sorted({JobState(state).value for state in states})
-        if not values or not wanted:
-            return found
         c = job_table.c
         pairs = [(name, value) for name in wanted for value in values]
         for start in range(0, len(pairs), _BRANCHES_PER_STATEMENT):
@@ -243,7 +236,6 @@ class JobsMixin(CountsMixin):
         for name, window in found.items():
             window.sort(key=lambda job: job.timeperiod)
             del window[wanted[name] :]
-        return found
 
     def _job_order(
         self, stmt: sa.Select, columns: Any, query: JobQuery, *, several: bool = False
