@@ -191,7 +191,8 @@ def render_freerun(result: dict, size) -> list[str]:
     return lines
 
 
-def render_catchup(rows: list[dict]) -> list[str]:
+def render_catchup(catchup: dict[str, list[dict]]) -> list[str]:
+    rows = catchup["simulated"]
     lines = [
         "**Catch-up rate** (one hourly process, every period missed; simulated workers finish "
         "each unit of work at once):",
@@ -209,6 +210,24 @@ def render_catchup(rows: list[dict]) -> list[str]:
         "A round is one pass plus the simulated workers' claim and finish of what it published "
         "(two writes per unit of work, on the same store, inside the total). The first pass "
         "materializes every missed period in one go.",
+        "",
+        "**Catch-up rate with the real parts** (the scheduler's loop and real worker processes "
+        "on the store queue, SQLite file store; timed from the scheduler's start, whose first "
+        "pass materializes the year, until every period is processed):",
+        "",
+        "| max_active | worker processes x slots | periods | total | periods per second |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {row['max_active']} | {row['workers']} x {row['concurrency']} | "
+        f"{row['processed']:,} | {row['seconds']:.1f} s | {row['rate']:,.0f} |"
+        for row in catchup["real"]
+    ]
+    lines += [
+        "",
+        "With `max_active` 1 each outcome's commit starts the next period (db.chain, "
+        "[scheduler](scheduler.md#prompt-reactions)); with 100 the scheduler's passes start "
+        "the periods, 100 at a time.",
     ]
     return lines
 

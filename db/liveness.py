@@ -25,6 +25,8 @@ from db.state_change import change_uow
 from db.states import UowState, WorkerState
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from db.clock import Clock
     from db.models import UnitOfWork, WorkerRecord
     from db.store import Store
@@ -62,6 +64,7 @@ def reap_lost_workers(
     misses: int,
     clock: Clock,
     actor: str = "scheduler",
+    on_lost: Callable[[WorkerRecord], None] | None = None,
 ) -> list[str]:
     """Mark silent workers ``lost`` and fail the units of work they left ``in_progress``.
 
@@ -78,18 +81,22 @@ def reap_lost_workers(
         misses: beats that may be missed (``heartbeat_misses``).
         clock: stamps the history events.
         actor: who reaps, for the history.
+        on_lost: called with each worker this call marked lost, once its units of work are
+            failed.
 
     Returns:
         Ids of the units of work this call failed (not those another caller failed first).
     """
     cutoff = now - silence_limit(interval, misses)
     lost: set[str] = set()
+    marked: list[WorkerRecord] = []
     for worker in store.list_workers():
         if worker.heartbeat_at >= cutoff or worker.state not in (ALIVE, LOST):
             continue  # beating (a lost worker that beats again is alive), or stopped
         lost.add(worker.worker_id)
         if worker.state == ALIVE:
             if store.set_worker_state(worker.worker_id, LOST, expected_state=ALIVE):
+                marked.append(worker)
                 log.warning(
                     "worker %s: lost (no heartbeat for %d s)",
                     worker.worker_id,
@@ -108,6 +115,9 @@ def reap_lost_workers(
             continue
         if _fail(store, uow, reason=reason, now=now, clock=clock, actor=actor):
             failed.append(uow.id)
+    if on_lost is not None:
+        for worker in marked:
+            on_lost(worker)
     return failed
 
 

@@ -408,6 +408,25 @@ class UowTransition:
     #: apply them one after the other and stop at the first refusal (see
     #: :attr:`db.store.Store.atomic_groups`).
     together: tuple[UowTransition, ...] = ()
+    #: The job moves this step's outcome allows at once (a catch-up's next period,
+    #: :mod:`db.chain`): written in the step's transaction if they all still apply, else left
+    #: out (the step applies alone and the scheduler decides them at its next look). Backends
+    #: without transactions leave them out always.
+    chain: JobChain | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobChain:
+    """What a managed unit of work's outcome moves on at once (:mod:`db.chain`): its job
+    finished, the next period's job started with its unit of work, and (store queue) the
+    message announcing that unit of work; all or none."""
+
+    finish: JobTransition
+    start: JobStart
+    put: tuple[tuple[str, bytes], ...] = ()
+    #: When the message is available (the settlement's instant, so the same commit's refill
+    #: claim takes it); None: the finish's.
+    put_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -552,6 +571,9 @@ class QueueSettled:
     acked: int
     #: The messages claimed, oldest first.
     claimed: tuple[QueuedMessage, ...] = ()
+    #: The ids of the units of work the steps' chains started (:attr:`UowTransition.chain`):
+    #: a chain left out is not here.
+    chained: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

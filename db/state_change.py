@@ -14,7 +14,10 @@ No other code sets a state.
 A job's start (:func:`start_job`) is one such change that also creates the job's next unit of
 work: the machine decides, then one store write moves the job, links and inserts the unit of
 work and records both events (:meth:`~db.store.Store.start_job`), then the unit of work is
-published. Nothing else creates a managed unit of work.
+published. Nothing else creates a managed unit of work, except the same start made in a worker's
+outcome commit when a catch-up's next period is certain (:mod:`db.chain`,
+:attr:`~db.models.UowTransition.chain`): decided by the same machines here, written by the
+store in the outcome's transaction.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from db import flows
+from db import chain, flows
 from db.errors import DuplicateKey, NotFound, StateConflict, TransitionRefused
 from db.machines.job import job_machine
 from db.machines.supervised import SUPERVISED_MACHINE
@@ -32,12 +35,14 @@ from db.machines.uow import UOW_MACHINE
 from db.models import (
     Event,
     Job,
+    JobChain,
     JobStart,
     JobTransition,
     SupervisedProcess,
     UnitOfWork,
     UowTransition,
 )
+from db.relations import timeperiod_of
 from db.states import UowKind
 from db.uow_factory import UowSpec, new_uow
 
@@ -230,31 +235,9 @@ def change_jobs(
         ``after_commit``: the caller acts on the results once this returns, after the commit.
     """
 
-    def step_of(request: JobChange) -> JobTransition:
-        job = request.job
-        dest, event = _decided(
-            job_machine(request.state_machine),
-            "job",
-            job.key,
-            job.state,
-            request.trigger,
-            clock=clock,
-            actor=actor,
-            reason=request.reason,
-            facts=dict(request.facts or {}),
-            details=request.details,
-        )
-        return JobTransition(
-            process=job.process,
-            timeperiod=job.timeperiod,
-            expected_state=job.state,
-            new_state=dest,
-            event=event,
-            changes=request.changes,
-            expected_version=job.version if request.check_version else None,
-        )
-
-    results, steps, positions = _decide_all(requests, step_of)
+    results, steps, positions = _decide_all(
+        requests, lambda request: _job_step(request, clock=clock, actor=actor)
+    )
     if steps:
         stored = store.transition_jobs(steps)
         for position, step, answer in zip(positions, steps, stored, strict=True):
@@ -262,6 +245,44 @@ def change_jobs(
             if isinstance(answer, Job):
                 _logged("job", requests[position].job.key, step.event)
     return results
+
+
+def _job_decided(
+    request: JobChange | JobStartRequest,
+    state_machine: StateMachineName,
+    *,
+    clock: Clock,
+    actor: str,
+) -> tuple[Any, Event]:
+    """Step 1 for a job: the destination its machine decides for the request, and the event."""
+    job = request.job
+    return _decided(
+        job_machine(state_machine),
+        "job",
+        job.key,
+        job.state,
+        request.trigger,
+        clock=clock,
+        actor=actor,
+        reason=request.reason,
+        facts=dict(request.facts or {}),
+        details=request.details,
+    )
+
+
+def _job_step(request: JobChange, *, clock: Clock, actor: str) -> JobTransition:
+    """Step 1 of a job change: the machine's decision, as the store's compare-and-set."""
+    job = request.job
+    dest, event = _job_decided(request, request.state_machine, clock=clock, actor=actor)
+    return JobTransition(
+        process=job.process,
+        timeperiod=job.timeperiod,
+        expected_state=job.state,
+        new_state=dest,
+        event=event,
+        changes=request.changes,
+        expected_version=job.version if request.check_version else None,
+    )
 
 
 def run_key(job: Job) -> str:
@@ -388,18 +409,7 @@ def start_jobs(
 def _prepared_start(request: JobStartRequest, *, clock: Clock, actor: str) -> JobStart:
     """Step 1 of a start: the machine's decision, the job's event and its unit of work."""
     job = request.job
-    dest, event = _decided(
-        job_machine(request.entry.state_machine),
-        "job",
-        job.key,
-        job.state,
-        request.trigger,
-        clock=clock,
-        actor=actor,
-        reason=request.reason,
-        facts=dict(request.facts or {}),
-        details=request.details,
-    )
+    dest, event = _job_decided(request, request.entry.state_machine, clock=clock, actor=actor)
     spec = UowSpec(
         entry=request.entry,
         kind=UowKind.MANAGED,
@@ -558,10 +568,15 @@ def change_uows(
     clock: Clock,
     actor: str,
     announce: Announce | None = None,
+    lookahead: chain.Lookahead | None = None,
 ) -> list[UnitOfWork | TransitionRefused | NotFound | StateConflict]:
     """Several unit-of-work changes written together (:meth:`~db.store.Store.transition_uows`:
     one commit on SQL): each is decided by the machine and applied or refused on its own, as
     :func:`change_uow` would. A worker finishes one unit of work and claims the next this way.
+
+    With ``lookahead`` (a worker's :class:`db.chain.Lookahead`), an outcome that makes a
+    catch-up's next period certain moves it on in the same commit (:mod:`db.chain`), and
+    ``announce`` publishes the unit of work it started after the commit.
 
     Returns:
         In the order of ``requests``: the unit of work as stored, or the
@@ -572,9 +587,11 @@ def change_uows(
     results, steps, positions = _decided_uows(requests, clock=clock, actor=actor)
     if steps:
         steps, heard = _with_flows(store, steps, requests, positions, actor=actor)
+        steps, lines = _with_chains(store, steps, requests, positions, lookahead, clock=clock)
         stored = _flows_settled(store, steps, store.transition_uows(steps), clock, actor, heard)
         _stored_uows(results, positions, steps, stored)
-        flows.announced(announce, heard)
+        chained = _chained(store, steps, stored, lines, lookahead)
+        flows.announced(announce, [*heard, *chained])
     return [result for result in results if result is not None]
 
 
@@ -587,6 +604,7 @@ def settle_uows(
     actor: str,
     announce: Announce | None = None,
     messages: Callable[[Sequence[UnitOfWork]], Sequence[tuple[str, bytes]]] | None = None,
+    lookahead: chain.Lookahead | None = None,
 ) -> tuple[list[UnitOfWork | TransitionRefused | NotFound | StateConflict], QueueSettled]:
     """:func:`change_uows` with the embedded-queue writes of ``settlement`` in the same commit
     (:meth:`~db.store.QueueStore.settle_uows`): a worker on the store queue records an outcome,
@@ -597,17 +615,147 @@ def settle_uows(
     is announced in that same commit too: no commit of its own, and no window between the
     outcome and the announcement. What a group planned again after the commit releases is
     announced by ``announce`` (a message put for a step whose group was refused is harmless: a
-    worker ignores a delivery of a unit of work that is not requested)."""
+    worker ignores a delivery of a unit of work that is not requested).
+
+    With ``lookahead``, a catch-up's next period moves on in the same commit, as in
+    :func:`change_uows`; with ``messages`` too, its announcement is part of that move (put
+    only if the move is written), else ``announce`` publishes it after the commit."""
     results, steps, positions = _decided_uows(requests, clock=clock, actor=actor)
     steps, heard = _with_flows(store, steps, requests, positions, actor=actor)
+    steps, lines = _with_chains(
+        store,
+        steps,
+        requests,
+        positions,
+        lookahead,
+        clock=clock,
+        messages=messages,
+        put_at=settlement.now,
+    )
     in_commit = {id(u) for u in heard} if messages is not None else set()
     if in_commit and messages is not None:
         settlement = replace(settlement, put=(*settlement.put, *messages(heard)))
     stored, settled = store.settle_uows(steps, settlement)
     stored = _flows_settled(store, steps, stored, clock, actor, heard)
     _stored_uows(results, positions, steps, stored)
-    flows.announced(announce, [u for u in heard if id(u) not in in_commit])
+    chained = _chained(store, steps, stored, lines, lookahead, settled.chained)
+    later = [u for u in heard if id(u) not in in_commit]
+    flows.announced(announce, later if messages is not None else [*later, *chained])
     return [result for result in results if result is not None], settled
+
+
+def _with_chains(
+    store: Store,
+    steps: list[UowTransition],
+    requests: Sequence[UowChange],
+    positions: list[int],
+    lookahead: chain.Lookahead | None,
+    *,
+    clock: Clock,
+    messages: Callable[[Sequence[UnitOfWork]], Sequence[tuple[str, bytes]]] | None = None,
+    put_at: datetime | None = None,
+) -> tuple[list[UowTransition], dict[int, chain.NextInLine]]:
+    """Each step whose outcome makes a catch-up's next period certain, with the job moves it
+    allows (:mod:`db.chain`) and, with ``messages``, the announcement of the unit of work it
+    starts (available at ``put_at``); only where the store writes them in the step's
+    transaction. Returns the steps, and the decision behind each chain by the step's index."""
+    lines: dict[int, chain.NextInLine] = {}
+    if lookahead is None or not store.atomic_groups:
+        return steps, lines
+    out = []
+    for step, position in zip(steps, positions, strict=True):
+        uow = requests[position].uow
+        line = None
+        if step.new_state in chain.SUCCESSES and not step.together:
+            line = lookahead.next_in_line(store, uow, step.new_state, step.event.at)
+        if line is not None:
+            try:
+                link = _chain_of(line, uow, step, clock=clock)
+            except TransitionRefused as exc:
+                log.debug("uow %s: no chain: %s", uow.id, exc)
+            else:
+                if messages is not None:
+                    link = replace(link, put=tuple(messages([link.start.uow])), put_at=put_at)
+                step = replace(step, chain=link)
+                lines[len(out)] = line
+        out.append(step)
+    return out, lines
+
+
+def _chain_of(
+    line: chain.NextInLine,
+    uow: UnitOfWork,
+    step: UowTransition,
+    *,
+    clock: Clock,
+) -> JobChain:
+    """Step 1 of a chain's moves: the machine decides both (as the scheduler's look would,
+    with the same reasons), and the next period's unit of work over its whole period."""
+    actor, entry = step.event.actor, line.entry
+    finish = _job_step(
+        JobChange(
+            job=line.job,
+            trigger=line.trigger,
+            state_machine=entry.state_machine,
+            reason=f"unit of work {uow.id} {step.new_state}",
+            facts=line.finish_facts,
+            check_version=True,
+        ),
+        clock=clock,
+        actor=actor,
+    )
+    period = timeperiod_of(line.following)
+    start = _prepared_start(
+        JobStartRequest(
+            job=line.following,
+            trigger=line.start_trigger,
+            entry=entry,
+            start=str(period),
+            end=str(period.next()),
+            reason=line.start_reason,
+            facts=line.start_facts,
+        ),
+        clock=clock,
+        actor=actor,
+    )
+    return JobChain(finish=finish, start=start)
+
+
+def _chained(
+    store: Store,
+    steps: list[UowTransition],
+    stored: Sequence[UnitOfWork | NotFound | StateConflict],
+    lines: dict[int, chain.NextInLine],
+    lookahead: chain.Lookahead | None,
+    written: Sequence[str] | None = None,
+) -> list[UnitOfWork]:
+    """Steps 2 and 3 of the chains written with their steps: which were (``written``, the
+    ids the store says it started; None: read back), their log lines, and the units of work
+    they started (a chain the store left out because a job moved meanwhile started none); the
+    ``lookahead`` learns what each started."""
+    started = []
+    for index, (step, answer) in enumerate(zip(steps, stored, strict=True)):
+        link = step.chain
+        if link is None or not isinstance(answer, UnitOfWork):
+            continue
+        uow: UnitOfWork | None = link.start.uow
+        if written is None:
+            try:
+                uow = store.get_uow(link.start.uow.id)
+            except NotFound:
+                uow = None
+        elif link.start.uow.id not in written:
+            uow = None
+        if uow is None:
+            log.info("uow %s: the next period moved meanwhile; left to the scheduler", answer.id)
+            continue
+        _logged("job", f"{link.finish.process}/{link.finish.timeperiod}", link.finish.event)
+        _logged("job", f"{link.start.process}/{link.start.timeperiod}", link.start.event)
+        _logged("uow", uow.id, link.start.uow_event)
+        started.append(uow)
+        if lookahead is not None:
+            lookahead.written(lines[index], link.start)
+    return started
 
 
 def _with_flows(

@@ -3,7 +3,9 @@
 - An invalid unit of work returns to requested after ``retry_delay`` doubling per attempt
   (capped at an hour); past ``retries`` it is canceled (and its job skipped by the driver).
 - A unit of work whose worker stopped beating becomes invalid (``db.liveness``) and is retried.
-- A unit of work requested but never claimed is published again after ``unclaimed_timeout``.
+- A unit of work requested but never claimed is published again after ``unclaimed_timeout``,
+  and at once when a worker of its process is declared lost (it may have started it in an
+  outcome's commit, db.chain, and died before publishing it).
   The first pass of a scheduler re-posts every requested unit of work at once: its predecessor
   may have stopped (crashed, been killed) after storing one and before publishing it, and a
   duplicate message is harmless (the worker's claim is a compare-and-set; a delivery for a
@@ -35,7 +37,7 @@ from db.states import UowState
 
 if TYPE_CHECKING:
     from db.clock import Clock
-    from db.models import ProcessEntry, UnitOfWork
+    from db.models import ProcessEntry, UnitOfWork, WorkerRecord
     from db.store import Store
     from scheduler.config import SchedulerConfig
     from scheduler.dispatch import Dispatcher
@@ -96,6 +98,7 @@ class Recovery:
                 interval=self.config.heartbeat_interval,
                 misses=self.config.heartbeat_misses,
                 clock=self.clock,
+                on_lost=lambda worker: self._lost_worker(worker, now, report),
             )
             forget_old_workers(self.store, now=now, retention=self.config.worker_retention)
         for uow in self._all(UowQuery(states=frozenset({UowState.INVALID}), newest_first=False)):
@@ -114,6 +117,17 @@ class Recovery:
             self._last_reconcile = now
             reconcile_open(self.store, clock=self.clock, actor=ACTOR, announce=self._announce)
         return report
+
+    def _lost_worker(self, worker: WorkerRecord, now: datetime, report: RecoveryReport) -> None:
+        """Re-post the requested units of work of a lost worker's process: a worker that
+        started a catch-up's next period in its outcome's commit (db.chain) and died before
+        publishing it left one nobody will hear of until ``unclaimed_timeout`` (a duplicate
+        delivery is harmless: the first claim wins)."""
+        query = UowQuery(
+            process=worker.process, states=frozenset({UowState.REQUESTED}), newest_first=False
+        )
+        why = f"re-posted: worker {worker.worker_id} was lost, it may not have published it"
+        self._repost(query, now, why, report)
 
     def _announce(self, uows: Sequence[UnitOfWork]) -> None:
         """Publish the steps a flow change made requested (flow runs that ended are seen by

@@ -38,6 +38,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from db.builtin import ADHOC, ensure_builtin_processes
+from db.chain import Lookahead
 from db.clock import StoreClock, SystemClock
 from db.errors import InvalidInput, NotFound, TactusError
 from db.models import WorkerRecord
@@ -275,6 +276,8 @@ class Worker:
         self._lock = threading.Lock()
         #: (monotonic time, entry) of the last read of the entry (see :meth:`current_entry`).
         self._entry_read: tuple[float, ProcessEntry] | None = None
+        #: What an outcome may move on at once (db.chain), shared by the slots.
+        self.lookahead = Lookahead(self.entry_of)
         self.slots = [Slot(self, index) for index in range(concurrency)]
         self.heartbeat = Heartbeat(
             self.quick_store,
@@ -363,6 +366,11 @@ class Worker:
             entry = self.entry
         self._entry_read = (now, entry)
         return entry
+
+    def entry_of(self, name: str) -> ProcessEntry | None:
+        """This worker's process entry (:meth:`current_entry`) by its name, None for any other:
+        what an outcome may move on at once (:mod:`db.chain`) is decided with it."""
+        return self.current_entry() if name == self.entry.name else None
 
     def publish_status(self, uow: UnitOfWork) -> None:
         """Tell the scheduler a unit of work changed state (after the change is stored)."""

@@ -72,6 +72,7 @@ from workers.uow_io import Messages, with_payload
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from db.chain import Lookahead
     from db.clock import Clock
     from db.models import ProcessEntry, QueueSettled, UnitOfWork
     from db.store import Store
@@ -105,6 +106,8 @@ class SlotOwner(Protocol):
     actor: str
     queue: str
     stop_event: threading.Event
+    #: What an outcome may move on at once (:mod:`db.chain`).
+    lookahead: Lookahead
 
     def current_entry(self) -> ProcessEntry:
         """The process's entry to run the next unit of work with."""
@@ -699,7 +702,6 @@ class Slot:
         if following is not None:
             requests.append(self._claim_change(*following))
         status = worker.status_notice(task.uow)
-        announce = worker.announce
         settlement = None
         if isinstance(task.consumer, SettlingConsumer):
             settlement = task.consumer.settlement(
@@ -707,24 +709,21 @@ class Slot:
                 notices=(status,),
                 refill=not (self.abandoned or worker.stop_event.is_set()),
             )
+        funnel: dict[str, Any] = {
+            "clock": worker.clock,
+            "actor": worker.actor,
+            "announce": worker.announce,
+            "lookahead": worker.lookahead,
+        }
         if settlement is None:
 
             def write(store: Store) -> tuple[list, QueueSettled | None]:
-                written = change_uows(
-                    store, requests, clock=worker.clock, actor=worker.actor, announce=announce
-                )
-                return written, None
+                return change_uows(store, requests, **funnel), None
         else:
             # The store queue: the ack, the status and the next claims commit with the outcome.
             def write(store: Store) -> tuple[list, QueueSettled | None]:
                 return settle_uows(
-                    store,
-                    requests,
-                    settlement,
-                    clock=worker.clock,
-                    actor=worker.actor,
-                    announce=announce,
-                    messages=worker.announcements,
+                    store, requests, settlement, messages=worker.announcements, **funnel
                 )
 
         results, settled = self._write_outcome(write, requests[0])

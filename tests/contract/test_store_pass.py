@@ -4,14 +4,24 @@ same tests on every backend."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from db.errors import DuplicateKey, InvalidInput, NotFound, StateConflict
-from db.models import JobStart, JobTransition, UowQuery
-from db.states import ACTIVE_JOB_STATES, JobState, UowKind
-from tests.contract.store_helpers import T0, _job_uows, event, make_job, make_record, make_uow
+from db.models import JobChain, JobStart, JobTransition, QueueSettlement, UowQuery
+from db.states import ACTIVE_JOB_STATES, JobState, UowKind, UowState
+from tests.contract.store_helpers import (
+    T0,
+    _claimed_uow,
+    _job_uows,
+    _step,
+    event,
+    make_job,
+    make_record,
+    make_uow,
+)
 
 
 def _transition(job, dst: JobState, trigger: str = "complete", **kw) -> JobTransition:
@@ -250,3 +260,90 @@ def test_start_jobs_refuse_a_taken_key_alone_and_a_wrong_unit_of_work_before_wri
         )
     assert store.get_job("c", c.timeperiod) == c
     assert store.find_uows(UowQuery(process="c"), limit=10).items == []
+
+
+def _chain_of(store, *, put=()):
+    """Hour 13's unit of work in progress (its job in progress) and hour 14's embryo: the
+    step that ends the unit of work, with the chain that finishes 13 and starts 14."""
+    job = store.create_job(make_job("a", "2026010513"))
+    following = store.create_job(make_job("a", "2026010514"))
+    uow = _claimed_uow(store, process="a", start="2026010513", run_key="r0v1")
+    (job,) = store.transition_jobs(
+        [_transition(job, JobState.IN_PROGRESS, "start", changes={"uow_id": uow.id})]
+    )
+    at = T0 + timedelta(minutes=3)
+    step = _step(uow, UowState.IN_PROGRESS, UowState.PROCESSED, "succeed", at)
+    link = JobChain(
+        finish=_transition(job, JobState.PROCESSED, expected_version=job.version, at=at),
+        start=_start_of(following, at=at),
+        put=put,
+    )
+    return job, following, uow, replace(step, chain=link)
+
+
+def test_a_step_chain_moves_the_jobs_with_the_outcome_or_not_at_all(store):
+    # given an outcome that chains hour 14's start, and another whose chain is stale
+    job, following, uow, step = _chain_of(store, put=(("q", b"announce 14"),))
+    other_job = store.create_job(make_job("b", "2026010513"))
+    other_uow = _claimed_uow(store, process="b", start="2026010513", run_key="r0v1")
+    stale = replace(
+        _step(other_uow, UowState.IN_PROGRESS, UowState.PROCESSED, "succeed"),
+        chain=JobChain(
+            finish=_transition(other_job, JobState.PROCESSED, expected_state=JobState.FINAL_RUN),
+            start=_start_of(store.create_job(make_job("b", "2026010514"))),
+            put=(("q", b"announce b 14"),),
+        ),
+    )
+    # when both outcomes are written together
+    done = store.transition_uows([step, stale])
+    # then both outcomes are stored
+    assert [u.state for u in done] == [UowState.PROCESSED, UowState.PROCESSED]
+    started = step.chain.start.uow
+    if store.atomic_groups:
+        # and the first chain applied whole: 13 processed, 14 in progress with its unit of
+        # work, every event, the announcement put
+        assert store.get_job("a", "2026010513").state is JobState.PROCESSED
+        assert store.get_job("a", "2026010514").uow_id == started.id
+        assert store.get_uow(started.id).state is UowState.REQUESTED
+        assert [e.trigger for e in store.history("job", job.key)][-1] == "complete"
+        assert [e.trigger for e in store.history("uow", started.id)] == ["create"]
+        assert [
+            m.body
+            for m in store.queue_claim(
+                "q", "c", now=T0 + timedelta(hours=1), visibility=timedelta(seconds=30), limit=5
+            )
+        ] == [b"announce 14"]
+    else:
+        # a backend without transactions leaves chains out: the scheduler moves the jobs
+        assert store.get_job("a", "2026010514").state is JobState.EMBRYO
+        with pytest.raises(NotFound):
+            store.get_uow(started.id)
+    # and the stale chain left nothing: its jobs as they were, no unit of work, no message
+    assert store.get_job("b", "2026010513").state is JobState.EMBRYO
+    assert store.get_job("b", "2026010514").state is JobState.EMBRYO
+    with pytest.raises(NotFound):
+        store.get_uow(stale.chain.start.uow.id)
+    assert store.queue_depth("q", now=T0 + timedelta(hours=1))["ready"] == 0
+    assert following.state is JobState.EMBRYO
+
+
+def test_settle_uows_says_which_chains_it_wrote(store):
+    # given an outcome whose chain applies, on the queue-settling path of the store queue
+    _, _, _, step = _chain_of(store, put=(("q", b"announce 14"),))
+    # when it is settled with an ack-less settlement that claims from the queue
+    settlement = QueueSettlement(
+        consumer="c1",
+        now=T0 + timedelta(hours=1),
+        visibility=timedelta(seconds=30),
+        claim_queue="q",
+        claim_limit=1,
+    )
+    done, settled = store.settle_uows([step], settlement)
+    # then the outcome is stored, and where the chain was written the store says so and the
+    # same commit's claim took its announcement
+    assert [u.state for u in done] == [UowState.PROCESSED]
+    if store.atomic_groups:
+        assert settled.chained == (step.chain.start.uow.id,)
+        assert [m.body for m in settled.claimed] == [b"announce 14"]
+    else:
+        assert settled.chained == () and settled.claimed == ()

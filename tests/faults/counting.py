@@ -19,17 +19,22 @@ Each count lists the ids behind it, so a failing assertion names the units of wo
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from db.clock import SystemClock
 from db.models import UowQuery
-from db.states import SUCCESSFUL_UOW_STATES, TERMINAL_UOW_STATES, UowState
+from db.states import SUCCESSFUL_UOW_STATES, TERMINAL_UOW_STATES, JobState, UowState
+from db.timeperiod import Timeperiod
 
 if TYPE_CHECKING:
     from db.models import UnitOfWork
     from db.store import Store
+    from tests.faults.drill import Verdict
+    from tests.faults.installation import FaultInstallation
 
 #: The counting command.
 COUNT_RUN = Path(__file__).with_name("count_run.py")
@@ -207,3 +212,55 @@ def settled(store: Store, processes: list[str], cutoff: datetime) -> bool:
     return all(
         u.state in TERMINAL_UOW_STATES for u in units_of(store, processes, created_before=cutoff)
     )
+
+
+def job_state(store: Store, process: str, timeperiod: str) -> JobState | None:
+    """The job's state; None while it is not materialized (or the store cannot say)."""
+    try:
+        return store.get_job(process, timeperiod).state
+    except Exception:  # noqa: BLE001 - not materialized yet, or the store away for a moment
+        return None
+
+
+def each_period_once(
+    verdict: Verdict, store: Store, runs: RunLog, process: str, periods: list[str]
+) -> Tally:
+    """The rows of a managed drill: every period processed, each run once, with one unit of
+    work each, none lost, none run twice; returns the tally for the report."""
+    units = units_of(store, [process])
+    period_of = {u.id: u.timeperiod for u in units}
+    runs_per_period = Counter(period_of.get(u) for u, _ in runs.starts())
+    counts = tally(store, runs, [process])
+    verdict.equal(
+        "job states",
+        [str(job_state(store, process, tp)) for tp in periods],
+        ["processed"] * len(periods),
+    )
+    verdict.equal("runs per period", [runs_per_period[tp] for tp in periods], [1] * len(periods))
+    verdict.equal(
+        "units of work per period",
+        [sum(u.timeperiod == tp for u in units) for tp in periods],
+        [1] * len(periods),
+    )
+    verdict.equal("units of work lost", len(counts.lost), 0)
+    verdict.equal("runs that should not have happened (twice)", len(counts.twice), 0)
+    return counts
+
+
+def hourly_backlog(inst: FaultInstallation, runs: RunLog, periods: int) -> list[str]:
+    """Register ``ticker``: the ``periods`` closed hours before this one to catch up, one at a
+    time (``max_active`` 1, no lag), each run counted; returns their timeperiods."""
+    first = Timeperiod.containing("hourly", SystemClock().now()).previous(periods)
+    inst.register_processes(
+        {
+            "name": "ticker",
+            "kind": "managed",
+            "time_qualifier": "hourly",
+            "start_timeperiod": str(first),
+            "lag": 0,
+            "max_active": 1,
+            "retry_delay": 1,
+            "command": command(runs.path, 0.2),
+        }
+    )
+    return [str(first.next(i)) for i in range(periods)]

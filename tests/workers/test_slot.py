@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from db.backends.sql.engine import WRITE_OPTION
+from db.chain import Lookahead
 from db.errors import BrokerUnavailable
 from db.state_change import change_uow
 from db.states import UowState
@@ -92,6 +93,10 @@ class Owner:
 
     def current_entry(self) -> ProcessEntry:
         return self.entry
+
+    @property
+    def lookahead(self) -> Lookahead:
+        return Lookahead(lambda name: self.entry if name == self.entry.name else None)
 
     def status_notice(self, uow: UnitOfWork) -> tuple[str, bytes]:
         return status_queue(self.settings.queue_prefix), status_message(

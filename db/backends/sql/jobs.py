@@ -17,16 +17,17 @@ from db.backends.base import (
 from db.backends.sql import rows
 from db.backends.sql.core import KEYS_PER_STATEMENT, CasStep, key_filter
 from db.backends.sql.counts import CountsMixin
+from db.backends.sql.queue import message_rows, put_in
 from db.backends.sql.schema import jobs as job_table
 from db.backends.sql.schema import uows as uow_table
 from db.errors import DuplicateKey, InvalidInput, NotFound, StateConflict
 from db.models import JobQuery, Page
-from db.states import JobState
+from db.states import ACTIVE_JOB_STATES, JobState
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
-    from db.models import Event, Job, JobStart, JobTransition, UnitOfWork
+    from db.models import Event, Job, JobChain, JobStart, JobTransition, UnitOfWork
 
 #: Jobs per batch of ``ensure_jobs``: one transaction and one executemany each.
 ENSURE_BATCH = 500
@@ -429,6 +430,52 @@ class JobsMixin(CountsMixin):
 
         return self._write(work, entity="uow", key=f"{key} ({uow.run_key})")
 
+    def _chain_writer(self, chain: JobChain) -> Callable[[sa.Connection], str]:
+        """The statements of a step's chain (:attr:`~db.models.UowTransition.chain`), for the
+        step's write transaction: the job finished, the next one compare-and-set and its unit
+        of work inserted (never linked to one stored under its key: that refuses the chain),
+        the events, the message announcing the unit of work; returns that unit of work's id. A
+        refusal raises (StateConflict, NotFound, or the insert's IntegrityError) and the caller
+        rolls the chain back."""
+        finish, start = chain.finish, chain.start
+        self._check_start(start.process, start.timeperiod, start.uow)
+        uow_row = rows.uow_row(start.uow)  # bad values: refused before the transaction
+        moves = []
+        for step, changes in ((finish, finish.changes), (start, {"uow_id": start.uow.id})):
+            values = rows.normalise(check_changes("job", changes, JOB_CHANGEABLE_FIELDS))
+            values["state"] = JobState(step.new_state).value
+            values["updated_at"] = rows.instant(step.event.at, "at")
+            moves.append((step, values))
+        put = message_rows(chain.put, chain.put_at or finish.event.at)[1] if chain.put else []
+        events = [
+            finish.event,
+            start.uow_event,
+            self._start_event(start.event, start.uow, adopted=False),
+        ]
+        guard = _chain_guard(start.process, start.timeperiod)
+
+        def write(conn: sa.Connection) -> str:
+            for step, values in moves:
+                self._cas(
+                    conn,
+                    job_table,
+                    {"process": step.process, "timeperiod": step.timeperiod},
+                    entity="job",
+                    key=f"{step.process}/{step.timeperiod}",
+                    expected_state=step.expected_state,
+                    expected_version=step.expected_version,
+                    values=values,
+                )
+            if conn.execute(guard).first() is not None:
+                key = f"{start.process}/{start.timeperiod}"
+                raise StateConflict("job", key, "the only active job", "another is active")
+            conn.execute(_INSERT_UOW, uow_row)
+            self._add_events(conn, events)
+            put_in(conn, put)
+            return start.uow.id
+
+        return write
+
     def count_jobs(
         self, process: str | Iterable[str] | None = None
     ) -> dict[tuple[str, JobState], int]:
@@ -439,6 +486,22 @@ class JobsMixin(CountsMixin):
 
 
 _JOB_KEY = ("process", "timeperiod")
+
+
+def _chain_guard(process: str, timeperiod: str) -> sa.Select:
+    """A job of ``process`` that forbids a chain once its moves are made (:mod:`db.chain`): one
+    started other than the job at ``timeperiod`` (it would hold the only slot), or one still
+    active before it (periods start in time order)."""
+    c = job_table.c
+    started = [JobState.IN_PROGRESS.value, JobState.FINAL_RUN.value]
+    active = [state.value for state in ACTIVE_JOB_STATES]
+    other_started = sa.select(c.timeperiod).where(
+        c.process == process, c.state.in_(started), c.timeperiod != timeperiod
+    )
+    older_active = sa.select(c.timeperiod).where(
+        c.process == process, c.state.in_(active), c.timeperiod < timeperiod
+    )
+    return sa.select(sa.literal(1)).where(sa.or_(other_started.exists(), older_active.exists()))
 
 
 def _job_cas(

@@ -84,7 +84,7 @@ class QueueMixin(SqlCore):
         """Insert the messages in one transaction; their ids sort in publish order."""
         if not bodies:
             return []
-        ids, batch = _message_rows([(queue, body) for body in bodies], available_at)
+        ids, batch = message_rows([(queue, body) for body in bodies], available_at)
         self._write(lambda conn: conn.execute(_INSERT, batch), entity="queue message", key=queue)
         return ids
 
@@ -122,10 +122,10 @@ class QueueMixin(SqlCore):
         transaction."""
         if then_put and available_at is None:
             raise ValueError("then_put needs available_at")
-        batch = _message_rows(then_put, available_at)[1] if then_put else []
+        batch = message_rows(then_put, available_at)[1] if then_put else []
 
         def work(conn: sa.Connection) -> bool:
-            _put_in(conn, batch)
+            put_in(conn, batch)
             return _ack_in(conn, [message_id], consumer) == 1
 
         return self._write(work, entity="queue message", key=message_id)
@@ -145,13 +145,13 @@ class QueueMixin(SqlCore):
         claim = settlement.claim_queue is not None and settlement.claim_limit > 0
         limit = check_limit(settlement.claim_limit) if claim else 0
         _check_visibility(settlement.visibility)
-        batch = _message_rows(settlement.put, settlement.now)[1] if settlement.put else []
+        batch = message_rows(settlement.put, settlement.now)[1] if settlement.put else []
         ids = list(dict.fromkeys(settlement.ack))
         # SQLite holds the write lock already; the others lock the rows they claim.
         lock = self.backend != "sqlite"
 
         def write(conn: sa.Connection) -> QueueSettled:
-            _put_in(conn, batch)
+            put_in(conn, batch)
             acked = _ack_in(conn, ids, settlement.consumer) if ids else 0
             claimed: list[QueuedMessage] = []
             if claim:
@@ -227,7 +227,7 @@ def _check_visibility(visibility: object) -> None:
         raise InvalidInput("visibility", f"must be a positive timedelta (got {visibility!r})")
 
 
-def _put_in(conn: sa.Connection, batch: list[dict[str, Any]]) -> None:
+def put_in(conn: sa.Connection, batch: list[dict[str, Any]]) -> None:
     if batch:
         conn.execute(_INSERT, batch)
 
@@ -359,7 +359,7 @@ def _as_bytes(body: object) -> bytes:
     raise InvalidInput("body", f"must be bytes (got {type(body).__name__})")
 
 
-def _message_rows(
+def message_rows(
     messages: Sequence[tuple[str, bytes]], available_at: datetime
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """New ids (sorting in the given order) and rows of ready-to-claim messages."""

@@ -3,6 +3,7 @@ the embedded queue, the credentials, payloads and messages come from their mixin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from datetime import UTC, datetime
@@ -160,14 +161,16 @@ class SqlStore(
     ) -> tuple[list[UnitOfWork | NotFound | StateConflict], QueueSettled]:
         """The steps and the queue writes in one transaction (see
         :meth:`db.store.QueueStore.settle_uows`)."""
-        transitions = self._transitions_writer(steps)
+        chained: list[str] = []
+        transitions = self._transitions_writer(steps, chained)
         queue = self.queue_settlement_writer(settlement)
 
         def work(
             conn: sa.Connection,
         ) -> tuple[list[UnitOfWork | NotFound | StateConflict], QueueSettled]:
+            chained.clear()  # a try again after a lost connection starts over
             done = transitions(conn)
-            return done, queue(conn)
+            return done, dataclasses.replace(queue(conn), chained=tuple(chained))
 
         return self._write(work, entity="uow", key=", ".join(s.uow_id for s in steps))
 

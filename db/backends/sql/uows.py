@@ -216,30 +216,44 @@ class UowsMixin(CountsMixin):
         return self._write(write, entity="uow", key=", ".join(s.uow_id for s in steps))
 
     def _transitions_writer(
-        self, steps: Sequence[UowTransition]
+        self, steps: Sequence[UowTransition], chained: list[str] | None = None
     ) -> Callable[[sa.Connection], list[UnitOfWork | NotFound | StateConflict]]:
-        """The statements of :meth:`transition_uows`, for a write transaction."""
+        """The statements of :meth:`transition_uows`, for a write transaction; the ids of the
+        units of work the chains that apply start are added to ``chained``."""
         writes = [
-            (self._transition_writer(step), [self._transition_writer(t) for t in step.together])
+            (
+                self._transition_writer(step),
+                [self._transition_writer(t) for t in step.together],
+                None if step.chain is None else self._chain_writer(step.chain),
+            )
             for step in steps
         ]
 
         def work(conn: sa.Connection) -> list[UnitOfWork | NotFound | StateConflict]:
             done: list[UnitOfWork | NotFound | StateConflict] = []
-            for write, together in writes:
+            for write, together, chain in writes:
                 try:
                     if not together:
-                        done.append(write(conn))
-                        continue
-                    # all or none: a refused member rolls its group back to the savepoint
-                    with conn.begin_nested():
                         stored = write(conn)
-                        for member in together:
-                            member(conn)
-                    done.append(stored)
+                    else:
+                        # all or none: a refused member rolls its group back to the savepoint
+                        with conn.begin_nested():
+                            stored = write(conn)
+                            for member in together:
+                                member(conn)
                 except (NotFound, StateConflict) as exc:
                     # The compare-and-set matched no row: nothing of this step was written.
                     done.append(exc)
+                    continue
+                done.append(stored)
+                if chain is not None:
+                    try:
+                        with conn.begin_nested():
+                            started = chain(conn)
+                    except (NotFound, StateConflict, sa.exc.IntegrityError):
+                        continue  # moved meanwhile: the step stands alone, the scheduler decides
+                    if chained is not None:
+                        chained.append(started)
             return done
 
         return work
