@@ -424,6 +424,9 @@ class JobChain:
     finish: JobTransition
     start: JobStart
     put: tuple[tuple[str, bytes], ...] = ()
+    #: The claim of the started unit of work by the worker whose outcome this is, when it
+    #: takes it at once (``start.uow`` is then stored in progress, after its creation event).
+    claim_event: Event | None = None
     #: When the message is available (the settlement's instant, so the same commit's refill
     #: claim takes it); None: the finish's.
     put_at: datetime | None = None

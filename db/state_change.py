@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from db import chain, flows
@@ -43,7 +43,7 @@ from db.models import (
     UowTransition,
 )
 from db.relations import timeperiod_of
-from db.states import UowKind
+from db.states import UowKind, UowState
 from db.uow_factory import UowSpec, new_uow
 
 if TYPE_CHECKING:
@@ -518,6 +518,16 @@ def change_uow(
     )
 
 
+@dataclass(kw_only=True, slots=True)
+class ChainTake:
+    """A worker's offer to run at once the unit of work its outcome's chain starts
+    (:func:`settle_uows`): ``claim`` is its claim of a unit of work (:func:`claim_change`);
+    the units of work written claimed for it are added to ``taken``."""
+
+    claim: Callable[[UnitOfWork], UowChange]
+    taken: list[UnitOfWork] = field(default_factory=list)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class UowChange:
     """One change of :func:`change_uows`: what :func:`change_uow` takes besides the store,
@@ -605,6 +615,7 @@ def settle_uows(
     announce: Announce | None = None,
     messages: Callable[[Sequence[UnitOfWork]], Sequence[tuple[str, bytes]]] | None = None,
     lookahead: chain.Lookahead | None = None,
+    take: ChainTake | None = None,
 ) -> tuple[list[UnitOfWork | TransitionRefused | NotFound | StateConflict], QueueSettled]:
     """:func:`change_uows` with the embedded-queue writes of ``settlement`` in the same commit
     (:meth:`~db.store.QueueStore.settle_uows`): a worker on the store queue records an outcome,
@@ -619,7 +630,9 @@ def settle_uows(
 
     With ``lookahead``, a catch-up's next period moves on in the same commit, as in
     :func:`change_uows`; with ``messages`` too, its announcement is part of that move (put
-    only if the move is written), else ``announce`` publishes it after the commit."""
+    only if the move is written), else ``announce`` publishes it after the commit. With
+    ``take`` (and ``messages``), the worker claims that unit of work in the same commit too,
+    and finds it in ``take.taken`` once written."""
     results, steps, positions = _decided_uows(requests, clock=clock, actor=actor)
     steps, heard = _with_flows(store, steps, requests, positions, actor=actor)
     steps, lines = _with_chains(
@@ -631,6 +644,7 @@ def settle_uows(
         clock=clock,
         messages=messages,
         put_at=settlement.now,
+        take=take if messages is not None else None,
     )
     in_commit = {id(u) for u in heard} if messages is not None else set()
     if in_commit and messages is not None:
@@ -639,6 +653,8 @@ def settle_uows(
     stored = _flows_settled(store, steps, stored, clock, actor, heard)
     _stored_uows(results, positions, steps, stored)
     chained = _chained(store, steps, stored, lines, lookahead, settled.chained)
+    if take is not None:
+        take.taken.extend(u for u in chained if u.state is UowState.IN_PROGRESS)
     later = [u for u in heard if id(u) not in in_commit]
     flows.announced(announce, later if messages is not None else [*later, *chained])
     return [result for result in results if result is not None], settled
@@ -654,6 +670,7 @@ def _with_chains(
     clock: Clock,
     messages: Callable[[Sequence[UnitOfWork]], Sequence[tuple[str, bytes]]] | None = None,
     put_at: datetime | None = None,
+    take: ChainTake | None = None,
 ) -> tuple[list[UowTransition], dict[int, chain.NextInLine]]:
     """Each step whose outcome makes a catch-up's next period certain, with the job moves it
     allows (:mod:`db.chain`) and, with ``messages``, the announcement of the unit of work it
@@ -676,6 +693,8 @@ def _with_chains(
             else:
                 if messages is not None:
                     link = replace(link, put=tuple(messages([link.start.uow])), put_at=put_at)
+                if take is not None:
+                    link = _taken(link, take, clock=clock)
                 step = replace(step, chain=link)
                 lines[len(out)] = line
         out.append(step)
@@ -721,6 +740,33 @@ def _chain_of(
     return JobChain(finish=finish, start=start)
 
 
+def _taken(link: JobChain, take: ChainTake, *, clock: Clock) -> JobChain:
+    """``link`` with its unit of work claimed by ``take``'s worker: decided by the machine as
+    any claim, stored in progress after its creation event."""
+    uow = link.start.uow
+    claim = take.claim(uow)
+    dest, event = _decided(
+        UOW_MACHINE,
+        "uow",
+        uow.id,
+        uow.state,
+        claim.trigger,
+        clock=clock,
+        actor=link.start.event.actor,
+        reason=claim.reason,
+        facts={"attempts_remain": True},
+        details=claim.details,
+    )
+    claimed = replace(
+        uow,
+        **dict(claim.changes or {}),
+        state=UowState(dest),
+        version=uow.version + 1,
+        updated_at=event.at,
+    )
+    return replace(link, start=replace(link.start, uow=claimed), claim_event=event)
+
+
 def _chained(
     store: Store,
     steps: list[UowTransition],
@@ -752,6 +798,8 @@ def _chained(
         _logged("job", f"{link.finish.process}/{link.finish.timeperiod}", link.finish.event)
         _logged("job", f"{link.start.process}/{link.start.timeperiod}", link.start.event)
         _logged("uow", uow.id, link.start.uow_event)
+        if link.claim_event is not None:
+            _logged("uow", uow.id, link.claim_event)
         started.append(uow)
         if lookahead is not None:
             lookahead.written(lines[index], link.start)

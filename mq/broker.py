@@ -174,6 +174,11 @@ class SettlingConsumer(Consumer):
         """Take note of a committed :meth:`settlement`: ``delivery`` is acked, the messages
         ``done`` claimed are in hand for :meth:`get`."""
 
+    @abstractmethod
+    def take(self, message_id: str) -> Delivery | None:
+        """The delivery of the message ``message_id`` if it is in hand and not handed out yet,
+        handed out now (as :meth:`get` would, out of turn); else None."""
+
 
 class Broker(ABC):
     """Publishes to and opens consumers on durable queues."""

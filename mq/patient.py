@@ -113,6 +113,9 @@ class PatientSettlingConsumer(PatientConsumer, SettlingConsumer):
     def settled(self, delivery: Delivery, settlement: QueueSettlement, done: QueueSettled) -> None:
         self.inner.settled(delivery, settlement, done)
 
+    def take(self, message_id: str) -> Delivery | None:
+        return self.inner.take(message_id)
+
 
 def open_patient_broker(
     uri: str,

@@ -261,13 +261,7 @@ class StoreConsumer(SettlingConsumer):
         while True:
             message = self._next_buffered()
             if message is not None:
-                self._held[message.id] = message
-                return Delivery(
-                    queue=self.queue,
-                    body=message.body,
-                    tag=message.id,
-                    redelivered=message.deliveries > 1,
-                )
+                return self._hand_out(message)
             mark = self._broker.wakeup.mark(self.queue)
             if self._claim():
                 continue
@@ -293,6 +287,22 @@ class StoreConsumer(SettlingConsumer):
         )
         if notices:
             self._broker.wakeup.notify({queue for queue, _ in notices})
+
+    def take(self, message_id: str) -> Delivery | None:
+        for message in self._buffer:
+            if message.id == message_id:
+                self._buffer.remove(message)
+                return self._hand_out(message)
+        return None
+
+    def _hand_out(self, message: QueuedMessage) -> Delivery:
+        self._held[message.id] = message
+        return Delivery(
+            queue=self.queue,
+            body=message.body,
+            tag=message.id,
+            redelivered=message.deliveries > 1,
+        )
 
     def settlement(
         self,

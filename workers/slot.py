@@ -59,7 +59,14 @@ from db.errors import (
     TransitionRefused,
 )
 from db.placement import runs_on
-from db.state_change import UowChange, change_uow, change_uows, claim_change, settle_uows
+from db.state_change import (
+    ChainTake,
+    UowChange,
+    change_uow,
+    change_uows,
+    claim_change,
+    settle_uows,
+)
 from db.states import UowKind, UowState
 from mq.broker import SettlingConsumer
 from mq.message import Message
@@ -447,16 +454,20 @@ class Slot:
         )
         return self._claimed(consumer, delivery, uow, self._ours(claimed, change))
 
-    def _claim_change(self, delivery: Delivery, uow: UnitOfWork) -> UowChange:
-        """``requested -> in_progress``, recording who and where runs it from now."""
+    def _claim_change(
+        self, delivery: Delivery | None, uow: UnitOfWork, **details: Any
+    ) -> UowChange:
+        """``requested -> in_progress``, recording who and where runs it from now (no
+        delivery: a unit of work an outcome's chain starts, :meth:`_chain_claim`)."""
         worker = self.worker
+        redelivered = delivery is not None and delivery.redelivered
         return claim_change(
             uow,
             worker_id=worker.worker_id,
             box_id=worker.settings.box_id,
             pid=os.getpid(),
             now=worker.clock.now(),
-            details={"attempt": uow.attempt, "redelivered": delivery.redelivered},
+            details={"attempt": uow.attempt, "redelivered": redelivered, **details},
         )
 
     def _ours(
@@ -720,10 +731,20 @@ class Slot:
             def write(store: Store) -> tuple[list, QueueSettled | None]:
                 return change_uows(store, requests, **funnel), None
         else:
-            # The store queue: the ack, the status and the next claims commit with the outcome.
+            # The store queue: the ack, the status and the next claims commit with the outcome;
+            # with room for it, so does the claim of the next period a chain starts.
+            takes: list[ChainTake] = []
+            taking = following is None and settlement.claim_limit > 0
+
             def write(store: Store) -> tuple[list, QueueSettled | None]:
+                takes[:] = [ChainTake(claim=self._chain_claim)] if taking else []
                 return settle_uows(
-                    store, requests, settlement, messages=worker.announcements, **funnel
+                    store,
+                    requests,
+                    settlement,
+                    messages=worker.announcements,
+                    take=takes[0] if takes else None,
+                    **funnel,
                 )
 
         results, settled = self._write_outcome(write, requests[0])
@@ -739,9 +760,10 @@ class Slot:
         if settlement is not None:
             assert isinstance(task.consumer, SettlingConsumer) and settled is not None
             task.consumer.settled(task.delivery, settlement, settled)
-            return (
-                None if following is None else self._claimed(task.consumer, *following, results[1])
-            )
+            if following is None:
+                taken = [uow for take in takes for uow in take.taken]
+                return self._taken(task.consumer, settled, taken[0]) if taken else None
+            return self._claimed(task.consumer, *following, results[1])
         notices = () if isinstance(finished, TactusError) else (status,)
         if following is None:
             self._ack(task, notices)
@@ -756,6 +778,27 @@ class Slot:
                 # now rather than leave it in progress until the worker is declared lost.
                 self._release(RunningUow(claimed, task.consumer, following[0]))
             raise
+
+    def _chain_claim(self, uow: UnitOfWork) -> UowChange:
+        """The claim of a unit of work an outcome's chain starts, for this slot to run next."""
+        return self._claim_change(None, uow, chained=True)
+
+    def _taken(
+        self, consumer: SettlingConsumer, settled: QueueSettled, uow: UnitOfWork
+    ) -> tuple[Delivery, UnitOfWork] | None:
+        """The unit of work the outcome's commit started and claimed for this slot, with the
+        delivery of its message, which the same commit claimed for this consumer. Should that
+        message not be among them (older ones came first), the unit of work is handed back
+        (requested again) for whoever takes its message."""
+        for message in settled.claimed:
+            try:
+                names = Message.decode(message.body).uow_id
+            except MalformedMessage:
+                continue
+            if names == uow.id and (delivery := consumer.take(message.id)) is not None:
+                return delivery, uow
+        self._hand_back(uow, "its message went to another delivery")
+        return None
 
     def _write_outcome(
         self,
@@ -812,15 +855,26 @@ class Slot:
 
     def _release(self, task: RunningUow) -> None:
         """Hand an interrupted unit of work back (no attempt used) and requeue its message."""
+        if not self._hand_back(task.uow, "worker stopping"):
+            self._ack(task)
+            return
+        try:
+            task.consumer.requeue(task.delivery)
+        except TactusError as exc:
+            log.warning("uow %s: requeue failed (%s); the broker redelivers it", task.uow.id, exc)
+
+    def _hand_back(self, uow: UnitOfWork, reason: str) -> bool:
+        """``release`` a claimed unit of work (no attempt used): requested again; False if it
+        moved meanwhile."""
         worker = self.worker
         try:
             change_uow(
                 worker.store,
-                task.uow,
+                uow,
                 "release",
                 clock=worker.clock,
                 actor=worker.actor,
-                reason="worker stopping",
+                reason=reason,
                 changes={
                     "worker_id": None,
                     "box_id": None,
@@ -831,13 +885,9 @@ class Slot:
                 after_commit=worker.publish_status,
             )
         except (StateConflict, TransitionRefused) as exc:
-            log.warning("uow %s: not released: %s", task.uow.id, exc)
-            self._ack(task)
-            return
-        try:
-            task.consumer.requeue(task.delivery)
-        except TactusError as exc:
-            log.warning("uow %s: requeue failed (%s); the broker redelivers it", task.uow.id, exc)
+            log.warning("uow %s: not released: %s", uow.id, exc)
+            return False
+        return True
 
     def _ack(self, task: RunningUow, notices: Sequence[tuple[str, bytes]] = ()) -> None:
         try:

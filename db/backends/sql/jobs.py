@@ -450,6 +450,7 @@ class JobsMixin(CountsMixin):
         events = [
             finish.event,
             start.uow_event,
+            *([] if chain.claim_event is None else [chain.claim_event]),
             self._start_event(start.event, start.uow, adopted=False),
         ]
         guard = _chain_guard(start.process, start.timeperiod)
