@@ -22,7 +22,6 @@ work's history records them, its actor naming the executor and its token.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -75,10 +74,13 @@ def executor_claim() -> ResponseReturnValue:
     while True:
         if _shared().beats.due(executor.worker_id, interval):
             executors.check_in(rt.store, executor, rt.clock.now())
-        with _shared().writes:
-            claimed = executors.claim_next(
-                context, executor, heartbeat_interval=interval, memory=_shared().memory
-            )
+        claimed = executors.claim_next(
+            context,
+            executor,
+            heartbeat_interval=interval,
+            memory=_shared().memory,
+            commit=_shared().group.write,
+        )
         if claimed is not None:
             return jsonify(claimed)
         remaining = deadline - time.monotonic()
@@ -115,10 +117,9 @@ class _Shared:
     def __init__(self) -> None:
         #: When each executor's record was last beaten.
         self.beats = executors.RecentBeats()
-        #: Claims and outcomes take turns: a store with one writer (SQLite) makes a waiting
-        #: writer sleep in growing steps, so mx's own threads queue here instead (a claim is
-        #: a few milliseconds; the long poll's waits are outside).
-        self.writes = threading.Lock()
+        #: The commits of claims and outcomes: those asked for at once are written together
+        #: (one commit for several executors' requests), one commit at a time.
+        self.group = executors.GroupCommit()
         #: The processes' entries and the candidates as claims and heartbeats read them lately.
         self.memory = executors.Memory()
 
@@ -144,7 +145,7 @@ def executor_outcome(uow_id: str) -> ResponseReturnValue:
     outcome = leases.outcome_from(body)
     context = _acting(outcome.lease.worker_id)
     if body.get("next") is None:
-        with _shared().writes:
+        with _shared().group.lock:
             uow, changed = leases.record_outcome(
                 context, uow_id, outcome, max_messages=runtime().settings.max_messages_per_uow
             )
@@ -165,13 +166,13 @@ def executor_outcome(uow_id: str) -> ResponseReturnValue:
             heartbeat_interval=rt.settings.heartbeat_interval,
             notices=notices,
             memory=_shared().memory,
+            commit=_shared().group.write,
         )
         return result, in_commit
 
-    with _shared().writes:
-        uow, changed = leases.record_outcome(
-            context, uow_id, outcome, write=write, max_messages=rt.settings.max_messages_per_uow
-        )
+    uow, changed = leases.record_outcome(
+        context, uow_id, outcome, write=write, max_messages=rt.settings.max_messages_per_uow
+    )
     return jsonify(uow_id=uow.id, state=uow.state.value, changed=changed, next=claimed[0])
 
 
@@ -206,14 +207,14 @@ def executor_outcomes() -> ResponseReturnValue:
             heartbeat_interval=rt.settings.heartbeat_interval,
             notices=notices,
             memory=_shared().memory,
+            commit=_shared().group.write,
         )
         claimed.extend(claims)
         return results, in_commit
 
-    with _shared().writes:
-        results = leases.record_outcomes(
-            context, items, write=write, max_messages=rt.settings.max_messages_per_uow
-        )
+    results = leases.record_outcomes(
+        context, items, write=write, max_messages=rt.settings.max_messages_per_uow
+    )
     answers = []
     for (uow_id, _), result in zip(items, results, strict=True):
         if isinstance(result, tuple):
