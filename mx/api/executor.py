@@ -106,6 +106,7 @@ def executor_heartbeat(uow_id: str) -> ResponseReturnValue:
         timeout_of=_timeout,
         max_messages=rt.settings.max_messages_per_uow,
     )
+    _shared().memory.claimed.take(uow_id)  # its version changed: an outcome reads it again
     if _shared().beats.due(lease.worker_id, rt.settings.heartbeat_interval):
         executors.beat(rt.store, lease.worker_id, rt.clock.now(), uow_id)
     return jsonify(beat)
@@ -171,7 +172,12 @@ def executor_outcome(uow_id: str) -> ResponseReturnValue:
         return result, in_commit
 
     uow, changed = leases.record_outcome(
-        context, uow_id, outcome, write=write, max_messages=rt.settings.max_messages_per_uow
+        context,
+        uow_id,
+        outcome,
+        write=write,
+        max_messages=rt.settings.max_messages_per_uow,
+        recall=_shared().memory.claimed.take,
     )
     return jsonify(uow_id=uow.id, state=uow.state.value, changed=changed, next=claimed[0])
 
@@ -213,7 +219,11 @@ def executor_outcomes() -> ResponseReturnValue:
         return results, in_commit
 
     results = leases.record_outcomes(
-        context, items, write=write, max_messages=rt.settings.max_messages_per_uow
+        context,
+        items,
+        write=write,
+        max_messages=rt.settings.max_messages_per_uow,
+        recall=_shared().memory.claimed.take,
     )
     answers = []
     for (uow_id, _), result in zip(items, results, strict=True):

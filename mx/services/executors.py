@@ -368,10 +368,37 @@ class Candidates:
 
 @dataclass(frozen=True, slots=True)
 class Memory:
-    """What the claims of one mx process share: the processes' entries and the candidates."""
+    """What the claims of one mx process share: the processes' entries, the candidates, and
+    the units of work as its claims wrote them."""
 
     entries: Entries = field(default_factory=Entries)
     candidates: Candidates = field(default_factory=Candidates)
+    claimed: Claimed = field(default_factory=lambda: Claimed())
+
+
+class Claimed:
+    """The units of work as this mx's claims wrote them, each until its outcome or heartbeat
+    comes (:meth:`take`): an outcome is written against it instead of a read of the store.
+    One that changed since (another mx's heartbeat, the liveness rules, a cancel) is refused
+    by the outcome's compare-and-set on its version, and the outcome is recorded again after a
+    read (:func:`mx.services.leases.record_outcomes`): this memory saves a read, it never
+    decides what an outcome may do. Bounded, the oldest dropped first."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._uows: dict[str, UnitOfWork] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, uow: UnitOfWork) -> None:
+        with self._lock:
+            self._uows[uow.id] = uow
+            while len(self._uows) > self.size:
+                self._uows.pop(next(iter(self._uows)))
+
+    def take(self, uow_id: str) -> UnitOfWork | None:
+        """The unit of work as the claim wrote it, forgotten here; None: not remembered."""
+        with self._lock:
+            return self._uows.pop(uow_id, None)
 
 
 def commit_alone(
@@ -681,6 +708,7 @@ def _write_claims(
     carried.extend(written[: len(written) - len(batch)])
     for (_, entry), claimed in zip(batch, won, strict=True):
         if isinstance(claimed, UnitOfWork):
+            memory.claimed.remember(claimed)
             claims.append(
                 claim_json(claimed, entry, heartbeat_interval=heartbeat_interval, store=ctx.store)
             )

@@ -352,3 +352,61 @@ def test_a_group_commit_that_fails_answers_each_request_alone(store, clock):
     assert claimed.worker_id == executor("b").worker_id
     assert store.get_uow(bad.id).state is UowState.REQUESTED
     assert store.get_uow(good.id).state is UowState.IN_PROGRESS
+
+
+class _CountingReads:
+    """The store, counting the reads of units of work by id."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.reads = inner, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def get_uow(self, uow_id: str):
+        self.reads += 1
+        return self.inner.get_uow(uow_id)
+
+
+def test_an_outcome_of_a_remembered_claim_is_written_without_a_read(store, clock):
+    register(store, clock)
+    ctx, memory = context(store, clock), executors.Memory()
+    uow_id = actions.trigger(ctx, "job")["uow"]["id"]
+    data = executors.claim_next(ctx, executor("a"), heartbeat_interval=1.0, memory=memory)
+    counting = _CountingReads(store)
+    stored, changed = leases.record_outcome(
+        context(counting, clock), uow_id, outcome(data["lease"]), recall=memory.claimed.take
+    )
+    assert (stored.state, changed, counting.reads) == (UowState.PROCESSED, True, 0)
+    # remembered until its outcome only: a repeat reads the store, and changes nothing
+    again, changed = leases.record_outcome(
+        context(counting, clock), uow_id, outcome(data["lease"]), recall=memory.claimed.take
+    )
+    assert (again.version, changed, counting.reads) == (stored.version, False, 1)
+
+
+def test_a_remembered_claim_changed_since_is_read_again_by_its_outcome(store, clock):
+    # given two units of work claimed through mx's memory
+    register(store, clock)
+    ctx, memory = context(store, clock), executors.Memory()
+    ids = [actions.trigger(ctx, "job")["uow"]["id"] for _ in range(2)]
+    beaten, lost = (
+        executors.claim_next(ctx, executor("a"), heartbeat_interval=1.0, memory=memory) for _ in ids
+    )
+    # when one beats through another mx (its version changes), and the other is declared
+    # lost, retried and claimed by another executor
+    leases.heartbeat(ctx, beaten["uow_id"], {"lease": beaten["lease"]}, timeout_of=lambda u: None)
+    change_uow(store, store.get_uow(lost["uow_id"]), "fail", clock=clock, actor="test")
+    actions_retry(store, clock, lost["uow_id"])
+    assert claim(ctx, executor("b"))["uow_id"] == lost["uow_id"]
+    # then the outcome of the first is recorded after a read, and the second's is refused
+    items = [(beaten["uow_id"], outcome(beaten["lease"])), (lost["uow_id"], outcome(lost["lease"]))]
+    written, refused = leases.record_outcomes(
+        ctx,
+        items,
+        write=lambda changes: (executors.commit_alone(ctx, changes, (), True), False),
+        recall=memory.claimed.take,
+    )
+    assert written[0].state is UowState.PROCESSED and written[1] is True
+    assert isinstance(refused, LeaseLost)
+    assert store.get_uow(lost["uow_id"]).worker_id == executor("b").worker_id
