@@ -360,9 +360,10 @@ def render(results: dict[Config, list[Result]], args: argparse.Namespace, notes:
         "connection (no keep-alive). While work flows, a slot's outcome brings its next claim "
         "in one commit (with the status message); the outcomes of an executor's slots that end "
         "while its previous request is on the way go in one request and one commit "
-        "(`POST /executor/outcomes`, with a claim of as many units). mx reads the unit of work "
-        "per outcome; it keeps executor tokens 5 s, process entries 1 s and a page of "
-        "candidates 0.25 s in memory; its threads take turns for the writes. The local worker "
+        "(`POST /executor/outcomes`, with a claim of as many units). mx keeps executor tokens "
+        "5 s, process entries 1 s, a page of candidates 0.25 s and each unit of work it claimed "
+        "until its outcome in memory; the claims and outcomes of requests that come at once "
+        "are written in one commit (at most three request threads at work). The local worker "
         "reads its units from the store queue; the executors' copies of those messages stay "
         "in the queue unread. No scheduler runs.",
         "",

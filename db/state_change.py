@@ -540,6 +540,9 @@ class UowChange:
     changes: Mapping[str, Any] | None = None
     details: Mapping[str, Any] | None = None
     check_version: bool = False
+    #: Who asks for this change, when not the actor of the call that writes it (the changes
+    #: of several executors' requests written in one commit each name their own).
+    actor: str | None = None
 
 
 def claim_change(
@@ -906,7 +909,7 @@ def _decided_uows(
             uow.state,
             request.trigger,
             clock=clock,
-            actor=actor,
+            actor=request.actor or actor,
             reason=request.reason,
             facts={"attempts_remain": uow.attempt <= uow.retries, **dict(request.facts or {})},
             details=request.details,

@@ -36,6 +36,7 @@ from mx.runtime import runtime
 from mx.services import executors, leases
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import timedelta
 
     from flask.typing import ResponseReturnValue
@@ -49,6 +50,10 @@ if TYPE_CHECKING:
 POLL_INTERVAL = 0.2
 #: Key of what the executor routes of one application share (:class:`_Shared`).
 SHARED = "tactus.executors"
+#: Request threads that do the store work of claims and outcomes at once, at the most: one
+#: writes a commit while the others read and prepare theirs (and join it). More only take
+#: turns for the interpreter's lock, and the thread that writes waits for it too.
+ACTIVE = 3
 
 
 def _acting(worker_id: str) -> ServiceContext:
@@ -75,9 +80,13 @@ def executor_claim() -> ResponseReturnValue:
     while True:
         if _shared().beats.due(executor.worker_id, interval):
             executors.check_in(rt.store, executor, rt.clock.now())
-        with _shared().writes:
+        with _shared().active:
             claimed = executors.claim_next(
-                context, executor, heartbeat_interval=interval, memory=_shared().memory
+                context,
+                executor,
+                heartbeat_interval=interval,
+                memory=_shared().memory,
+                commit=_shared().group.write,
             )
         if claimed is not None:
             return jsonify(claimed)
@@ -104,6 +113,7 @@ def executor_heartbeat(uow_id: str) -> ResponseReturnValue:
         timeout_of=_timeout,
         max_messages=rt.settings.max_messages_per_uow,
     )
+    _shared().memory.claimed.take(uow_id)  # its version changed: an outcome reads it again
     if _shared().beats.due(lease.worker_id, rt.settings.heartbeat_interval):
         executors.beat(rt.store, lease.worker_id, rt.clock.now(), uow_id)
     return jsonify(beat)
@@ -115,10 +125,11 @@ class _Shared:
     def __init__(self) -> None:
         #: When each executor's record was last beaten.
         self.beats = executors.RecentBeats()
-        #: Claims and outcomes take turns: a store with one writer (SQLite) makes a waiting
-        #: writer sleep in growing steps, so mx's own threads queue here instead (a claim is
-        #: a few milliseconds; the long poll's waits are outside).
-        self.writes = threading.Lock()
+        #: The commits of claims and outcomes: those asked for at once are written together
+        #: (one commit for several executors' requests), one commit at a time.
+        self.group = executors.GroupCommit()
+        #: What :data:`ACTIVE` allows.
+        self.active = threading.BoundedSemaphore(ACTIVE)
         #: The processes' entries and the candidates as claims and heartbeats read them lately.
         self.memory = executors.Memory()
 
@@ -144,7 +155,7 @@ def executor_outcome(uow_id: str) -> ResponseReturnValue:
     outcome = leases.outcome_from(body)
     context = _acting(outcome.lease.worker_id)
     if body.get("next") is None:
-        with _shared().writes:
+        with _shared().group.lock:
             uow, changed = leases.record_outcome(
                 context, uow_id, outcome, max_messages=runtime().settings.max_messages_per_uow
             )
@@ -165,13 +176,11 @@ def executor_outcome(uow_id: str) -> ResponseReturnValue:
             heartbeat_interval=rt.settings.heartbeat_interval,
             notices=notices,
             memory=_shared().memory,
+            commit=_shared().group.write,
         )
         return result, in_commit
 
-    with _shared().writes:
-        uow, changed = leases.record_outcome(
-            context, uow_id, outcome, write=write, max_messages=rt.settings.max_messages_per_uow
-        )
+    uow, changed = _recorded(leases.record_outcome, context, (uow_id, outcome), write)
     return jsonify(uow_id=uow.id, state=uow.state.value, changed=changed, next=claimed[0])
 
 
@@ -206,14 +215,12 @@ def executor_outcomes() -> ResponseReturnValue:
             heartbeat_interval=rt.settings.heartbeat_interval,
             notices=notices,
             memory=_shared().memory,
+            commit=_shared().group.write,
         )
         claimed.extend(claims)
         return results, in_commit
 
-    with _shared().writes:
-        results = leases.record_outcomes(
-            context, items, write=write, max_messages=rt.settings.max_messages_per_uow
-        )
+    results = _recorded(leases.record_outcomes, context, (items,), write)
     answers = []
     for (uow_id, _), result in zip(items, results, strict=True):
         if isinstance(result, tuple):
@@ -223,6 +230,20 @@ def executor_outcomes() -> ResponseReturnValue:
             error = {"code": result.code, "message": result.message, "status": result.http_status}
             answers.append({"uow_id": uow_id, "error": error})
     return jsonify(outcomes=answers, next=claimed)
+
+
+def _recorded(record: Callable[..., Any], context: ServiceContext, what: tuple, write: Any) -> Any:
+    """``record(context, *what)`` (:func:`leases.record_outcome` or ``record_outcomes``), the
+    next claims written by ``write``, as one of the :data:`ACTIVE` threads; the units of work
+    as mx's claims wrote them are read from memory."""
+    with _shared().active:
+        return record(
+            context,
+            *what,
+            write=write,
+            max_messages=runtime().settings.max_messages_per_uow,
+            recall=_shared().memory.claimed.take,
+        )
 
 
 def _next(value: Any) -> dict[str, Any]:

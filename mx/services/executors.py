@@ -46,12 +46,20 @@ from mx.services.leases import lease_of, tell
 from mx.services.serialize import EXECUTOR_PREFIX
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from datetime import datetime
 
     from db.models import ProcessEntry
     from db.store import Store
     from mx.services.context import ServiceContext
+
+    #: Writes the changes of a claim (with an outcome's, and the status messages of the embedded
+    #: store queue) in one commit: (context, changes, messages, whether to announce what a flow's
+    #: change releases) -> what became of each change, in their order.
+    Commit = Callable[
+        [ServiceContext, Sequence[UowChange], Sequence[tuple[str, bytes]], bool],
+        list[UnitOfWork | TactusError],
+    ]
 
 log = logging.getLogger(f"tactus.{__name__}")
 
@@ -81,6 +89,9 @@ ENTRY_REFRESH = 1.0
 #: flows, one read of candidates serves a page of claims instead of one. A unit of work
 #: requested since (newer, so later in the order) is seen once the page is used up or this old.
 CANDIDATES_REFRESH = 0.25
+#: Seconds a candidate handed to a claim is left out of the pages read again, at the most (a
+#: claim writes it or passes it over well within that).
+TAKEN_HOLD = 5.0
 
 
 def is_executor(worker_id: str) -> bool:
@@ -303,42 +314,202 @@ class Entries:
 
 class Candidates:
     """The first page of candidates of each process filter as a claim read it, shared by the
-    claims of one mx process until it is :data:`CANDIDATES_REFRESH` old or used up; each
-    candidate a claim tries is dropped from it, won or lost. A candidate that changed since it
-    was read is refused by the claim's compare-and-set on its version (the next one is tried):
-    this memory changes which units of work a claim tries first, never what a claim may do."""
+    claims of one mx process until it is :data:`CANDIDATES_REFRESH` old or used up. Each
+    candidate is handed to one claim only (:meth:`take`): claims made at once, whose writes go
+    in one commit (:class:`GroupCommit`), try different units of work, and a page read again
+    leaves out those handed out and not yet written (:meth:`settled`). A candidate that changed
+    since it was read is refused by the claim's compare-and-set on its version (the next one
+    is tried): this memory changes which units of work a claim tries first, never what a claim
+    may do."""
 
     def __init__(self, refresh: float = CANDIDATES_REFRESH) -> None:
         self.refresh = refresh
         self._pages: dict[tuple[str, ...], tuple[float, list[UnitOfWork]]] = {}
+        #: Candidates handed to a claim and not yet written, and since when (monotonic).
+        self._taken: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def recall(self, key: tuple[str, ...]) -> list[UnitOfWork]:
-        """The page kept for ``key`` while fresh (what is left of it); else empty."""
+    def take(self, key: tuple[str, ...], page: float | None = None) -> UnitOfWork | None:
+        """The next candidate of the page kept for ``key`` while it is fresh, or while it is
+        the page kept at ``page`` (:meth:`keep`'s answer); None: none left."""
+        now = time.monotonic()
         with self._lock:
             found = self._pages.get(key)
-        if found is None or time.monotonic() - found[0] >= self.refresh:
-            return []
-        return list(found[1])
+            if found is None or not found[1]:
+                return None
+            if found[0] != page and now - found[0] >= self.refresh:
+                return None
+            uow = found[1].pop(0)
+            self._taken[uow.id] = now
+            return uow
 
-    def keep(self, key: tuple[str, ...], page: list[UnitOfWork]) -> None:
+    def keep(self, key: tuple[str, ...], page: list[UnitOfWork]) -> float:
+        """Keep ``page`` for ``key`` (less the candidates handed out meanwhile); returns its
+        stamp, for :meth:`take`."""
+        now = time.monotonic()
         with self._lock:
-            self._pages[key] = (time.monotonic(), list(page))
+            for uow_id, since in list(self._taken.items()):
+                if now - since > TAKEN_HOLD:
+                    del self._taken[uow_id]
+            self._pages[key] = (now, [u for u in page if u.id not in self._taken])
+        return now
 
-    def drop(self, key: tuple[str, ...], uow_ids: set[str]) -> None:
-        """Forget the candidates ``uow_ids`` (tried by a claim)."""
+    def settled(self, uow_ids: set[str]) -> None:
+        """The candidates ``uow_ids`` were written (won or lost) or passed over."""
         with self._lock:
-            found = self._pages.get(key)
-            if found is not None:
-                self._pages[key] = (found[0], [u for u in found[1] if u.id not in uow_ids])
+            for uow_id in uow_ids:
+                self._taken.pop(uow_id, None)
+
+    def handed_out(self, uow_id: str) -> bool:
+        """Whether a claim holds ``uow_id`` now (taken and not yet written)."""
+        with self._lock:
+            return uow_id in self._taken
 
 
 @dataclass(frozen=True, slots=True)
 class Memory:
-    """What the claims of one mx process share: the processes' entries and the candidates."""
+    """What the claims of one mx process share: the processes' entries, the candidates, and
+    the units of work as its claims wrote them."""
 
     entries: Entries = field(default_factory=Entries)
     candidates: Candidates = field(default_factory=Candidates)
+    claimed: Claimed = field(default_factory=lambda: Claimed())
+
+
+class Claimed:
+    """The units of work as this mx's claims wrote them, each until its outcome or heartbeat
+    comes (:meth:`take`): an outcome is written against it instead of a read of the store.
+    One that changed since (another mx's heartbeat, the liveness rules, a cancel) is refused
+    by the outcome's compare-and-set on its version, and the outcome is recorded again after a
+    read (:func:`mx.services.leases.record_outcomes`): this memory saves a read, it never
+    decides what an outcome may do. Bounded, the oldest dropped first."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._uows: dict[str, UnitOfWork] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, uow: UnitOfWork) -> None:
+        with self._lock:
+            self._uows[uow.id] = uow
+            while len(self._uows) > self.size:
+                self._uows.pop(next(iter(self._uows)))
+
+    def take(self, uow_id: str) -> UnitOfWork | None:
+        """The unit of work as the claim wrote it, forgotten here; None: not remembered."""
+        with self._lock:
+            return self._uows.pop(uow_id, None)
+
+
+def commit_alone(
+    ctx: ServiceContext,
+    requests: Sequence[UowChange],
+    notices: Sequence[tuple[str, bytes]],
+    announce: bool,
+) -> list[UnitOfWork | TactusError]:
+    """Write ``requests`` (and ``notices``, in the store queue) in one commit of their own."""
+    told = ctx.announce_all if announce else None
+    if notices:
+        settlement = QueueSettlement(
+            consumer="mx", put=tuple(notices), now=ctx.clock.now(), visibility=NO_CLAIM
+        )
+        written, _ = settle_uows(
+            ctx.store, requests, settlement, clock=ctx.clock, actor=ctx.actor, announce=told
+        )
+        return list(written)
+    return list(change_uows(ctx.store, requests, clock=ctx.clock, actor=ctx.actor, announce=told))
+
+
+@dataclass(slots=True)
+class _Job:
+    """The writes one request thread asks :class:`GroupCommit` for."""
+
+    ctx: ServiceContext
+    requests: list[UowChange]
+    notices: tuple[tuple[str, bytes], ...]
+    announce: bool
+    results: list[UnitOfWork | TactusError] | None = None
+    error: BaseException | None = None
+
+    @property
+    def groups(self) -> bool:
+        """Whether it may share a commit: no step of a flow run (what a step's change does to
+        its flow is written under one actor, so a step's change is written alone)."""
+        return all(r.uow.parent is None and not r.uow.flow for r in self.requests)
+
+
+class GroupCommit:
+    """The commits that mx's request threads ask for at once (claims, outcomes with the next
+    claims), written together: one store transaction and one commit for what several
+    executors' requests ask meanwhile.
+
+    A thread that asks (:meth:`write`) queues its writes and takes :attr:`lock`; the first to
+    get it writes every queued request's changes in one commit, and the others find theirs
+    written when they get it in turn (flat combining). Each change keeps its actor (the
+    executor that asked) and its own compare-and-set: two claims of one unit of work in one
+    commit are one claim won and one refused (StateConflict), as in two commits. A commit that
+    fails is tried again request by request, so that each request gets its own answer.
+    """
+
+    def __init__(self, commit: Commit = commit_alone) -> None:
+        #: Held by the thread that writes: a store with one writer (SQLite) makes a waiting
+        #: writer sleep in growing steps, so mx's own threads queue here instead.
+        self.lock = threading.Lock()
+        self._commit = commit
+        self._queued: list[_Job] = []
+        self._queue_lock = threading.Lock()
+        #: Commits made, and requests written in them (for tests and logs).
+        self.commits = 0
+        self.requests = 0
+
+    def write(
+        self,
+        ctx: ServiceContext,
+        requests: Sequence[UowChange],
+        notices: Sequence[tuple[str, bytes]] = (),
+        announce: bool = False,
+    ) -> list[UnitOfWork | TactusError]:
+        """Write ``requests`` (and ``notices``) with what other threads ask meanwhile;
+        what became of each of ``requests``, in their order (as :func:`commit_alone`)."""
+        job = _Job(ctx, list(requests), tuple(notices), announce)
+        with self._queue_lock:
+            self._queued.append(job)
+        with self.lock:
+            if job.results is None and job.error is None:
+                with self._queue_lock:
+                    jobs, self._queued = self._queued, []
+                together = [j for j in jobs if j.groups]
+                if together:
+                    self._write(together)
+                for alone in (j for j in jobs if not j.groups):
+                    self._write([alone])
+        if job.error is not None:
+            raise job.error
+        assert job.results is not None
+        return job.results
+
+    def _write(self, jobs: list[_Job]) -> None:
+        requests = [
+            replace(r, actor=r.actor or j.ctx.actor) if len(jobs) > 1 else r
+            for j in jobs
+            for r in j.requests
+        ]
+        notices = [n for j in jobs for n in j.notices]
+        try:
+            written = self._commit(jobs[0].ctx, requests, notices, any(j.announce for j in jobs))
+        except Exception as exc:
+            if len(jobs) > 1:  # nothing was written: each request alone, with its own answer
+                for job in jobs:
+                    self._write([job])
+                return
+            jobs[0].error = exc
+            return
+        self.commits += 1
+        self.requests += len(jobs)
+        at = 0
+        for job in jobs:
+            job.results = written[at : at + len(job.requests)]
+            at += len(job.requests)
 
 
 def claim_next(
@@ -347,6 +518,7 @@ def claim_next(
     *,
     heartbeat_interval: float,
     memory: Memory | None = None,
+    commit: Commit = commit_alone,
 ) -> dict[str, Any] | None:
     """Claim the oldest due requested unit of work the executor may run, if any.
 
@@ -358,7 +530,9 @@ def claim_next(
         or ``worker``, ``arguments``, ``timeout``, ``attempt``, and what the executor's shell
         driver and worker classes need besides), or None when nothing is due.
     """
-    claim, _ = claim_with(ctx, executor, (), heartbeat_interval=heartbeat_interval, memory=memory)
+    claim, _ = claim_with(
+        ctx, executor, (), heartbeat_interval=heartbeat_interval, memory=memory, commit=commit
+    )
     return claim
 
 
@@ -370,6 +544,7 @@ def claim_with(
     heartbeat_interval: float,
     notices: Sequence[tuple[str, bytes]] = (),
     memory: Memory | None = None,
+    commit: Commit = commit_alone,
 ) -> tuple[dict[str, Any] | None, list[UnitOfWork | TactusError]]:
     """:func:`claim_next`, with ``changes`` (the outcome of the executor's previous unit of
     work) written in the commit of the first claim tried, as a worker records an outcome
@@ -382,6 +557,8 @@ def claim_with(
             worker on the store queue does; empty on another broker.
         memory: what mx's claims share (the processes' entries, the candidates read lately);
             None: this claim's own, read from the store.
+        commit: writes each commit (:class:`GroupCommit`'s ``write``: with other requests'
+            claims and outcomes).
 
     Returns:
         (the claim or None, what became of each of ``changes``, in their order).
@@ -394,6 +571,7 @@ def claim_with(
         heartbeat_interval=heartbeat_interval,
         notices=notices,
         memory=memory,
+        commit=commit,
     )
     return (claims[0] if claims else None), carried
 
@@ -407,6 +585,7 @@ def claim_many(
     heartbeat_interval: float,
     notices: Sequence[tuple[str, bytes]] = (),
     memory: Memory | None = None,
+    commit: Commit = commit_alone,
 ) -> tuple[list[dict[str, Any]], list[UnitOfWork | TactusError]]:
     """:func:`claim_with` for up to ``count`` units of work (an executor's free slots): the
     candidates it may run are claimed together in one commit (the carried ``changes`` and
@@ -417,7 +596,7 @@ def claim_many(
     Returns:
         (the claims, oldest first, at most ``count``; what became of each of ``changes``).
     """
-    carry, carried = _Carry(list(changes), tuple(notices)), []
+    carry, carried = _Carry(list(changes), tuple(notices), commit), []
     memory = memory if memory is not None else Memory(candidates=Candidates(refresh=0.0))
     claims: list[dict[str, Any]] = []
     for _ in range(LOOKS if count > 0 else 0):
@@ -438,22 +617,12 @@ class _Carry:
 
     changes: list[UowChange]
     notices: tuple[tuple[str, bytes], ...]
+    commit: Commit
 
     def write(self, ctx: ServiceContext, claims: list[UowChange]) -> list[UnitOfWork | TactusError]:
         """Write the carried changes with ``claims`` (then nothing is carried any more)."""
         requests = [*self.changes, *claims]
-        announce = ctx.announce_all if self.changes else None
-        if self.notices:
-            settlement = QueueSettlement(
-                consumer="mx", put=self.notices, now=ctx.clock.now(), visibility=NO_CLAIM
-            )
-            written, _ = settle_uows(
-                ctx.store, requests, settlement, clock=ctx.clock, actor=ctx.actor, announce=announce
-            )
-        else:
-            written = change_uows(
-                ctx.store, requests, clock=ctx.clock, actor=ctx.actor, announce=announce
-            )
+        written = self.commit(ctx, requests, self.notices, bool(self.changes))
         self.changes, self.notices = [], ()
         return written
 
@@ -477,13 +646,17 @@ def _look(
     batch: list[tuple[UowChange, ProcessEntry]] = []
     for uow in _candidates(store, executor, memory.candidates, page=max(PAGE, 2 * count)):
         if uow.scheduled_at is not None and uow.scheduled_at > now:
+            memory.candidates.settled({uow.id})
             continue  # a delayed task, not due yet
         entry = memory.entries.get(store, uow.process)
         if entry is None or not runs_on(flows.entry_for(entry, uow), executor.box_id):
+            memory.candidates.settled({uow.id})
             continue
         if uow.flow:
-            memory.candidates.drop(executor.processes, {uow.id})  # requested no more
-            expanded = _expand(ctx, uow, entry) or expanded
+            try:
+                expanded = _expand(ctx, uow, entry) or expanded
+            finally:
+                memory.candidates.settled({uow.id})
             continue
         batch.append((_claim_change(executor, uow, now), entry))
         if len(claims) + len(batch) < count:
@@ -527,12 +700,15 @@ def _write_claims(
     """Write the claims of ``batch`` in one commit (with what ``carry`` holds); the won ones
     join ``claims``. StateConflict / TransitionRefused / NotFound: claimed or changed by
     another first."""
-    memory.candidates.drop(executor.processes, {change.uow.id for change, _ in batch})
-    written = carry.write(ctx, [change for change, _ in batch])
+    try:
+        written = carry.write(ctx, [change for change, _ in batch])
+    finally:
+        memory.candidates.settled({change.uow.id for change, _ in batch})
     won = written[len(written) - len(batch) :]
     carried.extend(written[: len(written) - len(batch)])
     for (_, entry), claimed in zip(batch, won, strict=True):
         if isinstance(claimed, UnitOfWork):
+            memory.claimed.remember(claimed)
             claims.append(
                 claim_json(claimed, entry, heartbeat_interval=heartbeat_interval, store=ctx.store)
             )
@@ -546,16 +722,17 @@ def _candidates(
     :data:`CANDIDATES`: a claim usually takes one of the first. The first page read lately by
     a claim comes first from ``memory`` while it is fresh; one read here is kept there."""
     key = executor.processes
-    recalled = memory.recall(key)
-    yield from recalled
-    yielded = {u.id for u in recalled}
+    yielded: set[str] = set()
+    while (uow := memory.take(key)) is not None:
+        yielded.add(uow.id)
+        yield uow
     requested = frozenset({UowState.REQUESTED})
     queries = [
         UowQuery(process=process, states=requested, newest_first=False)
         for process in executor.processes
     ] or [UowQuery(states=requested, newest_first=False)]
     cursors: list[str | None] = [None] * len(queries)
-    seen = len(recalled)
+    seen = len(yielded)
     first = True
     while seen < CANDIDATES:
         found: list[UnitOfWork] = []
@@ -566,18 +743,23 @@ def _candidates(
                 cursors[i] = read.next_cursor
         if len(queries) > 1:
             found.sort(key=lambda u: u.id)
+        seen += len(found)
         if first:
             head = found[:SPREAD]
             random.shuffle(head)
             found[:SPREAD] = head
-            if not recalled:
-                memory.keep(key, found)
-        seen += len(found)
+            # kept, and taken one at a time: the claims made meanwhile share it out
+            stamp = memory.keep(key, [u for u in found if u.id not in yielded])
+            while (uow := memory.take(key, stamp)) is not None:
+                yielded.add(uow.id)
+                yield uow
+        else:
+            # the later pages are this claim's alone; what another claim holds is left to it
+            for uow in found:
+                if uow.id not in yielded and not memory.handed_out(uow.id):
+                    yielded.add(uow.id)
+                    yield uow
         first = False
-        # after a page from memory the store is read from the top: what that page held
-        # comes again when still requested (not twice)
-        yield from (u for u in found if u.id not in yielded)
-        yielded.update(u.id for u in found)
         if all(c is None for c in cursors):
             return
 

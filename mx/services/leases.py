@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from db.store import Store
     from mx.services.context import ServiceContext
 
+    #: The unit of work of an id as mx's claim wrote it, if remembered (then forgotten).
+    Recall = Callable[[str], UnitOfWork | None]
+
 log = logging.getLogger(f"tactus.{__name__}")
 
 #: How long past its ``timeout`` a unit of work may still beat before mx fails it: the
@@ -328,6 +331,7 @@ def record_outcome(
     *,
     write: Callable[[UowChange], tuple[UnitOfWork | TactusError, bool]] | None = None,
     max_messages: int = 1000,
+    recall: Recall | None = None,
 ) -> tuple[UnitOfWork, bool]:
     """Record an executor's outcome under its lease (see the module docstring).
 
@@ -341,6 +345,9 @@ def record_outcome(
             the status.
         max_messages: messages kept per unit of work; the outcome's are stored before it,
             as a worker's are.
+        recall: the unit of work as mx's claim wrote it, if remembered (read instead of the
+            store when the lease holds on it; a change since fails the compare-and-set, and
+            the store is read).
 
     Returns:
         (the unit of work as stored, whether this call changed it: False for a repeat).
@@ -350,7 +357,8 @@ def record_outcome(
         LeaseLost: the lease no longer holds, and the unit of work was not ended by it (409).
     """
     store = ctx.store
-    uow = store.get_uow(validate.identifier(uow_id, "uow_id"))
+    uow_id = validate.identifier(uow_id, "uow_id")
+    uow = _recalled(recall, uow_id, outcome) or store.get_uow(uow_id)
     if outcome.lease.holds(uow):
         store_messages(ctx, uow, outcome.messages, limit=max_messages)
     for _ in range(OUTCOME_TRIES):
@@ -418,6 +426,7 @@ def record_outcomes(
     *,
     write: Callable[[list[UowChange]], tuple[list[UnitOfWork | TactusError], bool]],
     max_messages: int = 1000,
+    recall: Recall | None = None,
 ) -> list[tuple[UnitOfWork, bool] | TactusError]:
     """Record several outcomes of one executor, as :func:`record_outcome` does each, their
     changes written together by ``write`` (one commit, with the executor's next claims).
@@ -428,6 +437,7 @@ def record_outcomes(
         write: writes the changes; answers what became of each, in their order, and whether
             their status messages went with them.
         max_messages: messages kept per unit of work.
+        recall: as for :func:`record_outcome`.
 
     Returns:
         For each item in its order: (the unit of work as stored, whether this call changed
@@ -440,7 +450,7 @@ def record_outcomes(
     pending: list[tuple[int, UowChange]] = []
     for i, (uow_id, outcome) in enumerate(items):
         try:
-            uow = store.get_uow(uow_id)
+            uow = _recalled(recall, uow_id, outcome) or store.get_uow(uow_id)
             if not outcome.lease.holds(uow):
                 results[i] = (_repeated(store, uow, outcome.lease), False)
                 continue
@@ -466,6 +476,16 @@ def record_outcomes(
         else:
             results[i] = result
     return [r for r in results if r is not None]
+
+
+def _recalled(recall: Recall | None, uow_id: str, outcome: Outcome) -> UnitOfWork | None:
+    """The unit of work as mx's claim wrote it, when remembered and the outcome's lease holds
+    on it; an outcome with messages reads the store (they are stored before the outcome, and
+    only while the lease holds)."""
+    uow = None if recall is None else recall(uow_id)
+    if uow is None or outcome.messages or not outcome.lease.holds(uow):
+        return None
+    return uow
 
 
 def _outcome_change(ctx: ServiceContext, uow: UnitOfWork, outcome: Outcome) -> UowChange:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -14,7 +15,8 @@ from db.credentials import CredentialKind, Role
 from db.errors import InvalidInput
 from db.liveness import reap_lost_workers
 from db.states import UowState
-from mx.services import actions, tasks
+from mx.api import executor as executor_api
+from mx.services import actions, executors, tasks
 from mx.services.context import ServiceContext
 from mx.services.credentials import create_user
 from tests.mx.conftest import register
@@ -417,3 +419,53 @@ def test_messages_and_payloads_travel_with_claims_heartbeats_and_outcomes(
     assert post(client, auth, f"uows/{data['uow_id']}/outcome", body).status_code == 200
     page = app_store.list_messages(data["uow_id"])
     assert [(m.text, m.attempt) for m in page.items] == [("loaded", 1), ("done", 1)]
+
+
+def test_outcomes_and_claims_of_executors_at_once_share_commits_and_run_each_unit_once(
+    client, auth, app, app_store, clock
+):
+    # given forty units of work, and commits slow enough for requests to queue meanwhile
+    fields = {"kind": "freerun", "trigger": "every 3600", "command": ["true"], "max_active": 100}
+    register(app_store, clock, name="job", **fields)
+    ctx = context(app_store, clock)
+    made = {actions.trigger(ctx, "job")["uow"]["id"] for _ in range(40)}
+
+    def slow(*args):
+        time.sleep(0.01)
+        return executors.commit_alone(*args)
+
+    shared = app.extensions.setdefault(executor_api.SHARED, executor_api._Shared())
+    shared.group = executors.GroupCommit(slow)
+    got: dict[str, list[str]] = {}
+    lock = threading.Lock()
+
+    def executor(n: int) -> None:
+        own, body = app.test_client(), me(f"ex{n}")
+        response = claim(own, auth, body)
+        claims = [response.json] if response.status_code == 200 else []
+        while claims:
+            with lock:
+                for data in claims:
+                    got.setdefault(data["uow_id"], []).append(f"ex{n}")
+            outcomes = [
+                {"uow_id": c["uow_id"], "lease": c["lease"], "state": "processed"} for c in claims
+            ]
+            answer = post(
+                own, auth, "outcomes", {"outcomes": outcomes, "next": {**body, "count": 2}}
+            )
+            assert all("error" not in a for a in answer.json["outcomes"])
+            claims = answer.json["next"]
+
+    # when four executors claim them and report them at once
+    threads = [threading.Thread(target=executor, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    # then each ran once, under one claim, and several requests were written in one commit
+    assert sorted(got) == sorted(made) and all(len(who) == 1 for who in got.values())
+    assert {app_store.get_uow(u).state for u in made} == {UowState.PROCESSED}
+    for uow_id in made:
+        moves = [e.to_state for e in app_store.history("uow", uow_id, limit=50)]
+        assert moves.count("in_progress") == 1 and moves.count("processed") == 1
+    assert shared.group.commits < shared.group.requests
