@@ -20,7 +20,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.service import Scheduler
 from tests.polling import wait_until
 
-#: Seconds between fires: a fire is prepared one second ahead, so there is room to act before.
+#: Seconds between fires: a fire is prepared 1.5 s ahead, so there is room to act before.
 PERIOD = 3
 
 
