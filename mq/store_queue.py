@@ -468,7 +468,8 @@ class StoreConsumer(SettlingConsumer):
         )
         if at is None:
             return None
-        return max((at - now).total_seconds(), 0.0)
+        # from the end of the read (about a millisecond), so the sleep ends at the time itself
+        return max((at - self._broker.clock.now()).total_seconds(), 0.0)
 
     def _take(self, claimed: Sequence[QueuedMessage]) -> None:
         """Messages claimed for this consumer: in hand for :meth:`get`, and polling goes on
