@@ -2,9 +2,12 @@
 
     .venv/bin/python bench/scheduler.py [--quick] [--write docs/benchmarks.md]
     .venv/bin/python bench/scheduler.py --only pass [--days 0] [--profile pass.prof]
+    .venv/bin/python bench/scheduler.py --only freerun|worker-start [--no-wait]
 
 ``--only pass`` runs part 1 alone and prints its table (``--days 0``: no long history, and
-``--no-wait``: no wait for a quiet machine, for quick iterations); ``--profile FILE`` also runs one more pass per store and history under
+``--no-wait``: no wait for a quiet machine, for quick iterations); ``--only freerun`` runs
+part 2 alone, ``--only worker-start`` just its worker-start row (an A/B of the store queue's
+latency across processes); ``--profile FILE`` also runs one more pass per store and history under
 cProfile and writes its statistics to FILE with the store and history in the name
 (``pass-sqlite-0d.prof``; read them with ``python -m pstats``).
 
@@ -67,7 +70,14 @@ import scheduler_freerun  # noqa: E402
 import scheduler_pass  # noqa: E402
 from quiet import Quiet  # noqa: E402
 from scheduler_kit import isolated  # noqa: E402
-from scheduler_report import ratios, render, render_passes, write  # noqa: E402
+from scheduler_report import (  # noqa: E402
+    ratios,
+    render,
+    render_freerun,
+    render_passes,
+    render_worker_start,
+    write,
+)
 
 from tests import servers  # noqa: E402
 
@@ -185,15 +195,7 @@ def bench_freerun(tmp: Path, size: Sizes) -> dict:
             size.seconds,
         )
         log(f"freerun: Tactus, RabbitMQ {rabbit}")
-    log(f"freerun: worker start, {WORKER_START_PROCESSES} freeruns, store queue")
-    started = isolated(
-        scheduler_freerun.tactus_workers,
-        f"sqlite:///{tmp / 'freerun-workers.db'}",
-        WORKER_START_PROCESSES,
-        size.seconds,
-        tmp,
-    )
-    log(f"freerun: worker start {started}")
+    started = bench_worker_start(tmp, size)
     cost = []
     for name, make_uri, cleanup in backends(tmp):
         try:
@@ -218,6 +220,19 @@ def bench_freerun(tmp: Path, size: Sizes) -> dict:
         "workers": started,
         "cost": cost,
     }
+
+
+def bench_worker_start(tmp: Path, size: Sizes) -> dict:
+    log(f"freerun: worker start, {WORKER_START_PROCESSES} freeruns, store queue")
+    started = isolated(
+        scheduler_freerun.tactus_workers,
+        f"sqlite:///{tmp / 'freerun-workers.db'}",
+        WORKER_START_PROCESSES,
+        size.seconds,
+        tmp,
+    )
+    log(f"freerun: worker start {started}")
+    return started
 
 
 #: Real worker processes x slots in the catch-up with real parts, by max_active.
@@ -248,7 +263,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--write", help="replace the marked section of this Markdown file")
     parser.add_argument(
-        "--only", choices=["pass"], help="run this part alone and print its table (no --write)"
+        "--only",
+        choices=["pass", "freerun", "worker-start"],
+        help="run this part alone and print its table (no --write); worker-start: the "
+        "freerun part's worker-start row alone",
     )
     parser.add_argument("--days", type=int, help="days of history of the long history (pass)")
     parser.add_argument("--rounds", type=int, help="rounds of timed passes (pass)")
@@ -263,14 +281,20 @@ def main() -> int:
     if args.rounds is not None:
         size = dataclasses.replace(size, rounds=args.rounds)
     quiet = Quiet(budget_s=1200, enabled=not (args.quick or args.no_wait))
-    if args.only == "pass":
+    if args.only:
         if args.write:
             parser.error("--write needs the whole run, not --only")
         with tempfile.TemporaryDirectory(prefix="bench-scheduler-") as tmp:
-            quiet.wait("pass")
-            passes = bench_passes(Path(tmp), size, args.profile)
+            quiet.wait(args.only)
+            if args.only == "pass":
+                passes = bench_passes(Path(tmp), size, args.profile)
+                table = [*render_passes(passes, size), "", *ratios(passes, [])]
+            elif args.only == "freerun":
+                table = render_freerun(bench_freerun(Path(tmp), size), size)
+            else:
+                table = render_worker_start(bench_worker_start(Path(tmp), size), size)
         load = f"Load: {'; '.join(quiet.notes)}; {os.getloadavg()[0]:.2f} at the end."
-        print("\n".join([load, "", *render_passes(passes, size), "", *ratios(passes, [])]))
+        print("\n".join([load, "", *table]))
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-scheduler-") as tmp:
         quiet.wait("pass")

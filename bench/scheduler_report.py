@@ -80,20 +80,43 @@ def render_passes(rows: list[dict], size) -> list[str]:
     return lines
 
 
+def _row(name, stats, ran, skip, miss, expected) -> str:
+    return (
+        f"| {name} | {expected:,} | {ran:,} | {skip:,} | {miss:,} | {_ms(stats['p50'])} | "
+        f"{_ms(stats['p99'])} | {_ms(stats['max'])} |"
+    )
+
+
+def _worker_start_row(started: dict, size) -> str:
+    return _row(
+        f"Tactus, worker start ({started['expected'] // size.seconds} entries, a worker each, "
+        "store queue)",
+        started["started"],
+        started["states"].get("processed", 0),
+        0,
+        started["expected"] - started["started"]["n"],
+        started["expected"],
+    )
+
+
+def render_worker_start(started: dict, size) -> list[str]:
+    """The worker-start row of :func:`render_freerun` alone (``--only worker-start``)."""
+    return [
+        "| scheduler | fires due | fired | skipped | missed | p50 | p99 | max |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        _worker_start_row(started, size),
+    ]
+
+
 def render_freerun(result: dict, size) -> list[str]:
     ours, theirs = result["tactus"], result["apscheduler"]
     rabbit, started = result.get("rabbitmq"), result.get("workers")
-    len_started = started["expected"] // size.seconds if started else 0
     fired = ours["outcomes"].get("fired", 0)
     skipped = ours["outcomes"].get("skipped", 0)
     missed = ours["outcomes"].get("missed", 0) + ours["not_recorded"]
     aps_missed = theirs["missed"] + theirs["not_run"]
 
-    def row(name, stats, ran, skip, miss, expected):
-        return (
-            f"| {name} | {expected:,} | {ran:,} | {skip:,} | {miss:,} | {_ms(stats['p50'])} | "
-            f"{_ms(stats['p99'])} | {_ms(stats['max'])} |"
-        )
+    row = _row
 
     lines = [
         f"**Freerun fire lateness** ({size.freeruns:,} entries every second, "
@@ -131,20 +154,7 @@ def render_freerun(result: dict, size) -> list[str]:
             if rabbit
             else []
         ),
-        *(
-            [
-                row(
-                    f"Tactus, worker start ({len_started} entries, a worker each, store queue)",
-                    started["started"],
-                    started["states"].get("processed", 0),
-                    0,
-                    started["expected"] - started["started"]["n"],
-                    started["expected"],
-                )
-            ]
-            if started
-            else []
-        ),
+        *([_worker_start_row(started, size)] if started else []),
         row(
             f"APScheduler {theirs['version']}",
             theirs["lateness"],

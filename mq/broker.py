@@ -185,6 +185,11 @@ class Broker(ABC):
 
     #: ``rabbitmq`` or ``store``, for health checks and logs.
     backend: str = "abstract"
+    #: True when a delayed message reaches an idle consumer in any process within milliseconds
+    #: of its time (the store queue: each message keeps its availability time, and an idle
+    #: consumer sleeps until the earliest one). The scheduler then publishes a freerun fire
+    #: prepared ahead at once, with the delay to its instant, instead of holding it until then.
+    exact_delay: bool = False
 
     @abstractmethod
     def declare(self, queue: str) -> None:

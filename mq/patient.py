@@ -144,6 +144,7 @@ class PatientBroker(Broker):
         self.inner = broker
         self.outage = outage
         self.backend = broker.backend
+        self.exact_delay = broker.exact_delay
         self._patience = _Patience(outage, stopping, wait)
 
     def declare(self, queue: str) -> None:

@@ -11,7 +11,15 @@ There is nothing to push messages to a consumer, so consumers poll, adaptively: 
 flow a consumer claims again at once; when the queue is empty it pauses 2 ms, doubling up to
 100 ms. A publish through the same broker object also wakes that queue's waiting consumers at
 once (a :class:`threading.Condition`), so dispatch within one process takes milliseconds; other
-processes see a message within one pause.
+processes see a message published for now within one pause.
+
+An idle consumer does not claim blindly: each look is one read of the earliest availability
+among the queue's unclaimed messages (``QueueStore.queue_next_available``), and it sleeps until
+that time when it comes before the end of its pause, then claims. A delayed message (a freerun
+fire prepared ahead and published with the delay to its instant, a retry, a delayed task) is
+therefore claimed within milliseconds of its time by a consumer in any process or on any host,
+as long as it was published at least one pause (100 ms) before that time. Idle, a look is a
+plain read, never a write, so idle consumers cost less than a claim each pause.
 """
 
 from __future__ import annotations
@@ -50,7 +58,8 @@ T = TypeVar("T")
 DEFAULT_VISIBILITY = timedelta(seconds=60)
 #: An idle consumer's first pause between empty polls (seconds); doubled after each one.
 POLL_START = 0.002
-#: An idle consumer's longest pause between polls (seconds): the latency across processes.
+#: An idle consumer's longest pause between looks (seconds): the latency across processes of a
+#: message published for now (one published ahead is claimed at its time).
 POLL_CAP = 0.1
 #: Longest queue name: the store keys queues in 191 characters, and ``.dead`` is appended.
 MAX_QUEUE_NAME = 180
@@ -121,6 +130,7 @@ class StoreBroker(Broker):
     """
 
     backend = "store"
+    exact_delay = True  # see the module doc: an idle consumer sleeps until the next message
 
     def __init__(
         self,
@@ -252,6 +262,9 @@ class StoreConsumer(SettlingConsumer):
         #: Acked with ``defer``: deleted in the transaction of the next claim.
         self._deferred: list[str] = []
         self._pause = POLL_START
+        #: Claim without a look first: messages came at the last claim, a publish through this
+        #: broker woke us, or the next message's time has come; False after an empty claim.
+        self._claim_next = True
         self._closed = False
 
     def get(self, timeout: float) -> Delivery | None:
@@ -263,14 +276,22 @@ class StoreConsumer(SettlingConsumer):
             if message is not None:
                 return self._hand_out(message)
             mark = self._broker.wakeup.mark(self.queue)
-            if self._claim():
-                continue
+            # Idle, a read tells when the next message comes (the claim is a write); busy, woken
+            # or at that time, claim at once.
+            ahead = 0.0 if self._claim_next else self._ahead()
+            if ahead == 0.0:
+                if self._claim():
+                    continue
+                self._claim_next, ahead = False, None  # nothing to claim: look before claiming
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            if self._broker.wakeup.wait(self.queue, mark, min(self._pause, remaining)):
-                self._pause = POLL_START
+            pause = self._pause if ahead is None else min(self._pause, ahead)
+            if self._broker.wakeup.wait(self.queue, mark, min(pause, remaining)):
+                self._pause, self._claim_next = POLL_START, True
             else:
+                # slept until the next message's time: claim it now, with no look first
+                self._claim_next = ahead is not None and ahead <= min(self._pause, remaining)
                 self._pause = min(self._pause * 2, POLL_CAP)
 
     def ack(self, delivery: Delivery, *, notices: Sequence[tuple[str, bytes]] = ()) -> None:
@@ -447,12 +468,26 @@ class StoreConsumer(SettlingConsumer):
         self._take(claimed)
         return bool(claimed)
 
+    def _ahead(self) -> float | None:
+        """Seconds until a message of the queue can be claimed (0.0: now), None when none
+        waits: the earliest availability of the unclaimed ones (one read, no write)."""
+        now = self._broker.clock.now()
+        at = self._call(
+            f"look at {self.queue}",
+            lambda: self._store.queue_next_available(self.queue, now=now),
+        )
+        if at is None:
+            return None
+        # from the end of the read (about a millisecond), so the sleep ends at the time itself
+        return max((at - self._broker.clock.now()).total_seconds(), 0.0)
+
     def _take(self, claimed: Sequence[QueuedMessage]) -> None:
         """Messages claimed for this consumer: in hand for :meth:`get`, and polling goes on
         at its quickest while they come."""
         if claimed:
             self._buffer.extend(claimed)
             self._pause = POLL_START
+            self._claim_next = True
 
     def _claim_acking(self, now: datetime, room: int) -> list[QueuedMessage]:
         """The claim with the deferred acks in its transaction (:meth:`ack_many` ``defer``)."""

@@ -39,9 +39,12 @@ class SchedulerConfig:
     #: older ones are recorded as missed.
     catchup_limit: int = 1000
     #: A freerun fire is prepared this long before its instant (recorded, its unit of work
-    #: stored) and only released at the instant, so that a due fire costs a publish, not a
-    #: pass; longer than a pass over every freerun process takes.
-    prepare_ahead: timedelta = timedelta(seconds=1)
+    #: stored) and only released at the instant (or published then with the delay to it, on a
+    #: broker whose delay is exact), so that a due fire costs a publish, not a pass; longer
+    #: than a pass over every freerun process takes. Not a whole number of seconds: the pass
+    #: preparing the next fire of a process firing every second would fall on the instant of
+    #: the fire before, when its worker claims it (on SQLite, one writer at a time).
+    prepare_ahead: timedelta = timedelta(seconds=1.5)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> SchedulerConfig:

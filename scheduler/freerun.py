@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -52,11 +52,13 @@ CHANGED_BEFORE_INSTANT = "the process was disabled, edited or removed before the
 @dataclass(frozen=True, slots=True)
 class Held:
     """A fire prepared ahead: recorded, its unit of work stored, its message held here until
-    the instant."""
+    the instant, or (``sent``) published already with the broker's delay to the instant and
+    kept here until then only to cancel it if its process changes."""
 
     instant: datetime
     entry: ProcessEntry
     uow: UnitOfWork
+    sent: bool = False
 
 
 def fire_stamp(instant: datetime) -> str:
@@ -68,12 +70,25 @@ class FreerunFirer:
     """Fires due freerun processes; keeps each one's next due instant (derived, not truth)."""
 
     def __init__(
-        self, store: Store, dispatcher: Dispatcher, clock: Clock, config: SchedulerConfig
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        clock: Clock,
+        config: SchedulerConfig,
+        *,
+        publish_ahead: bool = False,
     ) -> None:
+        """
+        Args:
+            publish_ahead: publish a fire prepared ahead at once, with the delay to its
+                instant, instead of holding it until then (a broker whose delay is exact:
+                :attr:`mq.broker.Broker.exact_delay`).
+        """
         self.store = store
         self.dispatcher = dispatcher
         self.clock = clock
         self.config = config
+        self.publish_ahead = publish_ahead
         self._due: dict[str, tuple[ProcessEntry, datetime | None]] = {}
         #: Fires prepared ahead, waiting for their instant (:meth:`release`).
         self._held: list[Held] = []
@@ -102,8 +117,8 @@ class FreerunFirer:
         return due - self.config.prepare_ahead
 
     def next_release(self) -> datetime | None:
-        """The instant of the earliest fire held for release."""
-        return min((held.instant for held in self._held), default=None)
+        """The instant of the earliest fire held for release (not one published ahead)."""
+        return min((held.instant for held in self._held if not held.sent), default=None)
 
     def forget(self, name: str) -> None:
         self._due.pop(name, None)
@@ -294,31 +309,49 @@ class FreerunFirer:
             ]
         )
         now = self.clock.now()
-        ready = []
+        ready, ahead = [], []
         for (entry, instant), (uow, _) in zip(fires, created, strict=True):
             if instant > now:
-                self._held.append(Held(instant, entry, uow))
+                ahead.append(Held(instant, entry, uow))
             else:
                 ready.append(uow)
-        self.dispatcher.publish_all(ready)
+        # Held first: a publish that fails leaves them to release() at their instant.
+        self._held.extend(ahead)
+        if not self.publish_ahead:
+            self.dispatcher.publish_all(ready)
+            return
+        self.dispatcher.publish_all([*ready, *(held.uow for held in ahead)])
+        sent = {held.uow.id for held in ahead}
+        self._held = [replace(h, sent=True) if h.uow.id in sent else h for h in self._held]
 
     def release(self, now: datetime, current: Callable[[str], ProcessEntry | None]) -> int:
         """Publish the held fires whose instant has come, in one broker write; a fire whose
         process changed meanwhile (``current``: its entry now, None when disabled or gone)
-        has its unit of work canceled instead, visibly. Returns how many were published."""
-        if not self._held or min(held.instant for held in self._held) > now:
+        has its unit of work canceled instead, visibly. A fire published ahead is canceled
+        as soon as a pass before its instant sees its process changed (its message then
+        finds the unit of work canceled: the worker acks it and runs nothing), and is
+        forgotten once its instant has come. Returns how many were published."""
+        if not self._held:
             return 0
-        ripe = [held for held in self._held if held.instant <= now]
-        self._held = [held for held in self._held if held.instant > now]
-        fresh, changed = [], []
-        for held in ripe:
-            (fresh if current(held.entry.name) == held.entry else changed).append(held)
+        before = self._held
+        fresh, changed, self._held = [], [], []
+        for held in before:
+            if held.sent and held.instant <= now:
+                continue  # its message is the broker's: a worker claims it at the instant
+            if not held.sent and held.instant > now:
+                self._held.append(held)  # not yet
+            elif current(held.entry.name) != held.entry:
+                changed.append(held)  # at its instant, or published ahead and not yet due
+            elif held.sent:
+                self._held.append(held)  # published ahead, unchanged: kept until its instant
+            else:
+                fresh.append(held)
         try:
             self.dispatcher.publish_all(held.uow for held in fresh)
         except BaseException:
             # Held again: the next pass publishes them (a message already sent twice is
             # harmless: a worker's claim is a compare-and-set).
-            self._held = fresh + self._held
+            self._held = before
             raise
         for held in changed:
             log.warning(
@@ -337,13 +370,15 @@ class FreerunFirer:
                     reason=CHANGED_BEFORE_INSTANT,
                 )
             except (StateConflict, TransitionRefused):
-                pass  # changed by someone else meanwhile (canceled from mx, say)
+                pass  # changed meanwhile: canceled from mx, or claimed at its instant
         return len(fresh)
 
     def hand_over_held(self) -> int:
         """(On stop.) Publish what is still held with the broker's delay until each instant,
-        so that a scheduler stopping between preparing and releasing a fire delays nothing."""
-        held, self._held = self._held, []
+        so that a scheduler stopping between preparing and releasing a fire delays nothing
+        (a fire published ahead is the broker's already). Returns how many were published."""
+        held = [h for h in self._held if not h.sent]
+        self._held = []
         self.dispatcher.publish_all(h.uow for h in held)
         return len(held)
 

@@ -104,7 +104,9 @@ class Scheduler:
             store, self._publish, clock, config.queue_prefix, publish_many=broker.publish_many
         )
         self.driver = ManagedDriver(store, self.dispatcher, clock, config.window)
-        self.firer = FreerunFirer(store, self.dispatcher, clock, config)
+        self.firer = FreerunFirer(
+            store, self.dispatcher, clock, config, publish_ahead=broker.exact_delay
+        )
         self.recovery = Recovery(
             store,
             self.dispatcher,

@@ -98,6 +98,12 @@ class QueueStore(UowStore):
         """Extend a claim (a long-running handler). False if the claim was lost."""
 
     @abstractmethod
+    def queue_next_available(self, queue: str, *, now: datetime) -> datetime | None:
+        """The earliest ``available_at`` among the messages of ``queue`` that no live claim
+        holds at ``now`` (at or before ``now``: one is deliverable already); None when there
+        are none. One read: an idle consumer sleeps until then (:mod:`mq.store_queue`)."""
+
+    @abstractmethod
     def queue_depth(self, queue: str, *, now: datetime) -> dict[str, int]:
         """``{"ready": n, "delayed": n, "claimed": n}`` for ``queue``."""
 

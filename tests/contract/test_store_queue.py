@@ -271,6 +271,25 @@ def test_queue_depth_counts_ready_delayed_and_claimed(store):
     assert store.queue_depths([], now=T0) == {}
 
 
+def test_queue_next_available_is_the_earliest_time_an_unclaimed_message_comes(store):
+    # given an empty queue, then messages due in 10 s and in 20 s, and one in another queue
+    assert store.queue_next_available("q", now=T0) is None
+    store.queue_put("q", [b"later"], available_at=T0 + timedelta(seconds=20))
+    store.queue_put("q", [b"sooner"], available_at=T0 + timedelta(seconds=10))
+    store.queue_put("other", [b"x"], available_at=T0 + timedelta(seconds=1))
+    # then the earliest of the queue's own, until it is claimed
+    assert store.queue_next_available("q", now=T0) == T0 + timedelta(seconds=10)
+    at = T0 + timedelta(seconds=10)
+    [sooner] = _claim(store, at=at)
+    assert store.queue_next_available("q", now=at) == T0 + timedelta(seconds=20)
+    # and a claim that expires counts again, as available since it was published
+    expired = at + VISIBILITY
+    assert store.queue_next_available("q", now=expired) == T0 + timedelta(seconds=10)
+    # and a message available already gives a time at or before now
+    assert store.queue_release(sooner.id, "c1", available_at=T0) is True
+    assert store.queue_next_available("q", now=at) == T0
+
+
 def test_queue_purge_drops_claimed_and_unclaimed(store):
     # given
     store.queue_put("q", [b"1", b"2", b"3"], available_at=T0)

@@ -1,7 +1,9 @@
 """A SIGKILL of the scheduler between preparing a freerun fire and its instant (issue 16).
 
-A fire is prepared about a second ahead of its instant: recorded, its unit of work stored as
-requested with ``scheduled_at`` = the instant, its message held by the scheduler. The test
+A fire is prepared 1.5 s ahead of its instant: recorded, its unit of work stored as
+requested with ``scheduled_at`` = the instant, its message held by the scheduler (this
+installation's broker is RabbitMQ; on the store queue it is published at once, with the delay to
+the instant, and ``tests/workers/test_fire_published_ahead.py`` covers a restart there). The test
 watches the store and SIGKILLs the scheduler as soon as such a unit of work exists while its
 instant is still ahead, so the held message dies with the process. A new scheduler starts.
 

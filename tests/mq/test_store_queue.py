@@ -4,9 +4,10 @@ visibility timeouts. The rules every broker obeys are in tests/contract/test_bro
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -85,6 +86,62 @@ def test_store_broker_publish_wakes_a_waiting_consumer_at_once(store, clock, mon
     # then the consumer did not sleep out its 2 s pause
     assert max(latencies) < 1.0, latencies
     assert not thread.is_alive()
+
+
+def _consume_elsewhere(uri: str, count: int, pace: float, out) -> None:
+    """(A spawned process.) Consume ``count`` messages of ``q`` with a SystemClock, pausing
+    ``pace`` seconds between empty looks; send (body, wall time of the delivery) for each."""
+    store_queue.POLL_START = store_queue.POLL_CAP = pace
+    store = open_store(uri)
+    try:
+        consumer = StoreBroker("store", store=store).consumer("q")
+        out.put(("ready", time.time()))
+        deadline = time.monotonic() + 60
+        while count and time.monotonic() < deadline:
+            delivery = consumer.get(timeout=1)
+            if delivery is not None:
+                out.put((delivery.body.decode(), time.time()))
+                consumer.ack(delivery)
+                count -= 1
+        consumer.close()
+    finally:
+        store.close()
+
+
+def test_an_idle_consumer_in_another_process_claims_a_delayed_message_at_its_time(
+    concurrent_store_uri,
+):
+    # given a consumer in another OS process, idle, whose blind pause between looks is 1 s
+    # (ten times POLL_CAP: a consumer that slept it out would be up to a second late)
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    pace, count = 1.0, 3
+    child = context.Process(
+        target=_consume_elsewhere, args=(concurrent_store_uri, count, pace, out), daemon=True
+    )
+    child.start()
+    store = open_store(concurrent_store_uri)
+    broker = StoreBroker("store", store=store)
+    try:
+        assert out.get(timeout=60)[0] == "ready"
+        # when messages are published here, each due 1.5 s later (more than the pause)
+        due = {}
+        for i in range(count):
+            due[f"m{i}"] = datetime.now(UTC) + timedelta(seconds=1.5)
+            broker.publish("q", f"m{i}".encode(), delay=timedelta(seconds=1.5))
+            received = out.get(timeout=30)
+            # then the other process gets each within a few ms of its time, not a pause later
+            body, at = received
+            late = at - due[body].timestamp()
+            assert body == f"m{i}" and late < 0.1, (received, late)
+            if not concurrent_store_uri.startswith("mongodb"):  # nx-27017: to the second
+                assert late > -0.01, (received, late)
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+        store.close()
+    assert child.exitcode == 0
 
 
 def test_store_consumer_close_gives_back_buffered_and_unacked_claims(store_broker):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -346,20 +347,141 @@ def test_no_room_under_max_active_ahead_of_the_instant_is_decided_at_the_instant
     assert len(kit.broker.uow_ids()) == 2
 
 
-def test_a_release_that_the_broker_refuses_is_tried_again_by_the_next_pass(kit):
-    # given a fire prepared ahead, and a broker that fails the release
-    freerun(kit, max_active=10)
-    kit.run(seconds=59.5)
-    (uow,) = kit.uows("cron", "requested")
+@contextlib.contextmanager
+def _broker_down(kit):
+    """Every publish inside the block fails, and so does the block."""
     publish = kit.broker.publish
 
     def down(queue, body, *, delay=None):
         raise BrokerUnavailable("broker away")
 
     kit.broker.publish = down
-    with pytest.raises(BrokerUnavailable):
+    try:
+        with pytest.raises(BrokerUnavailable):
+            yield
+    finally:
+        kit.broker.publish = publish
+
+
+def test_a_release_that_the_broker_refuses_is_tried_again_by_the_next_pass(kit):
+    # given a fire prepared ahead, and a broker that fails the release
+    freerun(kit, max_active=10)
+    kit.run(seconds=59.5)
+    (uow,) = kit.uows("cron", "requested")
+    with _broker_down(kit):
         kit.run(seconds=0.5)
     # when the broker is back, the next pass publishes it, once
-    kit.broker.publish = publish
     kit.run(seconds=0.2)
     assert kit.broker.uow_ids() == [uow.id]
+
+
+# -- on a broker whose delay is exact (the store queue): published at once, with the delay -----
+
+
+def _exact_delay(kit):
+    kit.broker.exact_delay = True
+    return kit.restart()
+
+
+def _published_ahead(kit):
+    """A fire of ``cron`` prepared half a second before 13:01, on an exact-delay broker."""
+    _exact_delay(kit)
+    freerun(kit, max_active=10)
+    kit.run(seconds=59.5)
+    (uow,) = kit.uows("cron", "requested")
+    return uow
+
+
+def test_on_an_exact_delay_broker_a_fire_prepared_ahead_is_published_at_once_with_its_delay(
+    kit,
+):
+    # given a broker whose delayed messages reach idle consumers at their time
+    _exact_delay(kit)
+    freerun(kit, max_active=10)
+    # when a pass runs half a second before 13:01
+    kit.run(seconds=59.5)
+    # then the fire is prepared and its message published now, with the delay to its instant
+    (uow,) = kit.uows("cron", "requested")
+    assert uow.scheduled_at == datetime(2026, 1, 5, 13, 1, tzinfo=UTC)
+    assert [(m.uow_id, d) for _, m, d in kit.broker.published] == [(uow.id, timedelta(seconds=0.5))]
+    # and the loop has nothing to release at the instant
+    assert kit.scheduler.firer.next_release() is None
+    assert kit.scheduler.next_wakeup() != uow.scheduled_at
+    # and neither the instant, nor a stop, publishes it again
+    kit.run(seconds=0.5)
+    kit.run(seconds=20)
+    kit.scheduler.stop()
+    assert kit.broker.uow_ids() == [uow.id]
+    assert len(fired(kit)) == 1 and len(kit.uows("cron")) == 1
+
+
+def test_on_an_exact_delay_broker_a_change_read_before_the_instant_cancels_the_fire_at_once(
+    kit,
+):
+    # given a fire published ahead
+    uow = _published_ahead(kit)
+    # when the process is disabled and a pass reads it, still before the instant
+    _disable(kit)
+    kit.run(seconds=0.1)
+    # then its unit of work is canceled then, before any worker can claim its message (the
+    # worker that gets it at the instant finds it canceled: it acks it and runs nothing)
+    (canceled,) = kit.uows("cron", "canceled")
+    assert canceled.id == uow.id and canceled.updated_at < uow.scheduled_at
+    events = kit.store.history("uow", uow.id)
+    assert any("disabled, edited or removed" in e.reason for e in events)
+    kit.run(seconds=0.4)
+    kit.run(seconds=20)
+    assert kit.broker.uow_ids() == [uow.id] and len(fired(kit)) == 1
+
+
+def test_on_an_exact_delay_broker_a_change_read_after_the_instant_leaves_the_fire_to_run(kit):
+    # given a fire published ahead, its instant come
+    uow = _published_ahead(kit)
+    kit.clock.advance(0.5)
+    # when the scheduler reads a disable only now: the fire belongs to its worker already
+    _disable(kit)
+    kit.run()
+    # then it is not canceled under the worker that claims it
+    assert [u.id for u in kit.uows("cron", "requested")] == [uow.id]
+    assert kit.uows("cron", "canceled") == []
+
+
+def test_on_an_exact_delay_broker_a_restart_publishes_a_fire_published_ahead_again_and_it_runs_once(
+    kit,
+):
+    # given a fire published ahead by a scheduler that then stops before its instant
+    uow = _published_ahead(kit)
+    kit.scheduler.stop()
+    kit.restart()
+    # when the next scheduler starts, 0.2 s later
+    kit.run(seconds=0.2)
+    # then it cannot tell whether the message left, and publishes it again with the delay
+    # to the instant (the same unit of work, never a second fire)
+    assert [(m.uow_id, d) for _, m, d in kit.broker.published] == [
+        (uow.id, timedelta(seconds=0.5)),
+        (uow.id, timedelta(seconds=0.3)),
+    ]
+    # and the unit of work is claimed once: the claim is a compare-and-set, so the second
+    # delivery finds it taken (tests/workers/test_fire_published_ahead.py, a real worker)
+    kit.run(seconds=0.3)
+    done = kit.work(uow.id)
+    assert done.state.value == "processed"
+    assert kit.store.get_uow(uow.id).state.value == "processed"
+    claims = [e for e in kit.store.history("uow", uow.id) if e.trigger == "claim"]
+    assert len(claims) == 1
+    kit.run(seconds=10)
+    assert len(fired(kit)) == 1 and len(kit.uows("cron")) == 1
+
+
+def test_on_an_exact_delay_broker_a_publish_that_fails_ahead_is_released_at_the_instant(kit):
+    # given a broker that fails the publish ahead
+    _exact_delay(kit)
+    freerun(kit, max_active=10)
+    with _broker_down(kit):
+        kit.run(seconds=59.5)
+    (uow,) = kit.uows("cron", "requested")
+    # when the broker is back: the fire is held, and released at its instant, once
+    assert kit.scheduler.firer.next_release() == uow.scheduled_at
+    kit.run(seconds=0.5)
+    kit.run(seconds=10)
+    assert [(m.uow_id, d) for _, m, d in kit.broker.published] == [(uow.id, None)]

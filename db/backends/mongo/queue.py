@@ -161,6 +161,18 @@ class QueueMixin(MongoCore):
         return result.matched_count == 1
 
     @translated
+    def queue_next_available(self, queue: str, *, now: datetime) -> datetime | None:
+        """The earliest availability of an unclaimed message of ``queue``: one ``find_one``,
+        sorted on ``available_at``."""
+        at = to_utc(now, "now")
+        doc = self._db[QUEUE_MESSAGES].find_one(
+            {"queue": queue, "$or": [{"claimed_until": None}, {"claimed_until": {"$lte": at}}]},
+            projection={"available_at": True},
+            sort=[("available_at", 1)],
+        )
+        return None if doc is None else aware_utc(doc["available_at"])
+
+    @translated
     def queue_depth(self, queue: str, *, now: datetime) -> dict[str, int]:
         """Ready, delayed and claimed messages of ``queue`` at ``now``.
 

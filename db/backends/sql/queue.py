@@ -193,6 +193,11 @@ class QueueMixin(SqlCore):
         }
         return self._write(lambda conn: conn.execute(_EXTEND, params).rowcount == 1)
 
+    def queue_next_available(self, queue: str, *, now: datetime) -> datetime | None:
+        """The earliest availability of an unclaimed message of ``queue`` (one indexed read)."""
+        params = {"k_queue": queue, "k_now": rows.instant(now, "now")}
+        return self._read(lambda conn: conn.execute(_next_available(), params).scalar())
+
     def queue_depth(self, queue: str, *, now: datetime) -> dict[str, int]:
         """Ready, delayed and claimed messages of ``queue`` at ``now``, in one read."""
         params = {"k_queue": queue, "k_now": rows.instant(now, "now")}
@@ -294,6 +299,14 @@ def _deliverable_ids(lock: bool) -> sa.Select:
         .limit(sa.bindparam("limit", type_=sa.Integer()))
     )
     return stmt.with_for_update(skip_locked=True) if lock else stmt
+
+
+@functools.cache
+def _next_available() -> sa.Select:
+    """The earliest ``available_at`` of a queue's messages that no live claim holds."""
+    return sa.select(sa.func.min(_c.available_at)).where(
+        _c.queue == sa.bindparam("k_queue", type_=_c.queue.type), _unclaimed()
+    )
 
 
 @functools.cache
