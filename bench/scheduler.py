@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/scheduler.py [--quick] [--write docs/benchmarks.md]
     .venv/bin/python bench/scheduler.py --only pass [--days 0] [--profile pass.prof]
-    .venv/bin/python bench/scheduler.py --only freerun|worker-start [--no-wait]
+    .venv/bin/python bench/scheduler.py --only freerun|worker-start|catch-up [--no-wait]
 
 ``--only pass`` runs part 1 alone and prints its table (``--days 0``: no long history, and
 ``--no-wait``: no wait for a quiet machine, for quick iterations); ``--only freerun`` runs
@@ -73,6 +73,7 @@ from scheduler_kit import isolated  # noqa: E402
 from scheduler_report import (  # noqa: E402
     ratios,
     render,
+    render_catchup,
     render_freerun,
     render_passes,
     render_worker_start,
@@ -264,7 +265,7 @@ def main() -> int:
     parser.add_argument("--write", help="replace the marked section of this Markdown file")
     parser.add_argument(
         "--only",
-        choices=["pass", "freerun", "worker-start"],
+        choices=["pass", "freerun", "worker-start", "catch-up"],
         help="run this part alone and print its table (no --write); worker-start: the "
         "freerun part's worker-start row alone",
     )
@@ -291,6 +292,8 @@ def main() -> int:
                 table = [*render_passes(passes, size), "", *ratios(passes, [])]
             elif args.only == "freerun":
                 table = render_freerun(bench_freerun(Path(tmp), size), size)
+            elif args.only == "catch-up":
+                table = render_catchup(bench_catchup(Path(tmp), size))
             else:
                 table = render_worker_start(bench_worker_start(Path(tmp), size), size)
         load = f"Load: {'; '.join(quiet.notes)}; {os.getloadavg()[0]:.2f} at the end."
