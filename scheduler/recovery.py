@@ -3,9 +3,9 @@
 - An invalid unit of work returns to requested after ``retry_delay`` doubling per attempt
   (capped at an hour); past ``retries`` it is canceled (and its job skipped by the driver).
 - A unit of work whose worker stopped beating becomes invalid (``db.liveness``) and is retried.
-- A unit of work requested but never claimed is published again after ``unclaimed_timeout``,
-  and at once when a worker of its process is declared lost (it may have started it in an
-  outcome's commit, db.chain, and died before publishing it).
+- A unit of work requested but never claimed is published again after ``unclaimed_timeout``;
+  a managed one also at once when a worker of its process is declared lost (it may have
+  started it in an outcome's commit, db.chain, and died before publishing it).
   The first pass of a scheduler re-posts every requested unit of work at once: its predecessor
   may have stopped (crashed, been killed) after storing one and before publishing it, and a
   duplicate message is harmless (the worker's claim is a compare-and-set; a delivery for a
@@ -33,7 +33,7 @@ from db.gates import attempts_remain, retry_time
 from db.liveness import forget_old_workers, reap_lost_workers
 from db.models import UowQuery
 from db.state_change import change_uow
-from db.states import UowState
+from db.states import UowKind, UowState
 
 if TYPE_CHECKING:
     from db.clock import Clock
@@ -119,12 +119,16 @@ class Recovery:
         return report
 
     def _lost_worker(self, worker: WorkerRecord, now: datetime, report: RecoveryReport) -> None:
-        """Re-post the requested units of work of a lost worker's process: a worker that
-        started a catch-up's next period in its outcome's commit (db.chain) and died before
-        publishing it left one nobody will hear of until ``unclaimed_timeout`` (a duplicate
-        delivery is harmless: the first claim wins)."""
+        """Re-post the requested managed units of work of a lost worker's process: a worker
+        that started a catch-up's next period in its outcome's commit (db.chain) and died
+        before publishing it left one nobody will hear of until ``unclaimed_timeout`` (a
+        duplicate delivery is harmless: the first claim wins). Freerun fires and tasks are
+        only ever published by the scheduler and mx: nothing of theirs is re-posted here."""
         query = UowQuery(
-            process=worker.process, states=frozenset({UowState.REQUESTED}), newest_first=False
+            process=worker.process,
+            states=frozenset({UowState.REQUESTED}),
+            kind=UowKind.MANAGED,
+            newest_first=False,
         )
         why = f"re-posted: worker {worker.worker_id} was lost, it may not have published it"
         self._repost(query, now, why, report)
