@@ -10,7 +10,7 @@ message runs nothing and records no failure.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from db.clock import SystemClock
@@ -20,8 +20,11 @@ from scheduler.config import SchedulerConfig
 from scheduler.service import Scheduler
 from tests.polling import wait_until
 
-#: Seconds between fires: a fire is prepared 1.5 s ahead, so there is room to act before.
-PERIOD = 3
+#: How long ahead of its instant a fire is prepared here (the default is 1.5 s): room for a
+#: restart or a disable before the instant even on a loaded machine.
+AHEAD = timedelta(seconds=4)
+#: Seconds between fires.
+PERIOD = 6
 
 
 def _ticking(harness, runs: Path) -> Scheduler:
@@ -38,7 +41,7 @@ def _ticking(harness, runs: Path) -> Scheduler:
 
 
 def _scheduler(harness) -> Scheduler:
-    config = SchedulerConfig.from_settings(harness.settings)
+    config = SchedulerConfig.from_settings(harness.settings, prepare_ahead=AHEAD)
     scheduler = Scheduler(harness.store, harness.broker, SystemClock(), config)
     scheduler.start()
     return scheduler
