@@ -23,6 +23,8 @@ from tests.polling import wait_until
 #: How long ahead of its instant a fire is prepared here (the default is 1.5 s): room for a
 #: restart or a disable before the instant even on a loaded machine.
 AHEAD = timedelta(seconds=4)
+#: A fire is acted on (restart, disable) only while its instant is at least this far ahead.
+MARGIN = timedelta(seconds=2.5)
 #: Seconds between fires.
 PERIOD = 6
 
@@ -48,12 +50,13 @@ def _scheduler(harness) -> Scheduler:
 
 
 def _prepared(harness, process: str):
-    """A requested unit of work of ``process`` whose instant is still ahead, if any."""
-    now = datetime.now(UTC)
+    """A requested unit of work of ``process`` whose instant is still at least MARGIN ahead
+    (room to act before it), if any."""
+    soon = datetime.now(UTC) + MARGIN
     page = harness.store.find_uows(
         UowQuery(process=process, states=frozenset({UowState.REQUESTED})), limit=10
     )
-    ahead = [u for u in page.items if u.scheduled_at is not None and u.scheduled_at > now]
+    ahead = [u for u in page.items if u.scheduled_at is not None and u.scheduled_at > soon]
     return ahead[0] if ahead else None
 
 
