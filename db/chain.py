@@ -100,6 +100,13 @@ def next_in_line(
     decides). Reads the process's window (one read); writes nothing."""
     if not _qualifies(entry, uow, outcome):
         return None
+    return _read_line(store, entry, uow, outcome, now)
+
+
+def _read_line(
+    store: Store, entry: ProcessEntry, uow: UnitOfWork, outcome: UowState, now: datetime
+) -> NextInLine | None:
+    """:func:`next_in_line` of a qualifying outcome, from the process's window as stored."""
     window = store.job_windows({entry.name: 1 + LOOK_WINDOW}, ACTIVE_JOB_STATES).get(entry.name, [])
     if len(window) < 2 or any(job.state is not JobState.EMBRYO for job in window[1:]):
         return None
@@ -130,7 +137,7 @@ class Lookahead:
         if known is not None and known[0].uow_id == uow.id and known[1]:
             job, (following, *rest) = known
             return _line(entry, uow, outcome, job, following, tuple(rest), now)
-        return next_in_line(store, entry, uow, outcome, now)
+        return _read_line(store, entry, uow, outcome, now)
 
     def written(self, line: NextInLine, start: JobStart) -> None:
         """The chain of ``line`` was written (by ``start``): predict the next from it."""

@@ -747,27 +747,15 @@ def _taken(link: JobChain, take: ChainTake, *, clock: Clock) -> JobChain:
     """``link`` with its unit of work claimed by ``take``'s worker: decided by the machine as
     any claim, stored in progress after its creation event."""
     uow = link.start.uow
-    claim = take.claim(uow)
-    dest, event = _decided(
-        UOW_MACHINE,
-        "uow",
-        uow.id,
-        uow.state,
-        claim.trigger,
-        clock=clock,
-        actor=link.start.event.actor,
-        reason=claim.reason,
-        facts={"attempts_remain": True},
-        details=claim.details,
-    )
+    claim = _uow_step(take.claim(uow), clock=clock, actor=link.start.event.actor)
     claimed = replace(
         uow,
         **dict(claim.changes or {}),
-        state=UowState(dest),
+        state=UowState(claim.new_state),
         version=uow.version + 1,
-        updated_at=event.at,
+        updated_at=claim.event.at,
     )
-    return replace(link, start=replace(link.start, uow=claimed), claim_event=event)
+    return replace(link, start=replace(link.start, uow=claimed), claim_event=claim.event)
 
 
 def _chained(
@@ -900,30 +888,33 @@ def _decided_uows(
     """Step 1 for each request: the refusals in place, and the steps to write with the
     positions of their requests."""
 
-    def step_of(request: UowChange) -> UowTransition:
-        uow = request.uow
-        dest, event = _decided(
-            UOW_MACHINE,
-            "uow",
-            uow.id,
-            uow.state,
-            request.trigger,
-            clock=clock,
-            actor=request.actor or actor,
-            reason=request.reason,
-            facts={"attempts_remain": uow.attempt <= uow.retries, **dict(request.facts or {})},
-            details=request.details,
-        )
-        return UowTransition(
-            uow_id=uow.id,
-            expected_state=uow.state,
-            new_state=dest,
-            event=event,
-            changes=request.changes,
-            expected_version=uow.version if request.check_version else None,
-        )
+    return _decide_all(requests, lambda request: _uow_step(request, clock=clock, actor=actor))
 
-    return _decide_all(requests, step_of)
+
+def _uow_step(request: UowChange, *, clock: Clock, actor: str) -> UowTransition:
+    """Step 1 of a unit-of-work change: the machine's decision, as the store's
+    compare-and-set (the request's own actor, if it names one, else ``actor``)."""
+    uow = request.uow
+    dest, event = _decided(
+        UOW_MACHINE,
+        "uow",
+        uow.id,
+        uow.state,
+        request.trigger,
+        clock=clock,
+        actor=request.actor or actor,
+        reason=request.reason,
+        facts={"attempts_remain": uow.attempt <= uow.retries, **dict(request.facts or {})},
+        details=request.details,
+    )
+    return UowTransition(
+        uow_id=uow.id,
+        expected_state=uow.state,
+        new_state=dest,
+        event=event,
+        changes=request.changes,
+        expected_version=uow.version if request.check_version else None,
+    )
 
 
 R = TypeVar("R")

@@ -47,6 +47,20 @@ def finish(kit: Kit, uow_id: str, outcome: str = "succeed", *, store=None, looka
     return done, announced
 
 
+def by_hand(kit: Kit, entry, timeperiod: str, trigger: str, **fields) -> None:
+    """An operator's move of the process's job at ``timeperiod``."""
+    change_job(
+        kit.store,
+        kit.job(NAME, timeperiod),
+        trigger,
+        state_machine=entry.state_machine,
+        clock=kit.clock,
+        actor="operator",
+        reason="by hand",
+        **fields,
+    )
+
+
 def running(kit: Kit) -> str:
     """The id of the one unit of work of the process that waits for a worker."""
     (uow,) = kit.uows(NAME, "requested")
@@ -178,15 +192,7 @@ def test_a_next_period_moved_meanwhile_leaves_the_chain_out_and_keeps_the_outcom
     uow_id = running(kit)
 
     def skip_11() -> None:
-        change_job(
-            kit.store,
-            kit.job(NAME, "2026010511"),
-            "skip",
-            state_machine=entry.state_machine,
-            clock=kit.clock,
-            actor="operator",
-            reason="by hand",
-        )
+        by_hand(kit, entry, "2026010511", "skip")
 
     # when the outcome is written
     done, announced = finish(kit, uow_id, store=MovingStore(kit.store, skip_11))
@@ -273,16 +279,7 @@ def test_a_period_reprocessed_meanwhile_refuses_the_predicted_chain(kit):
     lookahead = Lookahead(lambda name: kit.store.get_process(name).entry)
     finish(kit, running(kit), lookahead=lookahead)
     # when an operator reprocesses hour 10 while 11 runs
-    change_job(
-        kit.store,
-        kit.job(NAME, "2026010510"),
-        "reprocess",
-        state_machine=entry.state_machine,
-        clock=kit.clock,
-        actor="operator",
-        reason="by hand",
-        changes={"run": 1, "uow_id": None},
-    )
+    by_hand(kit, entry, "2026010510", "reprocess", changes={"run": 1, "uow_id": None})
     done, announced = finish(kit, running(kit), lookahead=lookahead)
     # then the store refuses the prediction (an older period is active again): the outcome
     # stands alone, hour 12 is not started

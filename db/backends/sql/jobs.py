@@ -26,6 +26,7 @@ from db.states import ACTIVE_JOB_STATES, JobState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
+    from datetime import datetime
 
     from db.models import Event, Job, JobChain, JobStart, JobTransition, UnitOfWork
 
@@ -271,9 +272,7 @@ class JobsMixin(CountsMixin):
         expected_version: int | None = None,
     ) -> Job:
         """Compare-and-set the job's state with ``changes``; the event commits with it."""
-        values = rows.normalise(check_changes("job", changes, JOB_CHANGEABLE_FIELDS))
-        values["state"] = JobState(new_state).value
-        values["updated_at"] = rows.instant(event.at, "at")
+        values = _job_values(changes, new_state, event.at)
         key = f"{process}/{timeperiod}"
 
         def work(conn: sa.Connection) -> Job:
@@ -299,9 +298,7 @@ class JobsMixin(CountsMixin):
         statements whatever their number), each step's event with it in one insert."""
         cas = []
         for step in steps:  # bad changes: refused now, before the transaction
-            values = rows.normalise(check_changes("job", step.changes, JOB_CHANGEABLE_FIELDS))
-            values["state"] = JobState(step.new_state).value
-            values["updated_at"] = rows.instant(step.event.at, "at")
+            values = _job_values(step.changes, step.new_state, step.event.at)
             cas.append(_job_cas(step.process, step.timeperiod, step, values))
         if not cas:
             return []
@@ -345,9 +342,9 @@ class JobsMixin(CountsMixin):
                     except DuplicateKey as exc:
                         done[i] = exc
                         continue
-                values = rows.normalise({"uow_id": (twin or start.uow).id})
-                values["state"] = JobState(start.new_state).value
-                values["updated_at"] = rows.instant(start.event.at, "at")
+                values = _job_values(
+                    {"uow_id": (twin or start.uow).id}, start.new_state, start.event.at
+                )
                 cas.append(_job_cas(start.process, start.timeperiod, start, values))
                 casting.append((i, twin))
             stored = self._cas_many(conn, job_table, _JOB_KEY, cas, entity="job")
@@ -396,9 +393,7 @@ class JobsMixin(CountsMixin):
         """
         self._check_start(process, timeperiod, uow)
         uow_row = rows.uow_row(uow)  # bad values: refused before the transaction
-        values = rows.normalise({"uow_id": uow.id})
-        values["state"] = JobState(new_state).value
-        values["updated_at"] = rows.instant(event.at, "at")
+        values = _job_values({"uow_id": uow.id}, new_state, event.at)
         key = f"{process}/{timeperiod}"
         uow_key = {
             name: uow_row[name]
@@ -440,12 +435,10 @@ class JobsMixin(CountsMixin):
         finish, start = chain.finish, chain.start
         self._check_start(start.process, start.timeperiod, start.uow)
         uow_row = rows.uow_row(start.uow)  # bad values: refused before the transaction
-        moves = []
-        for step, changes in ((finish, finish.changes), (start, {"uow_id": start.uow.id})):
-            values = rows.normalise(check_changes("job", changes, JOB_CHANGEABLE_FIELDS))
-            values["state"] = JobState(step.new_state).value
-            values["updated_at"] = rows.instant(step.event.at, "at")
-            moves.append((step, values))
+        moves = [
+            (finish, _job_values(finish.changes, finish.new_state, finish.event.at)),
+            (start, _job_values({"uow_id": start.uow.id}, start.new_state, start.event.at)),
+        ]
         put = message_rows(chain.put, chain.put_at or finish.event.at)[1] if chain.put else []
         events = [
             finish.event,
@@ -487,6 +480,17 @@ class JobsMixin(CountsMixin):
 
 
 _JOB_KEY = ("process", "timeperiod")
+
+
+def _job_values(
+    changes: Mapping[str, Any] | None, new_state: JobState, at: datetime
+) -> dict[str, Any]:
+    """The column values of a job's compare-and-set: ``changes`` (checked: bad ones refused
+    before any transaction), the new state, ``updated_at`` = ``at``."""
+    values = rows.normalise(check_changes("job", changes, JOB_CHANGEABLE_FIELDS))
+    values["state"] = JobState(new_state).value
+    values["updated_at"] = rows.instant(at, "at")
+    return values
 
 
 def _chain_guard(process: str, timeperiod: str) -> sa.Select:
